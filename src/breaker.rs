@@ -1,0 +1,1376 @@
+//! The per-host circuit breaker: its configuration ([`Breaker`]) and the state machine the
+//! middleware consults before and after every attempt ([`BreakerState`]).
+//!
+//! The state machine only decides. It never sleeps and never logs: the middleware holds one
+//! [`BreakerState`] per host under a lock, passes in `now`, acts on the [`Admission`] it gets back,
+//! and emits a `tracing` event (it knows the host name) for every [`Transition`].
+
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How many buckets the failure-rate window is cut into. The window slides one bucket at a time,
+/// so an outcome counts for between 9/10 of the window and the whole window, and memory stays
+/// constant however many requests go through.
+const BUCKETS: usize = 10;
+
+const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
+const DEFAULT_GROWTH: f64 = 2.0;
+const DEFAULT_MAX_OPEN: Duration = Duration::from_secs(60);
+const DEFAULT_PROBES: u32 = 1;
+
+/// Circuit breaker configuration for each host.
+///
+/// Why a breaker? When a host is down, every request to it waits for a timeout or a 5xx, retries
+/// multiply the load on a server that is already struggling, and callers pile up. A breaker notices
+/// the failures, *opens*, and for a while fails every request to that host at once, without
+/// touching the network. When the open time is over it goes *half-open* and lets a few probe
+/// requests through: a probe that succeeds closes the breaker, one that fails opens it again, for
+/// longer each time (up to a cap).
+///
+/// A breaker trips on either or both of two triggers:
+/// - **consecutive failures**: `n` failures in a row, whatever their age;
+/// - **failure rate**: the share of failures over a sliding time window, counted only once the
+///   window holds enough calls that the share means something.
+///
+/// Which outcomes count as failures (5xx and transport errors by default) is the middleware's
+/// decision, not the breaker's.
+///
+/// # Default
+///
+/// [`Breaker::default()`] (the same as [`Breaker::new()`]):
+/// - trips at 50 % failures over 30 s once the window holds at least 10 calls,
+///   **or** on 5 consecutive failures;
+/// - stays open 5 s, doubling after each failed probe, never above 60 s;
+/// - lets 1 probe through at a time when half-open.
+///
+/// # Examples
+///
+/// ```
+/// use reqwest_polite::Breaker;
+/// use std::time::Duration;
+///
+/// // Trip after 5 failures in a row; fail fast for 10 s before probing with 2 requests.
+/// let breaker = Breaker::consecutive_failures(5)
+///     .open_for(Duration::from_secs(10))
+///     .half_open_probes(2);
+/// assert!(!breaker.is_disabled());
+///
+/// // The default combines both triggers.
+/// let default = Breaker::failure_rate(0.5, 10, Duration::from_secs(30)).or_consecutive_failures(5);
+/// assert_eq!(Breaker::default(), default);
+///
+/// assert!(Breaker::disabled().is_disabled());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breaker {
+    /// Trip on this many failures in a row; `None`: no consecutive trigger.
+    consecutive: Option<u32>,
+    /// Trip on a failure rate over a window; `None`: no rate trigger.
+    rate: Option<RateTrigger>,
+    /// Open time after the breaker trips from closed.
+    open_for: Duration,
+    /// Open time multiplier after each failed probe (>= 1.0).
+    growth: f64,
+    /// Cap on the grown open time.
+    max_open: Duration,
+    /// Probes let through at a time when half-open (>= 1).
+    probes: u32,
+}
+
+/// The failure-rate trigger, validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RateTrigger {
+    /// Trip when failures / calls >= ratio; in (0, 1].
+    ratio: f64,
+    /// Calls the window must hold before the ratio counts; >= 1.
+    min_calls: u32,
+    /// Length of the sliding window; > 0.
+    window: Duration,
+}
+
+impl Breaker {
+    /// The recommended breaker; the same as [`Breaker::default()`].
+    ///
+    /// # Default
+    ///
+    /// 50 % failures over 30 s with at least 10 calls, or 5 consecutive failures; open 5 s,
+    /// growing x2 per failed probe up to 60 s; 1 half-open probe.
+    pub fn new() -> Self {
+        Self::failure_rate(0.5, 10, Duration::from_secs(30)).or_consecutive_failures(5)
+    }
+
+    /// A breaker that trips on `n` consecutive failures only (no failure-rate trigger).
+    ///
+    /// Counting runs of failures reacts quickly to a host that is hard down, and needs no window:
+    /// a single success resets the count.
+    ///
+    /// # Default
+    ///
+    /// Open time, growth and probes as in [`Breaker::default()`]: open 5 s, x2 up to 60 s, 1 probe.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0 (the breaker would trip without any failure). Use
+    /// [`Breaker::try_consecutive_failures`] for a value read at run time.
+    pub fn consecutive_failures(n: u32) -> Self {
+        Self::try_consecutive_failures(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Breaker::consecutive_failures`], but returns an error instead of panicking, for
+    /// values read at run time (configuration files, environment).
+    ///
+    /// # Errors
+    ///
+    /// [`BreakerConfigError::ZeroConsecutiveFailures`] if `n` is 0.
+    pub fn try_consecutive_failures(n: u32) -> Result<Self, BreakerConfigError> {
+        Ok(Self {
+            consecutive: Some(check_consecutive(n)?),
+            ..Self::disabled()
+        })
+    }
+
+    /// A breaker that trips when `failures / calls >= ratio` over the last `window` (no
+    /// consecutive trigger), counting only once the window holds at least `min_calls` calls.
+    ///
+    /// A rate catches a host that fails often but not always (a bad node behind a load balancer),
+    /// which a consecutive count never sees; `min_calls` stops one failure out of one call from
+    /// reading as 100 %. The window slides in steps of `window / 10`, so an outcome is forgotten
+    /// between 9/10 of `window` and `window` after it happened. The rate is checked when a failure
+    /// is recorded: a success never opens the breaker.
+    ///
+    /// # Default
+    ///
+    /// Open time, growth and probes as in [`Breaker::default()`]: open 5 s, x2 up to 60 s, 1 probe.
+    ///
+    /// # Panics
+    ///
+    /// Unless `0 < ratio <= 1`, `min_calls >= 1` and `window > 0`. Use
+    /// [`Breaker::try_failure_rate`] for values read at run time.
+    pub fn failure_rate(ratio: f64, min_calls: u32, window: Duration) -> Self {
+        Self::try_failure_rate(ratio, min_calls, window).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Breaker::failure_rate`], but returns an error instead of panicking, for values read
+    /// at run time.
+    ///
+    /// # Errors
+    ///
+    /// [`BreakerConfigError::InvalidRatio`], [`BreakerConfigError::ZeroMinCalls`] or
+    /// [`BreakerConfigError::ZeroWindow`], for the first argument that is out of range.
+    pub fn try_failure_rate(
+        ratio: f64,
+        min_calls: u32,
+        window: Duration,
+    ) -> Result<Self, BreakerConfigError> {
+        Ok(Self {
+            rate: Some(check_rate(ratio, min_calls, window)?),
+            ..Self::disabled()
+        })
+    }
+
+    /// A breaker that never trips: every request goes to the network, whatever the host does.
+    pub fn disabled() -> Self {
+        Self {
+            consecutive: None,
+            rate: None,
+            open_for: DEFAULT_OPEN_FOR,
+            growth: DEFAULT_GROWTH,
+            max_open: DEFAULT_MAX_OPEN,
+            probes: DEFAULT_PROBES,
+        }
+    }
+
+    /// Adds the consecutive-failures trigger (replacing any previous one), so the breaker trips on
+    /// `n` failures in a row *or* on its failure rate, whichever fires first.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    pub fn or_consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive = Some(check_consecutive(n).unwrap_or_else(|e| panic!("{e}")));
+        self
+    }
+
+    /// Adds the failure-rate trigger (replacing any previous one), so the breaker trips on its
+    /// failure rate *or* on consecutive failures, whichever fires first. See
+    /// [`Breaker::failure_rate`] for the meaning of the arguments.
+    ///
+    /// # Panics
+    ///
+    /// Unless `0 < ratio <= 1`, `min_calls >= 1` and `window > 0`.
+    pub fn or_failure_rate(mut self, ratio: f64, min_calls: u32, window: Duration) -> Self {
+        self.rate = Some(check_rate(ratio, min_calls, window).unwrap_or_else(|e| panic!("{e}")));
+        self
+    }
+
+    /// How long the breaker stays open (failing fast) after it trips, before it lets a probe
+    /// through. Long enough for a restarting host to come back, short enough not to shut out a
+    /// host that has recovered.
+    ///
+    /// # Default
+    ///
+    /// 5 s.
+    ///
+    /// # Panics
+    ///
+    /// If `d` is zero (the breaker would probe at once, so it would never fail fast).
+    pub fn open_for(mut self, d: Duration) -> Self {
+        assert!(
+            !d.is_zero(),
+            "Breaker::open_for: the open time must be greater than zero"
+        );
+        self.open_for = d;
+        self
+    }
+
+    /// Each time a probe fails and the breaker opens again, multiply the open time by `factor`,
+    /// never above `max`; a successful probe resets it to [`Breaker::open_for`]. A host that stays
+    /// down is then probed less and less often. `open_growth(1.0, ..)` disables growth; a `max`
+    /// below the open time also means no growth (the open time never shrinks).
+    ///
+    /// # Default
+    ///
+    /// Factor 2, max 60 s.
+    ///
+    /// # Panics
+    ///
+    /// If `factor` is below 1.0 or not finite.
+    pub fn open_growth(mut self, factor: f64, max: Duration) -> Self {
+        assert!(
+            factor.is_finite() && factor >= 1.0,
+            "Breaker::open_growth: the factor must be a finite number >= 1.0, got {factor}"
+        );
+        self.growth = factor;
+        self.max_open = max;
+        self
+    }
+
+    /// How many probe requests the half-open breaker lets through at a time. The first probe to
+    /// succeed closes the breaker; the first to fail opens it again. More probes decide sooner on
+    /// a host with occasional failures, at the cost of more load on a host that is still down.
+    ///
+    /// # Default
+    ///
+    /// 1.
+    ///
+    /// # Panics
+    ///
+    /// If `k` is 0 (a half-open breaker could never close).
+    pub fn half_open_probes(mut self, k: u32) -> Self {
+        assert!(
+            k > 0,
+            "Breaker::half_open_probes: at least one probe is needed to close the breaker"
+        );
+        self.probes = k;
+        self
+    }
+
+    /// True when the breaker has no trigger, so it never trips (see [`Breaker::disabled`]).
+    pub fn is_disabled(&self) -> bool {
+        self.consecutive.is_none() && self.rate.is_none()
+    }
+
+    /// The open time after a failed probe: `current` grown by the factor, capped at the maximum,
+    /// never below the base open time.
+    fn grow(&self, current: Duration) -> Duration {
+        if self.growth <= 1.0 {
+            return current;
+        }
+        let cap = self.max_open.max(self.open_for);
+        Duration::try_from_secs_f64(current.as_secs_f64() * self.growth)
+            .map_or(cap, |grown| grown.min(cap))
+    }
+}
+
+impl Default for Breaker {
+    /// See [`Breaker`]'s `# Default` section.
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn check_consecutive(n: u32) -> Result<u32, BreakerConfigError> {
+    if n == 0 {
+        return Err(BreakerConfigError::ZeroConsecutiveFailures);
+    }
+    Ok(n)
+}
+
+fn check_rate(
+    ratio: f64,
+    min_calls: u32,
+    window: Duration,
+) -> Result<RateTrigger, BreakerConfigError> {
+    // Written so that NaN fails too.
+    if !(ratio > 0.0 && ratio <= 1.0) {
+        return Err(BreakerConfigError::InvalidRatio(ratio));
+    }
+    if min_calls == 0 {
+        return Err(BreakerConfigError::ZeroMinCalls);
+    }
+    if window.is_zero() {
+        return Err(BreakerConfigError::ZeroWindow);
+    }
+    Ok(RateTrigger {
+        ratio,
+        min_calls,
+        window,
+    })
+}
+
+/// A breaker configuration value that cannot make sense, returned by the `try_` constructors of
+/// [`Breaker`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum BreakerConfigError {
+    /// `consecutive_failures(0)`: the breaker would trip without any failure.
+    ZeroConsecutiveFailures,
+    /// The failure ratio is not in `(0, 1]` (or is NaN); it carries the value given.
+    InvalidRatio(f64),
+    /// `min_calls` is 0: a single failure would read as a 100 % failure rate.
+    ZeroMinCalls,
+    /// The failure-rate window is zero long, so it could never hold a call.
+    ZeroWindow,
+}
+
+impl fmt::Display for BreakerConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroConsecutiveFailures => {
+                f.write_str("breaker: consecutive failures must be at least 1")
+            }
+            Self::InvalidRatio(ratio) => write!(
+                f,
+                "breaker: failure ratio must be greater than 0 and at most 1, got {ratio}"
+            ),
+            Self::ZeroMinCalls => f.write_str("breaker: min_calls must be at least 1"),
+            Self::ZeroWindow => {
+                f.write_str("breaker: the failure-rate window must be greater than zero")
+            }
+        }
+    }
+}
+
+impl Error for BreakerConfigError {}
+
+/// Where a host's breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerPhase {
+    /// Requests go through; outcomes are counted.
+    Closed,
+    /// Requests fail fast without touching the network until the open time is over.
+    Open,
+    /// A limited number of probe requests go through to test whether the host has recovered.
+    HalfOpen,
+}
+
+impl fmt::Display for BreakerPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half-open",
+        })
+    }
+}
+
+/// The breaker's decision on one attempt; the middleware acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Closed: send the request, then [`BreakerState::record`] its outcome.
+    Allow,
+    /// Half-open: send the request as one of the probes. The caller **must** later call
+    /// [`BreakerState::record`] with this admission, or [`BreakerState::release_probe`] if the
+    /// request ended without an outcome (dropped future), or the probe slot stays taken.
+    Probe,
+    /// Open, or half-open with every probe slot taken: fail fast without sending.
+    Reject {
+        /// How long until the breaker may let a probe through. Open: the rest of the open time.
+        /// Half-open with all slots taken: the current open time, since nobody can know when
+        /// the outstanding probes will finish; by then they have either closed the breaker or
+        /// opened it again.
+        retry_in: Duration,
+    },
+}
+
+/// A change of phase, for the caller to report (it knows the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The breaker opened: requests fail fast for `open_for`.
+    Opened {
+        /// The count that tripped it: consecutive failures if that trigger fired, otherwise the
+        /// failures in the rate window. After a failed probe: the consecutive failure count,
+        /// which includes the probe.
+        failures: u32,
+        /// How long it stays open before probing.
+        open_for: Duration,
+    },
+    /// The open time is over; probes may go through.
+    HalfOpened,
+    /// A probe succeeded; requests go through again and counts start from zero.
+    Closed,
+}
+
+/// What a host's breaker looks like at one instant, for observability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    /// The current phase.
+    pub phase: BreakerPhase,
+    /// How long the breaker has been in this phase (for a new, never-tripped breaker: since the
+    /// host record was created).
+    pub since: Duration,
+    /// Failures in a row among counted outcomes (0 after a success).
+    pub consecutive_failures: u32,
+    /// Failures in the failure-rate window (0 without a rate trigger).
+    pub window_failures: u32,
+    /// Calls in the failure-rate window (0 without a rate trigger).
+    pub window_calls: u32,
+    /// When open: time left before a probe may go through (zero once it is due).
+    pub retry_in: Option<Duration>,
+    /// How many times this breaker has opened, including reopenings after failed probes.
+    pub times_opened: u64,
+}
+
+/// Calls and failures in one slice of the failure-rate window.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// Which slice of time this bucket counts (time since the window's origin / bucket width).
+    epoch: u64,
+    calls: u32,
+    failures: u32,
+}
+
+/// The failure-rate trigger with its sliding window: a fixed ring of buckets, so recording is
+/// allocation-free and memory is constant.
+#[derive(Debug, Clone)]
+struct RateWindow {
+    ratio: f64,
+    min_calls: u32,
+    origin: Instant,
+    /// Width of one bucket in nanoseconds (at least 1).
+    bucket_nanos: u128,
+    buckets: [Bucket; BUCKETS],
+}
+
+impl RateWindow {
+    fn new(trigger: RateTrigger, origin: Instant) -> Self {
+        Self {
+            ratio: trigger.ratio,
+            min_calls: trigger.min_calls,
+            origin,
+            bucket_nanos: (trigger.window.as_nanos() / BUCKETS as u128).max(1),
+            buckets: [Bucket::default(); BUCKETS],
+        }
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos / self.bucket_nanos).unwrap_or(u64::MAX)
+    }
+
+    fn record(&mut self, now: Instant, failure: bool) {
+        let epoch = self.epoch(now);
+        let bucket = &mut self.buckets[(epoch % BUCKETS as u64) as usize];
+        // A stale bucket (a full window old) is reused. A bucket already on a later epoch means
+        // `now` came from a caller that read the clock a little before another: count it there.
+        if bucket.epoch < epoch {
+            *bucket = Bucket {
+                epoch,
+                ..Bucket::default()
+            };
+        }
+        bucket.calls = bucket.calls.saturating_add(1);
+        bucket.failures = bucket.failures.saturating_add(u32::from(failure));
+    }
+
+    /// (calls, failures) over the buckets still inside the window at `now`.
+    fn totals(&self, now: Instant) -> (u32, u32) {
+        let epoch = self.epoch(now);
+        self.buckets
+            .iter()
+            .filter(|b| epoch.saturating_sub(b.epoch) < BUCKETS as u64)
+            .fold((0u32, 0u32), |(calls, failures), b| {
+                (
+                    calls.saturating_add(b.calls),
+                    failures.saturating_add(b.failures),
+                )
+            })
+    }
+
+    /// The failure count if the rate trigger fires at `now`.
+    fn tripped(&self, now: Instant) -> Option<u32> {
+        let (calls, failures) = self.totals(now);
+        (calls >= self.min_calls && f64::from(failures) >= self.ratio * f64::from(calls))
+            .then_some(failures)
+    }
+
+    fn clear(&mut self) {
+        self.buckets = [Bucket::default(); BUCKETS];
+    }
+}
+
+/// One host's breaker: the phase, the counts, and the open time. The caller keeps it under a lock
+/// and passes the current time, so tests can drive it with any instants they like.
+///
+/// Lifecycle: [`admit`](Self::admit) before each attempt; [`record`](Self::record) its outcome,
+/// or [`release_probe`](Self::release_probe) for a probe that ended without one.
+#[derive(Debug, Clone)]
+pub struct BreakerState {
+    config: Breaker,
+    phase: BreakerPhase,
+    /// When the current phase began.
+    since: Instant,
+    /// Open time for the next (or current) opening: the base, grown by failed probes.
+    open_time: Duration,
+    consecutive: u32,
+    rate: Option<RateWindow>,
+    /// Probe requests in flight, whichever half-open period admitted them, so that at most
+    /// `config.probes` probes are ever in flight.
+    probes_out: u32,
+    times_opened: u64,
+}
+
+impl BreakerState {
+    /// A closed breaker for one host, configured by `config`.
+    pub fn new(config: &Breaker, now: Instant) -> Self {
+        Self {
+            config: config.clone(),
+            phase: BreakerPhase::Closed,
+            since: now,
+            open_time: config.open_for,
+            consecutive: 0,
+            rate: config.rate.map(|trigger| RateWindow::new(trigger, now)),
+            probes_out: 0,
+            times_opened: 0,
+        }
+    }
+
+    /// Decides whether a request may go now.
+    ///
+    /// Closed (and always, for a disabled breaker): [`Admission::Allow`]. Open: reject with the
+    /// time left, unless the open time is over, in which case the breaker goes half-open
+    /// (returning [`Transition::HalfOpened`]). Half-open: [`Admission::Probe`] while fewer than
+    /// the configured number of probes are in flight, otherwise reject.
+    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
+        match self.phase {
+            BreakerPhase::Closed => (Admission::Allow, None),
+            BreakerPhase::Open => {
+                let elapsed = now.saturating_duration_since(self.since);
+                if elapsed < self.open_time {
+                    let retry_in = self.open_time - elapsed;
+                    return (Admission::Reject { retry_in }, None);
+                }
+                self.phase = BreakerPhase::HalfOpen;
+                self.since = now;
+                (self.admit_probe(), Some(Transition::HalfOpened))
+            }
+            BreakerPhase::HalfOpen => (self.admit_probe(), None),
+        }
+    }
+
+    fn admit_probe(&mut self) -> Admission {
+        if self.probes_out < self.config.probes {
+            self.probes_out += 1;
+            Admission::Probe
+        } else {
+            Admission::Reject {
+                retry_in: self.open_time,
+            }
+        }
+    }
+
+    /// Records the outcome of an attempt. `admission` is what [`admit`](Self::admit) returned
+    /// for it; `failure` is the caller's classification (5xx or transport error).
+    ///
+    /// - Closed: updates the consecutive count and the rate window; opens the breaker for the
+    ///   current open time when a failure fires a trigger.
+    /// - A probe's outcome while half-open: success closes (counts and open time reset), failure
+    ///   opens again for the open time grown by the factor, capped.
+    /// - Outcomes of requests sent before the breaker opened ([`Admission::Allow`] arriving while
+    ///   open or half-open), and of probes arriving after another probe already reopened it, are
+    ///   ignored. A probe's outcome arriving after the breaker closed counts as a closed outcome.
+    /// - [`Admission::Reject`] (nothing was sent) and a disabled breaker: nothing happens.
+    pub fn record(
+        &mut self,
+        now: Instant,
+        admission: &Admission,
+        failure: bool,
+    ) -> Option<Transition> {
+        match admission {
+            Admission::Allow => {}
+            Admission::Probe => {
+                self.probes_out = self.probes_out.saturating_sub(1);
+                if self.phase == BreakerPhase::HalfOpen {
+                    return Some(if failure {
+                        self.reopen(now)
+                    } else {
+                        self.close(now)
+                    });
+                }
+            }
+            Admission::Reject { .. } => return None,
+        }
+        if self.phase != BreakerPhase::Closed || self.config.is_disabled() {
+            return None;
+        }
+        if !failure {
+            self.consecutive = 0;
+            if let Some(rate) = &mut self.rate {
+                rate.record(now, false);
+            }
+            return None;
+        }
+        self.consecutive = self.consecutive.saturating_add(1);
+        let mut tripped = None;
+        if let Some(rate) = &mut self.rate {
+            rate.record(now, true);
+            tripped = rate.tripped(now);
+        }
+        if self
+            .config
+            .consecutive
+            .is_some_and(|n| self.consecutive >= n)
+        {
+            tripped = Some(self.consecutive);
+        }
+        tripped.map(|failures| self.open(now, failures))
+    }
+
+    /// Frees the slot of a probe that ended without an outcome (its request future was dropped
+    /// or cancelled). No transition: nothing was learnt about the host.
+    pub fn release_probe(&mut self) {
+        self.probes_out = self.probes_out.saturating_sub(1);
+    }
+
+    /// The current phase. An open breaker whose open time is over still reads
+    /// [`BreakerPhase::Open`] until the next [`admit`](Self::admit).
+    pub fn phase(&self) -> BreakerPhase {
+        self.phase
+    }
+
+    /// A snapshot of this breaker at `now`, for observability.
+    pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
+        let (window_calls, window_failures) =
+            self.rate.as_ref().map_or((0, 0), |rate| rate.totals(now));
+        let since = now.saturating_duration_since(self.since);
+        BreakerSnapshot {
+            phase: self.phase,
+            since,
+            consecutive_failures: self.consecutive,
+            window_failures,
+            window_calls,
+            retry_in: (self.phase == BreakerPhase::Open)
+                .then(|| self.open_time.saturating_sub(since)),
+            times_opened: self.times_opened,
+        }
+    }
+
+    /// True when this state carries nothing worth keeping: closed, no consecutive failures, no
+    /// failures left in the rate window, no probe in flight. The host record may then be evicted
+    /// and recreated later with [`BreakerState::new`]; only `times_opened` is lost.
+    pub fn is_idle(&self, now: Instant) -> bool {
+        self.phase == BreakerPhase::Closed
+            && self.consecutive == 0
+            && self.probes_out == 0
+            && self
+                .rate
+                .as_ref()
+                .is_none_or(|rate| rate.totals(now).1 == 0)
+    }
+
+    fn open(&mut self, now: Instant, failures: u32) -> Transition {
+        self.phase = BreakerPhase::Open;
+        self.since = now;
+        self.times_opened = self.times_opened.saturating_add(1);
+        Transition::Opened {
+            failures,
+            open_for: self.open_time,
+        }
+    }
+
+    fn reopen(&mut self, now: Instant) -> Transition {
+        self.consecutive = self.consecutive.saturating_add(1);
+        self.open_time = self.config.grow(self.open_time);
+        self.open(now, self.consecutive)
+    }
+
+    fn close(&mut self, now: Instant) -> Transition {
+        self.phase = BreakerPhase::Closed;
+        self.since = now;
+        self.consecutive = 0;
+        self.open_time = self.config.open_for;
+        if let Some(rate) = &mut self.rate {
+            rate.clear();
+        }
+        Transition::Closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// Records `n` Allow-admitted outcomes at `now`, asserting none of them trips the breaker.
+    fn record_n(state: &mut BreakerState, now: Instant, n: u32, failure: bool) {
+        for i in 0..n {
+            let (admission, _) = state.admit(now);
+            assert_eq!(admission, Admission::Allow, "call {i} should be allowed");
+            let transition = state.record(now, &admission, failure);
+            assert_eq!(
+                transition, None,
+                "call {i} (failure={failure}) tripped early"
+            );
+        }
+    }
+
+    /// Trips a closed breaker with one more failure, asserting that it opens.
+    fn trip(state: &mut BreakerState, now: Instant) -> Transition {
+        let (admission, _) = state.admit(now);
+        let transition = state.record(now, &admission, true);
+        assert!(
+            matches!(transition, Some(Transition::Opened { .. })),
+            "expected the breaker to open, got {transition:?}"
+        );
+        transition.unwrap_or(Transition::Closed)
+    }
+
+    /// A state on `config` already opened by consecutive failures at `t0`.
+    fn opened(config: &Breaker, t0: Instant) -> BreakerState {
+        let mut state = BreakerState::new(config, t0);
+        let n = config.consecutive.unwrap_or(1);
+        record_n(&mut state, t0, n - 1, true);
+        trip(&mut state, t0);
+        state
+    }
+
+    #[test]
+    fn consecutive_trigger_trips_at_exactly_n_and_a_success_resets_the_run() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::consecutive_failures(3), t0);
+        record_n(&mut state, t0, 2, true);
+        record_n(&mut state, t0, 1, false);
+        record_n(&mut state, t0, 2, true);
+        assert_eq!(
+            state.phase(),
+            BreakerPhase::Closed,
+            "2 failures must not trip at n=3"
+        );
+        let (admission, _) = state.admit(t0);
+        assert_eq!(
+            state.record(t0, &admission, true),
+            Some(Transition::Opened {
+                failures: 3,
+                open_for: secs(5)
+            }),
+            "the 3rd consecutive failure must open the breaker for the default 5 s"
+        );
+        assert_eq!(state.phase(), BreakerPhase::Open);
+    }
+
+    #[test]
+    fn open_breaker_rejects_with_the_time_left() {
+        let t0 = Instant::now();
+        let mut state = opened(&Breaker::consecutive_failures(1), t0);
+        assert_eq!(
+            state.admit(t0 + secs(2)),
+            (Admission::Reject { retry_in: secs(3) }, None),
+            "2 s into a 5 s open time a request must be rejected with 3 s left"
+        );
+        let almost = t0 + secs(5) - Duration::from_nanos(1);
+        assert_eq!(
+            state.admit(almost).0,
+            Admission::Reject {
+                retry_in: Duration::from_nanos(1)
+            },
+            "the breaker must not probe before the open time is over"
+        );
+    }
+
+    #[test]
+    fn after_open_time_exactly_one_probe_goes_when_k_is_1() {
+        let t0 = Instant::now();
+        let mut state = opened(&Breaker::consecutive_failures(1), t0);
+        let t1 = t0 + secs(5);
+        assert_eq!(
+            state.admit(t1),
+            (Admission::Probe, Some(Transition::HalfOpened)),
+            "the first admit after the open time must go half-open and probe"
+        );
+        assert_eq!(state.phase(), BreakerPhase::HalfOpen);
+        assert_eq!(
+            state.admit(t1),
+            (Admission::Reject { retry_in: secs(5) }, None),
+            "a second concurrent admit must be rejected while the single probe is out"
+        );
+    }
+
+    #[test]
+    fn half_open_lets_exactly_k_probes_through() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive_failures(1).half_open_probes(3);
+        let mut state = opened(&config, t0);
+        let t1 = t0 + secs(5);
+        let admitted: Vec<Admission> = (0..4).map(|_| state.admit(t1).0).collect();
+        assert_eq!(
+            admitted,
+            [
+                Admission::Probe,
+                Admission::Probe,
+                Admission::Probe,
+                Admission::Reject { retry_in: secs(5) }
+            ],
+            "k=3 must let exactly 3 concurrent probes through"
+        );
+    }
+
+    #[test]
+    fn probe_success_closes_and_resets_counts() {
+        let t0 = Instant::now();
+        let mut state = opened(&Breaker::consecutive_failures(2), t0);
+        let t1 = t0 + secs(5);
+        let (probe, _) = state.admit(t1);
+        assert_eq!(
+            state.record(t1, &probe, false),
+            Some(Transition::Closed),
+            "a successful probe must close the breaker"
+        );
+        assert_eq!(state.phase(), BreakerPhase::Closed);
+        assert_eq!(
+            state.snapshot(t1).consecutive_failures,
+            0,
+            "closing must reset the consecutive count"
+        );
+        assert_eq!(state.admit(t1), (Admission::Allow, None));
+        // A fresh run of n failures is needed to trip again, and it opens for the base time.
+        record_n(&mut state, t1, 1, true);
+        assert_eq!(
+            trip(&mut state, t1),
+            Transition::Opened {
+                failures: 2,
+                open_for: secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn probe_failure_reopens_with_growing_open_time_capped_at_max() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive_failures(1).open_growth(2.0, secs(30));
+        let mut state = opened(&config, t0);
+        let mut now = t0;
+        let mut open_time = secs(5);
+        for expected in [10, 20, 30, 30] {
+            now += open_time;
+            let (probe, _) = state.admit(now);
+            assert_eq!(
+                probe,
+                Admission::Probe,
+                "a probe is due after {open_time:?}"
+            );
+            match state.record(now, &probe, true) {
+                Some(Transition::Opened { open_for, .. }) => {
+                    assert_eq!(
+                        open_for,
+                        secs(expected),
+                        "a failed probe after {open_time:?} open must reopen for {expected} s"
+                    );
+                    open_time = open_for;
+                }
+                other => panic!("a failed probe must reopen the breaker, got {other:?}"),
+            }
+            assert_eq!(
+                state.admit(now + open_time - Duration::from_nanos(1)).0,
+                Admission::Reject {
+                    retry_in: Duration::from_nanos(1)
+                },
+                "the grown open time must be enforced"
+            );
+        }
+        // A success resets the open time to the base.
+        now += open_time;
+        let (probe, _) = state.admit(now);
+        state.record(now, &probe, false);
+        assert_eq!(
+            trip(&mut state, now),
+            Transition::Opened {
+                failures: 1,
+                open_for: secs(5)
+            },
+            "after closing, the next trip must open for the base time again"
+        );
+    }
+
+    #[test]
+    fn open_growth_of_one_keeps_the_open_time() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive_failures(1).open_growth(1.0, secs(60));
+        let mut state = opened(&config, t0);
+        let t1 = t0 + secs(5);
+        let (probe, _) = state.admit(t1);
+        assert_eq!(
+            state.record(t1, &probe, true),
+            Some(Transition::Opened {
+                failures: 2,
+                open_for: secs(5)
+            }),
+            "open_growth(1.0, ..) must not grow the open time"
+        );
+    }
+
+    #[test]
+    fn release_probe_frees_the_slot_without_a_transition() {
+        let t0 = Instant::now();
+        let mut state = opened(&Breaker::consecutive_failures(1), t0);
+        let t1 = t0 + secs(5);
+        assert_eq!(state.admit(t1).0, Admission::Probe);
+        assert!(
+            matches!(state.admit(t1).0, Admission::Reject { .. }),
+            "the only slot is taken"
+        );
+        state.release_probe();
+        assert_eq!(
+            state.phase(),
+            BreakerPhase::HalfOpen,
+            "releasing must not change phase"
+        );
+        assert_eq!(
+            state.admit(t1),
+            (Admission::Probe, None),
+            "a released probe slot must be available again"
+        );
+    }
+
+    #[test]
+    fn late_probe_outcome_after_reopen_is_ignored_but_frees_its_slot() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive_failures(1).half_open_probes(2);
+        let mut state = opened(&config, t0);
+        let t1 = t0 + secs(5);
+        let (a, _) = state.admit(t1);
+        let (b, _) = state.admit(t1);
+        assert!(matches!(
+            state.record(t1, &a, true),
+            Some(Transition::Opened { .. })
+        ));
+        assert_eq!(
+            state.record(t1, &b, false),
+            None,
+            "a probe finishing after another probe reopened the breaker must be ignored"
+        );
+        assert_eq!(state.phase(), BreakerPhase::Open);
+        let t2 = t1 + secs(10);
+        assert_eq!(state.admit(t2).0, Admission::Probe);
+        assert_eq!(
+            state.admit(t2).0,
+            Admission::Probe,
+            "both probe slots must be free in the next half-open period"
+        );
+    }
+
+    #[test]
+    fn outcome_of_allowed_request_arriving_while_open_is_ignored() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::consecutive_failures(1), t0);
+        let (first, _) = state.admit(t0);
+        let (second, _) = state.admit(t0);
+        let (third, _) = state.admit(t0);
+        assert!(matches!(
+            state.record(t0, &first, true),
+            Some(Transition::Opened { .. })
+        ));
+        assert_eq!(
+            state.record(t0, &second, false),
+            None,
+            "a late success must be ignored"
+        );
+        assert_eq!(
+            state.record(t0, &third, true),
+            None,
+            "a late failure must be ignored"
+        );
+        let snapshot = state.snapshot(t0);
+        assert_eq!(
+            snapshot.phase,
+            BreakerPhase::Open,
+            "late outcomes must not close it"
+        );
+        assert_eq!(snapshot.times_opened, 1, "late failures must not reopen it");
+        assert_eq!(
+            snapshot.consecutive_failures, 1,
+            "late outcomes must not count"
+        );
+    }
+
+    #[test]
+    fn allowed_outcome_arriving_while_half_open_is_ignored() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::consecutive_failures(1), t0);
+        let (first, _) = state.admit(t0);
+        let (late, _) = state.admit(t0);
+        state.record(t0, &first, true);
+        let t1 = t0 + secs(5);
+        assert_eq!(state.admit(t1).0, Admission::Probe);
+        assert_eq!(
+            state.record(t1, &late, false),
+            None,
+            "only a probe may close a half-open breaker"
+        );
+        assert_eq!(state.phase(), BreakerPhase::HalfOpen);
+    }
+
+    #[test]
+    fn rate_trigger_never_trips_below_min_calls() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::failure_rate(0.5, 10, secs(30)), t0);
+        record_n(&mut state, t0, 9, true);
+        assert_eq!(
+            state.phase(),
+            BreakerPhase::Closed,
+            "9 failures out of 9 calls must not trip with min_calls=10"
+        );
+        assert_eq!(
+            trip(&mut state, t0),
+            Transition::Opened {
+                failures: 10,
+                open_for: secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn rate_trigger_trips_when_ratio_reached_at_min_calls() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::failure_rate(0.5, 4, secs(30)), t0);
+        record_n(&mut state, t0, 1, true);
+        record_n(&mut state, t0, 2, false);
+        let snapshot = state.snapshot(t0);
+        assert_eq!(
+            (snapshot.window_calls, snapshot.window_failures),
+            (3, 1),
+            "the window must count every call and failure"
+        );
+        assert_eq!(
+            trip(&mut state, t0),
+            Transition::Opened {
+                failures: 2,
+                open_for: secs(5)
+            },
+            "2 failures in 4 calls must trip at ratio 0.5, min_calls 4"
+        );
+    }
+
+    #[test]
+    fn rate_trigger_does_not_trip_below_ratio() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::failure_rate(0.5, 4, secs(30)), t0);
+        record_n(&mut state, t0, 3, false);
+        record_n(&mut state, t0, 2, true);
+        assert_eq!(
+            state.phase(),
+            BreakerPhase::Closed,
+            "2/5 failures is below 0.5"
+        );
+    }
+
+    #[test]
+    fn failures_age_out_of_the_rate_window() {
+        let t0 = Instant::now();
+        let config = Breaker::failure_rate(0.5, 10, secs(30));
+
+        // Within the window, old failures still count.
+        let mut state = BreakerState::new(&config, t0);
+        record_n(&mut state, t0, 9, true);
+        trip(&mut state, t0 + secs(20));
+
+        // Past the window, they do not.
+        let mut state = BreakerState::new(&config, t0);
+        record_n(&mut state, t0, 9, true);
+        let later = t0 + secs(30);
+        assert_eq!(
+            state.snapshot(later).window_failures,
+            0,
+            "failures 30 s old must have left a 30 s window"
+        );
+        record_n(&mut state, later, 9, true);
+        assert_eq!(
+            state.phase(),
+            BreakerPhase::Closed,
+            "aged-out failures must not count towards min_calls"
+        );
+        trip(&mut state, later);
+    }
+
+    #[test]
+    fn combined_triggers_trip_on_whichever_fires_first() {
+        let t0 = Instant::now();
+        let config = Breaker::failure_rate(0.5, 100, secs(30)).or_consecutive_failures(3);
+        let mut state = BreakerState::new(&config, t0);
+        record_n(&mut state, t0, 2, true);
+        assert_eq!(
+            trip(&mut state, t0),
+            Transition::Opened {
+                failures: 3,
+                open_for: secs(5)
+            },
+            "the consecutive trigger must fire even though the rate trigger lacks calls"
+        );
+    }
+
+    #[test]
+    fn disabled_breaker_never_trips() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::disabled(), t0);
+        for i in 0..1000 {
+            let now = t0 + Duration::from_millis(i);
+            let (admission, transition) = state.admit(now);
+            assert_eq!(
+                (admission, transition),
+                (Admission::Allow, None),
+                "disabled must allow call {i}"
+            );
+            assert_eq!(
+                state.record(now, &admission, true),
+                None,
+                "disabled must not trip"
+            );
+        }
+        assert!(
+            state.is_idle(t0),
+            "a disabled breaker keeps nothing worth keeping"
+        );
+    }
+
+    #[test]
+    fn default_config_values_are_as_documented() {
+        let config = Breaker::default();
+        assert_eq!(config, Breaker::new(), "Default must equal new()");
+        assert_eq!(config.consecutive, Some(5), "default consecutive trigger");
+        assert_eq!(
+            config.rate,
+            Some(RateTrigger {
+                ratio: 0.5,
+                min_calls: 10,
+                window: secs(30)
+            }),
+            "default rate trigger"
+        );
+        assert_eq!(config.open_for, secs(5), "default open time");
+        assert_eq!(
+            (config.growth, config.max_open),
+            (2.0, secs(60)),
+            "default growth"
+        );
+        assert_eq!(config.probes, 1, "default probes");
+        assert!(!config.is_disabled());
+    }
+
+    #[test]
+    fn default_config_behaves_as_documented() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::default(), t0);
+        record_n(&mut state, t0, 4, true);
+        assert_eq!(
+            trip(&mut state, t0),
+            Transition::Opened {
+                failures: 5,
+                open_for: secs(5)
+            },
+            "the default must trip on 5 consecutive failures and open for 5 s"
+        );
+        let mut now = t0;
+        let mut reopened = Vec::new();
+        let mut open_time = secs(5);
+        for _ in 0..5 {
+            now += open_time;
+            let (probe, _) = state.admit(now);
+            assert_eq!(
+                state.admit(now).0,
+                Admission::Reject {
+                    retry_in: open_time
+                },
+                "1 probe"
+            );
+            if let Some(Transition::Opened { open_for, .. }) = state.record(now, &probe, true) {
+                open_time = open_for;
+                reopened.push(open_for.as_secs());
+            }
+        }
+        assert_eq!(
+            reopened,
+            [10, 20, 40, 60, 60],
+            "default growth must double the open time up to 60 s"
+        );
+    }
+
+    #[test]
+    fn snapshot_reports_phase_counts_and_time_left() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::default(), t0);
+        record_n(&mut state, t0, 3, true);
+        let snapshot = state.snapshot(t0 + secs(1));
+        assert_eq!(
+            snapshot,
+            BreakerSnapshot {
+                phase: BreakerPhase::Closed,
+                since: secs(1),
+                consecutive_failures: 3,
+                window_failures: 3,
+                window_calls: 3,
+                retry_in: None,
+                times_opened: 0,
+            }
+        );
+        record_n(&mut state, t0, 1, true);
+        trip(&mut state, t0 + secs(2));
+        let snapshot = state.snapshot(t0 + secs(4));
+        assert_eq!(snapshot.phase, BreakerPhase::Open);
+        assert_eq!(snapshot.since, secs(2), "open for 2 s so far");
+        assert_eq!(
+            snapshot.retry_in,
+            Some(secs(3)),
+            "3 s of the 5 s open time left"
+        );
+        assert_eq!(snapshot.times_opened, 1);
+        assert_eq!(BreakerPhase::HalfOpen.to_string(), "half-open");
+    }
+
+    #[test]
+    fn idle_only_when_nothing_worth_keeping() {
+        let t0 = Instant::now();
+        let mut state = BreakerState::new(&Breaker::default(), t0);
+        assert!(state.is_idle(t0), "a new breaker is idle");
+        record_n(&mut state, t0, 1, true);
+        assert!(!state.is_idle(t0), "a consecutive failure must be kept");
+        record_n(&mut state, t0, 1, false);
+        assert!(
+            !state.is_idle(t0),
+            "a failure still in the window must be kept"
+        );
+        assert!(
+            state.is_idle(t0 + secs(30)),
+            "once the failure has left the window the state is idle"
+        );
+        let opened = opened(&Breaker::consecutive_failures(1), t0);
+        assert!(
+            !opened.is_idle(t0 + secs(600)),
+            "an open breaker is never idle"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn works_on_paused_tokio_time() {
+        let mut state = opened(&Breaker::consecutive_failures(1), Instant::now());
+        tokio::time::advance(secs(4)).await;
+        assert_eq!(
+            state.admit(Instant::now()).0,
+            Admission::Reject { retry_in: secs(1) }
+        );
+        tokio::time::advance(secs(1)).await;
+        assert_eq!(
+            state.admit(Instant::now()),
+            (Admission::Probe, Some(Transition::HalfOpened))
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "consecutive failures must be at least 1")]
+    fn consecutive_failures_zero_panics() {
+        let _ = Breaker::consecutive_failures(0);
+    }
+
+    #[test]
+    #[should_panic(expected = "consecutive failures must be at least 1")]
+    fn or_consecutive_failures_zero_panics() {
+        let _ = Breaker::disabled().or_consecutive_failures(0);
+    }
+
+    #[test]
+    #[should_panic(expected = "failure ratio must be greater than 0 and at most 1, got 0")]
+    fn failure_rate_zero_ratio_panics() {
+        let _ = Breaker::failure_rate(0.0, 10, secs(30));
+    }
+
+    #[test]
+    #[should_panic(expected = "failure ratio must be greater than 0 and at most 1, got 1.5")]
+    fn failure_rate_ratio_above_one_panics() {
+        let _ = Breaker::failure_rate(1.5, 10, secs(30));
+    }
+
+    #[test]
+    #[should_panic(expected = "failure ratio must be greater than 0 and at most 1, got NaN")]
+    fn failure_rate_nan_ratio_panics() {
+        let _ = Breaker::disabled().or_failure_rate(f64::NAN, 10, secs(30));
+    }
+
+    #[test]
+    #[should_panic(expected = "min_calls must be at least 1")]
+    fn failure_rate_zero_min_calls_panics() {
+        let _ = Breaker::failure_rate(0.5, 0, secs(30));
+    }
+
+    #[test]
+    #[should_panic(expected = "failure-rate window must be greater than zero")]
+    fn failure_rate_zero_window_panics() {
+        let _ = Breaker::failure_rate(0.5, 10, Duration::ZERO);
+    }
+
+    #[test]
+    #[should_panic(expected = "the open time must be greater than zero")]
+    fn open_for_zero_panics() {
+        let _ = Breaker::default().open_for(Duration::ZERO);
+    }
+
+    #[test]
+    #[should_panic(expected = "the factor must be a finite number >= 1.0, got 0.5")]
+    fn open_growth_below_one_panics() {
+        let _ = Breaker::default().open_growth(0.5, secs(60));
+    }
+
+    #[test]
+    #[should_panic(expected = "at least one probe is needed")]
+    fn half_open_probes_zero_panics() {
+        let _ = Breaker::default().half_open_probes(0);
+    }
+
+    #[test]
+    fn try_constructors_return_errors_instead_of_panicking() {
+        assert_eq!(
+            Breaker::try_consecutive_failures(0),
+            Err(BreakerConfigError::ZeroConsecutiveFailures)
+        );
+        assert_eq!(
+            Breaker::try_failure_rate(-0.1, 10, secs(30)),
+            Err(BreakerConfigError::InvalidRatio(-0.1))
+        );
+        assert_eq!(
+            Breaker::try_failure_rate(0.5, 0, secs(30)),
+            Err(BreakerConfigError::ZeroMinCalls)
+        );
+        assert_eq!(
+            Breaker::try_failure_rate(0.5, 10, Duration::ZERO),
+            Err(BreakerConfigError::ZeroWindow)
+        );
+        assert!(
+            matches!(
+                Breaker::try_failure_rate(f64::NAN, 10, secs(30)),
+                Err(BreakerConfigError::InvalidRatio(r)) if r.is_nan()
+            ),
+            "NaN must be refused"
+        );
+        assert_eq!(
+            Breaker::try_consecutive_failures(3),
+            Ok(Breaker::consecutive_failures(3))
+        );
+        assert_eq!(
+            Breaker::try_failure_rate(1.0, 1, Duration::from_nanos(1)),
+            Ok(Breaker::failure_rate(1.0, 1, Duration::from_nanos(1)))
+        );
+    }
+}

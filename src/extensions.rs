@@ -1,0 +1,77 @@
+//! Per-request overrides, carried as request extensions.
+//!
+//! ```
+//! # async fn run(client: reqwest_middleware::ClientWithMiddleware) -> reqwest_middleware::Result<()> {
+//! use std::time::Duration;
+//! use reqwest_polite::{Cost, Deadline, NoRetry};
+//!
+//! client
+//!     .post("http://127.0.0.1:8080/v1/embeddings")
+//!     .with_extension(Cost(20))                                   // this call uses 20 units of quota
+//!     .with_extension(Deadline::after(Duration::from_secs(30)))  // give up rather than wait longer
+//!     .with_extension(NoRetry)                                    // one attempt only
+//!     .send()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use http::Extensions;
+use tokio::time::Instant;
+
+/// How many units of the host's [`Limit`](crate::Limit) this request uses (default 1).
+///
+/// For APIs that meter work rather than calls: a request of cost 5 waits for five slots and
+/// takes them all. A cost of 0 counts as 1. A cost above the limit's count can never be sent
+/// and fails with [`Error::CostExceedsLimit`](crate::Error::CostExceedsLimit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cost(pub u32);
+
+/// The latest instant at which this request may still be sent.
+///
+/// Bounds every wait the middleware would make: pacing, server cooldowns, retry backoffs. A
+/// request whose next wait would pass its deadline fails at once with
+/// [`Error::DeadlineExceeded`](crate::Error::DeadlineExceeded) and sends nothing more; waiting
+/// and then failing anyway would waste the caller's time and a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// `timeout` from now (on the tokio clock).
+    pub fn after(timeout: Duration) -> Self {
+        Deadline(Instant::now() + timeout)
+    }
+
+    /// At `instant`.
+    pub fn at(instant: Instant) -> Self {
+        Deadline(instant)
+    }
+}
+
+/// Send this request once: no retry, whatever the outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRetry;
+
+/// The overrides of one request, read once from its extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestOptions {
+    pub(crate) cost: u32,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) no_retry: bool,
+}
+
+impl RequestOptions {
+    pub(crate) fn from_extensions(ext: &Extensions) -> Self {
+        RequestOptions {
+            cost: ext.get::<Cost>().map_or(1, |c| c.0.max(1)),
+            deadline: ext.get::<Deadline>().map(|d| d.0),
+            no_retry: ext.get::<NoRetry>().is_some(),
+        }
+    }
+
+    /// True when waiting until `until` would pass the deadline.
+    pub(crate) fn past_deadline(&self, until: Instant) -> bool {
+        self.deadline.is_some_and(|d| until > d)
+    }
+}

@@ -1,0 +1,238 @@
+//! Loopback HTTP servers that count what reaches them, for tests and examples.
+//!
+//! Each server runs on its own thread and runtime, so its clock and scheduling are independent
+//! of the client under test.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+/// What a server answers to one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Hold the response this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Reply {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+    pub fn ok() -> Self {
+        Self::status(200)
+    }
+    pub fn header(mut self, name: &str, value: impl ToString) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+/// What reached one server.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests that reached the handler.
+    pub hits: AtomicU64,
+    /// Requests answered 429.
+    pub refused: AtomicU64,
+    /// Requests answered 5xx.
+    pub failed: AtomicU64,
+    /// Most requests being handled at once.
+    pub max_concurrent: AtomicU64,
+    concurrent: AtomicU64,
+    /// Arrival time and method of every request.
+    pub arrivals: Mutex<Vec<(Instant, String)>>,
+}
+
+impl Stats {
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+    pub fn max_concurrent(&self) -> u64 {
+        self.max_concurrent.load(Ordering::SeqCst)
+    }
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals
+            .lock()
+            .expect("stats lock")
+            .iter()
+            .map(|(t, _)| *t)
+            .collect()
+    }
+    pub fn methods(&self) -> Vec<String> {
+        self.arrivals
+            .lock()
+            .expect("stats lock")
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+    /// Most arrivals within any span of `window`.
+    pub fn max_in_any_window(&self, window: Duration) -> usize {
+        let arrivals = self.arrivals();
+        arrivals
+            .iter()
+            .map(|&s| arrivals.iter().filter(|&&t| t >= s && t < s + window).count())
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// A running loopback server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// Serve `handler` on 127.0.0.1 (a free port) until the process ends.
+pub fn serve<F>(handler: F) -> TestServer
+where
+    F: Fn(&str, &str) -> Reply + Send + Sync + 'static,
+{
+    let stats = Arc::new(Stats::default());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("local addr");
+    let handler = Arc::new(handler);
+    let server_stats = Arc::clone(&stats);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (handler, stats) = (Arc::clone(&handler), Arc::clone(&server_stats));
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<Incoming>| {
+                        let (handler, stats) = (Arc::clone(&handler), Arc::clone(&stats));
+                        async move { Ok::<_, Infallible>(handle(req, &*handler, &stats).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    TestServer { addr, stats }
+}
+
+async fn handle<F>(
+    req: hyper::Request<Incoming>,
+    handler: &F,
+    stats: &Stats,
+) -> hyper::Response<Full<Bytes>>
+where
+    F: Fn(&str, &str) -> Reply,
+{
+    let now = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    // read the whole body, so a request counts once it has fully arrived
+    let _ = req.into_body().collect().await;
+    stats.hits.fetch_add(1, Ordering::SeqCst);
+    stats
+        .arrivals
+        .lock()
+        .expect("stats lock")
+        .push((now, method.clone()));
+    let concurrent = stats.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
+    stats.max_concurrent.fetch_max(concurrent, Ordering::SeqCst);
+    let reply = handler(&method, &path);
+    if reply.status == 429 {
+        stats.refused.fetch_add(1, Ordering::SeqCst);
+    }
+    if reply.status >= 500 {
+        stats.failed.fetch_add(1, Ordering::SeqCst);
+    }
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    stats.concurrent.fetch_sub(1, Ordering::SeqCst);
+    let mut resp = hyper::Response::builder().status(reply.status);
+    for (name, value) in &reply.headers {
+        resp = resp.header(name.as_str(), value.as_str());
+    }
+    resp.body(Full::new(Bytes::from_static(b"ok")))
+        .expect("valid test response")
+}
+
+/// A strict sliding-window limiter, as an API gateway enforces a documented quota: at most
+/// `limit` accepted requests in any `window`; beyond it, 429 with `Retry-After` (whole seconds,
+/// rounded up) until the oldest accepted request leaves the window.
+pub struct SlidingWindow {
+    limit: usize,
+    window: Duration,
+    accepted: Mutex<VecDeque<Instant>>,
+}
+
+impl SlidingWindow {
+    pub fn new(limit: usize, window: Duration) -> Self {
+        SlidingWindow {
+            limit,
+            window,
+            accepted: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        let now = Instant::now();
+        let mut accepted = self.accepted.lock().expect("window lock");
+        while accepted
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= self.window)
+        {
+            accepted.pop_front();
+        }
+        if accepted.len() < self.limit {
+            accepted.push_back(now);
+            return Reply::ok();
+        }
+        let oldest = *accepted.front().expect("full window has a front");
+        let wait = (oldest + self.window).duration_since(now);
+        Reply::status(429).header("retry-after", wait.as_secs_f64().ceil() as u64)
+    }
+}
+
+/// A server enforcing `limit` per `window` with a strict sliding window.
+pub fn sliding_window_server(limit: usize, window: Duration) -> TestServer {
+    let limiter = SlidingWindow::new(limit, window);
+    serve(move |_, _| limiter.reply())
+}
