@@ -251,3 +251,40 @@ impl PoliteBuilder {
         }
     }
 }
+
+/// Hooks for `benches/`, not part of the public API.
+#[doc(hidden)]
+pub mod bench_support {
+    use super::*;
+
+    /// The pacing decision for one request to `url`, as the middleware makes it before sending:
+    /// find the host record, ask its schedule, take the slot if one is free. Returns whether it
+    /// was admitted.
+    pub fn pacing_decision(polite: &Polite, url: &Url) -> bool {
+        let Some(host) = polite.host_for(url) else {
+            return false;
+        };
+        let mut state = host.state();
+        matches!(
+            state.decide(Instant::now(), 1),
+            crate::host::Decision::Admit { .. }
+        )
+    }
+
+    /// Mark a URL's host as having answered without quota headers (no first-contact gate).
+    pub fn mark_answered(polite: &Polite, url: &Url) {
+        if let Some(host) = polite.host_for(url) {
+            host.state().server.observe(
+                Instant::now(),
+                200,
+                &crate::signals::ServerHint::default(),
+            );
+        }
+    }
+
+    /// The size in bytes of one host record (its heap part; the key string and the map entry
+    /// come on top).
+    pub fn host_record_size() -> usize {
+        std::mem::size_of::<Host>()
+    }
+}

@@ -15,7 +15,7 @@ mod signals;
 mod store;
 
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
-pub use crate::builder::{Polite, PoliteBuilder};
+pub use crate::builder::{Polite, PoliteBuilder, bench_support};
 pub use crate::error::Error;
 pub use crate::extensions::{Cost, Deadline, NoRetry};
 pub use crate::host::{Counters, HostSnapshot};

@@ -236,3 +236,33 @@ pub fn sliding_window_server(limit: usize, window: Duration) -> TestServer {
     let limiter = SlidingWindow::new(limit, window);
     serve(move |_, _| limiter.reply())
 }
+
+/// A client with `polite` as its only middleware.
+pub fn client(polite: &reqwest_polite::Polite) -> reqwest_middleware::ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(polite.clone())
+        .build()
+}
+
+/// The crate's error inside a middleware error, if it is one.
+pub fn polite_error(err: &reqwest_middleware::Error) -> Option<&reqwest_polite::Error> {
+    match err {
+        reqwest_middleware::Error::Middleware(inner) => inner.downcast_ref(),
+        reqwest_middleware::Error::Reqwest(_) => None,
+    }
+}
+
+/// Send `n` GETs to `url` at once; the status of each, or the error's text.
+pub async fn burst(
+    client: &reqwest_middleware::ClientWithMiddleware,
+    url: &str,
+    n: usize,
+) -> Vec<Result<u16, String>> {
+    let calls = (0..n).map(|_| async move {
+        match client.get(url).send().await {
+            Ok(resp) => Ok(resp.status().as_u16()),
+            Err(err) => Err(err.to_string()),
+        }
+    });
+    futures::future::join_all(calls).await
+}

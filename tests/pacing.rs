@@ -1,0 +1,180 @@
+//! Per-host pacing against real loopback servers that count what reaches them.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Reply, burst, client, polite_error, serve, sliding_window_server};
+use reqwest_polite::{Cost, Deadline, Limit, Polite};
+
+const WINDOW: Duration = Duration::from_millis(500);
+
+#[tokio::test]
+async fn the_test_server_refuses_an_unpaced_burst() {
+    // the control for the next test: without pacing this server does refuse
+    let server = sliding_window_server(10, WINDOW);
+    let bare = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build();
+    let statuses = burst(&bare, &server.url("/"), 30).await;
+    let refused = statuses.iter().filter(|s| **s == Ok(429)).count();
+    assert!(refused >= 15, "an unpaced burst of 30 into 10 per window must be refused, got {refused} refusals");
+}
+
+#[tokio::test]
+async fn a_configured_quota_sees_no_refusals_from_a_strict_sliding_window() {
+    let server = sliding_window_server(10, WINDOW);
+    let polite = Polite::builder().limit(Limit::per(10, WINDOW)).build();
+    let client = client(&polite);
+    let started = Instant::now();
+    let statuses = burst(&client, &server.url("/"), 30).await;
+    let elapsed = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "every request must succeed: {statuses:?}");
+    assert_eq!(server.stats.refused(), 0, "the server must refuse nothing");
+    assert_eq!(server.stats.hits(), 30, "no request sent twice");
+    let most = server.stats.max_in_any_window(WINDOW);
+    assert!(most <= 10, "{most} requests reached the server within one window");
+    // 29 intervals of 51 ms: the promise costs 2%, not more
+    assert!(
+        elapsed < Duration::from_millis(1_480 + 500),
+        "30 requests at 10 per 500 ms took {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn hosts_are_paced_separately() {
+    let slow = sliding_window_server(2, Duration::from_secs(1));
+    let fast = serve(|_, _| Reply::ok());
+    let polite = Polite::builder()
+        .host_limit(format!("127.0.0.1:{}", slow.addr.port()), Limit::per_second(2))
+        .build();
+    let client = client(&polite);
+    let slow_url = slow.url("/");
+    let slow_calls = burst(&client, &slow_url, 4);
+    let fast_calls = async {
+        let started = Instant::now();
+        let statuses = burst(&client, &fast.url("/"), 20).await;
+        (statuses, started.elapsed())
+    };
+    let (slow_statuses, (fast_statuses, fast_elapsed)) = tokio::join!(slow_calls, fast_calls);
+    assert!(slow_statuses.iter().all(|s| *s == Ok(200)), "{slow_statuses:?}");
+    assert!(fast_statuses.iter().all(|s| *s == Ok(200)), "{fast_statuses:?}");
+    assert_eq!(slow.stats.refused(), 0);
+    assert!(
+        fast_elapsed < Duration::from_millis(900),
+        "an unlimited host must not wait behind a limited one ({fast_elapsed:?})"
+    );
+    let snapshot = polite.snapshot();
+    let limits: Vec<_> = snapshot.iter().map(|h| (h.key.clone(), h.limit)).collect();
+    assert_eq!(
+        limits,
+        {
+            let mut expected = vec![
+                (format!("http://{}", slow.addr), Some(Limit::per_second(2))),
+                (format!("http://{}", fast.addr), None),
+            ];
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
+            expected
+        },
+        "host:port overrides match that authority only"
+    );
+}
+
+#[tokio::test]
+async fn a_host_limit_without_port_matches_every_port_of_that_host() {
+    let a = serve(|_, _| Reply::ok());
+    let b = serve(|_, _| Reply::ok());
+    let polite = Polite::builder()
+        .limit(Limit::per_second(100))
+        .host_limit("127.0.0.1", Limit::per_minute(600))
+        .host_limit("localhost", Limit::per_second(1))
+        .build();
+    let client = client(&polite);
+    for server in [&a, &b] {
+        client.get(server.url("/")).send().await.expect("loopback answers");
+    }
+    let snapshot = polite.snapshot();
+    assert_eq!(snapshot.len(), 2, "one record per host:port");
+    for host in &snapshot {
+        assert_eq!(host.limit, Some(Limit::per_minute(600)), "{} got {:?}", host.key, host.limit);
+        assert_eq!(host.counters.requests, 1);
+    }
+}
+
+#[tokio::test]
+async fn max_in_flight_caps_concurrency_and_is_released_on_every_path() {
+    let server = serve(|_, _| Reply::ok().delay(Duration::from_millis(150)));
+    let polite = Polite::builder().max_in_flight(3).build();
+    let client = client(&polite);
+    let statuses = burst(&client, &server.url("/"), 9).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    assert_eq!(server.stats.max_concurrent(), 3, "exactly the cap in flight at once");
+
+    // cancelled requests (dropped futures) give their place back
+    for _ in 0..6 {
+        let call = client.get(server.url("/")).send();
+        let _ = tokio::time::timeout(Duration::from_millis(20), call).await;
+    }
+    assert_eq!(polite.snapshot()[0].in_flight, 0, "dropped requests must release the cap");
+    let started = Instant::now();
+    let statuses = burst(&client, &server.url("/"), 3).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "three requests must go at once after cancellations ({:?})",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_wait_past_the_deadline_fails_at_once_and_sends_nothing() {
+    let server = serve(|_, _| Reply::ok());
+    let polite = Polite::builder().limit(Limit::per_second(1)).build();
+    let client = client(&polite);
+    client.get(server.url("/")).send().await.expect("first slot is free");
+    let started = Instant::now();
+    let err = client
+        .get(server.url("/"))
+        .with_extension(Deadline::after(Duration::from_millis(200)))
+        .send()
+        .await
+        .expect_err("the next slot is ~1 s away");
+    assert!(
+        matches!(polite_error(&err), Some(reqwest_polite::Error::DeadlineExceeded { attempts: 0, .. })),
+        "got {err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(100), "must fail without waiting");
+    assert_eq!(server.stats.hits(), 1, "the refused request must not reach the server");
+}
+
+#[tokio::test]
+async fn cost_takes_several_slots_and_a_cost_above_the_limit_is_refused() {
+    let server = sliding_window_server(10, WINDOW);
+    let polite = Polite::builder().limit(Limit::per(10, WINDOW)).build();
+    let client = client(&polite);
+    let err = client
+        .get(server.url("/"))
+        .with_extension(Cost(11))
+        .send()
+        .await
+        .expect_err("11 units can never fit in 10 per window");
+    assert!(
+        matches!(polite_error(&err), Some(reqwest_polite::Error::CostExceedsLimit { cost: 11, limit: 10, .. })),
+        "got {err:?}"
+    );
+    assert_eq!(server.stats.hits(), 0);
+    let started = Instant::now();
+    for _ in 0..3 {
+        let resp = client
+            .get(server.url("/"))
+            .with_extension(Cost(5))
+            .send()
+            .await
+            .expect("loopback answers");
+        assert_eq!(resp.status(), 200);
+    }
+    // 3 requests of 5 units: the third waits for units 11..15, ten intervals of 51 ms
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "15 units at 10 per 500 ms must take at least one window ({:?})",
+        started.elapsed()
+    );
+}
