@@ -1,0 +1,150 @@
+//! The per-host circuit breaker against loopback servers that go down and heal.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Reply, burst, client, polite_error, serve};
+use reqwest_polite::{BreakerPhase, Breaker, Polite};
+
+/// A server that answers 503 until healed.
+fn flaky(delay: Duration) -> (common::TestServer, Arc<AtomicBool>) {
+    let healed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&healed);
+    let server = serve(move |_, _| {
+        let status = if flag.load(Ordering::SeqCst) { 200 } else { 503 };
+        Reply::status(status).delay(delay)
+    });
+    (server, healed)
+}
+
+fn is_circuit_open(result: &Result<reqwest::Response, reqwest_middleware::Error>) -> bool {
+    matches!(
+        result.as_ref().err().and_then(polite_error),
+        Some(reqwest_polite::Error::CircuitOpen { .. })
+    )
+}
+
+#[tokio::test]
+async fn an_outage_reaches_the_server_only_trip_count_plus_one_probe_per_open_period() {
+    let (server, healed) = flaky(Duration::ZERO);
+    let open_for = Duration::from_millis(300);
+    let polite = Polite::builder()
+        .max_retries(0)
+        .breaker(
+            Breaker::consecutive_failures(5)
+                .open_for(open_for)
+                .open_growth(1.0, open_for),
+        )
+        .build();
+    let client = client(&polite);
+    let started = Instant::now();
+    let mut fast_failures = 0;
+    for _ in 0..100 {
+        let result = client.get(server.url("/")).send().await;
+        if is_circuit_open(&result) {
+            fast_failures += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    let open_periods = (elapsed.as_millis() / open_for.as_millis()) as u64 + 1;
+    let hits = server.stats.hits();
+    assert!(
+        hits <= 5 + open_periods,
+        "{hits} requests reached a dead server in {elapsed:?} (5 to trip + one probe per {open_for:?})"
+    );
+    assert_eq!(fast_failures + hits, 100, "every other request failed fast");
+    assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Open);
+
+    // healed: a request succeeds within one open period
+    healed.store(true, Ordering::SeqCst);
+    let healed_at = Instant::now();
+    loop {
+        let result = client.get(server.url("/")).send().await;
+        if let Ok(resp) = &result {
+            if resp.status() == 200 {
+                break;
+            }
+        }
+        assert!(healed_at.elapsed() < open_for * 2, "no recovery within an open period");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
+}
+
+#[tokio::test]
+async fn half_open_lets_exactly_k_probes_through_at_a_time() {
+    let (server, healed) = flaky(Duration::from_millis(200));
+    let open_for = Duration::from_millis(200);
+    let polite = Polite::builder()
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(2).open_for(open_for).half_open_probes(3))
+        .build();
+    let client = client(&polite);
+    burst(&client, &server.url("/"), 2).await; // trips it
+    assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Open);
+    healed.store(true, Ordering::SeqCst);
+    tokio::time::sleep(open_for).await;
+    let before = server.stats.hits();
+    let statuses = burst(&client, &server.url("/"), 12).await;
+    let probes = server.stats.hits() - before;
+    assert_eq!(probes, 3, "exactly 3 probes may go while half-open: {statuses:?}");
+    let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
+    assert_eq!(ok, 3, "the probes succeed; the rest fail fast");
+    assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
+}
+
+#[tokio::test]
+async fn one_dead_host_never_blocks_another() {
+    let (dead, _) = flaky(Duration::ZERO);
+    let alive = serve(|_, _| Reply::ok());
+    let polite = Polite::builder()
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(3))
+        .build();
+    let client = client(&polite);
+    for _ in 0..10 {
+        let _ = client.get(dead.url("/")).send().await;
+        let resp = client.get(alive.url("/")).send().await.expect("alive host answers");
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(dead.stats.hits(), 3, "the dead host is left alone after 3 failures");
+    assert_eq!(alive.stats.hits(), 10);
+}
+
+#[tokio::test]
+async fn client_errors_and_429_do_not_trip_the_breaker() {
+    let server = serve(|_, path| match path {
+        "/missing" => Reply::status(404),
+        _ => Reply::status(429),
+    });
+    let polite = Polite::builder()
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(2))
+        .build();
+    let client = client(&polite);
+    for path in ["/missing", "/missing", "/missing", "/busy", "/busy"] {
+        let result = client.get(server.url(path)).send().await;
+        assert!(!is_circuit_open(&result), "{path} must not open the circuit");
+    }
+    assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
+}
+
+#[tokio::test]
+async fn retries_are_not_slept_on_a_circuit_that_just_opened() {
+    let (server, _) = flaky(Duration::ZERO);
+    let polite = Polite::builder()
+        .max_retries(5)
+        .backoff(reqwest_polite::Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)))
+        .breaker(Breaker::consecutive_failures(2).open_for(Duration::from_secs(10)))
+        .build();
+    let client = client(&polite);
+    let started = Instant::now();
+    let resp = client.get(server.url("/")).send().await.expect("the last 503 comes back");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(server.stats.hits(), 2, "the retry that tripped the breaker is the last");
+    assert!(started.elapsed() < Duration::from_millis(1_500), "no backoff slept into an open circuit");
+}
