@@ -70,9 +70,9 @@ pub(crate) struct ServerPacing {
     /// The rate to recover to (the configured limit's, or the rate we had before).
     ceiling: Option<f64>,
     last_decrease: Option<Instant>,
-    /// Smoothed spacing between our own sends (ns), to start AIMD from the rate we were at.
-    spacing: Option<f64>,
-    last_send: Option<Instant>,
+    /// Our own sends per second (this second and the last), to start AIMD from the rate we
+    /// were at. Integer counts: this runs on every send.
+    sends: SendRate,
 }
 
 impl ServerPacing {
@@ -85,20 +85,19 @@ impl ServerPacing {
             rate: None,
             ceiling: configured_rate,
             last_decrease: None,
-            spacing: None,
-            last_send: None,
+            sends: SendRate::default(),
         }
     }
 
     /// May an attempt go at `now`?
     pub(crate) fn gate(&mut self, now: Instant) -> Gate {
-        if let Quota::Known { reset_at, .. } = self.quota {
-            if now >= reset_at {
-                self.quota = Quota::Unknown {
-                    probing: false,
-                    since: now,
-                };
-            }
+        if let Quota::Known { reset_at, .. } = self.quota
+            && now >= reset_at
+        {
+            self.quota = Quota::Unknown {
+                probing: false,
+                since: now,
+            };
         }
         match self.quota {
             Quota::Unmetered => Gate::Open { probe: false },
@@ -132,30 +131,29 @@ impl ServerPacing {
                 remaining,
                 limit,
                 reset_at,
-            } if remaining > 0 && is_low(remaining, limit) => {
-                Some(reset_at.saturating_duration_since(now) / u32::try_from(remaining).unwrap_or(u32::MAX))
-            }
+            } if remaining > 0 && is_low(remaining, limit) => Some(
+                reset_at.saturating_duration_since(now)
+                    / u32::try_from(remaining).unwrap_or(u32::MAX),
+            ),
             _ => None,
         };
         let aimd = self.rate.map(|r| Duration::from_secs_f64(1.0 / r));
         spread.max(aimd)
     }
 
-    /// An attempt of `cost` units was sent.
-    pub(crate) fn on_send(&mut self, now: Instant, cost: u32, probe: bool) {
+    /// An attempt of `cost` units was sent at `now` (`now_ns` on any monotonic nanosecond scale).
+    pub(crate) fn on_send(&mut self, now: Instant, now_ns: u64, cost: u32, probe: bool) {
         match &mut self.quota {
-            Quota::Known { remaining, .. } => *remaining = remaining.saturating_sub(u64::from(cost)),
+            Quota::Known { remaining, .. } => {
+                *remaining = remaining.saturating_sub(u64::from(cost))
+            }
             Quota::Unknown { probing, since } if probe => {
                 *probing = true;
                 *since = now;
             }
             _ => {}
         }
-        if let Some(last) = self.last_send {
-            let gap = now.saturating_duration_since(last).as_nanos() as f64;
-            self.spacing = Some(self.spacing.map_or(gap, |s| 0.8 * s + 0.2 * gap));
-        }
-        self.last_send = Some(now);
+        self.sends.count(now_ns);
     }
 
     /// A probe ended without an answer (error, cancellation): let the next one go.
@@ -218,14 +216,18 @@ impl ServerPacing {
 
     fn decrease(&mut self, now: Instant) -> Option<RateChange> {
         let current = self.rate.or_else(|| {
-            let observed = self.spacing.filter(|s| *s > 0.0).map(|s| 1e9 / s);
-            observed.or(self.ceiling).or(Some(START_RATE))
+            // the rate we were actually sending at, never above the configured one
+            let observed = self.sends.per_second();
+            Some(match (observed, self.ceiling) {
+                (Some(observed), Some(ceiling)) => observed.min(ceiling),
+                (observed, ceiling) => observed.or(ceiling).unwrap_or(START_RATE),
+            })
         })?;
         // one decrease per interval: a burst of refusals from one window is one signal
-        if let (Some(last), Some(_)) = (self.last_decrease, self.rate) {
-            if now.saturating_duration_since(last) < Duration::from_secs_f64(1.0 / current) {
-                return None;
-            }
+        if let (Some(last), Some(_)) = (self.last_decrease, self.rate)
+            && now.saturating_duration_since(last) < Duration::from_secs_f64(1.0 / current)
+        {
+            return None;
         }
         if self.ceiling.is_none() {
             self.ceiling = Some(current);
@@ -283,6 +285,37 @@ impl ServerPacing {
     }
 }
 
+/// Sends in the current and the previous one-second bucket.
+#[derive(Debug, Clone, Copy, Default)]
+struct SendRate {
+    bucket_start: u64,
+    current: u32,
+    previous: u32,
+}
+
+impl SendRate {
+    const SECOND: u64 = 1_000_000_000;
+
+    fn count(&mut self, now_ns: u64) {
+        let elapsed = now_ns.saturating_sub(self.bucket_start);
+        if elapsed >= Self::SECOND {
+            self.previous = if elapsed < 2 * Self::SECOND {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.bucket_start = now_ns - now_ns % Self::SECOND;
+        }
+        self.current = self.current.saturating_add(1);
+    }
+
+    fn per_second(&self) -> Option<f64> {
+        let most = self.current.max(self.previous);
+        (most > 0).then_some(f64::from(most))
+    }
+}
+
 fn is_low(remaining: u64, limit: Option<u64>) -> bool {
     match limit {
         Some(limit) => remaining.saturating_mul(LOW_SHARE) <= limit,
@@ -317,17 +350,25 @@ mod tests {
         let t0 = Instant::now();
         let mut p = ServerPacing::new(t0, None);
         assert_eq!(p.gate(t0), Gate::Open { probe: true });
-        p.on_send(t0, 1, true);
-        assert_eq!(p.gate(t0), Gate::Hold(t0 + PROBE_HOLD), "others wait for the probe");
+        p.on_send(t0, 0, 1, true);
+        assert_eq!(
+            p.gate(t0),
+            Gate::Hold(t0 + PROBE_HOLD),
+            "others wait for the probe"
+        );
         p.observe(t0, 200, &hint(50, 10 * S));
-        assert_eq!(p.gate(t0), Gate::Open { probe: false }, "the quota is known");
+        assert_eq!(
+            p.gate(t0),
+            Gate::Open { probe: false },
+            "the quota is known"
+        );
     }
 
     #[test]
     fn a_host_without_quota_headers_is_not_gated_again() {
         let t0 = Instant::now();
         let mut p = ServerPacing::new(t0, None);
-        p.on_send(t0, 1, true);
+        p.on_send(t0, 0, 1, true);
         p.observe(t0, 200, &ServerHint::default());
         assert_eq!(p.gate(t0), Gate::Open { probe: false });
         assert!(p.is_idle(t0));
@@ -337,7 +378,7 @@ mod tests {
     fn a_slow_probe_stops_holding_the_others() {
         let t0 = Instant::now();
         let mut p = ServerPacing::new(t0, None);
-        p.on_send(t0, 1, true);
+        p.on_send(t0, 0, 1, true);
         assert_eq!(p.gate(t0 + PROBE_HOLD), Gate::Open { probe: false });
     }
 
@@ -346,11 +387,19 @@ mod tests {
         let t0 = Instant::now();
         let mut p = ServerPacing::new(t0, None);
         p.observe(t0, 200, &hint(2, 10 * S));
-        p.on_send(t0, 1, false);
-        p.on_send(t0, 1, false);
+        p.on_send(t0, 0, 1, false);
+        p.on_send(t0, 0, 1, false);
         let reset = t0 + 10 * S + RESET_MARGIN;
-        assert_eq!(p.gate(t0), Gate::Closed(reset), "our own count reached zero");
-        assert_eq!(p.gate(reset), Gate::Open { probe: true }, "a new window is probed");
+        assert_eq!(
+            p.gate(t0),
+            Gate::Closed(reset),
+            "our own count reached zero"
+        );
+        assert_eq!(
+            p.gate(reset),
+            Gate::Open { probe: true },
+            "a new window is probed"
+        );
     }
 
     #[test]
@@ -368,7 +417,9 @@ mod tests {
     fn hintless_429_halves_the_rate_and_success_recovers_it() {
         let t0 = Instant::now();
         let mut p = ServerPacing::new(t0, Some(8.0));
-        let change = p.observe(t0, 429, &ServerHint::default()).expect("rate drops");
+        let change = p
+            .observe(t0, 429, &ServerHint::default())
+            .expect("rate drops");
         assert_eq!((change.from, change.to), (8.0, 4.0));
         assert_eq!(p.interval(t0), Some(Duration::from_millis(250)));
         assert!(

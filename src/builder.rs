@@ -81,10 +81,10 @@ impl Config {
     fn limit_for(&self, url: &Url) -> Option<Limit> {
         if !self.host_limits.is_empty() {
             let host = url.host_str().unwrap_or_default();
-            if let Some(port) = url.port_or_known_default() {
-                if let Some(limit) = self.host_limits.get(&format!("{host}:{port}")) {
-                    return Some(*limit);
-                }
+            if let Some(port) = url.port_or_known_default()
+                && let Some(limit) = self.host_limits.get(&format!("{host}:{port}"))
+            {
+                return Some(*limit);
             }
             if let Some(limit) = self.host_limits.get(host) {
                 return Some(*limit);

@@ -117,7 +117,8 @@ pub(crate) enum Decision {
 impl HostState {
     /// Decide, and on `Admit` take the slot, for `cost` units at `now`.
     pub(crate) fn decide(&mut self, now: Instant, cost: u32) -> Decision {
-        if let Some(until) = self.pacer.closed_until(now) {
+        let now_ns = self.pacer.nanos(now);
+        if let Some(until) = self.pacer.closed_until_at(now_ns) {
             return Decision::Closed(until);
         }
         let probe = match self.server.gate(now) {
@@ -126,9 +127,9 @@ impl HostState {
             Gate::Open { probe } => probe,
         };
         self.pacer.slow_to(self.server.interval(now));
-        match self.pacer.acquire(now, cost) {
+        match self.pacer.acquire_at(now_ns, cost) {
             Pace::Admit => {
-                self.server.on_send(now, cost, probe);
+                self.server.on_send(now, now_ns, cost, probe);
                 self.counters.attempts += 1;
                 Decision::Admit { probe }
             }
@@ -190,7 +191,9 @@ impl Host {
     /// Lock the state. A panic while the lock was held cannot leave it inconsistent in a way
     /// that matters more than losing the host's pacing, so a poisoned lock is used as is.
     pub(crate) fn state(&self) -> MutexGuard<'_, HostState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Requests sent and not yet answered.
@@ -279,8 +282,16 @@ mod tests {
             "http://example.com",
             "the default port is the same host"
         );
-        assert_eq!(key("http://u:p@[::1]:9/"), "http://[::1]:9", "user info is not part of the key");
-        assert_ne!(key("http://a.com/"), key("https://a.com/"), "schemes are different hosts");
+        assert_eq!(
+            key("http://u:p@[::1]:9/"),
+            "http://[::1]:9",
+            "user info is not part of the key"
+        );
+        assert_ne!(
+            key("http://a.com/"),
+            key("https://a.com/"),
+            "schemes are different hosts"
+        );
         assert!(host_key(&Url::parse("data:text/plain,hi").expect("parses")).is_none());
     }
 }

@@ -1,4 +1,63 @@
-//! placeholder docs
+//! A [`reqwest_middleware`] middleware that makes a `reqwest::Client` a polite consumer of
+//! third-party APIs.
+//!
+//! One [`Polite`] value, attached with `.with(polite)`, and every request the client makes:
+//!
+//! - is **paced per host** by a [`Limit`] that is a promise to the server:
+//!   `Limit::per(100, 60 s)` never starts more than 100 requests in *any* 60 s span;
+//! - **obeys the server**: `Retry-After` (seconds or HTTP-date) closes the whole host until that
+//!   instant, and `RateLimit` / `X-RateLimit-*` headers slow it down *before* it refuses;
+//! - is **retried only when that is safe**: 429 and connection failures for any method, other
+//!   failures only for idempotent methods or requests with an `Idempotency-Key`, with
+//!   exponential [`Backoff`] and jitter, a per-host [`RetryBudget`] and a [`Deadline`];
+//! - **fails fast while its host is down**, through a per-host circuit [`Breaker`] that probes
+//!   carefully to recover.
+//!
+//! ```
+//! use std::time::Duration;
+//! use reqwest_polite::{Backoff, Breaker, Jitter, Limit, Polite};
+//!
+//! let polite = Polite::builder()
+//!     .limit(Limit::per_second(10))                         // every host, unless overridden
+//!     .host_limit("api.github.com", Limit::per_hour(5000))  // the documented quota
+//!     .max_in_flight(8)
+//!     .max_retries(3)
+//!     .backoff(
+//!         Backoff::exponential(Duration::from_millis(100), Duration::from_secs(20))
+//!             .jitter(Jitter::Full),
+//!     )
+//!     .max_retry_after(Duration::from_secs(120))
+//!     .breaker(Breaker::consecutive_failures(5).open_for(Duration::from_secs(5)))
+//!     .build();
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(polite.clone())
+//!     .build();
+//! # let _ = client;
+//!
+//! // per-host state on demand: limit, next slot, cooldown, breaker, counters
+//! for host in polite.snapshot() {
+//!     println!("{}: {:?} in flight, breaker {}", host.key, host.in_flight, host.breaker.phase);
+//! }
+//! ```
+//!
+//! # Errors
+//! When the middleware refuses to send, the request fails with a [`reqwest_polite::Error`](Error)
+//! inside [`reqwest_middleware::Error::Middleware`]; nothing was sent for it. When retries are
+//! exhausted, the last *response* is returned, as reqwest-retry does.
+//!
+//! # With reqwest's own retries
+//! reqwest 0.12.23+ has `ClientBuilder::retry(policy)`. It runs *inside* this middleware (in
+//! the client, below every middleware), so a status-retrying policy there would multiply with
+//! ours (3 retries here times 3 there is up to 16 attempts) and its retries would skip our
+//! pacing, our `Retry-After` handling and our breaker. Keep reqwest's default, which only
+//! resends requests the server refused at the protocol level (such as HTTP/2 `REFUSED_STREAM`)
+//! and is harmless; do not add a `reqwest::retry::for_host(..).classify_fn(..)` policy that
+//! retries statuses. If you prefer reqwest's retries, set
+//! [`max_retries(0)`](PoliteBuilder::max_retries) here and keep the pacing and breaker.
+//!
+//! # Time
+//! All timing uses `tokio::time`, so tests can run on paused time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -46,7 +46,8 @@ const TIMER_TICK_NANOS: u64 = 1_000_000;
 ///
 /// // 10 at once, then the sustained rate drops so that no 60 s window sees more than 100
 /// let bursty = Limit::per_minute(100).burst(10);
-/// assert_eq!(bursty.interval(), Duration::from_secs(60) * 102 / 100 / 91);
+/// // 10 + 90 refills in any 61.2 s: 91 slots, one every 672.5 ms
+/// assert_eq!(bursty.interval(), Duration::from_nanos(672_527_473));
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limit {
@@ -237,7 +238,9 @@ impl Pacer {
         }
     }
 
-    fn nanos(&self, at: Instant) -> u64 {
+    /// `at` in this schedule's nanoseconds; read once per decision and passed to the `_at`
+    /// methods, since the conversion is a good part of the decision's cost.
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -256,8 +259,13 @@ impl Pacer {
     }
 
     /// Take `cost` units now if the schedule allows, else say when.
+    #[cfg(test)]
     pub(crate) fn acquire(&mut self, now: Instant, cost: u32) -> Pace {
-        let now_ns = self.nanos(now);
+        self.acquire_at(self.nanos(now), cost)
+    }
+
+    /// [`Pacer::acquire`] at `now_ns` (from [`Pacer::nanos`]).
+    pub(crate) fn acquire_at(&mut self, now_ns: u64, cost: u32) -> Pace {
         let cost = u64::from(cost);
         let earliest = self.earliest(cost);
         if earliest > now_ns {
@@ -297,7 +305,12 @@ impl Pacer {
 
     /// The instant the host reopens, if it is closed at `now`.
     pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
-        (self.closed_until > self.nanos(now)).then(|| self.instant(self.closed_until))
+        self.closed_until_at(self.nanos(now))
+    }
+
+    /// [`Pacer::closed_until`] at `now_ns` (from [`Pacer::nanos`]).
+    pub(crate) fn closed_until_at(&self, now_ns: u64) -> Option<Instant> {
+        (self.closed_until > now_ns).then(|| self.instant(self.closed_until))
     }
 
     /// Space requests further apart than the configured limit does (server hints, adaptive
@@ -346,7 +359,10 @@ mod tests {
     #[test]
     fn constructors_refuse_limits_that_cannot_be_kept() {
         assert_eq!(Limit::try_per(0, MS), Err(InvalidLimit::ZeroCount));
-        assert_eq!(Limit::try_per(1, Duration::ZERO), Err(InvalidLimit::ZeroWindow));
+        assert_eq!(
+            Limit::try_per(1, Duration::ZERO),
+            Err(InvalidLimit::ZeroWindow)
+        );
         assert_eq!(
             Limit::per_second(5).try_burst(6),
             Err(InvalidLimit::Burst { burst: 6, count: 5 })
@@ -372,7 +388,10 @@ mod tests {
         assert_eq!(Limit::per_second(10).interval(), 102 * MS);
         assert_eq!(Limit::per_minute(60).interval(), 1020 * MS);
         // burst 6 of 10: 5 refills per 1.02 s window
-        assert_eq!(Limit::per_second(10).burst(6).interval(), Duration::from_micros(204_000));
+        assert_eq!(
+            Limit::per_second(10).burst(6).interval(),
+            Duration::from_micros(204_000)
+        );
         // absurd windows saturate instead of overflowing
         assert_eq!(
             Limit::per(1, Duration::MAX).interval(),
@@ -405,9 +424,17 @@ mod tests {
         }
         let interval = Limit::per_second(10).burst(4).interval();
         assert_eq!(interval, Duration::from_nanos(145_714_286));
-        assert_eq!(&starts[..4], &[Duration::ZERO; 4], "the burst must go at once");
+        assert_eq!(
+            &starts[..4],
+            &[Duration::ZERO; 4],
+            "the burst must go at once"
+        );
         // sleeps end on the millisecond tick after the slot
-        assert_eq!(starts[4], 146 * MS, "the first refill comes one interval later");
+        assert_eq!(
+            starts[4],
+            146 * MS,
+            "the first refill comes one interval later"
+        );
         assert_eq!(starts[5], 292 * MS, "no drift from timer rounding");
     }
 
@@ -451,8 +478,16 @@ mod tests {
     async fn cost_takes_that_many_slots() {
         let t0 = Instant::now();
         let mut p = Pacer::new(Some(&Limit::per_second(10)), t0);
-        assert_eq!(take(&mut p, 3).await - t0, 204 * MS, "3 units wait for the 3rd slot");
-        assert_eq!(take(&mut p, 1).await - t0, 510 * MS, "the next one waits 3 intervals more");
+        assert_eq!(
+            take(&mut p, 3).await - t0,
+            204 * MS,
+            "3 units wait for the 3rd slot"
+        );
+        assert_eq!(
+            take(&mut p, 1).await - t0,
+            510 * MS,
+            "the next one waits 3 intervals more"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -474,7 +509,11 @@ mod tests {
         let mut p = Pacer::new(Some(&Limit::per_second(10)), t0);
         assert_eq!(p.acquire(t0, 1), Pace::Admit);
         assert_eq!(p.estimate(t0, 0, 1), t0 + 102 * MS);
-        assert_eq!(p.estimate(t0, 4, 1), t0 + 510 * MS, "4 queued ahead: the 5th slot");
+        assert_eq!(
+            p.estimate(t0, 4, 1),
+            t0 + 510 * MS,
+            "4 queued ahead: the 5th slot"
+        );
         assert_eq!(p.next_free(t0 + 200 * MS), t0 + 200 * MS);
         assert!(!p.is_idle(t0 + 50 * MS));
     }

@@ -225,7 +225,9 @@ async fn pace(
         Err(_) => {
             let too_late = {
                 let mut state = host.state();
-                let ready = state.pacer.estimate(Instant::now(), state.queued_cost, opts.cost);
+                let ready = state
+                    .pacer
+                    .estimate(Instant::now(), state.queued_cost, opts.cost);
                 let too_late = opts.past_deadline(ready);
                 if !too_late {
                     queued = Some(Queued::join(host, &mut state, opts.cost));
@@ -337,7 +339,12 @@ fn record(
     drop(state);
     report_transition(host, transition);
     host.answered.notify_waiters();
-    classify(config.retryable, &safety.method, safety.idempotency_key, &outcome)
+    classify(
+        config.retryable,
+        &safety.method,
+        safety.idempotency_key,
+        &outcome,
+    )
 }
 
 /// Give back an unrecorded attempt's probe slots.
@@ -452,7 +459,9 @@ mod tests {
         for i in 0..n {
             let (host, log) = (Arc::clone(host), Arc::clone(log));
             tasks.push(tokio::spawn(async move {
-                pace(&host, &opts(1, None), 0).await.expect("no deadline set");
+                pace(&host, &opts(1, None), 0)
+                    .await
+                    .expect("no deadline set");
                 log.lock().expect("log lock").push((i, Instant::now() - t0));
             }));
             tokio::time::sleep(MS).await;
@@ -471,7 +480,13 @@ mod tests {
         let log = log.lock().expect("log lock").clone();
         assert_eq!(
             log,
-            vec![(0, Duration::ZERO), (1, 102 * MS), (2, 204 * MS), (3, 306 * MS), (4, 408 * MS)],
+            vec![
+                (0, Duration::ZERO),
+                (1, 102 * MS),
+                (2, 204 * MS),
+                (3, 306 * MS),
+                (4, 408 * MS)
+            ],
             "FIFO order and one slot per 102 ms"
         );
         assert_eq!(host.state().counters.waited, 4, "four of them had to wait");
@@ -496,22 +511,33 @@ mod tests {
             "the slots of cancelled waiters go to the next in line"
         );
         let state = host.state();
-        assert_eq!((state.queued, state.queued_cost), (0, 0), "the queue is empty again");
+        assert_eq!(
+            (state.queued, state.queued_cost),
+            (0, 0),
+            "the queue is empty again"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_wait_past_the_deadline_fails_at_once() {
         let t0 = Instant::now();
         let host = host(Limit::per_second(10));
-        pace(&host, &opts(1, None), 0).await.expect("first slot is free");
+        pace(&host, &opts(1, None), 0)
+            .await
+            .expect("first slot is free");
         // next slot at 102 ms: a deadline at 50 ms cannot be met
         let err = pace(&host, &opts(1, Some(t0 + 50 * MS)), 0)
             .await
             .expect_err("the deadline cannot be met");
-        assert!(matches!(err, Error::DeadlineExceeded { attempts: 0, .. }), "got {err:?}");
+        assert!(
+            matches!(err, Error::DeadlineExceeded { attempts: 0, .. }),
+            "got {err:?}"
+        );
         assert_eq!(Instant::now(), t0, "failing must not wait");
         // a deadline at the slot itself is fine
-        pace(&host, &opts(1, Some(t0 + 102 * MS)), 0).await.expect("slot at the deadline");
+        pace(&host, &opts(1, Some(t0 + 102 * MS)), 0)
+            .await
+            .expect("slot at the deadline");
         assert_eq!(Instant::now() - t0, 102 * MS);
     }
 
@@ -525,7 +551,11 @@ mod tests {
             .await
             .expect_err("behind three waiters, the 5th slot (408 ms) is past 350 ms");
         assert!(matches!(err, Error::DeadlineExceeded { .. }), "got {err:?}");
-        assert_eq!(Instant::now() - t0, 4 * MS, "refused on arrival, without waiting");
+        assert_eq!(
+            Instant::now() - t0,
+            4 * MS,
+            "refused on arrival, without waiting"
+        );
         for task in tasks {
             task.await.expect("waiter finished");
         }
@@ -535,10 +565,16 @@ mod tests {
     async fn cost_waits_for_all_its_slots() {
         let t0 = Instant::now();
         let host = host(Limit::per_second(10).burst(2));
-        pace(&host, &opts(2, None), 0).await.expect("the burst covers cost 2");
+        pace(&host, &opts(2, None), 0)
+            .await
+            .expect("the burst covers cost 2");
         assert_eq!(Instant::now(), t0);
         pace(&host, &opts(2, None), 0).await.expect("waits");
         // two units refill in two intervals of 113.33 ms; the timer wakes on the next ms tick
-        assert_eq!(Instant::now() - t0, 227 * MS, "two units refill in two intervals");
+        assert_eq!(
+            Instant::now() - t0,
+            227 * MS,
+            "two units refill in two intervals"
+        );
     }
 }

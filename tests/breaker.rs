@@ -7,14 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Reply, burst, client, polite_error, serve};
-use reqwest_polite::{BreakerPhase, Breaker, Polite};
+use reqwest_polite::{Breaker, BreakerPhase, Polite};
 
 /// A server that answers 503 until healed.
 fn flaky(delay: Duration) -> (common::TestServer, Arc<AtomicBool>) {
     let healed = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&healed);
     let server = serve(move |_, _| {
-        let status = if flag.load(Ordering::SeqCst) { 200 } else { 503 };
+        let status = if flag.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        };
         Reply::status(status).delay(delay)
     });
     (server, healed)
@@ -64,12 +68,13 @@ async fn an_outage_reaches_the_server_only_trip_count_plus_one_probe_per_open_pe
     let healed_at = Instant::now();
     loop {
         let result = client.get(server.url("/")).send().await;
-        if let Ok(resp) = &result {
-            if resp.status() == 200 {
-                break;
-            }
+        if result.as_ref().is_ok_and(|resp| resp.status() == 200) {
+            break;
         }
-        assert!(healed_at.elapsed() < open_for * 2, "no recovery within an open period");
+        assert!(
+            healed_at.elapsed() < open_for * 2,
+            "no recovery within an open period"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
@@ -81,7 +86,11 @@ async fn half_open_lets_exactly_k_probes_through_at_a_time() {
     let open_for = Duration::from_millis(200);
     let polite = Polite::builder()
         .max_retries(0)
-        .breaker(Breaker::consecutive_failures(2).open_for(open_for).half_open_probes(3))
+        .breaker(
+            Breaker::consecutive_failures(2)
+                .open_for(open_for)
+                .half_open_probes(3),
+        )
         .build();
     let client = client(&polite);
     burst(&client, &server.url("/"), 2).await; // trips it
@@ -91,7 +100,10 @@ async fn half_open_lets_exactly_k_probes_through_at_a_time() {
     let before = server.stats.hits();
     let statuses = burst(&client, &server.url("/"), 12).await;
     let probes = server.stats.hits() - before;
-    assert_eq!(probes, 3, "exactly 3 probes may go while half-open: {statuses:?}");
+    assert_eq!(
+        probes, 3,
+        "exactly 3 probes may go while half-open: {statuses:?}"
+    );
     let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
     assert_eq!(ok, 3, "the probes succeed; the rest fail fast");
     assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
@@ -108,10 +120,18 @@ async fn one_dead_host_never_blocks_another() {
     let client = client(&polite);
     for _ in 0..10 {
         let _ = client.get(dead.url("/")).send().await;
-        let resp = client.get(alive.url("/")).send().await.expect("alive host answers");
+        let resp = client
+            .get(alive.url("/"))
+            .send()
+            .await
+            .expect("alive host answers");
         assert_eq!(resp.status(), 200);
     }
-    assert_eq!(dead.stats.hits(), 3, "the dead host is left alone after 3 failures");
+    assert_eq!(
+        dead.stats.hits(),
+        3,
+        "the dead host is left alone after 3 failures"
+    );
     assert_eq!(alive.stats.hits(), 10);
 }
 
@@ -128,7 +148,10 @@ async fn client_errors_and_429_do_not_trip_the_breaker() {
     let client = client(&polite);
     for path in ["/missing", "/missing", "/missing", "/busy", "/busy"] {
         let result = client.get(server.url(path)).send().await;
-        assert!(!is_circuit_open(&result), "{path} must not open the circuit");
+        assert!(
+            !is_circuit_open(&result),
+            "{path} must not open the circuit"
+        );
     }
     assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
 }
@@ -138,13 +161,27 @@ async fn retries_are_not_slept_on_a_circuit_that_just_opened() {
     let (server, _) = flaky(Duration::ZERO);
     let polite = Polite::builder()
         .max_retries(5)
-        .backoff(reqwest_polite::Backoff::exponential(Duration::from_secs(1), Duration::from_secs(1)))
+        .backoff(reqwest_polite::Backoff::exponential(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        ))
         .breaker(Breaker::consecutive_failures(2).open_for(Duration::from_secs(10)))
         .build();
     let client = client(&polite);
     let started = Instant::now();
-    let resp = client.get(server.url("/")).send().await.expect("the last 503 comes back");
+    let resp = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("the last 503 comes back");
     assert_eq!(resp.status(), 503);
-    assert_eq!(server.stats.hits(), 2, "the retry that tripped the breaker is the last");
-    assert!(started.elapsed() < Duration::from_millis(1_500), "no backoff slept into an open circuit");
+    assert_eq!(
+        server.stats.hits(),
+        2,
+        "the retry that tripped the breaker is the last"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "no backoff slept into an open circuit"
+    );
 }

@@ -16,7 +16,10 @@ async fn the_test_server_refuses_an_unpaced_burst() {
     let bare = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build();
     let statuses = burst(&bare, &server.url("/"), 30).await;
     let refused = statuses.iter().filter(|s| **s == Ok(429)).count();
-    assert!(refused >= 15, "an unpaced burst of 30 into 10 per window must be refused, got {refused} refusals");
+    assert!(
+        refused >= 15,
+        "an unpaced burst of 30 into 10 per window must be refused, got {refused} refusals"
+    );
 }
 
 #[tokio::test]
@@ -27,11 +30,17 @@ async fn a_configured_quota_sees_no_refusals_from_a_strict_sliding_window() {
     let started = Instant::now();
     let statuses = burst(&client, &server.url("/"), 30).await;
     let elapsed = started.elapsed();
-    assert!(statuses.iter().all(|s| *s == Ok(200)), "every request must succeed: {statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == Ok(200)),
+        "every request must succeed: {statuses:?}"
+    );
     assert_eq!(server.stats.refused(), 0, "the server must refuse nothing");
     assert_eq!(server.stats.hits(), 30, "no request sent twice");
     let most = server.stats.max_in_any_window(WINDOW);
-    assert!(most <= 10, "{most} requests reached the server within one window");
+    assert!(
+        most <= 10,
+        "{most} requests reached the server within one window"
+    );
     // 29 intervals of 51 ms: the promise costs 2%, not more
     assert!(
         elapsed < Duration::from_millis(1_480 + 500),
@@ -44,7 +53,10 @@ async fn hosts_are_paced_separately() {
     let slow = sliding_window_server(2, Duration::from_secs(1));
     let fast = serve(|_, _| Reply::ok());
     let polite = Polite::builder()
-        .host_limit(format!("127.0.0.1:{}", slow.addr.port()), Limit::per_second(2))
+        .host_limit(
+            format!("127.0.0.1:{}", slow.addr.port()),
+            Limit::per_second(2),
+        )
         .build();
     let client = client(&polite);
     let slow_url = slow.url("/");
@@ -55,8 +67,14 @@ async fn hosts_are_paced_separately() {
         (statuses, started.elapsed())
     };
     let (slow_statuses, (fast_statuses, fast_elapsed)) = tokio::join!(slow_calls, fast_calls);
-    assert!(slow_statuses.iter().all(|s| *s == Ok(200)), "{slow_statuses:?}");
-    assert!(fast_statuses.iter().all(|s| *s == Ok(200)), "{fast_statuses:?}");
+    assert!(
+        slow_statuses.iter().all(|s| *s == Ok(200)),
+        "{slow_statuses:?}"
+    );
+    assert!(
+        fast_statuses.iter().all(|s| *s == Ok(200)),
+        "{fast_statuses:?}"
+    );
     assert_eq!(slow.stats.refused(), 0);
     assert!(
         fast_elapsed < Duration::from_millis(900),
@@ -89,12 +107,22 @@ async fn a_host_limit_without_port_matches_every_port_of_that_host() {
         .build();
     let client = client(&polite);
     for server in [&a, &b] {
-        client.get(server.url("/")).send().await.expect("loopback answers");
+        client
+            .get(server.url("/"))
+            .send()
+            .await
+            .expect("loopback answers");
     }
     let snapshot = polite.snapshot();
     assert_eq!(snapshot.len(), 2, "one record per host:port");
     for host in &snapshot {
-        assert_eq!(host.limit, Some(Limit::per_minute(600)), "{} got {:?}", host.key, host.limit);
+        assert_eq!(
+            host.limit,
+            Some(Limit::per_minute(600)),
+            "{} got {:?}",
+            host.key,
+            host.limit
+        );
         assert_eq!(host.counters.requests, 1);
     }
 }
@@ -106,14 +134,22 @@ async fn max_in_flight_caps_concurrency_and_is_released_on_every_path() {
     let client = client(&polite);
     let statuses = burst(&client, &server.url("/"), 9).await;
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
-    assert_eq!(server.stats.max_concurrent(), 3, "exactly the cap in flight at once");
+    assert_eq!(
+        server.stats.max_concurrent(),
+        3,
+        "exactly the cap in flight at once"
+    );
 
     // cancelled requests (dropped futures) give their place back
     for _ in 0..6 {
         let call = client.get(server.url("/")).send();
         let _ = tokio::time::timeout(Duration::from_millis(20), call).await;
     }
-    assert_eq!(polite.snapshot()[0].in_flight, 0, "dropped requests must release the cap");
+    assert_eq!(
+        polite.snapshot()[0].in_flight,
+        0,
+        "dropped requests must release the cap"
+    );
     let started = Instant::now();
     let statuses = burst(&client, &server.url("/"), 3).await;
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
@@ -129,7 +165,11 @@ async fn a_wait_past_the_deadline_fails_at_once_and_sends_nothing() {
     let server = serve(|_, _| Reply::ok());
     let polite = Polite::builder().limit(Limit::per_second(1)).build();
     let client = client(&polite);
-    client.get(server.url("/")).send().await.expect("first slot is free");
+    client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("first slot is free");
     let started = Instant::now();
     let err = client
         .get(server.url("/"))
@@ -138,11 +178,21 @@ async fn a_wait_past_the_deadline_fails_at_once_and_sends_nothing() {
         .await
         .expect_err("the next slot is ~1 s away");
     assert!(
-        matches!(polite_error(&err), Some(reqwest_polite::Error::DeadlineExceeded { attempts: 0, .. })),
+        matches!(
+            polite_error(&err),
+            Some(reqwest_polite::Error::DeadlineExceeded { attempts: 0, .. })
+        ),
         "got {err:?}"
     );
-    assert!(started.elapsed() < Duration::from_millis(100), "must fail without waiting");
-    assert_eq!(server.stats.hits(), 1, "the refused request must not reach the server");
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "must fail without waiting"
+    );
+    assert_eq!(
+        server.stats.hits(),
+        1,
+        "the refused request must not reach the server"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +207,14 @@ async fn cost_takes_several_slots_and_a_cost_above_the_limit_is_refused() {
         .await
         .expect_err("11 units can never fit in 10 per window");
     assert!(
-        matches!(polite_error(&err), Some(reqwest_polite::Error::CostExceedsLimit { cost: 11, limit: 10, .. })),
+        matches!(
+            polite_error(&err),
+            Some(reqwest_polite::Error::CostExceedsLimit {
+                cost: 11,
+                limit: 10,
+                ..
+            })
+        ),
         "got {err:?}"
     );
     assert_eq!(server.stats.hits(), 0);

@@ -57,12 +57,19 @@ impl FixedWindow {
         reply
             .header("x-ratelimit-limit", self.limit)
             .header("x-ratelimit-remaining", remaining)
-            .header("x-ratelimit-reset-after", format!("{:.3}", reset_in.as_secs_f64()))
+            .header(
+                "x-ratelimit-reset-after",
+                format!("{:.3}", reset_in.as_secs_f64()),
+            )
     }
 
     fn ietf(&self) -> Reply {
         let (allowed, remaining, reset_in) = self.take();
-        let reply = if allowed { Reply::ok() } else { Reply::status(429) };
+        let reply = if allowed {
+            Reply::ok()
+        } else {
+            Reply::status(429)
+        };
         reply
             .header(
                 "ratelimit-policy",
@@ -70,7 +77,10 @@ impl FixedWindow {
             )
             .header(
                 "ratelimit",
-                format!("\"fixed\";r={remaining};t={}", reset_in.as_secs_f64().ceil() as u64),
+                format!(
+                    "\"fixed\";r={remaining};t={}",
+                    reset_in.as_secs_f64().ceil() as u64
+                ),
             )
     }
 }
@@ -118,33 +128,63 @@ async fn an_http_date_retry_after_is_obeyed_never_early() {
     });
     let polite = Polite::builder().backoff(fast_backoff()).build();
     let client = client(&polite);
-    let resp = client.get(server.url("/")).send().await.expect("loopback answers");
+    let resp = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("loopback answers");
     assert_eq!(resp.status(), 200, "the GET is retried after the date");
     let arrivals = server.stats.arrivals();
     let waited = arrivals[1].duration_since(arrivals[0]);
     // the date has whole-second resolution: it names a second 1 to 2 s away
-    assert!(waited >= Duration::from_secs(1), "retried {waited:?} after the 503");
+    assert!(
+        waited >= Duration::from_secs(1),
+        "retried {waited:?} after the 503"
+    );
 }
 
 #[tokio::test]
 async fn a_retry_after_past_the_cap_returns_the_response_then_fails_fast() {
     let server = serve(|_, _| Reply::status(429).header("retry-after", 3600));
-    let polite = Polite::builder().max_retry_after(Duration::from_secs(2)).build();
+    let polite = Polite::builder()
+        .max_retry_after(Duration::from_secs(2))
+        .build();
     let client = client(&polite);
     let started = Instant::now();
-    let resp = client.get(server.url("/")).send().await.expect("the 429 comes back");
+    let resp = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("the 429 comes back");
     assert_eq!(resp.status(), 429);
-    assert!(started.elapsed() < Duration::from_millis(500), "no sleeping past the cap");
-    let err = client.get(server.url("/")).send().await.expect_err("host is cooling down");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "no sleeping past the cap"
+    );
+    let err = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect_err("host is cooling down");
     match polite_error(&err) {
         Some(reqwest_polite::Error::CoolingDown { retry_in, .. }) => {
-            assert!(*retry_in > Duration::from_secs(3500), "retry_in {retry_in:?}")
+            assert!(
+                *retry_in > Duration::from_secs(3500),
+                "retry_in {retry_in:?}"
+            )
         }
         other => panic!("expected CoolingDown, got {other:?}"),
     }
-    assert_eq!(server.stats.hits(), 1, "nothing more reaches a host that asked for an hour");
+    assert_eq!(
+        server.stats.hits(),
+        1,
+        "nothing more reaches a host that asked for an hour"
+    );
     let snapshot = &polite.snapshot()[0];
-    assert!(snapshot.cooldown_in.is_some(), "the snapshot shows the cooldown");
+    assert!(
+        snapshot.cooldown_in.is_some(),
+        "the snapshot shows the cooldown"
+    );
 }
 
 #[tokio::test]
@@ -156,8 +196,14 @@ async fn forty_at_once_against_x_ratelimit_headers_all_succeed_with_few_refusals
     let statuses = burst(&client, &server.url("/"), 40).await;
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
     let refused = server.stats.refused();
-    eprintln!("40 at once, 10 per 1 s fixed window, X-RateLimit-*: {refused} refused of {} hits", server.stats.hits());
-    assert!(refused <= 4, "the server refused {refused} requests (at most one per window)");
+    eprintln!(
+        "40 at once, 10 per 1 s fixed window, X-RateLimit-*: {refused} refused of {} hits",
+        server.stats.hits()
+    );
+    assert!(
+        refused <= 4,
+        "the server refused {refused} requests (at most one per window)"
+    );
 }
 
 #[tokio::test]
@@ -169,7 +215,10 @@ async fn ietf_ratelimit_headers_pace_the_host_before_it_refuses() {
     let statuses = burst(&client, &server.url("/"), 15).await;
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
     let refused = server.stats.refused();
-    eprintln!("15 at once, 5 per 1 s fixed window, IETF RateLimit: {refused} refused of {} hits", server.stats.hits());
+    eprintln!(
+        "15 at once, 5 per 1 s fixed window, IETF RateLimit: {refused} refused of {} hits",
+        server.stats.hits()
+    );
     assert!(refused <= 3, "the server refused {refused} requests");
 }
 
@@ -182,19 +231,40 @@ async fn a_post_is_not_replayed_after_a_500_or_503_but_a_get_is() {
             .breaker(Breaker::disabled())
             .build();
         let client = client(&polite);
-        let resp = client.post(server.url("/")).body("charge").send().await.expect("answer");
-        assert_eq!(resp.status().as_u16(), status, "the last response comes back");
-        assert_eq!(server.stats.hits(), 1, "a POST must not be replayed after {status}");
+        let resp = client
+            .post(server.url("/"))
+            .body("charge")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            resp.status().as_u16(),
+            status,
+            "the last response comes back"
+        );
+        assert_eq!(
+            server.stats.hits(),
+            1,
+            "a POST must not be replayed after {status}"
+        );
         let resp = client.get(server.url("/")).send().await.expect("answer");
         assert_eq!(resp.status().as_u16(), status);
-        assert_eq!(server.stats.hits(), 1 + 4, "a GET is retried 3 times after {status}");
+        assert_eq!(
+            server.stats.hits(),
+            1 + 4,
+            "a GET is retried 3 times after {status}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_post_is_retried_after_429_and_with_an_idempotency_key() {
     let server = serve(|method, _| {
-        if method == "POST" { Reply::status(503) } else { Reply::ok() }
+        if method == "POST" {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
     });
     let polite = Polite::builder()
         .backoff(fast_backoff())
@@ -210,8 +280,16 @@ async fn a_post_is_retried_after_429_and_with_an_idempotency_key() {
     assert_eq!(server.stats.hits(), 4, "a keyed POST is safe to retry");
 
     let throttled = serve(|_, _| Reply::status(429));
-    client.post(throttled.url("/")).send().await.expect("answer");
-    assert_eq!(throttled.stats.hits(), 4, "a 429 was refused before acting: retried for POST");
+    client
+        .post(throttled.url("/"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(
+        throttled.stats.hits(),
+        4,
+        "a 429 was refused before acting: retried for POST"
+    );
 }
 
 #[tokio::test]
@@ -228,7 +306,11 @@ async fn a_streaming_body_is_sent_once_and_its_response_returned() {
         .await
         .expect("a body that cannot be cloned is not an error");
     assert_eq!(resp.status(), 503);
-    assert_eq!(server.stats.hits(), 1, "sent once, though PUT after 503 is retryable");
+    assert_eq!(
+        server.stats.hits(),
+        1,
+        "sent once, though PUT after 503 is retryable"
+    );
 }
 
 #[tokio::test]
@@ -244,17 +326,27 @@ async fn the_retry_budget_stops_a_retry_storm() {
         client.get(server.url("/")).send().await.expect("answer");
     }
     // 20 requests deposit; 20% of them may be retried
-    assert_eq!(server.stats.hits(), 24, "20 requests and 4 budgeted retries");
+    assert_eq!(
+        server.stats.hits(),
+        24,
+        "20 requests and 4 budgeted retries"
+    );
     let counters = polite.snapshot()[0].counters;
     assert_eq!(counters.retries, 4);
-    assert_eq!(counters.budget_denied, 20, "every request ended on a denied retry");
+    assert_eq!(
+        counters.budget_denied, 20,
+        "every request ended on a denied retry"
+    );
 }
 
 #[tokio::test]
 async fn the_deadline_bounds_the_backoff() {
     let server = serve(|_, _| Reply::status(503));
     let polite = Polite::builder()
-        .backoff(Backoff::exponential(Duration::from_secs(5), Duration::from_secs(5)).jitter(Jitter::None))
+        .backoff(
+            Backoff::exponential(Duration::from_secs(5), Duration::from_secs(5))
+                .jitter(Jitter::None),
+        )
         .build();
     let client = client(&polite);
     let started = Instant::now();
@@ -265,7 +357,10 @@ async fn the_deadline_bounds_the_backoff() {
         .await
         .expect("the last response comes back");
     assert_eq!(resp.status(), 503);
-    assert!(started.elapsed() < Duration::from_millis(500), "no 5 s sleep past a 1 s deadline");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "no 5 s sleep past a 1 s deadline"
+    );
     assert_eq!(server.stats.hits(), 1);
 }
 
@@ -279,7 +374,10 @@ async fn a_hintless_429_lowers_the_rate_and_shows_in_the_snapshot() {
         assert_eq!(resp.status(), 429);
     }
     let host = &polite.snapshot()[0];
-    assert!(host.adaptive_rate.is_some(), "the rate must drop after a hintless 429: {host:?}");
+    assert!(
+        host.adaptive_rate.is_some(),
+        "the rate must drop after a hintless 429: {host:?}"
+    );
     assert!(host.interval > Duration::ZERO, "the host is paced now");
     assert_eq!(host.counters.throttled, 3);
 }

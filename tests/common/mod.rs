@@ -98,7 +98,12 @@ impl Stats {
         let arrivals = self.arrivals();
         arrivals
             .iter()
-            .map(|&s| arrivals.iter().filter(|&&t| t >= s && t < s + window).count())
+            .map(|&s| {
+                arrivals
+                    .iter()
+                    .filter(|&&t| t >= s && t < s + window)
+                    .count()
+            })
             .max()
             .unwrap_or(0)
     }
