@@ -267,9 +267,10 @@ async fn pace(
             Decision::Closed(until) if until - now > config.max_retry_after => {
                 return Err(cooling_down(host, until - now));
             }
-            Decision::Wait(until) | Decision::Closed(until) | Decision::Hold(until)
-                if opts.past_deadline(until) =>
-            {
+            Decision::Wait(until) | Decision::Closed(until) if opts.past_deadline(until) => {
+                return Err(deadline_exceeded(host, attempts));
+            }
+            Decision::Hold(_) if opts.deadline.is_some_and(|d| now >= d) => {
                 return Err(deadline_exceeded(host, attempts));
             }
             Decision::Wait(until) => {
@@ -281,7 +282,9 @@ async fn pace(
                 tokio::time::sleep_until(until).await;
             }
             Decision::Hold(until) => {
+                // the probe's answer usually comes well before `until`; the deadline may too
                 tracing::trace!(host = %host.key, "waiting for the first answer's quota");
+                let until = opts.deadline.map_or(until, |d| d.min(until));
                 let _ = tokio::time::timeout_at(until, answered).await;
             }
         }
@@ -576,5 +579,38 @@ mod tests {
             227 * MS,
             "two units refill in two intervals"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_held_behind_a_first_contact_probe_respects_its_deadline() {
+        let t0 = Instant::now();
+        let config = crate::host::HostConfig {
+            limit: None,
+            max_in_flight: None,
+            breaker: crate::Breaker::disabled(),
+            retry_budget: crate::RetryBudget::default(),
+        };
+        let host = Arc::new(Host::new("http://new", &config, t0));
+        let mut probe = admit(&host, 0).expect("breaker disabled");
+        super::pace(&host, &Config::default(), &opts(1, None), &mut probe, 0)
+            .await
+            .expect("the first request goes as the probe");
+        assert!(
+            probe.quota_probe,
+            "the first request to an unknown host reads its quota"
+        );
+        let err = pace(&host, &opts(1, Some(t0 + 200 * MS)), 0)
+            .await
+            .expect_err("no answer comes: the held request gives up at its deadline");
+        assert!(matches!(err, Error::DeadlineExceeded { .. }), "got {err:?}");
+        assert_eq!(
+            Instant::now() - t0,
+            200 * MS,
+            "held until the deadline, not past it"
+        );
+        drop(probe); // the probe is cancelled: the next request probes at once
+        pace(&host, &opts(1, Some(t0 + 200 * MS)), 0)
+            .await
+            .expect("a cancelled probe frees the gate");
     }
 }
