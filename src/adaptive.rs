@@ -70,6 +70,8 @@ pub(crate) struct ServerPacing {
     /// The rate to recover to (the configured limit's, or the rate we had before).
     ceiling: Option<f64>,
     last_decrease: Option<Instant>,
+    /// The host has a configured limit: trust it over successful answers' quota headers.
+    configured: bool,
     /// Our own sends per second (this second and the last), to start AIMD from the rate we
     /// were at. Integer counts: this runs on every send.
     sends: SendRate,
@@ -77,11 +79,17 @@ pub(crate) struct ServerPacing {
 
 impl ServerPacing {
     pub(crate) fn new(now: Instant, configured_rate: Option<f64>) -> Self {
-        ServerPacing {
-            quota: Quota::Unknown {
+        let quota = if configured_rate.is_some() {
+            Quota::Unmetered
+        } else {
+            Quota::Unknown {
                 probing: false,
                 since: now,
-            },
+            }
+        };
+        ServerPacing {
+            quota,
+            configured: configured_rate.is_some(),
             rate: None,
             ceiling: configured_rate,
             last_decrease: None,
@@ -94,9 +102,13 @@ impl ServerPacing {
         if let Quota::Known { reset_at, .. } = self.quota
             && now >= reset_at
         {
-            self.quota = Quota::Unknown {
-                probing: false,
-                since: now,
+            self.quota = if self.configured {
+                Quota::Unmetered
+            } else {
+                Quota::Unknown {
+                    probing: false,
+                    since: now,
+                }
             };
         }
         match self.quota {
@@ -170,7 +182,10 @@ impl ServerPacing {
         status: u16,
         hint: &ServerHint,
     ) -> Option<RateChange> {
-        self.read_quota(now, hint);
+        let refused = status == 429 || status == 403;
+        if !self.configured || (refused && hint.remaining == Some(0)) {
+            self.read_quota(now, hint);
+        }
         let hintless = hint.retry_after.is_none() && hint.remaining.is_none();
         if status == 429 && hintless {
             return self.decrease(now);
@@ -411,6 +426,36 @@ mod tests {
         p.observe(t0, 200, &hint(5, 10 * S));
         let interval = p.interval(t0).expect("5 of 100 left is low");
         assert_eq!(interval, (10 * S + RESET_MARGIN) / 5);
+    }
+
+    #[test]
+    fn a_configured_limit_is_trusted_over_successful_answers_but_not_over_refusals() {
+        let t0 = Instant::now();
+        let mut p = ServerPacing::new(t0, Some(10.0));
+        assert_eq!(
+            p.gate(t0),
+            Gate::Open { probe: false },
+            "no first-contact gate"
+        );
+        p.observe(t0, 200, &hint(0, 2 * S));
+        assert_eq!(
+            p.gate(t0),
+            Gate::Open { probe: false },
+            "a 200 saying 0 left is not acted on"
+        );
+        assert_eq!(p.interval(t0), None);
+        p.observe(t0, 429, &hint(0, 2 * S));
+        let reset = t0 + 2 * S + RESET_MARGIN;
+        assert_eq!(
+            p.gate(t0),
+            Gate::Closed(reset),
+            "a refusal saying 0 left closes the host"
+        );
+        assert_eq!(
+            p.gate(reset),
+            Gate::Open { probe: false },
+            "and it reopens without a gate"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Reply, burst, client, polite_error, serve, sliding_window_server};
+use common::{Reply, SlidingWindow, burst, client, polite_error, serve, sliding_window_server};
 use reqwest_polite::{Cost, Deadline, Limit, Polite};
 
 const WINDOW: Duration = Duration::from_millis(500);
@@ -233,5 +233,25 @@ async fn cost_takes_several_slots_and_a_cost_above_the_limit_is_refused() {
         started.elapsed() >= Duration::from_millis(500),
         "15 units at 10 per 500 ms must take at least one window ({:?})",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn coarse_quota_headers_do_not_slow_a_configured_limit() {
+    // a moving window that says "0 left, reset at the next whole second" after every 10th
+    // request, as Flask-Limiter does: a configured limit is trusted over those answers
+    let limiter = SlidingWindow::new(10, Duration::from_secs(1));
+    let server = serve(move |_, _| limiter.reply_with_headers(true));
+    let polite = Polite::builder().limit(Limit::per_second(10)).build();
+    let client = client(&polite);
+    let started = Instant::now();
+    let statuses = burst(&client, &server.url("/"), 20).await;
+    let elapsed = started.elapsed();
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    assert_eq!(server.stats.refused(), 0, "the server must refuse nothing");
+    // 19 intervals of 102 ms is 1.94 s; obeying each rounded-up reset would take about 3.5 s
+    assert!(
+        elapsed < Duration::from_millis(2_900),
+        "20 requests at 10/s took {elapsed:?}: coarse resets slowed a configured limit"
     );
 }

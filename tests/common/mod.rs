@@ -218,6 +218,13 @@ impl SlidingWindow {
     }
 
     pub fn reply(&self) -> Reply {
+        self.reply_with_headers(false)
+    }
+
+    /// Like [`SlidingWindow::reply`]; with `headers`, every answer also carries
+    /// `X-RateLimit-Limit/Remaining/Reset` as Flask-Limiter sends them: the reset in whole epoch
+    /// seconds, rounded up past the instant the oldest request leaves the window.
+    pub fn reply_with_headers(&self, headers: bool) -> Reply {
         let now = Instant::now();
         let mut accepted = self.accepted.lock().expect("window lock");
         while accepted
@@ -226,13 +233,26 @@ impl SlidingWindow {
         {
             accepted.pop_front();
         }
-        if accepted.len() < self.limit {
+        let reply = if accepted.len() < self.limit {
             accepted.push_back(now);
-            return Reply::ok();
+            Reply::ok()
+        } else {
+            let oldest = *accepted.front().expect("full window has a front");
+            let wait = (oldest + self.window).duration_since(now);
+            Reply::status(429).header("retry-after", wait.as_secs_f64().ceil() as u64)
+        };
+        if !headers {
+            return reply;
         }
-        let oldest = *accepted.front().expect("full window has a front");
-        let wait = (oldest + self.window).duration_since(now);
-        Reply::status(429).header("retry-after", wait.as_secs_f64().ceil() as u64)
+        let oldest = accepted.front().copied().unwrap_or(now);
+        let reset_in = (oldest + self.window).saturating_duration_since(now);
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970");
+        reply
+            .header("x-ratelimit-limit", self.limit)
+            .header("x-ratelimit-remaining", self.limit - accepted.len())
+            .header("x-ratelimit-reset", (epoch + reset_in).as_secs() + 1)
     }
 }
 
