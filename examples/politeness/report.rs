@@ -174,10 +174,9 @@ fn trailing_counts(arrivals: &[Duration], window: Duration, until: Duration) -> 
     (0..=samples)
         .map(|i| {
             let t = STEP * i;
-            let from = t.saturating_sub(window);
             let n = arrivals
                 .iter()
-                .filter(|&&at| at <= t && (at > from || t < window))
+                .filter(|&&at| at <= t && at + window > t)
                 .count();
             (t.as_secs_f64(), n as f64)
         })
@@ -235,7 +234,10 @@ pub fn rate_chart(
             [(0.0, limit), (until.as_secs_f64(), limit)],
             BLACK.stroke_width(3),
         ))?
-        .label(format!("server quota: {} per {:?}", quota.count, quota.window))
+        .label(format!(
+            "server quota: {} per {:?}",
+            quota.count, quota.window
+        ))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
     chart
         .configure_series_labels()
