@@ -57,6 +57,13 @@ pub(crate) struct Config {
     pub(crate) retryable: Retryable,
     pub(crate) retry_budget: RetryBudget,
     pub(crate) idle_timeout: Duration,
+    pub(crate) is_failure: fn(Option<http::StatusCode>) -> bool,
+}
+
+/// The default breaker classification: 5xx and transport errors are failures; 4xx (429
+/// included: that is pacing, handled by the server signals) are not.
+fn default_is_failure(status: Option<http::StatusCode>) -> bool {
+    status.is_none_or(|s| s.is_server_error())
 }
 
 impl Default for Config {
@@ -72,6 +79,7 @@ impl Default for Config {
             retryable: Retryable::SafeOnly,
             retry_budget: RetryBudget::default(),
             idle_timeout: Duration::from_secs(300),
+            is_failure: default_is_failure,
         }
     }
 }
@@ -151,6 +159,7 @@ impl Default for Polite {
 /// | [`backoff`](Self::backoff) | exponential, 100 ms to 20 s, full jitter |
 /// | [`max_retry_after`](Self::max_retry_after) | 120 s |
 /// | [`breaker`](Self::breaker) | [`Breaker::default()`] |
+/// | [`breaker_failures`](Self::breaker_failures) | 5xx and transport errors |
 /// | [`retryable`](Self::retryable) | [`Retryable::SafeOnly`] |
 /// | [`retry_budget`](Self::retry_budget) | [`RetryBudget::default()`] |
 /// | [`idle_timeout`](Self::idle_timeout) | 5 minutes |
@@ -219,6 +228,23 @@ impl PoliteBuilder {
     /// The per-host circuit breaker; [`Breaker::disabled()`] turns it off.
     pub fn breaker(mut self, breaker: Breaker) -> Self {
         self.config.breaker = breaker;
+        self
+    }
+
+    /// What the circuit breaker counts as a failure. `status` is `None` when no response came
+    /// (connection refused, timeout, reset). Each attempt of a retried request counts.
+    ///
+    /// ```
+    /// use reqwest_polite::Polite;
+    ///
+    /// // this API answers 404 while it is being redeployed: count that too
+    /// let polite = Polite::builder()
+    ///     .breaker_failures(|status| status.is_none_or(|s| s.is_server_error() || s == 404))
+    ///     .build();
+    /// # let _ = polite;
+    /// ```
+    pub fn breaker_failures(mut self, is_failure: fn(Option<http::StatusCode>) -> bool) -> Self {
+        self.config.is_failure = is_failure;
         self
     }
 

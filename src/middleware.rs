@@ -312,10 +312,10 @@ fn record(
             return Verdict::Return;
         }
     };
-    let failure = match outcome {
-        Outcome::Status(status) => status.is_server_error(),
-        Outcome::Connect | Outcome::Timeout | Outcome::Other => true,
-    };
+    let failure = (config.is_failure)(match outcome {
+        Outcome::Status(status) => Some(status),
+        Outcome::Connect | Outcome::Timeout | Outcome::Other => None,
+    });
     let mut state = host.state();
     state.last_used = now;
     if let Ok(resp) = result {

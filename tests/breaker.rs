@@ -185,3 +185,26 @@ async fn retries_are_not_slept_on_a_circuit_that_just_opened() {
         "no backoff slept into an open circuit"
     );
 }
+
+#[tokio::test]
+async fn what_counts_as_a_failure_is_configurable() {
+    let server = serve(|_, _| Reply::status(404));
+    let polite = Polite::builder()
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(3))
+        .breaker_failures(|status| status.is_none_or(|s| s.is_server_error() || s == 404))
+        .build();
+    let client = client(&polite);
+    let mut open = 0;
+    for _ in 0..6 {
+        if is_circuit_open(&client.get(server.url("/")).send().await) {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        server.stats.hits(),
+        3,
+        "404s counted as failures trip the breaker at 3"
+    );
+    assert_eq!(open, 3);
+}
