@@ -5,7 +5,6 @@
 //! [`BreakerState`] per host under a lock, passes in `now`, acts on the [`Admission`] it gets back,
 //! and emits a `tracing` event (it knows the host name) for every [`Transition`].
 
-use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
@@ -323,38 +322,22 @@ fn check_rate(
 
 /// A breaker configuration value that cannot make sense, returned by the `try_` constructors of
 /// [`Breaker`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BreakerConfigError {
     /// `consecutive_failures(0)`: the breaker would trip without any failure.
+    #[error("breaker: consecutive failures must be at least 1")]
     ZeroConsecutiveFailures,
     /// The failure ratio is not in `(0, 1]` (or is NaN); it carries the value given.
+    #[error("breaker: failure ratio must be greater than 0 and at most 1, got {0}")]
     InvalidRatio(f64),
     /// `min_calls` is 0: a single failure would read as a 100 % failure rate.
+    #[error("breaker: min_calls must be at least 1")]
     ZeroMinCalls,
     /// The failure-rate window is zero long, so it could never hold a call.
+    #[error("breaker: the failure-rate window must be greater than zero")]
     ZeroWindow,
 }
-
-impl fmt::Display for BreakerConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ZeroConsecutiveFailures => {
-                f.write_str("breaker: consecutive failures must be at least 1")
-            }
-            Self::InvalidRatio(ratio) => write!(
-                f,
-                "breaker: failure ratio must be greater than 0 and at most 1, got {ratio}"
-            ),
-            Self::ZeroMinCalls => f.write_str("breaker: min_calls must be at least 1"),
-            Self::ZeroWindow => {
-                f.write_str("breaker: the failure-rate window must be greater than zero")
-            }
-        }
-    }
-}
-
-impl Error for BreakerConfigError {}
 
 /// Where a host's breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,6 @@
 //! - [`Backoff`]: how long to wait before retry *i*, as an endless [`Iterator`] of delays.
 //! - [`BudgetState`]: has this host had too many retries lately (a [`RetryBudget`])?
 
-use std::error::Error as StdError;
-use std::fmt;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -168,12 +166,14 @@ impl Default for Backoff {
 }
 
 /// Why a [`Backoff`] could not be made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidBackoff {
     /// `base` was zero: `0 * 2^i` stays zero, so the backoff would never back off.
+    #[error("base delay must be greater than zero")]
     ZeroBase,
     /// `max` was below `base`: even the first retry would exceed the cap.
+    #[error("max delay ({max:?}) must be at least the base delay ({base:?})")]
     MaxBelowBase {
         /// The requested base delay.
         base: Duration,
@@ -181,20 +181,6 @@ pub enum InvalidBackoff {
         max: Duration,
     },
 }
-
-impl fmt::Display for InvalidBackoff {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ZeroBase => f.write_str("base delay must be greater than zero"),
-            Self::MaxBelowBase { base, max } => write!(
-                f,
-                "max delay ({max:?}) must be at least the base delay ({base:?})"
-            ),
-        }
-    }
-}
-
-impl StdError for InvalidBackoff {}
 
 /// The delays of a [`Backoff`], made by [`Backoff::delays`]. Endless; see there.
 #[derive(Debug, Clone)]
