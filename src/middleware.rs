@@ -108,9 +108,11 @@ struct Attempt {
     recorded: bool,
 }
 
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        if self.recorded || (self.admission != Admission::Probe && !self.quota_probe) {
+impl Attempt {
+    /// Free the probe slots this attempt holds (breaker half-open, first-contact quota read),
+    /// so the next request can probe.
+    fn release_probes(&self) {
+        if self.admission != Admission::Probe && !self.quota_probe {
             return;
         }
         let mut state = self.host.state();
@@ -122,6 +124,14 @@ impl Drop for Attempt {
         }
         drop(state);
         self.host.answered.notify_waiters();
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.release_probes();
+        }
     }
 }
 
@@ -308,7 +318,7 @@ fn record(
         Err(reqwest_middleware::Error::Reqwest(_)) => Outcome::Other,
         // another middleware failed: not the host's doing, and not ours to retry
         Err(reqwest_middleware::Error::Middleware(_)) => {
-            release(host, &attempt);
+            attempt.release_probes();
             return Verdict::Return;
         }
     };
@@ -348,17 +358,6 @@ fn record(
         safety.idempotency_key,
         &outcome,
     )
-}
-
-/// Give back an unrecorded attempt's probe slots.
-fn release(host: &Host, attempt: &Attempt) {
-    let mut state = host.state();
-    if attempt.admission == Admission::Probe {
-        state.breaker.release_probe();
-    }
-    if attempt.quota_probe {
-        state.server.release_probe();
-    }
 }
 
 /// `Retry-After` closes the host on a refusal or an unavailable server (RFC 9110 §10.2.3).

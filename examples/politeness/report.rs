@@ -216,6 +216,20 @@ pub fn rate_chart(
             quota.window
         ))
         .draw()?;
+    // the quota first, so that a client keeping to it is drawn on top
+    let limit = f64::from(quota.count);
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, limit), (until.as_secs_f64(), limit)],
+            BLACK.mix(0.5).stroke_width(3),
+        ))?
+        .label(format!(
+            "server quota: {} per {:?}",
+            quota.count, quota.window
+        ))
+        .legend(|(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5).stroke_width(3))
+        });
     for (outcome, colour) in outcomes.iter().zip(COLOURS.iter().cycle()) {
         let counts = trailing_counts(&outcome.arrivals, quota.window, until);
         let peak = counts.iter().map(|&(_, n)| n).fold(0.0, f64::max);
@@ -228,17 +242,6 @@ pub fn rate_chart(
             .label(format!("{} (peak {peak})", outcome.client))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
-    let limit = f64::from(quota.count);
-    chart
-        .draw_series(LineSeries::new(
-            [(0.0, limit), (until.as_secs_f64(), limit)],
-            BLACK.stroke_width(3),
-        ))?
-        .label(format!(
-            "server quota: {} per {:?}",
-            quota.count, quota.window
-        ))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(3)));
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
