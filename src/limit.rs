@@ -220,6 +220,9 @@ pub(crate) struct Pacer {
     base: u64,
     /// Bucket capacity in units.
     burst: u64,
+    /// How late after its slot a start may still keep the slot: a timer tick, but never more
+    /// than the safety margin of the window, which is what absorbs the lag.
+    slack: u64,
     /// Nothing starts before this (nanoseconds since `origin`).
     closed_until: u64,
 }
@@ -228,12 +231,20 @@ impl Pacer {
     /// A schedule for `limit` (or unpaced), with a full bucket at `now`.
     pub(crate) fn new(limit: Option<&Limit>, now: Instant) -> Self {
         let (interval, burst) = limit.map_or((0, 1), |l| (l.interval_nanos(), u64::from(l.burst)));
+        let slack = limit.map_or(0, |l| {
+            let margin = l.window.as_nanos() * u128::from(SAFETY_MARGIN_PERCENT)
+                / u128::from(100 + SAFETY_MARGIN_PERCENT);
+            u64::try_from(margin)
+                .unwrap_or(u64::MAX)
+                .min(TIMER_TICK_NANOS)
+        });
         Pacer {
             origin: now,
             tat: 0,
             interval,
             base: interval,
             burst,
+            slack,
             closed_until: 0,
         }
     }
@@ -273,9 +284,9 @@ impl Pacer {
         }
         // Timers wake on a millisecond tick: a request that arrives or wakes less than a tick
         // after its slot keeps the slot, so timer rounding does not erode high rates. The
-        // schedule stays exact; actual starts lag it by under a tick, which the safety margin
+        // schedule stays exact; actual starts lag it by under `slack`, which the safety margin
         // covers.
-        let start = if now_ns - self.tat.min(now_ns) < TIMER_TICK_NANOS {
+        let start = if now_ns - self.tat.min(now_ns) < self.slack {
             self.tat.max(earliest)
         } else {
             now_ns
@@ -516,5 +527,42 @@ mod tests {
         );
         assert_eq!(p.next_free(t0 + 200 * MS), t0 + 200 * MS);
         assert!(!p.is_idle(t0 + 50 * MS));
+    }
+
+    proptest::proptest! {
+        /// The promise, for any limit and any arrival pattern: requests served one after
+        /// another (FIFO, each at the earliest instant the schedule allows, woken on the
+        /// timer's millisecond tick) never put more than `n` starts in any window.
+        #[test]
+        fn no_window_ever_holds_more_than_n(
+            n in 1u32..40,
+            window_ms in 1u64..5_000,
+            burst_share in 0.0f64..1.0,
+            gaps_ms in proptest::collection::vec(0u64..300, 1..200),
+        ) {
+            let window = Duration::from_millis(window_ms);
+            let burst = 1 + ((f64::from(n - 1)) * burst_share) as u32;
+            let limit = Limit::per(n, window).burst(burst);
+            let t0 = Instant::now();
+            let mut p = Pacer::new(Some(&limit), t0);
+            let mut now = t0;
+            let mut starts = Vec::new();
+            for gap in gaps_ms {
+                now = now.max(starts.last().copied().unwrap_or(t0)) + Duration::from_millis(gap);
+                loop {
+                    match p.acquire(now, 1) {
+                        Pace::Admit => break,
+                        // a sleep ends on the next millisecond tick at or after `until`
+                        Pace::Wait(until) => {
+                            let ns = (until - t0).as_nanos().div_ceil(1_000_000) * 1_000_000;
+                            now = t0 + Duration::from_nanos(ns as u64);
+                        }
+                    }
+                }
+                starts.push(now);
+            }
+            let most = max_in_any_window(&starts, window);
+            proptest::prop_assert!(most <= n as usize, "{limit:?}: {most} starts in one window");
+        }
     }
 }
