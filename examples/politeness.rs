@@ -14,7 +14,8 @@
 //!
 //! Scenarios (every quota is per 1 s, so the run stays short):
 //! - (a) a strict sliding window of 10, 429 + `Retry-After` beyond it; 60 requests at once.
-//! - (b) a fixed window of 10 with `X-RateLimit-*` on every answer, `Retry-After` on 429; 40 at once.
+//! - (b) a fixed window of 10 with `X-RateLimit-*` on every answer, `Retry-After` on 429;
+//!   40 at once.
 //! - (c) a fixed window of 10 with the IETF draft `RateLimit` / `RateLimit-Policy` headers, no
 //!   `Retry-After`; 40 at once.
 //! - (d) 503 for everything for 3 s, then healed; one request at a time, 20 ms apart, for 7 s.
@@ -106,7 +107,8 @@ impl Scenario {
                  every answer, 429 without Retry-After; {FIXED_BURST} requests at once"
             ),
             Scenario::Outage => format!(
-                "(d) 503 for everything for {} s, then 200; one call at a time, {} ms apart, for {} s",
+                "(d) 503 for everything for {} s, then 200; one call at a time, {} ms apart, \
+                 for {} s",
                 OUTAGE.as_secs(),
                 OUTAGE_PAUSE.as_millis(),
                 OUTAGE_CALLING.as_secs()
@@ -195,6 +197,7 @@ async fn burst(client: &Client, urls: &[Url], each: usize) -> Vec<Call> {
     join_all(calls).await
 }
 
+/// One line per run, printed as soon as it ends, with the errors grouped by kind.
 fn progress(outcome: &Outcome) -> String {
     let errors: Vec<String> = outcome
         .error_kinds
@@ -251,7 +254,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !sliding.is_empty() {
         report::rate_chart(
             &out.join("rate.svg"),
-            "(a) strict sliding window, 10 per 1 s: 60 requests issued at once (counts above 60 clipped)",
+            "(a) strict sliding window, 10 per 1 s: 60 requests issued at once \
+             (counts above 60 clipped)",
             &sliding,
             QUOTA,
             60.0,

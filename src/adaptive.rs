@@ -10,8 +10,11 @@
 //!   start, so a burst never lands on a quota we have not read yet. The same when a quota window
 //!   has expired and we do not know the new one. A host whose answers carry no quota headers is
 //!   not gated again.
-//! - **Refusals without a hint** (a 429 with no header we can read): the host's rate is halved,
-//!   and grows back additively on success (AIMD), never above the configured limit.
+//! - **Refusals without a quota to read** (a 429, with or without `Retry-After`): the host's
+//!   rate drops to 95% of what the server accepted in the last second (to half when it accepted
+//!   nothing), and grows back by 2% of that each second of successes (AIMD), never above the
+//!   configured limit. Without this, a host reopening at its `Retry-After` instant would
+//!   release its whole queue at once into the same refusal.
 //!
 //! [`Limit`]: crate::Limit
 
@@ -29,8 +32,20 @@ const RESET_MARGIN: Duration = Duration::from_millis(50);
 const LOW_SHARE: u64 = 10;
 const LOW_UNKNOWN: u64 = 10;
 
-/// How long the others wait for a first-contact probe before going anyway.
+/// How long the others wait for a learning probe's answer before going anyway.
 pub(crate) const PROBE_HOLD: Duration = Duration::from_secs(1);
+
+/// The learning window at which a host that never refused us and sends no quota headers is
+/// considered unmetered.
+const LEARNED: u32 = 64;
+
+/// After a refusal, the rate drops to this share of what the server accepted in the last
+/// second (or to half, whichever is lower).
+const ACCEPTED_SHARE: f64 = 0.95;
+
+/// The additive step, as a share of the lowered rate, per second of successes: 2% a second
+/// probes above a quota about once every few seconds.
+const STEP_SHARE: f64 = 0.02;
 
 /// Rate bounds for AIMD, in requests per second.
 const MIN_RATE: f64 = 0.1;
@@ -38,8 +53,16 @@ const START_RATE: f64 = 10.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Quota {
-    /// Nothing read yet (or the window expired): gate behind one probe.
-    Unknown { probing: bool, since: Instant },
+    /// Learning (first contact, or the quota window expired): at most `window` attempts out
+    /// at once, growing by one per answer that is not a refusal, so the window doubles each
+    /// round trip, like TCP's slow start. Ends on quota headers (`Known`), a refusal (the rate
+    /// is learned by AIMD) or `LEARNED` answers (`Unmetered`).
+    Learning {
+        window: u32,
+        in_flight: u32,
+        /// The last send or answer: a server silent for `PROBE_HOLD` stops the learning.
+        since: Instant,
+    },
     /// Answers carry no quota headers: nothing to gate on.
     Unmetered,
     /// `remaining` units until `reset_at`.
@@ -70,6 +93,14 @@ pub(crate) struct ServerPacing {
     /// The rate to recover to (the configured limit's, or the rate we had before).
     ceiling: Option<f64>,
     last_decrease: Option<Instant>,
+    /// The last AIMD change, and the additive step after a decrease (requests/s per second).
+    last_change: Option<Instant>,
+    step: f64,
+    /// 95% of the rate we were refused at: late acceptances never raise the rate past it.
+    wave_cap: f64,
+    /// Successful answers per second, the server's capacity as we saw it.
+    accepted: SendRate,
+    origin: Instant,
     /// The host has a configured limit: trust it over successful answers' quota headers.
     configured: bool,
     /// Our own sends per second (this second and the last), to start AIMD from the rate we
@@ -77,15 +108,22 @@ pub(crate) struct ServerPacing {
     sends: SendRate,
 }
 
+impl Quota {
+    fn learning(now: Instant) -> Self {
+        Quota::Learning {
+            window: 1,
+            in_flight: 0,
+            since: now,
+        }
+    }
+}
+
 impl ServerPacing {
     pub(crate) fn new(now: Instant, configured_rate: Option<f64>) -> Self {
         let quota = if configured_rate.is_some() {
             Quota::Unmetered
         } else {
-            Quota::Unknown {
-                probing: false,
-                since: now,
-            }
+            Quota::learning(now)
         };
         ServerPacing {
             quota,
@@ -93,8 +131,18 @@ impl ServerPacing {
             rate: None,
             ceiling: configured_rate,
             last_decrease: None,
+            last_change: None,
+            step: 0.0,
+            wave_cap: 0.0,
+            accepted: SendRate::default(),
+            origin: now,
             sends: SendRate::default(),
         }
+    }
+
+    /// Skip learning: the host is known to send no quota headers (benches, tests).
+    pub(crate) fn assume_unmetered(&mut self) {
+        self.quota = Quota::Unmetered;
     }
 
     /// May an attempt go at `now`?
@@ -105,21 +153,17 @@ impl ServerPacing {
             self.quota = if self.configured {
                 Quota::Unmetered
             } else {
-                Quota::Unknown {
-                    probing: false,
-                    since: now,
-                }
+                Quota::learning(now)
             };
         }
         match self.quota {
             Quota::Unmetered => Gate::Open { probe: false },
-            Quota::Unknown { probing: false, .. } => Gate::Open { probe: true },
-            Quota::Unknown {
-                probing: true,
-                since,
-            } => {
+            Quota::Learning {
+                window, in_flight, ..
+            } if in_flight < window => Gate::Open { probe: true },
+            Quota::Learning { since, .. } => {
                 if now >= since + PROBE_HOLD {
-                    // the probe is slow: stop holding the others for it
+                    // the probes are slow: stop holding the others for them
                     self.quota = Quota::Unmetered;
                     Gate::Open { probe: false }
                 } else {
@@ -159,8 +203,10 @@ impl ServerPacing {
             Quota::Known { remaining, .. } => {
                 *remaining = remaining.saturating_sub(u64::from(cost))
             }
-            Quota::Unknown { probing, since } if probe => {
-                *probing = true;
+            Quota::Learning {
+                in_flight, since, ..
+            } if probe => {
+                *in_flight += 1;
                 *since = now;
             }
             _ => {}
@@ -170,33 +216,63 @@ impl ServerPacing {
 
     /// A probe ended without an answer (error, cancellation): let the next one go.
     pub(crate) fn release_probe(&mut self) {
-        if let Quota::Unknown { probing, .. } = &mut self.quota {
-            *probing = false;
+        if let Quota::Learning { in_flight, .. } = &mut self.quota {
+            *in_flight = in_flight.saturating_sub(1);
         }
     }
 
-    /// Read an answer. Returns the change of the AIMD rate, if any, for the caller to report.
+    #[cfg(test)]
     pub(crate) fn observe(
         &mut self,
         now: Instant,
         status: u16,
         hint: &ServerHint,
     ) -> Option<RateChange> {
+        self.observe_sent(now, now, true, status, hint)
+    }
+
+    /// Read an answer to an attempt sent at `sent_at`. Returns the change of the AIMD rate, if
+    /// any, for the caller to report. Refusals of attempts sent before the last decrease are
+    /// the same signal as the one that caused it (as TCP counts one loss per window): they do
+    /// not lower the rate again.
+    pub(crate) fn observe_sent(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        probe: bool,
+        status: u16,
+        hint: &ServerHint,
+    ) -> Option<RateChange> {
+        if probe {
+            self.release_probe();
+        }
         let refused = status == 429 || status == 403;
         if !self.configured || (refused && hint.remaining == Some(0)) {
-            self.read_quota(now, hint);
-        }
-        let hintless = hint.retry_after.is_none() && hint.remaining.is_none();
-        if status == 429 && hintless {
-            return self.decrease(now);
+            self.read_quota(now, status, hint);
         }
         if (200..300).contains(&status) {
-            return self.increase();
+            self.accepted.count(self.nanos(now));
+            if self.last_decrease.is_some_and(|last| sent_at <= last) {
+                return self.late_acceptance();
+            }
+            return self.increase(now);
+        }
+        // A refusal without a quota to read teaches a rate, Retry-After or not: the host
+        // reopening at the Retry-After instant must not release the whole queue at once.
+        if status == 429
+            && hint.remaining.is_none()
+            && self.last_decrease.is_none_or(|last| sent_at > last)
+        {
+            if hint.retry_after.is_some() && self.accepted.per_second().is_none() {
+                // nothing accepted to learn a rate from: the closure is the whole signal
+                return None;
+            }
+            return self.decrease(now);
         }
         None
     }
 
-    fn read_quota(&mut self, now: Instant, hint: &ServerHint) {
+    fn read_quota(&mut self, now: Instant, status: u16, hint: &ServerHint) {
         match (hint.remaining, hint.reset_in) {
             (Some(remaining), Some(reset_in)) => {
                 let reset_at = now + reset_in + RESET_MARGIN;
@@ -222,22 +298,32 @@ impl ServerPacing {
             }
             _ => {
                 // an answer without a readable quota: stop gating on it
-                if let Quota::Unknown { .. } = self.quota {
-                    self.quota = Quota::Unmetered;
+                if let Quota::Learning { window, since, .. } = &mut self.quota {
+                    *since = now;
+                    if status == 429 && self.accepted.per_second().is_some() {
+                        // refused after some were accepted: AIMD takes over from that rate
+                        self.quota = Quota::Unmetered;
+                    } else if status == 429 {
+                        // refused before anything was accepted: start learning again
+                        *window = 1;
+                    } else if *window + 1 >= LEARNED {
+                        self.quota = Quota::Unmetered;
+                    } else {
+                        *window += 1;
+                    }
                 }
             }
         }
     }
 
     fn decrease(&mut self, now: Instant) -> Option<RateChange> {
-        let current = self.rate.or_else(|| {
+        let current = self.rate.unwrap_or_else(|| {
             // the rate we were actually sending at, never above the configured one
-            let observed = self.sends.per_second();
-            Some(match (observed, self.ceiling) {
+            match (self.sends.per_second(), self.ceiling) {
                 (Some(observed), Some(ceiling)) => observed.min(ceiling),
                 (observed, ceiling) => observed.or(ceiling).unwrap_or(START_RATE),
-            })
-        })?;
+            }
+        });
         // one decrease per interval: a burst of refusals from one window is one signal
         if let (Some(last), Some(_)) = (self.last_decrease, self.rate)
             && now.saturating_duration_since(last) < Duration::from_secs_f64(1.0 / current)
@@ -247,8 +333,19 @@ impl ServerPacing {
         if self.ceiling.is_none() {
             self.ceiling = Some(current);
         }
-        let rate = (current / 2.0).max(MIN_RATE);
+        // Drop to a little under what the server accepted in the last second: a burst that met
+        // a 10-per-second quota learns "10 per second" from one refusal, instead of halving its
+        // way down from 60 while the queue keeps getting refused. Nothing accepted: halve.
+        let cap = current * ACCEPTED_SHARE;
+        let rate = match self.accepted.per_second() {
+            Some(accepted) => (accepted * ACCEPTED_SHARE).min(cap),
+            None => current / 2.0,
+        }
+        .max(MIN_RATE);
         self.rate = Some(rate);
+        self.wave_cap = cap;
+        self.step = rate * STEP_SHARE;
+        self.last_change = Some(now);
         self.last_decrease = Some(now);
         Some(RateChange {
             from: current,
@@ -256,20 +353,44 @@ impl ServerPacing {
         })
     }
 
-    fn increase(&mut self) -> Option<RateChange> {
+    /// An acceptance from the wave that was refused arrives after the refusal: the server took
+    /// more than we had counted when we lowered the rate, so raise it to match (never above
+    /// the rate we were refused at).
+    fn late_acceptance(&mut self) -> Option<RateChange> {
         let rate = self.rate?;
-        let ceiling = self.ceiling.unwrap_or(START_RATE);
-        // additive: a twentieth of the ceiling per success
-        let next = rate + ceiling / 20.0;
-        if next >= ceiling {
-            self.rate = None;
-        } else {
+        let accepted = self.accepted.per_second()? * ACCEPTED_SHARE;
+        let next = accepted.min(self.wave_cap);
+        (next > rate).then(|| {
             self.rate = Some(next);
+            RateChange {
+                from: rate,
+                to: next,
+            }
+        })
+    }
+
+    /// Additive increase: a fiftieth of the lowered rate, at most once a second, so a rate
+    /// lowered to the server's quota probes above it gently instead of storming back.
+    fn increase(&mut self, now: Instant) -> Option<RateChange> {
+        let rate = self.rate?;
+        if self
+            .last_change
+            .is_some_and(|last| now.saturating_duration_since(last) < Duration::from_secs(1))
+        {
+            return None;
         }
+        let ceiling = self.ceiling.unwrap_or(START_RATE);
+        let next = rate + self.step;
+        self.rate = (next < ceiling).then_some(next);
+        self.last_change = Some(now);
         Some(RateChange {
             from: rate,
             to: next.min(ceiling),
         })
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The AIMD rate when throttled, for snapshots.
@@ -294,7 +415,7 @@ impl ServerPacing {
         self.rate.is_none()
             && match self.quota {
                 Quota::Known { reset_at, .. } => now >= reset_at,
-                Quota::Unknown { probing, .. } => !probing,
+                Quota::Learning { in_flight, .. } => in_flight == 0,
                 Quota::Unmetered => true,
             }
     }
@@ -380,13 +501,74 @@ mod tests {
     }
 
     #[test]
-    fn a_host_without_quota_headers_is_not_gated_again() {
+    fn a_host_without_quota_headers_is_learned_in_slow_start_then_not_gated() {
+        let t0 = Instant::now();
+        let mut p = ServerPacing::new(t0, None);
+        let mut round_trips = 0;
+        let mut sent = 0;
+        while p.gate(t0) != (Gate::Open { probe: false }) {
+            // send what the window allows, then answer them all: one round trip
+            let mut out = 0;
+            while p.gate(t0) == (Gate::Open { probe: true }) {
+                p.on_send(t0, 0, 1, true);
+                out += 1;
+            }
+            for _ in 0..out {
+                p.observe(t0, 200, &ServerHint::default());
+            }
+            sent += out;
+            round_trips += 1;
+            assert!(round_trips < 20, "learning must end");
+        }
+        assert_eq!(
+            round_trips, 6,
+            "the window doubles each round trip: 1, 2, 4, 8, 16, 32"
+        );
+        assert_eq!(sent, 63);
+        assert!(p.is_idle(t0));
+    }
+
+    #[test]
+    fn a_retry_after_before_anything_was_accepted_restarts_learning_without_a_rate() {
+        let t0 = Instant::now();
+        let mut p = ServerPacing::new(t0, None);
+        p.on_send(t0, 0, 1, true);
+        let refusal = ServerHint {
+            retry_after: Some(S),
+            ..ServerHint::default()
+        };
+        assert!(
+            p.observe(t0, 429, &refusal).is_none(),
+            "no rate from nothing accepted"
+        );
+        assert_eq!(
+            p.gate(t0),
+            Gate::Open { probe: true },
+            "one probe at a time again"
+        );
+        p.on_send(t0, 0, 1, true);
+        assert!(matches!(p.gate(t0), Gate::Hold(_)), "window 1");
+    }
+
+    #[test]
+    fn a_refusal_ends_learning_with_a_rate() {
         let t0 = Instant::now();
         let mut p = ServerPacing::new(t0, None);
         p.on_send(t0, 0, 1, true);
         p.observe(t0, 200, &ServerHint::default());
-        assert_eq!(p.gate(t0), Gate::Open { probe: false });
-        assert!(p.is_idle(t0));
+        for _ in 0..2 {
+            p.on_send(t0, 0, 1, true);
+        }
+        assert!(matches!(p.gate(t0), Gate::Hold(_)), "window 2 is full");
+        assert!(
+            p.observe(t0, 429, &ServerHint::default()).is_some(),
+            "the rate is learned"
+        );
+        assert_eq!(
+            p.gate(t0),
+            Gate::Open { probe: false },
+            "AIMD paces from here"
+        );
     }
 
     #[test]
@@ -471,12 +653,87 @@ mod tests {
             p.observe(t0, 429, &ServerHint::default()).is_none(),
             "a second refusal within one interval is the same signal"
         );
-        let mut successes = 0;
+        assert!(
+            p.observe(t0 + S / 2, 200, &ServerHint::default()).is_none(),
+            "at most one increase a second"
+        );
+        let mut seconds = 0;
         while p.adaptive_rate().is_some() {
-            p.observe(t0, 200, &ServerHint::default());
-            successes += 1;
-            assert!(successes < 100, "the rate must recover");
+            seconds += 1;
+            p.observe(t0 + S * seconds, 200, &ServerHint::default());
+            assert!(seconds < 100, "the rate must recover");
         }
-        assert_eq!(successes, 10, "4/s grows back to 8/s by 0.4/s per success");
+        assert_eq!(seconds, 50, "4/s grows back to 8/s by 0.08/s each second");
+    }
+
+    #[test]
+    fn refusals_of_attempts_sent_before_a_decrease_do_not_lower_the_rate_again() {
+        let t0 = Instant::now();
+        let mut p = ServerPacing::new(t0, Some(8.0));
+        p.observe_sent(t0 + S, t0, false, 429, &ServerHint::default())
+            .expect("the first refusal lowers the rate");
+        assert!(
+            p.observe_sent(t0 + 2 * S, t0, false, 429, &ServerHint::default())
+                .is_none(),
+            "sent before the decrease: the same signal"
+        );
+        assert!(
+            p.observe_sent(t0 + 3 * S, t0 + 2 * S, false, 429, &ServerHint::default())
+                .is_some(),
+            "sent after it: a new signal"
+        );
+    }
+
+    #[test]
+    fn a_refused_burst_learns_the_rate_the_server_accepted() {
+        let t0 = Instant::now();
+        let mut p = ServerPacing::new(t0, None);
+        // 60 sent at once, 10 accepted, then refusals with Retry-After
+        for _ in 0..60 {
+            p.on_send(t0, 0, 1, false);
+        }
+        for _ in 0..10 {
+            p.observe(t0, 200, &ServerHint::default());
+        }
+        let refusal = ServerHint {
+            retry_after: Some(S),
+            ..ServerHint::default()
+        };
+        let change = p
+            .observe(t0, 429, &refusal)
+            .expect("the refusal lowers the rate");
+        assert_eq!(
+            (change.from, change.to),
+            (60.0, 9.5),
+            "95% of the 10 accepted"
+        );
+    }
+
+    #[test]
+    fn acceptances_of_the_refused_wave_that_arrive_late_raise_the_rate_to_match() {
+        let t0 = Instant::now();
+        let mut p = ServerPacing::new(t0, None);
+        for _ in 0..60 {
+            p.on_send(t0, 0, 1, false);
+        }
+        for _ in 0..6 {
+            p.observe(t0, 200, &ServerHint::default());
+        }
+        let change = p
+            .observe(t0, 429, &ServerHint::default())
+            .expect("rate drops");
+        assert!(
+            (change.to - 5.7).abs() < 1e-9,
+            "95% of the 6 accepted so far, got {}",
+            change.to
+        );
+        for _ in 0..4 {
+            p.observe_sent(t0 + S / 10, t0, false, 200, &ServerHint::default());
+        }
+        let rate = p.adaptive_rate().expect("still throttled");
+        assert!(
+            (rate - 9.5).abs() < 1e-9,
+            "10 accepted in all: 9.5/s, got {rate}"
+        );
     }
 }

@@ -297,14 +297,11 @@ pub mod bench_support {
         )
     }
 
-    /// Mark a URL's host as having answered without quota headers (no first-contact gate).
+    /// Mark a URL's host as learned and unmetered (no first-contact gate), as a host is after
+    /// its first answers when it sends no quota headers.
     pub fn mark_answered(polite: &Polite, url: &Url) {
         if let Some(host) = polite.host_for(url) {
-            host.state().server.observe(
-                Instant::now(),
-                200,
-                &crate::signals::ServerHint::default(),
-            );
+            host.state().server.assume_unmetered();
         }
     }
 

@@ -105,6 +105,8 @@ struct Attempt {
     host: Arc<Host>,
     admission: Admission,
     quota_probe: bool,
+    /// When the attempt took its slot.
+    sent_at: Option<Instant>,
     recorded: bool,
 }
 
@@ -153,6 +155,7 @@ fn admit(host: &Arc<Host>, attempts: u32) -> std::result::Result<Attempt, Error>
         host: Arc::clone(host),
         admission,
         quota_probe: false,
+        sent_at: None,
         recorded: false,
     })
 }
@@ -272,6 +275,7 @@ async fn pace(
         match decision {
             Decision::Admit { probe } => {
                 attempt.quota_probe = probe;
+                attempt.sent_at = Some(now);
                 return Ok(());
             }
             Decision::Closed(until) if until - now > config.max_retry_after => {
@@ -336,7 +340,12 @@ fn record(
             state.pacer.close_until(until);
             tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host closed");
         }
-        if let Some(change) = state.server.observe(now, status.as_u16(), &hint) {
+        let sent_at = attempt.sent_at.unwrap_or(now);
+        if let Some(change) =
+            state
+                .server
+                .observe_sent(now, sent_at, attempt.quota_probe, status.as_u16(), &hint)
+        {
             tracing::debug!(host = %host.key, from = change.from, to = change.to, "adaptive rate changed (req/s)");
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -427,9 +436,7 @@ mod tests {
             retry_budget: crate::RetryBudget::default(),
         };
         let host = Arc::new(Host::new("http://test", &config, Instant::now()));
-        host.state()
-            .server
-            .observe(Instant::now(), 200, &ServerHint::default());
+        host.state().server.assume_unmetered();
         host
     }
 
