@@ -6,10 +6,11 @@
 //! - **The quota window** (`RateLimit`, `X-RateLimit-*`): we keep our own count of what is left
 //!   until the reset. At zero, the host waits for the reset; when little is left, what is left is
 //!   spread evenly over the time to the reset.
-//! - **First contact**: until a host has answered once, one request goes alone, like TCP's slow
-//!   start, so a burst never lands on a quota we have not read yet. The same when a quota window
-//!   has expired and we do not know the new one. A host whose answers carry no quota headers is
-//!   not gated again.
+//! - **First contact**: until we know a host's quota, at most a window of requests is out at
+//!   once: 1, doubling each round trip to 4, then one more each round trip (TCP's slow start and
+//!   congestion avoidance), so a burst never lands whole on a quota we have not read. The same
+//!   when a quota window has expired. Quota headers, a refusal, or the window reaching 32
+//!   (about 30 round trips without either) end it.
 //! - **Refusals without a quota to read** (a 429, with or without `Retry-After`): the host's
 //!   rate drops to 95% of what the server accepted in the last second (to half when it accepted
 //!   nothing), and grows back by 2% of that each second of successes (AIMD), never above the
@@ -37,7 +38,10 @@ pub(crate) const PROBE_HOLD: Duration = Duration::from_secs(1);
 
 /// The learning window at which a host that never refused us and sends no quota headers is
 /// considered unmetered.
-const LEARNED: u32 = 64;
+const LEARNED: u32 = 32;
+
+/// The learning window doubles each round trip up to this, then grows by one each round trip.
+const SLOW_START_END: u32 = 4;
 
 /// After a refusal, the rate drops to this share of what the server accepted in the last
 /// second (or to half, whichever is lower).
@@ -54,12 +58,15 @@ const START_RATE: f64 = 10.0;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Quota {
     /// Learning (first contact, or the quota window expired): at most `window` attempts out
-    /// at once, growing by one per answer that is not a refusal, so the window doubles each
-    /// round trip, like TCP's slow start. Ends on quota headers (`Known`), a refusal (the rate
+    /// at once. The window doubles each round trip up to `SLOW_START_END`, then grows by one
+    /// each round trip, like TCP's slow start and congestion avoidance, so the round that meets
+    /// an unknown quota overshoots it by a few requests, not by the quota. Ends on quota headers (`Known`), a refusal (the rate
     /// is learned by AIMD) or `LEARNED` answers (`Unmetered`).
     Learning {
         window: u32,
         in_flight: u32,
+        /// Answers since the window last grew.
+        acked: u32,
         /// The last send or answer: a server silent for `PROBE_HOLD` stops the learning.
         since: Instant,
     },
@@ -113,6 +120,7 @@ impl Quota {
         Quota::Learning {
             window: 1,
             in_flight: 0,
+            acked: 0,
             since: now,
         }
     }
@@ -298,7 +306,13 @@ impl ServerPacing {
             }
             _ => {
                 // an answer without a readable quota: stop gating on it
-                if let Quota::Learning { window, since, .. } = &mut self.quota {
+                if let Quota::Learning {
+                    window,
+                    acked,
+                    since,
+                    ..
+                } = &mut self.quota
+                {
                     *since = now;
                     if status == 429 && self.accepted.per_second().is_some() {
                         // refused after some were accepted: AIMD takes over from that rate
@@ -308,8 +322,16 @@ impl ServerPacing {
                         *window = 1;
                     } else if *window + 1 >= LEARNED {
                         self.quota = Quota::Unmetered;
+                    } else if *window < SLOW_START_END {
+                        *window += 1; // doubles each round trip
                     } else {
-                        *window += 1;
+                        // one more each round trip: the overshoot in the round that meets the
+                        // quota is at most one window
+                        *acked += 1;
+                        if *acked >= *window {
+                            *window += 1;
+                            *acked = 0;
+                        }
                     }
                 }
             }
@@ -518,13 +540,14 @@ mod tests {
             }
             sent += out;
             round_trips += 1;
-            assert!(round_trips < 20, "learning must end");
+            assert!(round_trips < 100, "learning must end");
         }
+        // windows 1, 2, 4 (doubling), then 5, 6, ..., 31: the first answer of that round ends it
         assert_eq!(
-            round_trips, 6,
-            "the window doubles each round trip: 1, 2, 4, 8, 16, 32"
+            round_trips, 30,
+            "doubling to 4, then one more each round trip"
         );
-        assert_eq!(sent, 63);
+        assert_eq!(sent, 1 + 2 + (4..=31).sum::<u32>());
         assert!(p.is_idle(t0));
     }
 

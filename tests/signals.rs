@@ -397,3 +397,25 @@ async fn errors_downcast_and_no_retry_sends_once() {
     assert_eq!(server.stats.hits(), 1, "NoRetry sends once");
     let _ = polite_error; // used by other tests in this file
 }
+
+#[tokio::test]
+async fn an_unknown_quota_without_headers_is_learned_with_few_refusals() {
+    // a strict 10-per-second sliding window that says nothing but Retry-After on refusals;
+    // unpaced, 40 at once would see 30 refusals (see tests/pacing.rs for that control)
+    let server = common::sliding_window_server(10, Duration::from_secs(1));
+    let polite = Polite::new();
+    let client = client(&polite);
+    let statuses = burst(&client, &server.url("/"), 40).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    let refused = server.stats.refused();
+    eprintln!("40 at once, unknown 10 per 1 s sliding window: {refused} refused");
+    assert!(
+        refused <= 10,
+        "slow start and the learned rate must keep refusals low: {refused}"
+    );
+    let host = &polite.snapshot()[0];
+    assert!(
+        host.adaptive_rate.is_some(),
+        "the refusal taught a rate: {host:?}"
+    );
+}
