@@ -1,0 +1,132 @@
+//! Drive reqwest-polite against an outside server-side limiter running on loopback, one we do
+//! not ship: `scripts/outside-limiter/run.sh` starts Flask-Limiter and runs this.
+//!
+//! ```text
+//! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 quota 10
+//! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 defaults
+//! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 0 outage
+//! ```
+//!
+//! The server must expose `/` (rate limited), `/outage` (503 until healed, not rate limited),
+//! `/stats` (what reached it, as JSON) and `/reset/<seconds down>`, as `app.py` does. Only
+//! loopback addresses are accepted.
+
+use std::time::{Duration, Instant};
+
+use reqwest_polite::{Breaker, Limit, Polite};
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: outside_limiter <http://127.0.0.1:PORT> <requests> <quota|defaults|outage> [quota per second]";
+    let (Some(base), Some(n), Some(mode)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("{usage}");
+        std::process::exit(2);
+    };
+    let loopback = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"];
+    if !loopback.iter().any(|prefix| base.starts_with(prefix)) {
+        eprintln!("only loopback servers: {usage}");
+        std::process::exit(2);
+    }
+    let n: usize = n.parse().unwrap_or_else(|_| {
+        eprintln!("{usage}");
+        std::process::exit(2)
+    });
+    let quota: u32 = args.get(4).and_then(|q| q.parse().ok()).unwrap_or(10);
+    let plain = reqwest::Client::new();
+    let result = match mode.as_str() {
+        "outage" => outage(&plain, base).await,
+        "quota" | "defaults" => burst(&plain, base, n, (mode == "quota").then_some(quota)).await,
+        _ => {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = result {
+        eprintln!("the outside server did not answer: {err}");
+        std::process::exit(1);
+    }
+}
+
+async fn stats(plain: &reqwest::Client, base: &str) -> reqwest::Result<String> {
+    plain
+        .get(format!("{base}/stats"))
+        .send()
+        .await?
+        .text()
+        .await
+}
+
+/// `n` requests at once, with the quota configured or with defaults.
+async fn burst(
+    plain: &reqwest::Client,
+    base: &str,
+    n: usize,
+    quota: Option<u32>,
+) -> reqwest::Result<()> {
+    plain.get(format!("{base}/reset/0.0")).send().await?;
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // let the server's window empty
+    let builder = Polite::builder();
+    let polite = match quota {
+        Some(q) => builder.limit(Limit::per_second(q)),
+        None => builder,
+    }
+    .build();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(polite)
+        .build();
+    let started = Instant::now();
+    let url = format!("{base}/");
+    let calls = (0..n).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    let results = futures::future::join_all(calls).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
+    let per_second = quota.unwrap_or(10);
+    let best = (n as f64 - 1.0) / f64::from(per_second);
+    println!(
+        "{}: {n} at once, {ok} ok, {elapsed:.2} s ({per_second}/s allows it in {best:.2} s: {:.0}% of the quota's throughput); server saw {}",
+        if quota.is_some() {
+            "quota configured"
+        } else {
+            "defaults"
+        },
+        100.0 * best / elapsed,
+        stats(plain, base).await?
+    );
+    Ok(())
+}
+
+/// A 3 s outage, retries off, `consecutive_failures(5).open_for(1 s)`.
+async fn outage(plain: &reqwest::Client, base: &str) -> reqwest::Result<()> {
+    plain.get(format!("{base}/reset/3.0")).send().await?;
+    let polite = Polite::builder()
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(5).open_for(Duration::from_secs(1)))
+        .build();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(polite)
+        .build();
+    let started = Instant::now();
+    let (mut ok, mut failed, mut fast) = (0, 0, 0);
+    let mut first_ok = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        match client.get(format!("{base}/outage")).send().await {
+            Ok(resp) if resp.status() == 200 => {
+                ok += 1;
+                first_ok.get_or_insert(started.elapsed());
+            }
+            Ok(_) => failed += 1,
+            Err(_) => fast += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "outage of 3 s, one call per 20 ms for 6 s: {failed} reached the dead server, {fast} failed fast, {ok} ok; first success {:.2} s after the start; server saw {}",
+        first_ok.map_or(f64::NAN, |d| d.as_secs_f64()),
+        stats(plain, base).await?
+    );
+    Ok(())
+}
