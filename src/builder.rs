@@ -305,6 +305,36 @@ pub mod bench_support {
         }
     }
 
+    /// Read every pacing header of a response (`Retry-After`, `RateLimit*`, `X-RateLimit-*`),
+    /// as the middleware does for each answer. Returns whether anything was found.
+    pub fn parse_hint(headers: &http::HeaderMap) -> bool {
+        let hint = crate::signals::ServerHint::from_headers(headers, std::time::SystemTime::now());
+        hint.retry_after.is_some() || hint.remaining.is_some() || hint.reset_in.is_some()
+    }
+
+    /// A host's circuit breaker, as the middleware drives it: admit, then record the outcome.
+    #[derive(Debug)]
+    pub struct BreakerBench(crate::breaker::BreakerState);
+
+    impl BreakerBench {
+        /// A closed breaker with `config`.
+        pub fn new(config: &Breaker) -> Self {
+            BreakerBench(crate::breaker::BreakerState::new(config, Instant::now()))
+        }
+
+        /// Admit one call and record it as a success (`failure == false`) or a failure; returns
+        /// whether it was admitted.
+        pub fn call(&mut self, failure: bool) -> bool {
+            let now = Instant::now();
+            let (admission, _) = self.0.admit(now);
+            if matches!(admission, crate::breaker::Admission::Reject { .. }) {
+                return false;
+            }
+            let _ = self.0.record(now, &admission, failure);
+            true
+        }
+    }
+
     /// The size in bytes of one host record (its heap part; the key string and the map entry
     /// come on top).
     pub fn host_record_size() -> usize {
