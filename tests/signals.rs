@@ -419,3 +419,60 @@ async fn an_unknown_quota_without_headers_is_learned_with_few_refusals() {
         "the refusal taught a rate: {host:?}"
     );
 }
+
+#[tokio::test]
+async fn malformed_and_absurd_headers_are_never_fatal() {
+    let garbage: &[(&str, &str)] = &[
+        ("retry-after", "soon"),
+        ("retry-after", "-5"),
+        ("retry-after", "99999999999999999999999"),
+        ("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT"), // in the past: now
+        ("x-ratelimit-remaining", "-1"),
+        ("x-ratelimit-reset", "NaN"),
+        ("ratelimit", "\"x\";r=;t=abc"),
+        ("ratelimit-policy", ";;;"),
+        ("x-ratelimit-reset-after", "1e400"),
+    ];
+    for (name, value) in garbage {
+        let (name, value) = (name.to_string(), value.to_string());
+        let server = serve(move |_, _| Reply::status(429).header(&name, &value));
+        let polite = Polite::builder()
+            .backoff(fast_backoff())
+            .max_retries(1)
+            .max_retry_after(Duration::from_secs(2))
+            .build();
+        let client = client(&polite);
+        let started = Instant::now();
+        let result = client.get(server.url("/")).send().await;
+        match result {
+            Ok(resp) => assert_eq!(resp.status(), 429, "the last response comes back"),
+            Err(err) => assert!(
+                matches!(polite_error(&err), Some(reqwest_polite::Error::CoolingDown { .. })),
+                "only a typed error may come back: {err:?}"
+            ),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no hang on a malformed header ({:?})",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_closes_the_host_without_overflow() {
+    let server = serve(|_, _| Reply::status(503).header("retry-after", 1_000_000_000_000u64));
+    let polite = Polite::new();
+    let client = client(&polite);
+    let resp = client.get(server.url("/")).send().await.expect("the 503 comes back");
+    assert_eq!(resp.status(), 503, "past max_retry_after: no sleep, the response returns");
+    let err = client.get(server.url("/")).send().await.expect_err("cooling down");
+    match polite_error(&err) {
+        Some(reqwest_polite::Error::CoolingDown { retry_in, .. }) => assert!(
+            *retry_in > Duration::from_secs(364 * 24 * 3600),
+            "capped at a year, not wrapped: {retry_in:?}"
+        ),
+        other => panic!("expected CoolingDown, got {other:?}"),
+    }
+    assert_eq!(server.stats.hits(), 1);
+}
