@@ -1,1 +1,135 @@
-fn main() {}
+//! The whole middleware's overhead on a loopback GET, next to bare reqwest, an empty
+//! reqwest-middleware stack and reqwest-retry.
+//!
+//! The server (hyper, HTTP/1, its own thread and runtime) answers 200 "ok" at once, so the
+//! figures are the client stack's cost plus one loopback round trip. Every client is built once
+//! and reused: the connection stays pooled and kept alive. `polite_with_limit` has a limit so
+//! high that a slot is always free: it measures the pacing overhead, not waiting.
+//!
+//! Run: `cargo bench --bench middleware -- --warm-up-time 1 --measurement-time 3`
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use reqwest_middleware::ClientWithMiddleware;
+use reqwest_polite::{Limit, Polite};
+use reqwest_retry::RetryTransientMiddleware;
+use reqwest_retry::policies::ExponentialBackoff;
+use tokio::runtime::Runtime;
+
+/// Requests sent through each client before measuring. `Polite::new()` has no limit, so its
+/// first contact with a host is a learning phase (a concurrency window that grows over the
+/// first few hundred answers) before the host counts as unmetered; 1000 sequential requests
+/// take every client past it, so the steady state is what is measured.
+const WARM_UP_REQUESTS: usize = 1000;
+
+/// Serve 200 "ok" on 127.0.0.1 (a free port) until the process ends.
+fn serve() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let service = service_fn(|_req: hyper::Request<Incoming>| async {
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"ok",
+                        ))))
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    });
+    addr
+}
+
+async fn get_bare(client: &reqwest::Client, url: &str) -> Bytes {
+    let resp = client.get(url).send().await.expect("bare GET");
+    resp.bytes().await.expect("bare body")
+}
+
+async fn get_stack(client: &ClientWithMiddleware, url: &str) -> Bytes {
+    let resp = client.get(url).send().await.expect("middleware GET");
+    resp.bytes().await.expect("middleware body")
+}
+
+fn middleware(c: &mut Criterion) {
+    let addr = serve();
+    let url = format!("http://{addr}/x");
+    let rt: Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    let bare = reqwest::Client::new();
+    let empty = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build();
+    let polite = Polite::new();
+    let polite_defaults = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(polite.clone())
+        .build();
+    let polite_with_limit = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(
+            Polite::builder()
+                .limit(Limit::per_second(1_000_000))
+                .build(),
+        )
+        .build();
+    let retry = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(RetryTransientMiddleware::new_with_policy(
+            ExponentialBackoff::builder().build_with_max_retries(3),
+        ))
+        .build();
+    let stacks = [
+        ("reqwest_middleware_empty", &empty),
+        ("polite_defaults", &polite_defaults),
+        ("polite_with_limit", &polite_with_limit),
+        ("reqwest_retry", &retry),
+    ];
+
+    // Warm up every client (connection, pool, and Polite's learning phase); check each answers.
+    rt.block_on(async {
+        for _ in 0..WARM_UP_REQUESTS {
+            assert_eq!(&get_bare(&bare, &url).await[..], b"ok");
+        }
+        for (name, client) in &stacks {
+            for _ in 0..WARM_UP_REQUESTS {
+                assert_eq!(&get_stack(client, &url).await[..], b"ok", "{name}");
+            }
+        }
+    });
+    let hosts = polite.snapshot();
+    assert_eq!(hosts.len(), 1, "one host");
+    assert_eq!(hosts[0].in_flight, 0, "nothing left in flight");
+    assert_eq!(hosts[0].cooldown_in, None, "no cooldown");
+
+    let mut group = c.benchmark_group("middleware");
+    group.bench_function("bare_reqwest", |b| {
+        b.to_async(&rt).iter(|| get_bare(&bare, &url))
+    });
+    for (name, client) in stacks {
+        group.bench_function(name, |b| b.to_async(&rt).iter(|| get_stack(client, &url)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, middleware);
+criterion_main!(benches);

@@ -447,7 +447,10 @@ async fn malformed_and_absurd_headers_are_never_fatal() {
         match result {
             Ok(resp) => assert_eq!(resp.status(), 429, "the last response comes back"),
             Err(err) => assert!(
-                matches!(polite_error(&err), Some(reqwest_polite::Error::CoolingDown { .. })),
+                matches!(
+                    polite_error(&err),
+                    Some(reqwest_polite::Error::CoolingDown { .. })
+                ),
                 "only a typed error may come back: {err:?}"
             ),
         }
@@ -464,9 +467,21 @@ async fn an_absurd_retry_after_closes_the_host_without_overflow() {
     let server = serve(|_, _| Reply::status(503).header("retry-after", 1_000_000_000_000u64));
     let polite = Polite::new();
     let client = client(&polite);
-    let resp = client.get(server.url("/")).send().await.expect("the 503 comes back");
-    assert_eq!(resp.status(), 503, "past max_retry_after: no sleep, the response returns");
-    let err = client.get(server.url("/")).send().await.expect_err("cooling down");
+    let resp = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("the 503 comes back");
+    assert_eq!(
+        resp.status(),
+        503,
+        "past max_retry_after: no sleep, the response returns"
+    );
+    let err = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect_err("cooling down");
     match polite_error(&err) {
         Some(reqwest_polite::Error::CoolingDown { retry_in, .. }) => assert!(
             *retry_in > Duration::from_secs(364 * 24 * 3600),
