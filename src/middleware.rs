@@ -66,6 +66,9 @@ impl Middleware for Polite {
     }
 }
 
+/// A request carrying it may be retried like an idempotent one (draft-ietf-httpapi-idempotency-key-header).
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
 /// What the retry classifier needs to know about the request.
 struct Safety {
     method: Method,
@@ -76,7 +79,7 @@ impl Safety {
     fn of(req: &Request) -> Self {
         Safety {
             method: req.method().clone(),
-            idempotency_key: req.headers().contains_key("idempotency-key"),
+            idempotency_key: req.headers().contains_key(IDEMPOTENCY_KEY),
         }
     }
 }

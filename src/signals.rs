@@ -47,6 +47,17 @@ impl ServerHint {
     /// IETF `RateLimit-Limit/-Remaining/-Reset`, `X-RateLimit-*`, OpenAI `x-ratelimit-*-requests`.
     /// The standard goes first because a server that sends it alongside a legacy family means it.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> ServerHint {
+        // Most answers carry none of these: one pass over the names, instead of a dozen
+        // lookups that each parse and hash a name, keeps the common case cheap.
+        let relevant = headers.keys().any(|name| {
+            let name = name.as_str();
+            name == "retry-after"
+                || name.starts_with("ratelimit")
+                || name.starts_with("x-ratelimit")
+        });
+        if !relevant {
+            return ServerHint::default();
+        }
         let sources = [
             ietf_structured(headers),
             ietf_separate(headers),
