@@ -420,6 +420,18 @@ impl ServerPacing {
         self.rate
     }
 
+    /// The instant the spent quota resets, if nothing is left at `now`.
+    pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
+        match self.quota {
+            Quota::Known {
+                remaining: 0,
+                reset_at,
+                ..
+            } if now < reset_at => Some(reset_at),
+            _ => None,
+        }
+    }
+
     /// The server's quota as we count it: (remaining, time to reset).
     pub(crate) fn quota(&self, now: Instant) -> Option<(u64, Duration)> {
         match self.quota {

@@ -399,8 +399,16 @@ fn plan_retry(
         .get_or_insert_with(|| config.backoff.delays(SmallRng::from_os_rng()))
         .next()
         .unwrap_or(config.backoff.max());
-    // the server's word, if it closed the host: delay = max(server hint, backoff)
-    let reopens = state.pacer.closed_until(now).unwrap_or(now);
+    // the server's word, if it closed the host (Retry-After, or a spent quota until its
+    // reset): delay = max(server hint, backoff)
+    let reopens = [
+        state.pacer.closed_until(now),
+        state.server.closed_until(now),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .unwrap_or(now);
     if reopens - now > config.max_retry_after {
         tracing::debug!(host = %host.key, wait = ?(reopens - now), "server wait past max_retry_after: returning the response");
         return None;

@@ -491,3 +491,48 @@ async fn an_absurd_retry_after_closes_the_host_without_overflow() {
     }
     assert_eq!(server.stats.hits(), 1);
 }
+
+#[tokio::test]
+async fn a_spent_quota_with_a_far_reset_returns_the_refusal_then_fails_fast() {
+    // GitHub's primary limit: 403 (or 429) with remaining 0 and a reset far away, no Retry-After
+    let reset = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        + 3000;
+    let server = serve(move |_, _| {
+        Reply::status(429)
+            .header("x-ratelimit-limit", 5000)
+            .header("x-ratelimit-remaining", 0)
+            .header("x-ratelimit-reset", reset)
+    });
+    let polite = Polite::builder().backoff(fast_backoff()).build();
+    let client = client(&polite);
+    let resp = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("the refusal comes back");
+    assert_eq!(
+        resp.status(),
+        429,
+        "no retry into a quota that resets in 50 minutes"
+    );
+    let err = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect_err("cooling down");
+    assert!(
+        matches!(
+            polite_error(&err),
+            Some(reqwest_polite::Error::CoolingDown { .. })
+        ),
+        "got {err:?}"
+    );
+    assert_eq!(
+        server.stats.hits(),
+        1,
+        "nothing more reaches the host before its reset"
+    );
+}
