@@ -10,7 +10,6 @@
 //! Run: `cargo bench --bench components -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,14 +17,16 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker;
 use failsafe::backoff;
 use failsafe::failure_policy::{self, FailurePolicy};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::Url;
+use reqwest_polite::Breaker;
 use reqwest_polite::bench_support::{self, BreakerBench};
-use reqwest_polite::{Breaker, Limit, Polite};
 use tokio::runtime::Runtime;
 
-const HOSTS: usize = 1000;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{HOSTS, governor_keyed, many_hosts, polite};
+
 const WORKERS: usize = 2;
 const TASKS: usize = 64;
 /// Decisions per task in one timed batch.
@@ -126,17 +127,6 @@ fn breaker(c: &mut Criterion) {
     group.finish();
 }
 
-/// `HOSTS` distinct hosts on one port, as URLs and as governor keys.
-fn many_hosts() -> (Vec<Url>, Vec<String>) {
-    (0..HOSTS)
-        .map(|i| {
-            let origin = format!("http://10.0.{}.{}:8080", i / 256, i % 256);
-            let url = Url::parse(&format!("{origin}/x")).expect("valid url");
-            (url, origin)
-        })
-        .unzip()
-}
-
 /// Time enough whole batches (`TASKS` tasks of `PER_TASK` calls of `decide`, spread over the
 /// runtime's workers) to cover `iters` decisions, and return the time scaled to `iters`: one
 /// criterion iteration is one decision. `decide(task, i)` makes decision `i` of `task` and
@@ -180,18 +170,14 @@ fn contention(c: &mut Criterion) {
     let (urls, keys) = many_hosts();
     let (urls, keys) = (Arc::new(urls), Arc::new(keys));
 
-    let polite = Polite::builder()
-        .limit(Limit::per_second(u32::MAX / 2))
-        .breaker(Breaker::disabled())
-        .build();
+    let polite = polite();
     for url in urls.iter() {
         bench_support::mark_answered(&polite, url);
         assert!(bench_support::pacing_decision(&polite, url), "must admit");
     }
     assert_eq!(polite.host_count(), HOSTS);
 
-    let quota = Quota::per_second(NonZeroU32::new(u32::MAX / 2).expect("non-zero"));
-    let limiter: Arc<DefaultKeyedRateLimiter<String>> = Arc::new(RateLimiter::keyed(quota));
+    let limiter = Arc::new(governor_keyed());
     for key in keys.iter() {
         assert!(limiter.check_key(key).is_ok(), "must admit");
     }

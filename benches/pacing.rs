@@ -6,37 +6,15 @@
 //! Run: `cargo bench --bench pacing -- --quick`
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::Url;
-use reqwest_polite::{Breaker, Limit, Polite, bench_support};
+use reqwest_polite::bench_support;
 
-const HOSTS: usize = 1000;
+#[path = "support/mod.rs"]
+mod support;
 
-fn polite() -> Polite {
-    Polite::builder()
-        .limit(Limit::per_second(u32::MAX / 2))
-        .breaker(Breaker::disabled())
-        .build()
-}
-
-fn governor_keyed() -> DefaultKeyedRateLimiter<String> {
-    let quota = Quota::per_second(NonZeroU32::new(u32::MAX / 2).expect("non-zero"));
-    RateLimiter::keyed(quota)
-}
-
-/// `HOSTS` distinct hosts on one port, as URLs and as governor keys.
-fn many_hosts() -> (Vec<Url>, Vec<String>) {
-    (0..HOSTS)
-        .map(|i| {
-            let origin = format!("http://10.0.{}.{}:8080", i / 256, i % 256);
-            let url = Url::parse(&format!("{origin}/x")).expect("valid url");
-            (url, origin)
-        })
-        .unzip()
-}
+use support::{HOSTS, governor_keyed, many_hosts, polite};
 
 fn pacing(c: &mut Criterion) {
     eprintln!(
