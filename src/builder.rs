@@ -308,7 +308,7 @@ pub mod bench_support {
     /// Read every pacing header of a response (`Retry-After`, `RateLimit*`, `X-RateLimit-*`),
     /// as the middleware does for each answer. Returns whether anything was found.
     pub fn parse_hint(headers: &http::HeaderMap) -> bool {
-        let hint = crate::signals::ServerHint::from_headers(headers, std::time::SystemTime::now());
+        let hint = crate::signals::ServerHint::read(headers);
         hint.retry_after.is_some() || hint.remaining.is_some() || hint.reset_in.is_some()
     }
 

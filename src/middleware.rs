@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{Extensions, Method, StatusCode};
 use rand::SeedableRng;
@@ -337,7 +337,7 @@ fn record(
     state.last_used = now;
     if let Ok(resp) = result {
         let status = resp.status();
-        let hint = ServerHint::from_headers(resp.headers(), SystemTime::now());
+        let hint = ServerHint::read(resp.headers());
         if let Some(retry_after) = hint.retry_after.filter(|_| closes_host(status)) {
             let until = now + retry_after.min(MAX_HINT);
             state.pacer.close_until(until);

@@ -40,6 +40,24 @@ pub struct ServerHint {
 }
 
 impl ServerHint {
+    /// Read a response's pacing headers, as of the wall clock now.
+    ///
+    /// Most answers carry none: one pass over the names, instead of a dozen lookups that each
+    /// parse and hash a name (and a clock read), keeps that common case cheap.
+    pub fn read(headers: &HeaderMap) -> ServerHint {
+        let relevant = headers.keys().any(|name| {
+            let name = name.as_str();
+            name == "retry-after"
+                || name.starts_with("ratelimit")
+                || name.starts_with("x-ratelimit")
+        });
+        if relevant {
+            Self::from_headers(headers, SystemTime::now())
+        } else {
+            ServerHint::default()
+        }
+    }
+
     /// Read every pacing header of a response. Malformed values are ignored (the field stays None), never a panic.
     ///
     /// When several dialects are present, each of `remaining`, `limit` and `reset_in` comes from the
@@ -47,17 +65,6 @@ impl ServerHint {
     /// IETF `RateLimit-Limit/-Remaining/-Reset`, `X-RateLimit-*`, OpenAI `x-ratelimit-*-requests`.
     /// The standard goes first because a server that sends it alongside a legacy family means it.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> ServerHint {
-        // Most answers carry none of these: one pass over the names, instead of a dozen
-        // lookups that each parse and hash a name, keeps the common case cheap.
-        let relevant = headers.keys().any(|name| {
-            let name = name.as_str();
-            name == "retry-after"
-                || name.starts_with("ratelimit")
-                || name.starts_with("x-ratelimit")
-        });
-        if !relevant {
-            return ServerHint::default();
-        }
         let sources = [
             ietf_structured(headers),
             ietf_separate(headers),
@@ -439,6 +446,28 @@ mod tests {
             map.append(*name, value(v));
         }
         map
+    }
+
+    #[test]
+    fn read_skips_answers_without_pacing_headers_and_parses_the_others() {
+        let plain = headers(&[("content-type", "text/plain"), ("x-request-id", "abc")]);
+        assert_eq!(ServerHint::read(&plain), ServerHint::default());
+        let paced = headers(&[
+            ("content-type", "text/plain"),
+            ("x-ratelimit-remaining", "5"),
+            ("x-ratelimit-reset-after", "2"),
+            ("retry-after", "3"),
+        ]);
+        assert_eq!(
+            ServerHint::read(&paced),
+            ServerHint {
+                retry_after: Some(Duration::from_secs(3)),
+                remaining: Some(5),
+                limit: None,
+                reset_in: Some(Duration::from_secs(2)),
+            },
+            "delta values do not depend on the clock"
+        );
     }
 
     fn retry_after(s: &str) -> Option<Duration> {
