@@ -253,7 +253,7 @@ impl Breaker {
     ///
     /// # Default
     ///
-    /// 1.
+    /// One probe at a time.
     ///
     /// # Panics
     ///
