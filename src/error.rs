@@ -4,19 +4,16 @@ use std::time::Duration;
 
 /// Why the middleware refused to send a request.
 ///
-/// Returned inside [`reqwest_middleware::Error::Middleware`]; get it back with
-/// `downcast_ref`:
+/// Returned inside [`reqwest_middleware::Error::Middleware`]; get it back with [`Error::of`]:
 ///
 /// ```
 /// # fn inspect(err: reqwest_middleware::Error) {
-/// if let reqwest_middleware::Error::Middleware(inner) = &err {
-///     match inner.downcast_ref::<reqwest_polite::Error>() {
-///         Some(reqwest_polite::Error::CircuitOpen { host, retry_in }) => {
-///             eprintln!("{host} is down; try again in {retry_in:?}");
-///         }
-///         Some(other) => eprintln!("not sent: {other}"),
-///         None => eprintln!("another middleware failed: {inner}"),
-///     }
+/// match reqwest_polite::Error::of(&err) {
+///     Some(refused) => match refused.retry_in() {
+///         Some(wait) => eprintln!("{} refused; try again in {wait:?}", refused.host()),
+///         None => eprintln!("not sent: {refused}"),
+///     },
+///     None => eprintln!("the request failed: {err}"),
 /// }
 /// # }
 /// ```
@@ -70,6 +67,35 @@ pub enum Error {
 }
 
 impl Error {
+    /// Our error inside a [`reqwest_middleware::Error`], if the middleware refused the request;
+    /// `None` for a transport error or another middleware's error.
+    ///
+    /// One call instead of matching `Error::Middleware` and downcasting the `anyhow::Error`
+    /// inside; it also finds our error when another middleware wrapped it as a source.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reqwest_polite::Error;
+    ///
+    /// let err: reqwest_middleware::Error = Error::CoolingDown {
+    ///     host: "https://api.example.com".to_string(),
+    ///     retry_in: Duration::from_secs(30),
+    /// }
+    /// .into();
+    ///
+    /// let refused = Error::of(&err).expect("the middleware refused it");
+    /// assert_eq!(refused.host(), "https://api.example.com");
+    /// assert_eq!(refused.retry_in(), Some(Duration::from_secs(30)));
+    /// ```
+    pub fn of(err: &reqwest_middleware::Error) -> Option<&Error> {
+        match err {
+            reqwest_middleware::Error::Middleware(inner) => inner
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<Error>()),
+            reqwest_middleware::Error::Reqwest(_) => None,
+        }
+    }
+
     /// The host key the error is about.
     pub fn host(&self) -> &str {
         match self {
@@ -94,5 +120,43 @@ impl Error {
 impl From<Error> for reqwest_middleware::Error {
     fn from(err: Error) -> Self {
         reqwest_middleware::Error::middleware(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn circuit_open() -> Error {
+        Error::CircuitOpen {
+            host: "http://127.0.0.1:9".to_string(),
+            retry_in: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn of_finds_our_error_inside_a_middleware_error() {
+        let err = reqwest_middleware::Error::from(circuit_open());
+        assert_eq!(Error::of(&err), Some(&circuit_open()));
+    }
+
+    #[test]
+    fn of_finds_our_error_wrapped_by_another_middleware() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer middleware gave up")]
+        struct Outer(#[source] Error);
+
+        let err = reqwest_middleware::Error::middleware(Outer(circuit_open()));
+        assert_eq!(
+            Error::of(&err),
+            Some(&circuit_open()),
+            "our error is the source of the outer one"
+        );
+    }
+
+    #[test]
+    fn of_is_none_for_another_middleware_error() {
+        let err = reqwest_middleware::Error::middleware(std::fmt::Error);
+        assert_eq!(Error::of(&err), None);
     }
 }

@@ -43,8 +43,9 @@
 //!
 //! # Errors
 //! When the middleware refuses to send, the request fails with a [`reqwest_polite::Error`](Error)
-//! inside [`reqwest_middleware::Error::Middleware`]; nothing was sent for it. When retries are
-//! exhausted, the last *response* is returned, as reqwest-retry does.
+//! inside [`reqwest_middleware::Error::Middleware`]; nothing was sent for it, and
+//! [`Error::of`] gets it back in one call. When retries are exhausted, the last *response* is
+//! returned, as reqwest-retry does.
 //!
 //! # With reqwest's own retries
 //! reqwest 0.12.23+ has `ClientBuilder::retry(policy)`. It runs *inside* this middleware (in

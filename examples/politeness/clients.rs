@@ -215,15 +215,15 @@ fn authority(url: &Url) -> String {
 
 /// A short name for an error, to group them in the progress lines.
 fn describe(err: &reqwest_middleware::Error) -> String {
+    if let Some(refused) = reqwest_polite::Error::of(err) {
+        return match refused {
+            reqwest_polite::Error::CircuitOpen { .. } => "circuit open".to_string(),
+            reqwest_polite::Error::CoolingDown { .. } => "cooling down".to_string(),
+            other => format!("polite: {other}"),
+        };
+    }
     match err {
-        reqwest_middleware::Error::Middleware(inner) => {
-            match inner.downcast_ref::<reqwest_polite::Error>() {
-                Some(reqwest_polite::Error::CircuitOpen { .. }) => "circuit open".to_string(),
-                Some(reqwest_polite::Error::CoolingDown { .. }) => "cooling down".to_string(),
-                Some(other) => format!("polite: {other}"),
-                None => format!("middleware: {inner}"),
-            }
-        }
+        reqwest_middleware::Error::Middleware(inner) => format!("middleware: {inner}"),
         reqwest_middleware::Error::Reqwest(err) if err.is_connect() => "connect".to_string(),
         reqwest_middleware::Error::Reqwest(err) if err.is_timeout() => "timeout".to_string(),
         reqwest_middleware::Error::Reqwest(err) => format!("reqwest: {err}"),
