@@ -77,15 +77,9 @@ async fn main() {
         "  busiest   {} requests in one {WINDOW:?} window, as seen by the server",
         server.stats.max_in_any_window(WINDOW)
     );
+    println!("\nsnapshot");
     for host in polite.snapshot() {
-        println!(
-            "\nsnapshot of {}: {} requests, {} waited for a slot, interval {:?}, breaker {}",
-            host.key,
-            host.counters.requests,
-            host.counters.waited,
-            host.interval,
-            host.breaker.phase
-        );
+        println!("  {host}");
     }
 }
 

@@ -16,6 +16,7 @@ use crate::adaptive::{Gate, ServerPacing};
 use crate::breaker::{Breaker, BreakerSnapshot, BreakerState};
 use crate::limit::{Limit, Pace, Pacer};
 use crate::retry::{BudgetState, RetryBudget};
+use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
 
 /// The key of a host record: `scheme://host:port` as the URL serialises it (default ports are
 /// omitted by the URL parser, so `http://a:80` and `http://a` share a record; user info is not
@@ -63,7 +64,9 @@ pub struct HostSnapshot {
     pub key: String,
     /// The configured limit, if any.
     pub limit: Option<Limit>,
-    /// Time until the next pacing slot frees (zero: one is free now).
+    /// How long a new request would wait for a pacing slot (zero: one is free now). This is
+    /// the schedule, not a backlog: right after a request took the last free slot it is above
+    /// zero with nothing waiting; [`queued`](Self::queued) says whether anything waits.
     pub next_slot_in: Duration,
     /// Time until a server-ordered cooldown ends, if one is running.
     pub cooldown_in: Option<Duration>,
@@ -77,12 +80,12 @@ pub struct HostSnapshot {
     /// The rate (requests per second) we lowered to after refusals without a hint, while it
     /// recovers; `None` when not throttled.
     pub adaptive_rate: Option<f64>,
-    /// The server's quota as we count it: requests left, and time until it resets.
-    pub server_quota: Option<(u64, Duration)>,
+    /// The server's quota as we count it, while one is known.
+    pub server_quota: Option<ServerQuota>,
     /// The circuit breaker.
     pub breaker: BreakerSnapshot,
-    /// The retry budget: (requests, retries, retries still allowed) in its window.
-    pub retry_budget: (u32, u32, u32),
+    /// The retry budget in its window.
+    pub retry_budget: RetryBudgetSnapshot,
     /// What this host's requests have done so far.
     pub counters: Counters,
 }
@@ -230,9 +233,22 @@ impl Host {
             queued: state.queued,
             interval: state.pacer.interval(),
             adaptive_rate: state.server.adaptive_rate(),
-            server_quota: state.server.quota(now),
+            server_quota: state
+                .server
+                .quota(now)
+                .map(|(remaining, resets_in)| ServerQuota {
+                    remaining,
+                    resets_in,
+                }),
             breaker: state.breaker.snapshot(now),
-            retry_budget: state.budget.snapshot(now),
+            retry_budget: {
+                let (requests, retries, allowed) = state.budget.snapshot(now);
+                RetryBudgetSnapshot {
+                    requests,
+                    retries,
+                    allowed,
+                }
+            },
             counters: state.counters,
         }
     }

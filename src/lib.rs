@@ -35,9 +35,9 @@
 //!     .build();
 //! # let _ = client;
 //!
-//! // per-host state on demand: limit, next slot, cooldown, breaker, counters
+//! // per-host state on demand, one readable line each: limit, waits, retries, breaker, cooldown
 //! for host in polite.snapshot() {
-//!     println!("{}: {:?} in flight, breaker {}", host.key, host.in_flight, host.breaker.phase);
+//!     println!("{host}");
 //! }
 //! ```
 //!
@@ -72,6 +72,7 @@ mod limit;
 mod middleware;
 mod retry;
 mod signals;
+mod snapshot;
 mod store;
 
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
@@ -81,3 +82,4 @@ pub use crate::extensions::{Cost, Deadline, NoRetry};
 pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
 pub use crate::retry::{Backoff, Delays, InvalidBackoff, Jitter, RetryBudget, Retryable};
+pub use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
