@@ -110,6 +110,12 @@ impl Polite {
 
     /// A middleware with every default: no pacing limit, but it obeys the server, retries what
     /// is safe, and breaks the circuit of a failing host.
+    ///
+    /// Without a [`Limit`] it has to learn each host's quota, from `RateLimit` /
+    /// `X-RateLimit-*` headers or else from refusals: expect a few refusals per host while it
+    /// learns, and less than the quota's throughput where the server's reset is coarse (whole
+    /// seconds). When the quota is documented, configure it with
+    /// [`PoliteBuilder::host_limit`] or [`PoliteBuilder::limit`].
     pub fn new() -> Self {
         PoliteBuilder::new().build()
     }

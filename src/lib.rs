@@ -75,6 +75,12 @@ mod signals;
 mod snapshot;
 mod store;
 
+/// Every Rust block of the README, compiled (and run, unless marked `no_run`) by `cargo test`.
+#[cfg(doctest)]
+#[doc(test(attr(deny(unused_variables, unused_imports, unused_mut))))]
+#[doc = include_str!("../README.md")]
+mod readme_doctests {}
+
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
 pub use crate::builder::{Polite, PoliteBuilder, bench_support};
 pub use crate::error::Error;
