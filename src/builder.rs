@@ -307,7 +307,7 @@ pub mod bench_support {
     /// its first answers when it sends no quota headers.
     pub fn mark_answered(polite: &Polite, url: &Url) {
         if let Some(host) = polite.host_for(url) {
-            host.state().server.assume_unmetered();
+            host.state().quota.assume_unmetered();
         }
     }
 

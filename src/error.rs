@@ -43,12 +43,19 @@ pub enum Error {
     /// Waiting for a slot (or for the next retry) would pass the request's [`Deadline`].
     ///
     /// [`Deadline`]: crate::Deadline
-    #[error("deadline would pass before {host} could be called (after {attempts} attempts)")]
+    #[error(
+        "deadline would pass before {host} could be called (after {attempts} attempts){}",
+        would_wait_text(*.would_wait)
+    )]
     DeadlineExceeded {
         /// The host key (`scheme://host:port`).
         host: String,
         /// Attempts already sent for this request (0: none was sent).
         attempts: u32,
+        /// How long the request would have had to wait for its slot, when known. A request is
+        /// refused before its deadline only when that wait is certain (the configured limit's
+        /// schedule, a server's closure); otherwise it waits until the deadline itself.
+        would_wait: Option<Duration>,
     },
     /// The request's [`Cost`] is larger than the whole quota of its host's [`Limit`]: it could
     /// never be sent without breaking the limit's promise.
@@ -115,6 +122,10 @@ impl Error {
             _ => None,
         }
     }
+}
+
+fn would_wait_text(would_wait: Option<Duration>) -> String {
+    would_wait.map_or_else(String::new, |w| format!(": it would wait another {w:?}"))
 }
 
 impl From<Error> for reqwest_middleware::Error {

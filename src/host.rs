@@ -12,10 +12,15 @@ use reqwest::Url;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::adaptive::{Gate, ServerPacing};
 use crate::breaker::{Breaker, BreakerSnapshot, BreakerState};
-use crate::limit::{Limit, Pace, Pacer};
+use crate::limit::Limit;
+use crate::pacing::Clock;
+use crate::pacing::adaptive::{AdaptiveRate, RateChange};
+use crate::pacing::closure::{Closure, Why};
+use crate::pacing::gcra::{Pace, Pacer};
+use crate::pacing::quota::{Gate, QuotaTracker};
 use crate::retry::{BudgetState, RetryBudget};
+use crate::signals::{MAX_HINT, ServerHint};
 use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
 
 /// The key of a host record: `scheme://host:port` as the URL serialises it (default ports are
@@ -91,54 +96,206 @@ pub struct HostSnapshot {
 }
 
 /// The mutable part of a host record, behind one short-held lock.
+///
+/// [`HostState::decide`] asks, in order: the server's closure, first contact, then the
+/// schedule (slowed by the adaptive rate and a low quota); [`HostState::observe`] feeds each
+/// answer to the same owners, and the snapshot reads them.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    pub(crate) pacer: Pacer,
-    /// Cost of the requests waiting in the pacing queue (for deadline estimates).
+    clock: Clock,
+    pacer: Pacer,
+    closure: Closure,
+    pub(crate) quota: QuotaTracker,
+    adaptive: AdaptiveRate,
+    /// Cost of the requests waiting in the pacing queue.
     pub(crate) queued_cost: u64,
     pub(crate) queued: u32,
     pub(crate) counters: Counters,
     pub(crate) last_used: Instant,
-    pub(crate) server: ServerPacing,
     pub(crate) breaker: BreakerState,
     pub(crate) budget: BudgetState,
 }
 
-/// The pacing decision for one attempt, all layers considered.
+/// The pacing decision for one attempt, all owners considered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Send now; the slot is taken. `probe`: this attempt reads a quota we do not know yet.
-    Admit { probe: bool },
-    /// Our own pacing: not before this instant.
+    /// Send now; the slot is taken. `scout`: this attempt reads a quota we do not know yet.
+    Admit { scout: bool },
+    /// The configured limit's schedule: not before this instant.
     Wait(Instant),
-    /// The server closed the host (Retry-After, spent quota) until this instant.
+    /// The server's word slows the scope (a low quota spread over its reset, or the adaptive
+    /// rate after refusals): not before this instant, unless an answer changes it.
+    Slowed(Instant),
+    /// The server closed the scope (Retry-After, spent quota) until this instant.
     Closed(Instant),
-    /// A first-contact probe is out: wait for its answer, or until this instant.
+    /// First contact: the scouts are out; wait for an answer, or until this instant.
     Hold(Instant),
+}
+
+/// What an answer changed, for the caller to report.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Observed {
+    /// The scope was closed by a `Retry-After` for this long.
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) rate_change: Option<RateChange>,
 }
 
 impl HostState {
     /// Decide, and on `Admit` take the slot, for `cost` units at `now`.
     pub(crate) fn decide(&mut self, now: Instant, cost: u32) -> Decision {
-        let now_ns = self.pacer.nanos(now);
-        if let Some(until) = self.pacer.closed_until_at(now_ns) {
+        if let Some((until, _)) = self.closure.until(now) {
             return Decision::Closed(until);
         }
-        let probe = match self.server.gate(now) {
-            Gate::Closed(until) => return Decision::Closed(until),
+        let scout = match self.quota.gate(now) {
             Gate::Hold(until) => return Decision::Hold(until),
-            Gate::Open { probe } => probe,
+            Gate::Go { scout } => scout,
         };
-        self.pacer.slow_to(self.server.interval(now));
-        match self.pacer.acquire_at(now_ns, cost) {
+        let now_ns = self.clock.nanos(now);
+        let slower = self.slower(now);
+        match self.pacer.acquire(now_ns, cost, slower) {
             Pace::Admit => {
-                self.server.on_send(now, now_ns, cost, probe);
+                if let Some(reset) = self.quota.on_send(now, cost, scout) {
+                    self.closure.close(reset, Why::QuotaSpent);
+                }
+                self.adaptive.on_send(now_ns, cost);
                 self.counters.attempts += 1;
-                Decision::Admit { probe }
+                Decision::Admit { scout }
             }
-            Pace::Wait(until) => Decision::Wait(until),
+            Pace::Wait(at) => {
+                let until = self.clock.instant(at);
+                if slower.is_some_and(|s| s > self.pacer.interval()) {
+                    Decision::Slowed(until)
+                } else {
+                    Decision::Wait(until)
+                }
+            }
         }
     }
+
+    /// The spacing the server's word asks for (nanoseconds per unit), when longer than none.
+    fn slower(&self, now: Instant) -> Option<u64> {
+        let spread = self
+            .quota
+            .spread(now)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        spread.max(self.adaptive.interval())
+    }
+
+    /// When a request of `cost` alone would get its slot on the configured schedule or after a
+    /// closure: the part of a wait that is certain (no answer can shorten it).
+    pub(crate) fn certain_wait(&self, now: Instant, cost: u32) -> Instant {
+        let slot = self
+            .clock
+            .instant(self.pacer.estimate(self.clock.nanos(now), 0, cost, None));
+        self.closure
+            .until(now)
+            .map_or(slot, |(until, _)| until.max(slot))
+    }
+
+    /// The instant the scope reopens, if the server closed it.
+    pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
+        self.closure.until(now).map(|(until, _)| until)
+    }
+
+    /// Read an answer to an attempt sent at `sent_at` into every owner.
+    pub(crate) fn observe(
+        &mut self,
+        now: Instant,
+        sent_at: Instant,
+        scout: bool,
+        cost: u32,
+        status: http::StatusCode,
+        hint: &ServerHint,
+    ) -> Observed {
+        let mut observed = Observed::default();
+        let now_ns = self.clock.nanos(now);
+        let code = status.as_u16();
+        let refused = is_refusal(status, hint);
+        if let Some(retry_after) = hint.retry_after.filter(|_| refused || code == 503) {
+            let wait = retry_after.min(MAX_HINT);
+            self.closure
+                .close(crate::pacing::far_add(now, wait), Why::RetryAfter);
+            observed.retry_after = Some(wait);
+        }
+        if status.is_success() {
+            observed.rate_change = self.adaptive.on_success(now, now_ns, cost);
+        }
+        let accepted_any = self.adaptive.accepted_any(now_ns);
+        let spent = self.quota.observe(now, scout, code, hint, accepted_any);
+        if let Some(reset) = spent {
+            self.closure.close(reset, Why::QuotaSpent);
+        }
+        if refused {
+            self.counters.throttled += 1;
+            // A refusal slows its scope, whatever it carried: a closure that came with it is the
+            // whole signal only when nothing was accepted to learn a rate from (a host reopening
+            // at its Retry-After instant must not release its whole queue into the same wall).
+            let closed_by_it = spent.is_some() || observed.retry_after.is_some();
+            if !(closed_by_it && !accepted_any) && spent.is_none() {
+                observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
+            }
+        }
+        self.last_used = now;
+        observed
+    }
+
+    /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
+    /// the server's closure, within the deadline and `max_retry_after`, and if the breaker and
+    /// the retry budget allow. Takes a retry from the budget when it says yes.
+    pub(crate) fn plan_retry(
+        &mut self,
+        now: Instant,
+        delay: Duration,
+        deadline: Option<Instant>,
+        max_retry_after: Duration,
+    ) -> Result<Duration, NoRetry> {
+        if self.breaker.phase() == crate::breaker::BreakerPhase::Open {
+            return Err(NoRetry::CircuitOpen);
+        }
+        let reopens = self.closed_until(now).unwrap_or(now);
+        if reopens - now > max_retry_after {
+            return Err(NoRetry::ServerWaitTooLong(reopens - now));
+        }
+        if deadline.is_some_and(|d| crate::pacing::far_add(now, delay).max(reopens) > d) {
+            return Err(NoRetry::PastDeadline);
+        }
+        if !self.budget.withdraw(now) {
+            self.counters.budget_denied += 1;
+            return Err(NoRetry::BudgetSpent);
+        }
+        self.counters.retries += 1;
+        Ok(delay)
+    }
+
+    /// A scout ended without an answer (error, cancellation): let the next one go.
+    pub(crate) fn release_scout(&mut self) {
+        self.quota.release_scout();
+    }
+
+    /// True when every owner of the pacing state can be forgotten at `now`.
+    fn pacing_is_idle(&self, now: Instant) -> bool {
+        self.pacer.is_idle(self.clock.nanos(now))
+            && self.closure.is_idle(now)
+            && self.quota.is_idle(now)
+    }
+}
+
+/// Why a failed attempt is not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoRetry {
+    CircuitOpen,
+    /// The server closed the scope for longer than `max_retry_after`.
+    ServerWaitTooLong(Duration),
+    PastDeadline,
+    BudgetSpent,
+}
+
+/// A refusal: 429, or a 403 that says it is a rate limit (GitHub's primary and secondary
+/// limits: `Retry-After`, or nothing left).
+fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
+    status == http::StatusCode::TOO_MANY_REQUESTS
+        || (status == http::StatusCode::FORBIDDEN
+            && (hint.retry_after.is_some() || hint.remaining == Some(0)))
 }
 
 /// What a new host record is made from.
@@ -163,6 +320,8 @@ pub(crate) struct Host {
     pub(crate) turnstile: Semaphore,
     /// The in-flight cap, when configured.
     pub(crate) in_flight: Option<Arc<Semaphore>>,
+    /// Waits for a slot end on the slot, not on the timer tick after it (see the pacer).
+    pub(crate) precise_wakes: bool,
     max_in_flight: u32,
 }
 
@@ -171,16 +330,21 @@ impl Host {
         let limit = config.limit;
         let max_in_flight = config.max_in_flight;
         let limit_rate = limit.map(|l| 1.0 / l.interval().as_secs_f64());
+        let pacer = Pacer::new(limit.as_ref());
         Host {
+            precise_wakes: pacer.wants_precise_wakes(),
             key: Arc::from(key),
             limit,
             state: Mutex::new(HostState {
-                pacer: Pacer::new(limit.as_ref(), now),
+                clock: Clock::starting(now),
+                pacer,
+                closure: Closure::default(),
+                quota: QuotaTracker::new(now, limit.is_some()),
+                adaptive: AdaptiveRate::new(now, limit_rate),
                 queued_cost: 0,
                 queued: 0,
                 counters: Counters::default(),
                 last_used: now,
-                server: ServerPacing::new(now, limit_rate),
                 breaker: BreakerState::new(&config.breaker, now),
                 budget: BudgetState::new(&config.retry_budget, now),
             }),
@@ -212,8 +376,7 @@ impl Host {
         let state = self.state();
         state.queued == 0
             && now.saturating_duration_since(state.last_used) >= idle_after
-            && state.pacer.is_idle(now)
-            && state.server.is_idle(now)
+            && state.pacing_is_idle(now)
             && state.breaker.is_idle(now)
             && state.budget.is_idle(now)
             && self.in_flight_count() == 0
@@ -224,18 +387,24 @@ impl Host {
         HostSnapshot {
             key: self.key.to_string(),
             limit: self.limit,
-            next_slot_in: state.pacer.next_free(now).saturating_duration_since(now),
+            next_slot_in: {
+                let slower = state.slower(now);
+                let now_ns = state.clock.nanos(now);
+                let at = state.pacer.estimate(now_ns, 0, 1, slower);
+                Duration::from_nanos(at - now_ns)
+            },
             cooldown_in: state
-                .pacer
                 .closed_until(now)
                 .map(|until| until.saturating_duration_since(now)),
             in_flight: self.in_flight_count(),
             queued: state.queued,
-            interval: state.pacer.interval(),
-            adaptive_rate: state.server.adaptive_rate(),
+            interval: Duration::from_nanos(
+                state.slower(now).unwrap_or(0).max(state.pacer.interval()),
+            ),
+            adaptive_rate: state.adaptive.rate(),
             server_quota: state
-                .server
-                .quota(now)
+                .quota
+                .remaining(now)
                 .map(|(remaining, resets_in)| ServerQuota {
                     remaining,
                     resets_in,

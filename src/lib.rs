@@ -62,7 +62,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod adaptive;
 mod breaker;
 mod builder;
 mod error;
@@ -70,10 +69,12 @@ mod extensions;
 mod host;
 mod limit;
 mod middleware;
+mod pacing;
 mod retry;
 mod signals;
 mod snapshot;
 mod store;
+mod window;
 
 /// Every Rust block of the README, compiled (and run, unless marked `no_run`) by `cargo test`.
 #[cfg(doctest)]

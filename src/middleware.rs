@@ -1,13 +1,15 @@
-//! The request loop: admit -> pace -> send -> classify -> record -> retry or return.
+//! The request loop: admit -> pace -> send -> record -> retry or return.
 //!
-//! Decisions are made elsewhere (the host's schedule, the breaker, the classifier, the budget);
-//! this file only waits, sends and resends.
+//! Decisions are made elsewhere (the host's state decides pacing, reads answers and plans
+//! retries; the breaker admits; the classifier says what may be retried); this file only
+//! waits, sends and resends.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::{Extensions, Method, StatusCode};
+use http::{Extensions, Method};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use reqwest::{Request, Response};
@@ -19,9 +21,9 @@ use crate::breaker::{Admission, Transition};
 use crate::builder::{Config, Polite};
 use crate::error::Error;
 use crate::extensions::RequestOptions;
-use crate::host::{Decision, Host, Queued};
+use crate::host::{Decision, Host, NoRetry, Queued};
 use crate::retry::{Delays, Outcome, Verdict, classify};
-use crate::signals::{MAX_HINT, ServerHint};
+use crate::signals::ServerHint;
 
 type Result<T> = reqwest_middleware::Result<T>;
 
@@ -45,7 +47,7 @@ impl Middleware for Polite {
         loop {
             let retries_left = !opts.no_retry && attempts < config.max_retries;
             let spare = if retries_left { req.try_clone() } else { None };
-            let mut attempt = admit(&host, attempts)?;
+            let mut attempt = admit(&host, &opts, attempts)?;
             let in_flight = in_flight_permit(&host, &opts, attempts).await?;
             pace(&host, config, &opts, &mut attempt, attempts).await?;
             let result = next.clone().run(req, extensions).await;
@@ -103,29 +105,31 @@ fn begin(host: &Host, opts: &RequestOptions) -> std::result::Result<(), Error> {
 }
 
 /// One attempt between admission and its recorded outcome. Dropped unrecorded (the request
-/// future was cancelled, or pacing failed), it gives back the probe slots it held.
+/// future was cancelled, or pacing failed), it gives back the probe and scout slots it held.
 struct Attempt {
     host: Arc<Host>,
     admission: Admission,
-    quota_probe: bool,
+    /// This attempt reads a quota we do not know yet (first contact).
+    scout: bool,
+    cost: u32,
     /// When the attempt took its slot.
     sent_at: Option<Instant>,
     recorded: bool,
 }
 
 impl Attempt {
-    /// Free the probe slots this attempt holds (breaker half-open, first-contact quota read),
-    /// so the next request can probe.
-    fn release_probes(&self) {
-        if self.admission != Admission::Probe && !self.quota_probe {
+    /// Free the slots this attempt holds (breaker half-open probe, first-contact scout), so the
+    /// next request can take them.
+    fn release_slots(&self) {
+        if self.admission != Admission::Probe && !self.scout {
             return;
         }
         let mut state = self.host.state();
         if self.admission == Admission::Probe {
             state.breaker.release_probe();
         }
-        if self.quota_probe {
-            state.server.release_probe();
+        if self.scout {
+            state.release_scout();
         }
         drop(state);
         self.host.answered.notify_waiters();
@@ -135,13 +139,17 @@ impl Attempt {
 impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.recorded {
-            self.release_probes();
+            self.release_slots();
         }
     }
 }
 
 /// Ask the circuit breaker. Open: fail fast, nothing sent.
-fn admit(host: &Arc<Host>, attempts: u32) -> std::result::Result<Attempt, Error> {
+fn admit(
+    host: &Arc<Host>,
+    opts: &RequestOptions,
+    attempts: u32,
+) -> std::result::Result<Attempt, Error> {
     let now = Instant::now();
     let mut state = host.state();
     let (admission, transition) = state.breaker.admit(now);
@@ -157,7 +165,8 @@ fn admit(host: &Arc<Host>, attempts: u32) -> std::result::Result<Attempt, Error>
     Ok(Attempt {
         host: Arc::clone(host),
         admission,
-        quota_probe: false,
+        scout: false,
+        cost: opts.cost,
         sent_at: None,
         recorded: false,
     })
@@ -201,22 +210,23 @@ async fn until_deadline<T>(
         None => Ok(fut.await),
         Some(deadline) => tokio::time::timeout_at(deadline, fut)
             .await
-            .map_err(|_| deadline_exceeded(host, attempts)),
+            .map_err(|_| deadline_exceeded(host, attempts, None)),
     }
 }
 
-fn deadline_exceeded(host: &Host, attempts: u32) -> Error {
+fn deadline_exceeded(host: &Host, attempts: u32, would_wait: Option<Duration>) -> Error {
     host.state().counters.rejected += 1;
-    tracing::debug!(host = %host.key, attempts, "deadline would pass: not sending");
+    tracing::debug!(host = %host.key, attempts, ?would_wait, "deadline would pass: not sending");
     Error::DeadlineExceeded {
         host: host.key.to_string(),
         attempts,
+        would_wait,
     }
 }
 
 fn cooling_down(host: &Host, retry_in: Duration) -> Error {
     host.state().counters.rejected += 1;
-    tracing::debug!(host = %host.key, ?retry_in, "server asked for a long pause: failing fast");
+    tracing::debug!(host = %host.key, ?retry_in, "the server asked for a pause past max_retry_after: failing fast");
     Error::CoolingDown {
         host: host.key.to_string(),
         retry_in,
@@ -228,6 +238,11 @@ fn cooling_down(host: &Host, retry_in: Duration) -> Error {
 /// One waiter at a time (the holder of the turnstile) asks the schedule and sleeps; the others
 /// queue on the turnstile. Dropping the future at any point leaves the schedule untouched, so
 /// a cancelled waiter costs nobody a slot.
+///
+/// A request fails at once only when its wait is certain to pass its deadline (the configured
+/// schedule, a server closure); waits the server's next answer may shorten (first contact, a
+/// slowed rate) and the queue ahead (whose requests may be cancelled) are waited out up to the
+/// deadline.
 async fn pace(
     host: &Host,
     config: &Config,
@@ -239,19 +254,17 @@ async fn pace(
     let _turn = match host.turnstile.try_acquire() {
         Ok(turn) => turn,
         Err(_) => {
-            let too_late = {
+            let now = Instant::now();
+            let certain = {
                 let mut state = host.state();
-                let ready = state
-                    .pacer
-                    .estimate(Instant::now(), state.queued_cost, opts.cost);
-                let too_late = opts.past_deadline(ready);
-                if !too_late {
+                let certain = state.certain_wait(now, opts.cost);
+                if !opts.past_deadline(certain) {
                     queued = Some(Queued::join(host, &mut state, opts.cost));
                 }
-                too_late
+                certain
             };
-            if too_late {
-                return Err(deadline_exceeded(host, attempts));
+            if opts.past_deadline(certain) {
+                return Err(deadline_exceeded(host, attempts, Some(certain - now)));
             }
             until_deadline(host, opts, attempts, host.turnstile.acquire())
                 .await?
@@ -276,36 +289,88 @@ async fn pace(
             decision
         };
         match decision {
-            Decision::Admit { probe } => {
-                attempt.quota_probe = probe;
+            Decision::Admit { scout } => {
+                attempt.scout = scout;
                 attempt.sent_at = Some(now);
                 return Ok(());
             }
-            Decision::Closed(until) if until - now > config.max_retry_after => {
+            Decision::Closed(until) | Decision::Slowed(until)
+                if until - now > config.max_retry_after =>
+            {
                 return Err(cooling_down(host, until - now));
             }
             Decision::Wait(until) | Decision::Closed(until) if opts.past_deadline(until) => {
-                return Err(deadline_exceeded(host, attempts));
+                return Err(deadline_exceeded(host, attempts, Some(until - now)));
             }
-            Decision::Hold(_) if opts.deadline.is_some_and(|d| now >= d) => {
-                return Err(deadline_exceeded(host, attempts));
+            Decision::Slowed(until) | Decision::Hold(until)
+                if opts.deadline.is_some_and(|d| now >= d) =>
+            {
+                return Err(deadline_exceeded(host, attempts, Some(until - now)));
+            }
+            Decision::Wait(until) if host.precise_wakes => {
+                tracing::trace!(host = %host.key, wait = ?(until - now), "waiting for a pacing slot");
+                sleep_precisely(until).await;
             }
             Decision::Wait(until) => {
                 tracing::trace!(host = %host.key, wait = ?(until - now), "waiting for a pacing slot");
                 tokio::time::sleep_until(until).await;
             }
             Decision::Closed(until) => {
-                tracing::debug!(host = %host.key, wait = ?(until - now), "host closed by the server: waiting");
+                tracing::debug!(host = %host.key, wait = ?(until - now), "closed by the server: waiting");
                 tokio::time::sleep_until(until).await;
             }
-            Decision::Hold(until) => {
-                // the probe's answer usually comes well before `until`; the deadline may too
-                tracing::trace!(host = %host.key, "waiting for the first answer's quota");
+            Decision::Slowed(until) | Decision::Hold(until) => {
+                // the next answer may change it (a quota reset, first contact ending): wake
+                // on answers too, and never sleep past the deadline
+                tracing::trace!(host = %host.key, wait = ?(until - now), "paced by the server's word");
                 let until = opts.deadline.map_or(until, |d| d.min(until));
                 let _ = tokio::time::timeout_at(until, answered).await;
             }
         }
     }
+}
+
+/// Set while one task in the process yields its way to a slot (see [`sleep_precisely`]).
+static YIELDING: AtomicBool = AtomicBool::new(false);
+
+/// Sleep until `until` itself, not the timer tick after it.
+///
+/// tokio's timer ends sleeps on the next millisecond tick, so at 100 or 200 requests per
+/// second the gaps between starts would come in whole milliseconds and a leaky-bucket server
+/// that judges every gap (nginx `limit_req`) would see some too short, or the schedule would
+/// have to give up a tick per request. So the timer sleeps to the tick before the slot, and the
+/// task yields (cooperatively, letting every other task run) until the slot: at most one tick
+/// of yielding per paced request, and one task in the process at a time; the others take the
+/// tick after. On a paused clock (tests) the timer does the whole wait.
+async fn sleep_precisely(until: Instant) {
+    const TICK: Duration = Duration::from_millis(1);
+    if let Some(early) = until.checked_sub(TICK)
+        && early > Instant::now()
+    {
+        tokio::time::sleep_until(early).await;
+    }
+    if YIELDING
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        struct Release;
+        impl Drop for Release {
+            fn drop(&mut self) {
+                YIELDING.store(false, Ordering::Release);
+            }
+        }
+        let _release = Release;
+        let mut last = Instant::now();
+        while last < until {
+            tokio::task::yield_now().await;
+            let now = Instant::now();
+            if now == last {
+                break; // the clock does not move on its own: it is paused
+            }
+            last = now;
+        }
+    }
+    tokio::time::sleep_until(until).await;
 }
 
 /// Read the outcome of an attempt into the host's state, and classify it.
@@ -325,7 +390,7 @@ fn record(
         Err(reqwest_middleware::Error::Reqwest(_)) => Outcome::Other,
         // another middleware failed: not the host's doing, and not ours to retry
         Err(reqwest_middleware::Error::Middleware(_)) => {
-            attempt.release_probes();
+            attempt.release_slots();
             return Verdict::Return;
         }
     };
@@ -338,24 +403,16 @@ fn record(
     if let Ok(resp) = result {
         let status = resp.status();
         let hint = ServerHint::read(resp.headers());
-        if let Some(retry_after) = hint.retry_after.filter(|_| closes_host(status)) {
-            let until = now + retry_after.min(MAX_HINT);
-            state.pacer.close_until(until);
-            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host closed");
-        }
         let sent_at = attempt.sent_at.unwrap_or(now);
-        if let Some(change) =
-            state
-                .server
-                .observe_sent(now, sent_at, attempt.quota_probe, status.as_u16(), &hint)
-        {
-            tracing::debug!(host = %host.key, from = change.from, to = change.to, "adaptive rate changed (req/s)");
+        let observed = state.observe(now, sent_at, attempt.scout, attempt.cost, status, &hint);
+        if let Some(retry_after) = observed.retry_after {
+            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: scope closed");
         }
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            state.counters.throttled += 1;
+        if let Some(change) = observed.rate_change {
+            tracing::debug!(host = %host.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
         }
-    } else if attempt.quota_probe {
-        state.server.release_probe();
+    } else if attempt.scout {
+        state.release_scout();
     }
     if failure {
         state.counters.failures += 1;
@@ -372,11 +429,6 @@ fn record(
     )
 }
 
-/// `Retry-After` closes the host on a refusal or an unavailable server (RFC 9110 §10.2.3).
-fn closes_host(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE
-}
-
 /// Decide whether to retry, and after how long; `None` returns the last outcome to the caller.
 fn plan_retry(
     host: &Host,
@@ -389,42 +441,35 @@ fn plan_retry(
     if verdict == Verdict::Return {
         return None;
     }
-    let now = Instant::now();
-    let mut state = host.state();
-    if state.breaker.phase() == crate::breaker::BreakerPhase::Open {
-        tracing::debug!(host = %host.key, attempts, "circuit open: not retrying");
-        return None;
-    }
     let delay = backoff
         .get_or_insert_with(|| config.backoff.delays(SmallRng::from_os_rng()))
         .next()
         .unwrap_or(config.backoff.max());
-    // the server's word, if it closed the host (Retry-After, or a spent quota until its
-    // reset): delay = max(server hint, backoff)
-    let reopens = [
-        state.pacer.closed_until(now),
-        state.server.closed_until(now),
-    ]
-    .into_iter()
-    .flatten()
-    .max()
-    .unwrap_or(now);
-    if reopens - now > config.max_retry_after {
-        tracing::debug!(host = %host.key, wait = ?(reopens - now), "server wait past max_retry_after: returning the response");
-        return None;
+    let plan =
+        host.state()
+            .plan_retry(Instant::now(), delay, opts.deadline, config.max_retry_after);
+    match plan {
+        Ok(delay) => {
+            tracing::debug!(host = %host.key, attempts, ?delay, "retrying");
+            Some(delay)
+        }
+        Err(NoRetry::CircuitOpen) => {
+            tracing::debug!(host = %host.key, attempts, "circuit open: not retrying");
+            None
+        }
+        Err(NoRetry::ServerWaitTooLong(wait)) => {
+            tracing::debug!(host = %host.key, ?wait, "server wait past max_retry_after: returning the response");
+            None
+        }
+        Err(NoRetry::PastDeadline) => {
+            tracing::debug!(host = %host.key, attempts, "the next attempt would pass the deadline");
+            None
+        }
+        Err(NoRetry::BudgetSpent) => {
+            tracing::debug!(host = %host.key, attempts, "retry budget spent: not retrying");
+            None
+        }
     }
-    if opts.past_deadline((now + delay).max(reopens)) {
-        tracing::debug!(host = %host.key, attempts, "the next attempt would pass the deadline");
-        return None;
-    }
-    if !state.budget.withdraw(now) {
-        state.counters.budget_denied += 1;
-        tracing::debug!(host = %host.key, attempts, "retry budget spent: not retrying");
-        return None;
-    }
-    state.counters.retries += 1;
-    tracing::debug!(host = %host.key, attempts, ?delay, "retrying");
-    Some(delay)
 }
 
 #[cfg(test)]
@@ -447,7 +492,7 @@ mod tests {
             retry_budget: crate::RetryBudget::default(),
         };
         let host = Arc::new(Host::new("http://test", &config, Instant::now()));
-        host.state().server.assume_unmetered();
+        host.state().quota.assume_unmetered();
         host
     }
 
@@ -456,7 +501,7 @@ mod tests {
         opts: &RequestOptions,
         attempts: u32,
     ) -> std::result::Result<(), Error> {
-        let mut attempt = admit(host, attempts)?;
+        let mut attempt = admit(host, opts, attempts)?;
         super::pace(host, &Config::default(), opts, &mut attempt, attempts).await
     }
 
@@ -562,23 +607,44 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_queued_request_is_refused_when_the_queue_ahead_passes_its_deadline() {
+    async fn a_queued_request_is_refused_at_the_head_of_the_queue_once_its_slot_is_certain() {
         let t0 = Instant::now();
         let host = host(Limit::per_second(10));
         let log = Arc::new(Mutex::new(Vec::new()));
         let tasks = spawn_waiters(&host, 4, &log, t0).await; // slots 0, 102, 204, 306 ms
+        // the requests ahead might be cancelled, so the queue is not a certain wait: it queues
         let err = pace(&host, &opts(1, Some(t0 + 350 * MS)), 0)
             .await
             .expect_err("behind three waiters, the 5th slot (408 ms) is past 350 ms");
         assert!(matches!(err, Error::DeadlineExceeded { .. }), "got {err:?}");
         assert_eq!(
             Instant::now() - t0,
-            4 * MS,
-            "refused on arrival, without waiting"
+            306 * MS,
+            "refused once at the head of the queue, where its own slot (408 ms) is certain"
         );
         for task in tasks {
             task.await.expect("waiter finished");
         }
+        let state = host.state();
+        assert_eq!((state.queued, state.queued_cost), (0, 0), "left the queue");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_before_the_deadline_says_how_long_it_would_have_waited() {
+        let t0 = Instant::now();
+        let host = host(Limit::per_minute(1));
+        pace(&host, &opts(1, None), 0).await.expect("first slot");
+        let err = pace(&host, &opts(1, Some(t0 + 30 * 1000 * MS)), 0)
+            .await
+            .expect_err("the next slot is a minute away");
+        match err {
+            Error::DeadlineExceeded {
+                would_wait: Some(wait),
+                ..
+            } => assert_eq!(wait, Limit::per_minute(1).interval()),
+            other => panic!("got {other:?}"),
+        }
+        assert_eq!(Instant::now(), t0, "certain: refused at once");
     }
 
     #[tokio::test(start_paused = true)]
@@ -608,12 +674,12 @@ mod tests {
             retry_budget: crate::RetryBudget::default(),
         };
         let host = Arc::new(Host::new("http://new", &config, t0));
-        let mut probe = admit(&host, 0).expect("breaker disabled");
+        let mut probe = admit(&host, &opts(1, None), 0).expect("breaker disabled");
         super::pace(&host, &Config::default(), &opts(1, None), &mut probe, 0)
             .await
             .expect("the first request goes as the probe");
         assert!(
-            probe.quota_probe,
+            probe.scout,
             "the first request to an unknown host reads its quota"
         );
         let err = pace(&host, &opts(1, Some(t0 + 200 * MS)), 0)

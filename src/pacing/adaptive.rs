@@ -1,0 +1,381 @@
+//! The rate a scope adapts to after refusals that say nothing (a 429 without a quota to read,
+//! with or without `Retry-After`), bounded by the configured limit.
+//!
+//! The algorithm, chosen on the throughput harness (`cargo run --release --example throughput`):
+//!
+//! - **A refusal is read against what the server accepted.** When the server accepted clearly
+//!   less than we sent over the last second, its quota is what it accepted: the rate drops to
+//!   95% of that and holds there. When it accepted about what we sent (or we have not been
+//!   sending long enough to tell), the refusal says our timing was off, not that the quota is
+//!   lower: the rate halves and climbs back to where it was within two seconds. A second
+//!   refusal within ten seconds of the first means the quota really is just below where we
+//!   were: the rate settles 5% below the refused rate and holds.
+//! - **Never below half of a configured limit.** A refusal on a scope the user configured means
+//!   our timing was off, not that the quota is a fiftieth of the user's word.
+//! - **With nothing configured, a rate learned from a few answers is a guess**: it grows
+//!   (tripling each second) until the next refusal, which tells the real rate.
+//! - A held rate probes upward again (2% of it per second) after 30 s without refusal, so a
+//!   quota that grows back is found; a configured limit stays the upper bound.
+//!
+//! Refusals of attempts sent before the last decrease are the same signal as the one that
+//! caused it (TCP counts one loss per window) and change nothing.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::window::Window;
+
+/// The window over which "what the server accepted" and "what we sent" are counted.
+const SAMPLE: Duration = Duration::from_secs(1);
+/// The server accepted "clearly less than we sent" below this share of it.
+const ACCEPTED_CLEARLY_LESS: f64 = 0.9;
+/// Settle this far below a quota found by refusals.
+const BELOW_QUOTA: f64 = 0.95;
+/// A refusal that is no evidence of a lower quota halves the rate...
+const BACK_OFF: f64 = 0.5;
+/// ...which climbs back to where it was over this long.
+const RECOVERY: Duration = Duration::from_secs(2);
+/// A second refusal this soon after a decrease means the quota is just below the refused rate.
+const RECENT: Duration = Duration::from_secs(10);
+/// A held rate probes upward after this long without refusal...
+const PROBE_AFTER: Duration = Duration::from_secs(30);
+/// ...by this share of itself per second.
+const PROBE_SHARE: f64 = 0.02;
+/// A guessed rate (nothing configured, few answers) grows by this factor per second.
+const RAMP_PER_SECOND: f64 = 3.0;
+/// Rate bounds with nothing configured, in units per second.
+const MIN_RATE: f64 = 0.1;
+const START_RATE: f64 = 10.0;
+const MAX_RATE: f64 = 1e6;
+
+/// How the throttled rate moves on successes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Climbing back to `target` by `per_second`.
+    Recover { target: f64, per_second: f64 },
+    /// At the quota we found: hold until `probe_at`, then grow slowly.
+    Hold { probe_at: Instant },
+    /// A guess: grow by `RAMP_PER_SECOND` until the next refusal.
+    Ramp,
+}
+
+/// A change of the adaptive rate, in units per second (`to`: `None` when no longer throttled).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RateChange {
+    pub(crate) from: f64,
+    pub(crate) to: Option<f64>,
+}
+
+/// One scope's adaptive rate.
+#[derive(Debug, Clone)]
+pub(crate) struct AdaptiveRate {
+    /// The configured limit's rate (safety margin included), if any: the upper bound.
+    ceiling: Option<f64>,
+    /// The throttled rate; `None`: not throttled.
+    rate: Option<f64>,
+    phase: Phase,
+    last_update: Instant,
+    last_decrease: Option<Instant>,
+    /// Successful answers, and our sends, over the last `SAMPLE`.
+    accepted: Window,
+    sent: Window,
+    /// When we started sending (nanoseconds on the scope's clock): a sample shorter than
+    /// `SAMPLE` is not a rate.
+    first_send: Option<u64>,
+}
+
+impl AdaptiveRate {
+    pub(crate) fn new(now: Instant, ceiling: Option<f64>) -> Self {
+        AdaptiveRate {
+            ceiling,
+            rate: None,
+            phase: Phase::Ramp,
+            last_update: now,
+            last_decrease: None,
+            accepted: Window::new(SAMPLE),
+            sent: Window::new(SAMPLE),
+            first_send: None,
+        }
+    }
+
+    /// `cost` units were sent at `now_ns`.
+    pub(crate) fn on_send(&mut self, now_ns: u64, cost: u32) {
+        self.sent.add(now_ns, cost);
+        self.first_send.get_or_insert(now_ns);
+    }
+
+    /// The server accepted something in the last second.
+    pub(crate) fn accepted_any(&mut self, now_ns: u64) -> bool {
+        !self.accepted.is_empty(now_ns)
+    }
+
+    /// The spacing the rate asks for (nanoseconds per unit), when throttled.
+    pub(crate) fn interval(&self) -> Option<u64> {
+        self.rate.map(|r| (1e9 / r) as u64)
+    }
+
+    /// The throttled rate, for snapshots.
+    pub(crate) fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// A successful answer at `now` to an attempt sent at `sent_at`.
+    pub(crate) fn on_success(
+        &mut self,
+        now: Instant,
+        now_ns: u64,
+        cost: u32,
+    ) -> Option<RateChange> {
+        self.accepted.add(now_ns, cost);
+        let rate = self.rate?;
+        let dt = now
+            .saturating_duration_since(self.last_update)
+            .as_secs_f64();
+        self.last_update = now;
+        let next = match self.phase {
+            Phase::Recover { target, per_second } => {
+                let next = rate + per_second * dt;
+                if next >= target {
+                    self.phase = Phase::Hold {
+                        probe_at: now + PROBE_AFTER,
+                    };
+                    target
+                } else {
+                    next
+                }
+            }
+            Phase::Hold { probe_at } if now >= probe_at => rate * (1.0 + PROBE_SHARE * dt),
+            Phase::Hold { .. } => rate,
+            Phase::Ramp => rate * RAMP_PER_SECOND.powf(dt.min(10.0)),
+        };
+        let next = (next != rate).then_some(next)?;
+        let bound = self.ceiling.unwrap_or(MAX_RATE);
+        self.rate = (next < bound).then_some(next);
+        Some(RateChange {
+            from: rate,
+            to: self.rate,
+        })
+    }
+
+    /// A refusal that said nothing, at `now`, of an attempt sent at `sent_at`.
+    pub(crate) fn on_refusal(
+        &mut self,
+        now: Instant,
+        now_ns: u64,
+        sent_at: Instant,
+    ) -> Option<RateChange> {
+        if self.last_decrease.is_some_and(|last| sent_at <= last) {
+            return None; // sent before the last decrease: the same signal
+        }
+        let sent = f64::from(self.sent.count(now_ns));
+        let accepted = f64::from(self.accepted.count(now_ns));
+        let sampled_long = self
+            .first_send
+            .is_some_and(|first| now_ns.saturating_sub(first) >= SAMPLE.as_nanos() as u64);
+        // the rate we were refused at: the configured one, unless we have been sending
+        // clearly slower than it for a while (the caller's demand, not the limit, paced us)
+        let current = self.rate.unwrap_or(match self.ceiling {
+            Some(ceiling) if sampled_long && sent < ACCEPTED_CLEARLY_LESS * ceiling => {
+                sent.max(ceiling / 2.0)
+            }
+            Some(ceiling) => ceiling,
+            None if sent > 0.0 => sent,
+            None => START_RATE,
+        });
+        let recent = self
+            .last_decrease
+            .is_some_and(|last| now.saturating_duration_since(last) < RECENT);
+        // with nothing configured, a burst that met a window learns the window from what it
+        // accepted, however short the sample; a configured scope wants a full second of it
+        let trust_accepted = (sampled_long || self.ceiling.is_none()) && accepted > 0.0;
+        let (rate, phase) = if trust_accepted && accepted < ACCEPTED_CLEARLY_LESS * sent {
+            let rate = accepted * BELOW_QUOTA;
+            if sampled_long || self.ceiling.is_some() {
+                (rate, self.hold(now))
+            } else {
+                (rate, Phase::Ramp) // a few answers: a guess
+            }
+        } else if recent {
+            (current * BELOW_QUOTA, self.hold(now))
+        } else {
+            let rate = current * BACK_OFF;
+            let per_second = (current - rate) / RECOVERY.as_secs_f64();
+            (
+                rate,
+                Phase::Recover {
+                    target: current,
+                    per_second,
+                },
+            )
+        };
+        let floor = self.ceiling.map_or(MIN_RATE, |c| c / 2.0);
+        let rate = rate.clamp(floor, self.ceiling.unwrap_or(MAX_RATE).max(floor));
+        self.phase = phase;
+        self.rate = Some(rate);
+        self.last_update = now;
+        self.last_decrease = Some(now);
+        Some(RateChange {
+            from: current,
+            to: Some(rate),
+        })
+    }
+
+    fn hold(&self, now: Instant) -> Phase {
+        Phase::Hold {
+            probe_at: now + PROBE_AFTER,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    /// Drive a rate: `per_second` sends (and their answers) for `secs` seconds from `t0`.
+    struct Drive {
+        t0: Instant,
+        a: AdaptiveRate,
+    }
+
+    impl Drive {
+        fn new(ceiling: Option<f64>) -> Self {
+            let t0 = Instant::now();
+            Drive {
+                t0,
+                a: AdaptiveRate::new(t0, ceiling),
+            }
+        }
+        fn ns(&self, at: Instant) -> u64 {
+            (at - self.t0).as_nanos() as u64
+        }
+        fn send_and_accept(&mut self, at: Instant) {
+            let ns = self.ns(at);
+            self.a.on_send(ns, 1);
+            self.a.on_success(at, ns, 1);
+        }
+        fn refuse(&mut self, at: Instant) -> Option<RateChange> {
+            let ns = self.ns(at);
+            self.a.on_send(ns, 1);
+            self.a.on_refusal(at, ns, at)
+        }
+        /// Send at the rate in force (or `unthrottled` per second) for `secs`, all accepted.
+        fn run(&mut self, from: Instant, secs: f64, unthrottled: f64) -> Instant {
+            let mut t = from;
+            let end = from + Duration::from_secs_f64(secs);
+            while t < end {
+                self.send_and_accept(t);
+                let rate = self.a.rate().unwrap_or(unthrottled);
+                t += Duration::from_secs_f64(1.0 / rate);
+            }
+            t
+        }
+    }
+
+    #[test]
+    fn a_stray_refusal_on_a_configured_scope_halves_at_most_and_recovers_within_seconds() {
+        let mut d = Drive::new(Some(200.0));
+        let t = d.t0;
+        d.send_and_accept(t);
+        let change = d.refuse(t + Duration::from_millis(5)).expect("lowered");
+        assert_eq!(
+            change.to,
+            Some(100.0),
+            "half of the configured rate, not 1/s"
+        );
+        let end = d.run(t + Duration::from_millis(5), 2.5, 200.0);
+        assert_eq!(d.a.rate(), None, "back to the configured limit by {end:?}");
+    }
+
+    #[test]
+    fn a_configured_scope_never_drops_below_half_its_limit() {
+        let mut d = Drive::new(Some(200.0));
+        let mut t = d.t0;
+        for _ in 0..20 {
+            t += Duration::from_millis(100);
+            if let Some(change) = d.refuse(t) {
+                assert!(change.to.is_some_and(|r| r >= 100.0), "{change:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_quota_half_the_configured_one_is_found_and_held() {
+        let mut d = Drive::new(Some(200.0));
+        // a second at the configured rate, of which the server accepted 100
+        let mut t = d.t0;
+        for i in 0..200 {
+            let ns = d.ns(t);
+            d.a.on_send(ns, 1);
+            if i % 2 == 0 {
+                d.a.on_success(t, ns, 1);
+            }
+            t += Duration::from_millis(5);
+        }
+        let change = d.refuse(t).expect("lowered");
+        assert_eq!(
+            change.to,
+            Some(100.0),
+            "95 of the 100 accepted, floored at half of 200"
+        );
+        let end = d.run(t, 20.0, 200.0);
+        assert_eq!(d.a.rate(), Some(100.0), "held there (until {end:?})");
+    }
+
+    #[test]
+    fn a_second_refusal_soon_after_settles_just_below_the_refused_rate() {
+        let mut d = Drive::new(Some(200.0));
+        d.send_and_accept(d.t0);
+        d.refuse(d.t0 + Duration::from_millis(1)).expect("first");
+        let t = d.run(d.t0 + Duration::from_millis(1), 1.5, 200.0);
+        let refused_at = d.a.rate().expect("still recovering");
+        let change = d.refuse(t).expect("second");
+        let settled = change.to.expect("throttled");
+        assert!(
+            (settled - refused_at * BELOW_QUOTA).abs() < 1e-6,
+            "{settled} vs {refused_at}"
+        );
+        d.run(t, 10.0, 200.0);
+        assert_eq!(d.a.rate(), Some(settled), "held");
+    }
+
+    #[test]
+    fn a_refused_burst_learns_the_rate_the_server_accepted() {
+        let mut d = Drive::new(None);
+        for _ in 0..60 {
+            d.a.on_send(0, 1);
+        }
+        for _ in 0..10 {
+            d.a.on_success(d.t0, 0, 1);
+        }
+        let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
+        assert_eq!(change.to, Some(9.5), "95% of the 10 accepted");
+    }
+
+    #[test]
+    fn a_guess_from_a_few_answers_ramps_until_the_next_refusal() {
+        let mut d = Drive::new(None);
+        d.a.on_send(0, 1);
+        d.a.on_send(0, 1);
+        d.a.on_send(0, 1);
+        d.a.on_success(d.t0, 0, 1);
+        d.a.on_success(d.t0, 0, 1);
+        let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
+        assert_eq!(change.to, Some(1.9));
+        d.run(d.t0, 2.0, 1.0);
+        let rate = d.a.rate().expect("throttled");
+        assert!(rate > 10.0, "tripling each second: {rate}");
+    }
+
+    #[test]
+    fn refusals_of_attempts_sent_before_a_decrease_are_the_same_signal() {
+        let mut d = Drive::new(Some(8.0));
+        let t0 = d.t0;
+        d.a.on_refusal(t0 + S, 1, t0)
+            .expect("the first lowers the rate");
+        assert!(d.a.on_refusal(t0 + 2 * S, 2, t0).is_none());
+        assert!(d.a.on_refusal(t0 + 3 * S, 3, t0 + 2 * S).is_some());
+    }
+}

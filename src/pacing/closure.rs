@@ -1,0 +1,69 @@
+//! Every server-ordered "not before T" for one scope: a `Retry-After`, or a quota the server
+//! says (or we counted) is spent until its reset. One owner, so the decision, the retry plan
+//! and the snapshot all read the same instant.
+
+use tokio::time::Instant;
+
+/// Why a scope is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// `Retry-After` on a refusal or an unavailable server.
+    RetryAfter,
+    /// The quota is spent until its reset.
+    QuotaSpent,
+}
+
+/// The instant a scope reopens, if the server closed it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Closure {
+    until: Option<(Instant, Why)>,
+}
+
+impl Closure {
+    /// Close until `until` (never shortens a closure already in force).
+    pub(crate) fn close(&mut self, until: Instant, why: Why) {
+        if self.until.is_none_or(|(current, _)| until > current) {
+            self.until = Some((until, why));
+        }
+    }
+
+    /// When the scope reopens, and why it is closed, if it is closed at `now`.
+    pub(crate) fn until(&self, now: Instant) -> Option<(Instant, Why)> {
+        self.until.filter(|&(until, _)| until > now)
+    }
+
+    /// True when forgetting this changes nothing.
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+        self.until(now).is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_closure_is_never_shortened_and_ends_at_its_instant() {
+        let t0 = Instant::now();
+        let mut c = Closure::default();
+        assert!(c.is_idle(t0));
+        c.close(t0 + Duration::from_secs(5), Why::RetryAfter);
+        c.close(t0 + Duration::from_secs(1), Why::QuotaSpent);
+        assert_eq!(
+            c.until(t0),
+            Some((t0 + Duration::from_secs(5), Why::RetryAfter))
+        );
+        c.close(t0 + Duration::from_secs(9), Why::QuotaSpent);
+        assert_eq!(
+            c.until(t0 + Duration::from_secs(6)),
+            Some((t0 + Duration::from_secs(9), Why::QuotaSpent))
+        );
+        assert_eq!(
+            c.until(t0 + Duration::from_secs(9)),
+            None,
+            "open at the instant"
+        );
+    }
+}

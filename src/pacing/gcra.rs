@@ -1,0 +1,335 @@
+//! One scope's pacing schedule: GCRA (the generic cell rate algorithm, as in governor), made
+//! window-exact and late-tolerant.
+//!
+//! - The emission interval comes from the *window*: with a burst of `b`,
+//!   `interval = window × (1 + margin) / (n − b + 1)`, so the `b` that start at once plus the
+//!   refills that fit in any window never exceed `n` (see [`Limit`]).
+//! - Every start has a slot on a *virtual* schedule. A request that starts late (timers wake on
+//!   a millisecond tick, a busy runtime polls late) keeps its slot while it is less than
+//!   `slack` late, so a waker that finds several slots due takes them all and lateness is not
+//!   capacity lost for good. Actual starts lag virtual ones by less than `slack`, half the
+//!   safety margin; the other half covers network jitter. Later than that, the schedule restarts
+//!   from now (the host was idle, or the process stalled).
+//! - At rates the timer can space one by one (an interval of two ticks or more) and without a
+//!   burst, consecutive starts also keep at least `min_gap` apart (the server's own spacing plus
+//!   half the margin), so a leaky-bucket server that judges every gap to the millisecond
+//!   (nginx `limit_req`, burst 0) never sees two requests closer than it allows.
+//!
+//! A slower interval (server hints, the adaptive rate) stretches the increments but never the
+//! burst tolerance, so slowing down can only move the next slot later.
+//!
+//! [`Limit`]: crate::Limit
+
+use crate::limit::Limit;
+
+/// tokio's timer resolution: sleeps end on the next millisecond tick.
+pub(crate) const TICK_NANOS: u64 = 1_000_000;
+
+/// Below this interval the timer cannot space requests one by one: they go in batches per tick.
+const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
+
+/// The pacing decision for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// The slot was free and is now taken: send.
+    Admit,
+    /// Not before this nanosecond; nothing was taken.
+    Wait(u64),
+}
+
+/// One scope's schedule, in nanoseconds of its [`Clock`](super::Clock).
+#[derive(Debug, Clone)]
+pub(crate) struct Pacer {
+    /// Theoretical arrival time: the virtual slot of the next unit.
+    tat: u64,
+    /// The configured limit's nanoseconds per unit; 0: unpaced.
+    interval: u64,
+    /// How far ahead of the schedule a start may be: the burst, at the configured interval.
+    tolerance: u64,
+    /// How late after its slot a start may still keep it.
+    slack: u64,
+    /// Least gap between consecutive starts (0: none).
+    min_gap: u64,
+    /// The last actual start, when `min_gap` applies.
+    last_start: Option<u64>,
+}
+
+impl Pacer {
+    /// A schedule for `limit` (`None`: unpaced), with a full bucket at 0.
+    pub(crate) fn new(limit: Option<&Limit>) -> Self {
+        let Some(limit) = limit else {
+            return Pacer {
+                tat: 0,
+                interval: 0,
+                tolerance: 0,
+                slack: 0,
+                min_gap: 0,
+                last_start: None,
+            };
+        };
+        let interval = limit.interval_nanos();
+        let nominal = limit.nominal_gap_nanos();
+        let spaced = limit.burst_size() == 1 && interval >= SPACED_MIN_NANOS;
+        Pacer {
+            tat: 0,
+            interval,
+            tolerance: interval.saturating_mul(u64::from(limit.burst_size())),
+            slack: limit.margin_nanos() / 2,
+            min_gap: if spaced {
+                nominal + (interval - nominal.min(interval)) / 2
+            } else {
+                0
+            },
+            last_start: None,
+        }
+    }
+
+    /// True when waits on this schedule should end on the slot itself rather than on the
+    /// timer tick after it: the interval is short enough that a tick matters (up to 100 ms)
+    /// and long enough that requests are spaced one by one.
+    pub(crate) fn wants_precise_wakes(&self) -> bool {
+        self.min_gap > 0 && self.interval <= 100 * TICK_NANOS
+    }
+
+    /// The earliest nanosecond at which `cost` units may start, spaced `interval` apart.
+    fn earliest(&self, cost: u64, interval: u64) -> u64 {
+        let due = self
+            .tat
+            .saturating_add(cost.saturating_mul(interval))
+            .saturating_sub(self.tolerance.max(interval));
+        match self.last_start {
+            Some(last) => due.max(last.saturating_add(self.min_gap)),
+            None => due,
+        }
+    }
+
+    /// Take `cost` units at `now` if the schedule allows, else say when. `slower`: a longer
+    /// interval in force (server hints, adaptive rate); never faster than the limit.
+    pub(crate) fn acquire(&mut self, now: u64, cost: u32, slower: Option<u64>) -> Pace {
+        let interval = slower.map_or(self.interval, |s| s.max(self.interval));
+        if interval == 0 {
+            return Pace::Admit;
+        }
+        let cost = u64::from(cost.max(1));
+        let earliest = self.earliest(cost, interval);
+        if earliest > now {
+            return Pace::Wait(earliest);
+        }
+        // keep the virtual slot when less than `slack` late; otherwise restart from now
+        let base = if now.saturating_sub(self.tat) < self.slack {
+            self.tat
+        } else {
+            now
+        };
+        self.tat = base.saturating_add(cost.saturating_mul(interval));
+        if self.min_gap > 0 {
+            self.last_start = Some(now);
+        }
+        Pace::Admit
+    }
+
+    /// When `cost` units could start if `queued` units ahead of them go first (never before
+    /// `now`).
+    pub(crate) fn estimate(&self, now: u64, queued: u64, cost: u32, slower: Option<u64>) -> u64 {
+        let interval = slower.map_or(self.interval, |s| s.max(self.interval));
+        if interval == 0 {
+            return now;
+        }
+        self.earliest(queued.saturating_add(u64::from(cost.max(1))), interval)
+            .max(now)
+    }
+
+    /// The spacing of the configured limit (0: unpaced).
+    pub(crate) fn interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// True when forgetting this schedule changes nothing: the bucket is full at `now`.
+    pub(crate) fn is_idle(&self, now: u64) -> bool {
+        self.tat <= now
+            && self
+                .last_start
+                .is_none_or(|l| l.saturating_add(self.min_gap) <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// Wake on the timer's millisecond tick at or after `at`, plus `late` (a busy runtime).
+    fn wake(at: u64, late: u64) -> u64 {
+        at.div_ceil(TICK_NANOS) * TICK_NANOS + late
+    }
+
+    /// Serve one request arriving at `now` as the middleware does: ask, or sleep until told
+    /// (waking on a tick, `late` after it), and ask again. Returns its start.
+    fn take(p: &mut Pacer, mut now: u64, cost: u32, late: u64) -> u64 {
+        loop {
+            match p.acquire(now, cost, None) {
+                Pace::Admit => return now,
+                Pace::Wait(at) => now = wake(at, late).max(now),
+            }
+        }
+    }
+
+    fn max_in_any_window(starts: &[u64], window: u64) -> usize {
+        let mut most = 0;
+        let mut first = 0;
+        for (i, &s) in starts.iter().enumerate() {
+            while s - starts[first] >= window {
+                first += 1;
+            }
+            most = most.max(i + 1 - first);
+        }
+        most
+    }
+
+    #[test]
+    fn smooth_limit_spaces_requests_exactly() {
+        let mut p = Pacer::new(Some(&Limit::per_second(10)));
+        let mut now = 0;
+        let mut starts = Vec::new();
+        for _ in 0..5 {
+            now = take(&mut p, now, 1, 0);
+            starts.push(now / MS);
+        }
+        assert_eq!(starts, [0, 102, 204, 306, 408]);
+    }
+
+    #[test]
+    fn burst_goes_at_once_then_refills_at_the_lowered_rate() {
+        let limit = Limit::per_second(10).burst(4);
+        let mut p = Pacer::new(Some(&limit));
+        let starts: Vec<u64> = (0..6).map(|_| take(&mut p, 0, 1, 0)).collect();
+        assert_eq!(&starts[..4], &[0; 4], "the burst goes at once");
+        assert_eq!(starts[4], wake(145_714_286, 0), "one interval later");
+        assert_eq!(starts[5], wake(2 * 145_714_286, 0), "no drift");
+    }
+
+    #[test]
+    fn a_late_waker_keeps_its_slot_and_the_next_ones_are_due_at_once() {
+        // 5000/s: 204 us apart; the timer wakes on 1 ms ticks
+        let mut p = Pacer::new(Some(&Limit::per_second(5000)));
+        let mut now = 0;
+        let mut starts = Vec::new();
+        for _ in 0..10_000 {
+            now = take(&mut p, now, 1, 0);
+            starts.push(now);
+        }
+        let span = (starts[9_999] - starts[0]) as f64 / 1e9;
+        let rate = 9_999.0 / span;
+        assert!(rate >= 0.97 * 5000.0, "sustained {rate:.0}/s");
+        assert!(max_in_any_window(&starts, 1_000 * MS) <= 5000);
+    }
+
+    #[test]
+    fn spaced_limits_never_start_two_closer_than_the_server_allows() {
+        // 200/s: the server (a leaky bucket, burst 0) wants 5 ms between any two
+        let mut p = Pacer::new(Some(&Limit::per_second(200)));
+        assert!(p.wants_precise_wakes());
+        let mut now = 0;
+        let mut starts = Vec::new();
+        for i in 0..1_000u64 {
+            // every 7th wake is 3 ms late, the others on the slot (precise wakes)
+            let late = if i % 7 == 0 { 3 * MS } else { 0 };
+            now = loop {
+                match p.acquire(now, 1, None) {
+                    Pace::Admit => break now,
+                    Pace::Wait(at) => now = at + late,
+                }
+            };
+            starts.push(now);
+        }
+        let closest = starts.windows(2).map(|w| w[1] - w[0]).min().expect("gaps");
+        assert!(closest >= 5 * MS, "closest gap {closest} ns");
+        let rate = 999.0 / ((starts[999] - starts[0]) as f64 / 1e9);
+        assert!(rate >= 0.90 * 200.0, "sustained {rate:.1}/s");
+    }
+
+    #[test]
+    fn slowing_down_never_moves_the_next_slot_earlier() {
+        // burst 10, then slowed to 1/s: the 11th start must still wait for the window
+        let limit = Limit::per_second(10).burst(10);
+        let mut p = Pacer::new(Some(&limit));
+        for _ in 0..10 {
+            assert_eq!(p.acquire(0, 1, None), Pace::Admit);
+        }
+        let slow = Some(1_000 * MS);
+        match p.acquire(0, 1, slow) {
+            Pace::Wait(at) => assert!(at >= 1_000 * MS, "next slot at {at}"),
+            Pace::Admit => panic!("an 11th start within the window"),
+        }
+        let unslowed = Pacer::new(Some(&limit));
+        let _ = unslowed;
+    }
+
+    #[test]
+    fn cost_takes_that_many_slots() {
+        let mut p = Pacer::new(Some(&Limit::per_second(10)));
+        assert_eq!(
+            take(&mut p, 0, 3, 0),
+            204 * MS,
+            "3 units wait for the 3rd slot"
+        );
+        assert_eq!(
+            take(&mut p, 0, 1, 0),
+            510 * MS,
+            "the next waits 3 intervals more"
+        );
+    }
+
+    #[test]
+    fn estimate_counts_the_queue_ahead() {
+        let mut p = Pacer::new(Some(&Limit::per_second(10)));
+        assert_eq!(p.acquire(0, 1, None), Pace::Admit);
+        assert_eq!(p.estimate(0, 0, 1, None), 102 * MS);
+        assert_eq!(p.estimate(0, 4, 1, None), 510 * MS, "4 ahead: the 5th slot");
+        assert_eq!(p.estimate(200 * MS, 0, 1, None), 200 * MS);
+        assert!(!p.is_idle(50 * MS));
+        assert!(p.is_idle(200 * MS));
+    }
+
+    #[test]
+    fn unpaced_admits_at_once_unless_slowed() {
+        let mut p = Pacer::new(None);
+        assert_eq!(p.acquire(0, 1, None), Pace::Admit);
+        assert_eq!(p.acquire(0, 1, None), Pace::Admit);
+        assert_eq!(p.acquire(0, 1, Some(100 * MS)), Pace::Admit);
+        assert_eq!(p.acquire(0, 1, Some(100 * MS)), Pace::Wait(100 * MS));
+    }
+
+    proptest::proptest! {
+        /// The promise, for any limit, any arrival pattern and any lateness of the wakes:
+        /// requests served one after another (FIFO, each woken on the millisecond tick at or
+        /// after its slot, then up to 10 ms late) never put more than `n` starts in any window
+        /// longer than the schedule's slack.
+        #[test]
+        fn no_window_ever_holds_more_than_n(
+            n in 1u32..40,
+            window_ms in 1u64..5_000,
+            burst_share in 0.0f64..1.0,
+            gaps_ms in proptest::collection::vec(0u64..300, 1..200),
+            lateness in proptest::collection::vec(0u64..10_000_000, 1..50),
+        ) {
+            let window = Duration::from_millis(window_ms);
+            let burst = 1 + ((f64::from(n - 1)) * burst_share) as u32;
+            let limit = Limit::per(n, window).burst(burst);
+            let mut p = Pacer::new(Some(&limit));
+            let mut now = 0u64;
+            let mut starts = Vec::new();
+            for (i, gap) in gaps_ms.into_iter().enumerate() {
+                now = now.max(starts.last().copied().unwrap_or(0)) + gap * MS;
+                let late = lateness[i % lateness.len()];
+                now = take(&mut p, now, 1, late);
+                starts.push(now);
+            }
+            let most = max_in_any_window(&starts, window_ms * MS);
+            proptest::prop_assert!(most <= n as usize, "{limit:?}: {most} starts in one window");
+        }
+    }
+}

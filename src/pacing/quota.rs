@@ -1,0 +1,406 @@
+//! The server's quota as we count it (`RateLimit`, `X-RateLimit-*`), and first contact with a
+//! scope whose quota we do not know yet.
+//!
+//! - **Known quota**: we keep our own count of what is left until the reset. At zero the scope
+//!   closes until the reset (the [closure](super::closure) owns that instant); when little is
+//!   left, what is left is spread evenly over the time to the reset.
+//! - **First contact**: until we know a scope's quota, at most a window of *scouts* is out at
+//!   once: 1, doubling each round trip to 4, then one more each round trip (TCP's slow start
+//!   and congestion avoidance), so a burst never lands whole on a quota we have not read. Quota
+//!   headers, a refusal, or the window reaching 32 (about 30 round trips without either) end
+//!   it; so does a scout that takes longer than [`SCOUT_HOLD`] to answer. The same when a
+//!   quota window has expired.
+//! - A scope with a configured limit skips first contact, and trusts its limit over the quota
+//!   headers of *successful* answers (a server that rounds its reset up to whole seconds would
+//!   otherwise cost up to half the throughput); refusals saying nothing is left still count.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::signals::ServerHint;
+
+/// Extra wait past a quota reset, for the server's clock and the whole-second resolution of
+/// most reset headers.
+const RESET_MARGIN: Duration = Duration::from_millis(50);
+
+/// "Little is left": at most this share (1/n) of the quota, or this many when the quota is
+/// unknown.
+const LOW_SHARE: u64 = 10;
+const LOW_UNKNOWN: u64 = 10;
+
+/// How long the others wait for a scout's answer before going anyway.
+pub(crate) const SCOUT_HOLD: Duration = Duration::from_secs(1);
+
+/// The first-contact window at which a scope that never refused us and sends no quota headers
+/// is considered unmetered.
+const LEARNED: u32 = 32;
+
+/// The first-contact window doubles each round trip up to this, then grows by one each round
+/// trip.
+const SLOW_START_END: u32 = 4;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// First contact (or the quota window expired): at most `window` scouts out at once.
+    FirstContact {
+        window: u32,
+        out: u32,
+        /// Answers since the window last grew.
+        acked: u32,
+        /// The last send or answer: a server silent for `SCOUT_HOLD` ends first contact.
+        since: Instant,
+    },
+    /// Answers carry no quota headers: nothing to gate on.
+    Unmetered,
+    /// `remaining` units until `reset_at`.
+    Known {
+        remaining: u64,
+        limit: Option<u64>,
+        reset_at: Instant,
+    },
+}
+
+/// What first contact says about one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Go; `scout`: this attempt reads a quota we do not know yet.
+    Go { scout: bool },
+    /// The scouts are out: wait for an answer, or until this instant.
+    Hold(Instant),
+}
+
+/// One scope's view of the server's quota.
+#[derive(Debug, Clone)]
+pub(crate) struct QuotaTracker {
+    state: State,
+    /// The scope has a configured limit: no first contact, and successful answers' quota
+    /// headers are not acted on.
+    configured: bool,
+}
+
+impl QuotaTracker {
+    pub(crate) fn new(now: Instant, configured: bool) -> Self {
+        QuotaTracker {
+            state: if configured {
+                State::Unmetered
+            } else {
+                first_contact(now)
+            },
+            configured,
+        }
+    }
+
+    /// Skip first contact: the scope is known to send no quota headers (benches, tests).
+    pub(crate) fn assume_unmetered(&mut self) {
+        self.state = State::Unmetered;
+    }
+
+    /// May an attempt go at `now`, as far as first contact is concerned?
+    pub(crate) fn gate(&mut self, now: Instant) -> Gate {
+        if let State::Known { reset_at, .. } = self.state
+            && now >= reset_at
+        {
+            self.state = if self.configured {
+                State::Unmetered
+            } else {
+                first_contact(now)
+            };
+        }
+        match self.state {
+            State::FirstContact { window, out, .. } if out < window => Gate::Go { scout: true },
+            State::FirstContact { since, .. } => {
+                if now >= since + SCOUT_HOLD {
+                    // the scouts are slow: stop holding the others for them
+                    self.state = State::Unmetered;
+                    Gate::Go { scout: false }
+                } else {
+                    Gate::Hold(since + SCOUT_HOLD)
+                }
+            }
+            State::Unmetered | State::Known { .. } => Gate::Go { scout: false },
+        }
+    }
+
+    /// An attempt of `cost` units went at `now`. Returns the reset instant when this send
+    /// spent what was left: the scope closes until then.
+    pub(crate) fn on_send(&mut self, now: Instant, cost: u32, scout: bool) -> Option<Instant> {
+        match &mut self.state {
+            State::Known {
+                remaining,
+                reset_at,
+                ..
+            } => {
+                *remaining = remaining.saturating_sub(u64::from(cost));
+                (*remaining == 0 && now < *reset_at).then_some(*reset_at)
+            }
+            State::FirstContact { out, since, .. } if scout => {
+                *out += 1;
+                *since = now;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// A scout ended without an answer (error, cancellation): let the next one go.
+    pub(crate) fn release_scout(&mut self) {
+        if let State::FirstContact { out, .. } = &mut self.state {
+            *out = out.saturating_sub(1);
+        }
+    }
+
+    /// Read an answer. `accepted_any`: the server has accepted something lately. Returns the
+    /// reset instant when the answer says the quota is spent: the scope closes until then.
+    pub(crate) fn observe(
+        &mut self,
+        now: Instant,
+        scout: bool,
+        status: u16,
+        hint: &ServerHint,
+        accepted_any: bool,
+    ) -> Option<Instant> {
+        if scout {
+            self.release_scout();
+        }
+        let refused = status == 429 || status == 403;
+        if self.configured && !(refused && hint.remaining == Some(0)) {
+            return None;
+        }
+        match (hint.remaining, hint.reset_in) {
+            (Some(remaining), Some(reset_in)) => {
+                let reset_at = crate::pacing::far_add(now, reset_in.saturating_add(RESET_MARGIN));
+                self.state = match self.state {
+                    // same window: the lower count wins (our own count includes requests
+                    // sent after the one this answer is for)
+                    State::Known {
+                        remaining: ours,
+                        reset_at: known,
+                        limit: known_limit,
+                    } if now < known => State::Known {
+                        remaining: ours.min(remaining),
+                        reset_at: known.min(reset_at),
+                        limit: hint.limit.or(known_limit),
+                    },
+                    _ => State::Known {
+                        remaining,
+                        reset_at,
+                        limit: hint.limit,
+                    },
+                };
+                match self.state {
+                    State::Known {
+                        remaining: 0,
+                        reset_at,
+                        ..
+                    } if now < reset_at => Some(reset_at),
+                    _ => None,
+                }
+            }
+            _ => {
+                self.no_quota_to_read(now, status, accepted_any);
+                None
+            }
+        }
+    }
+
+    /// An answer without a readable quota: first contact goes on, or ends.
+    fn no_quota_to_read(&mut self, now: Instant, status: u16, accepted_any: bool) {
+        let State::FirstContact {
+            window,
+            acked,
+            since,
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        *since = now;
+        if status == 429 && accepted_any {
+            // refused after some were accepted: the adaptive rate takes over from here
+            self.state = State::Unmetered;
+        } else if status == 429 {
+            // refused before anything was accepted: start again with one scout
+            *window = 1;
+        } else if *window + 1 >= LEARNED {
+            self.state = State::Unmetered;
+        } else if *window < SLOW_START_END {
+            *window += 1; // doubles each round trip
+        } else {
+            // one more each round trip: the round that meets the quota overshoots it by at
+            // most one window
+            *acked += 1;
+            if *acked >= *window {
+                *window += 1;
+                *acked = 0;
+            }
+        }
+    }
+
+    /// The spacing the quota asks for right now, if little is left: what is left, spread
+    /// evenly over the time to the reset.
+    pub(crate) fn spread(&self, now: Instant) -> Option<Duration> {
+        match self.state {
+            State::Known {
+                remaining,
+                limit,
+                reset_at,
+            } if remaining > 0 && is_low(remaining, limit) && now < reset_at => {
+                Some((reset_at - now) / u32::try_from(remaining).unwrap_or(u32::MAX))
+            }
+            _ => None,
+        }
+    }
+
+    /// The server's quota as we count it: (remaining, time to reset).
+    pub(crate) fn remaining(&self, now: Instant) -> Option<(u64, Duration)> {
+        match self.state {
+            State::Known {
+                remaining,
+                reset_at,
+                ..
+            } if now < reset_at => Some((remaining, reset_at - now)),
+            _ => None,
+        }
+    }
+
+    /// True when forgetting this changes nothing.
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+        match self.state {
+            State::Known { reset_at, .. } => now >= reset_at,
+            State::FirstContact { out, .. } => out == 0,
+            State::Unmetered => true,
+        }
+    }
+}
+
+fn first_contact(now: Instant) -> State {
+    State::FirstContact {
+        window: 1,
+        out: 0,
+        acked: 0,
+        since: now,
+    }
+}
+
+fn is_low(remaining: u64, limit: Option<u64>) -> bool {
+    match limit {
+        Some(limit) => remaining.saturating_mul(LOW_SHARE) <= limit,
+        None => remaining <= LOW_UNKNOWN,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn hint(remaining: u64, reset_in: Duration) -> ServerHint {
+        ServerHint {
+            remaining: Some(remaining),
+            reset_in: Some(reset_in),
+            limit: Some(100),
+            ..ServerHint::default()
+        }
+    }
+
+    #[test]
+    fn first_contact_sends_one_scout_and_holds_the_rest() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false);
+        assert_eq!(q.gate(t0), Gate::Go { scout: true });
+        q.on_send(t0, 1, true);
+        assert_eq!(q.gate(t0), Gate::Hold(t0 + SCOUT_HOLD), "others wait");
+        q.observe(t0, true, 200, &hint(50, 10 * S), false);
+        assert_eq!(q.gate(t0), Gate::Go { scout: false }, "the quota is known");
+    }
+
+    #[test]
+    fn a_scope_without_quota_headers_is_learned_in_slow_start_then_not_gated() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false);
+        let (mut round_trips, mut sent) = (0, 0);
+        while q.gate(t0) != (Gate::Go { scout: false }) {
+            let mut out = 0;
+            while q.gate(t0) == (Gate::Go { scout: true }) {
+                q.on_send(t0, 1, true);
+                out += 1;
+            }
+            for _ in 0..out {
+                q.observe(t0, true, 200, &ServerHint::default(), true);
+            }
+            sent += out;
+            round_trips += 1;
+            assert!(round_trips < 100, "first contact must end");
+        }
+        // windows 1, 2, 4 (doubling), then 5, 6, ..., 31: the first answer of that round ends it
+        assert_eq!(round_trips, 30);
+        assert_eq!(sent, 1 + 2 + (4..=31).sum::<u32>());
+        assert!(q.is_idle(t0));
+    }
+
+    #[test]
+    fn a_refusal_before_anything_was_accepted_restarts_with_one_scout() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false);
+        q.on_send(t0, 1, true);
+        q.observe(t0, true, 429, &ServerHint::default(), false);
+        assert_eq!(q.gate(t0), Gate::Go { scout: true });
+        q.on_send(t0, 1, true);
+        assert!(matches!(q.gate(t0), Gate::Hold(_)), "window 1");
+    }
+
+    #[test]
+    fn a_slow_scout_stops_holding_the_others() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false);
+        q.on_send(t0, 1, true);
+        assert_eq!(q.gate(t0 + SCOUT_HOLD), Gate::Go { scout: false });
+    }
+
+    #[test]
+    fn our_own_count_reaching_zero_closes_until_the_reset_then_scouts_again() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false);
+        assert_eq!(q.observe(t0, false, 200, &hint(2, 10 * S), true), None);
+        assert_eq!(q.on_send(t0, 1, false), None);
+        let reset = t0 + 10 * S + RESET_MARGIN;
+        assert_eq!(q.on_send(t0, 1, false), Some(reset), "spent: closed");
+        assert_eq!(q.gate(reset), Gate::Go { scout: true }, "a new window");
+    }
+
+    #[test]
+    fn a_low_remaining_is_spread_over_the_time_to_reset() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false);
+        q.observe(t0, false, 200, &hint(50, 10 * S), true);
+        assert_eq!(q.spread(t0), None, "half the quota left is not low");
+        q.observe(t0, false, 200, &hint(5, 10 * S), true);
+        assert_eq!(q.spread(t0), Some((10 * S + RESET_MARGIN) / 5));
+    }
+
+    #[test]
+    fn a_configured_limit_is_trusted_over_successful_answers_but_not_over_refusals() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, true);
+        assert_eq!(q.gate(t0), Gate::Go { scout: false }, "no first contact");
+        assert_eq!(q.observe(t0, false, 200, &hint(0, 2 * S), true), None);
+        assert_eq!(q.spread(t0), None);
+        let reset = t0 + 2 * S + RESET_MARGIN;
+        assert_eq!(
+            q.observe(t0, false, 429, &hint(0, 2 * S), true),
+            Some(reset),
+            "a refusal saying 0 left closes the scope"
+        );
+        assert_eq!(q.gate(reset), Gate::Go { scout: false }, "no gate after");
+    }
+
+    #[test]
+    fn absurd_resets_saturate() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false);
+        let closes = q.observe(t0, false, 429, &hint(0, Duration::MAX), true);
+        assert!(closes.is_some_and(|until| until > t0));
+    }
+}
