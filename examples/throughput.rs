@@ -167,19 +167,39 @@ fn used_share(arrivals: &[Arrival], per_second: f64) -> f64 {
     }
 }
 
+/// Run `issued` requests at once through a fresh `peer` told the rate `configured`, against a
+/// fresh server running `rule` whose real quota is `per_second`.
 async fn run(
     scenario: String,
     peer: Peer,
     rule: Arc<dyn Rule>,
-    per_second: u32,
+    (configured, per_second): (u32, u32),
     issued: usize,
     polite_config: impl FnOnce(Limit) -> Polite,
 ) -> Row {
     let server = Server::start(rule).expect("a loopback server starts");
-    let client = Client::build(peer, per_second, polite_config);
+    let client = Client::build(peer, configured, polite_config);
     let url = server.url();
     let started = Instant::now();
-    let results = join_all((0..issued).map(|_| client.get(&url))).await;
+    let watch = std::env::var_os("THROUGHPUT_WATCH").is_some();
+    let calls = join_all((0..issued).map(|_| client.get(&url)));
+    let results = match (&client.polite, watch) {
+        (Some(polite), true) => {
+            // print the host's state every 250 ms while the calls run (debugging aid)
+            tokio::pin!(calls);
+            loop {
+                tokio::select! {
+                    results = &mut calls => break results,
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {
+                        for host in polite.snapshot() {
+                            eprintln!("    {:>6.2} s  {host}", started.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+            }
+        }
+        _ => calls.await,
+    };
     let wall = started.elapsed();
     let arrivals = server.arrivals();
     drop(client.polite);
@@ -220,7 +240,7 @@ async fn sweep(rows: &mut Vec<Row>) {
                 format!("sweep {rate}/s"),
                 peer,
                 rule,
-                rate,
+                (rate, rate),
                 2 * rate as usize,
                 with_cap,
             )
@@ -241,7 +261,7 @@ async fn leaky(rows: &mut Vec<Row>) {
                 format!("leaky {rate}/s"),
                 peer,
                 rule,
-                rate,
+                (rate, rate),
                 issued,
                 with_limit,
             )
@@ -263,7 +283,7 @@ async fn stray(rows: &mut Vec<Row>) {
             "stray 429, 2000 at once".into(),
             peer,
             rule,
-            200,
+            (200, 200),
             2000,
             with_limit,
         )
@@ -283,7 +303,7 @@ async fn half(rows: &mut Vec<Row>) {
             "half quota, 1000 at once".into(),
             peer,
             rule,
-            100,
+            (200, 100),
             1000,
             with_limit,
         )
@@ -295,18 +315,14 @@ async fn half(rows: &mut Vec<Row>) {
 
 async fn learn(rows: &mut Vec<Row>) {
     println!("learn: nothing configured; 10/s with bare 429s; 50 requests at once");
-    let rules: [(&str, fn() -> Arc<dyn Rule>); 2] = [
-        ("learn sliding 10/s", || {
-            Arc::new(SlidingWindow::bare(10, Duration::from_secs(1)))
-        }),
-        ("learn leaky 10/s", || Arc::new(LeakyBucket::new(10, 0))),
-    ];
-    for (name, rule) in rules {
+    let sliding: Arc<dyn Rule> = Arc::new(SlidingWindow::bare(10, Duration::from_secs(1)));
+    let leaky: Arc<dyn Rule> = Arc::new(LeakyBucket::new(10, 0));
+    for (name, rule) in [("learn sliding 10/s", sliding), ("learn leaky 10/s", leaky)] {
         let row = run(
             name.into(),
             Peer::PoliteDefaults,
-            rule(),
-            10,
+            rule,
+            (10, 10),
             50,
             with_limit,
         )
@@ -325,7 +341,7 @@ async fn queue(rows: &mut Vec<Row>) {
         "queue 10000 @ 2000/s".into(),
         Peer::Polite,
         rule,
-        2000,
+        (2000, 2000),
         10_000,
         with_cap,
     )

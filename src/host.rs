@@ -227,12 +227,20 @@ impl HostState {
         }
         if refused {
             self.counters.throttled += 1;
-            // A refusal slows its scope, whatever it carried: a closure that came with it is the
-            // whole signal only when nothing was accepted to learn a rate from (a host reopening
-            // at its Retry-After instant must not release its whole queue into the same wall).
-            let closed_by_it = spent.is_some() || observed.retry_after.is_some();
-            if !(closed_by_it && !accepted_any) && spent.is_none() {
+            // A refusal slows its scope, whatever it carried. A spent quota's closure is exact
+            // and says it all; so does a Retry-After when nothing was accepted to learn a rate
+            // from. Otherwise the adaptive rate learns from it, so that a scope reopening at
+            // its Retry-After instant does not release its whole queue into the same wall.
+            let closure_says_it_all =
+                spent.is_some() || (observed.retry_after.is_some() && !accepted_any);
+            if !closure_says_it_all {
                 observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
+                if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
+                    && observed.retry_after.is_none()
+                {
+                    self.closure
+                        .close(crate::pacing::far_add(now, pause), Why::Refused);
+                }
             }
         }
         self.last_used = now;

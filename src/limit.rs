@@ -25,9 +25,8 @@ use std::time::Duration;
 /// For servers that judge every gap between two requests (a leaky bucket such as nginx
 /// `limit_req` without burst), what counts is the margin of one interval, which is small at
 /// high rates: 0.1 ms at 200 per second. Without a burst, and at intervals of 2 ms or more, two
-/// starts are therefore never closer than the server's spacing plus half the interval's
-/// margin, and the wait for a slot ends on the slot itself rather than on the timer's next
-/// millisecond tick.
+/// starts are therefore never closer than the server's spacing plus half that margin, and the wait for a slot ends on
+/// the slot itself rather than on the timer's next millisecond tick.
 pub const SAFETY_MARGIN_PERCENT: u32 = 2;
 
 /// How many requests a host may receive, per window of time: a promise to the server.
@@ -197,12 +196,6 @@ impl Limit {
         let margin = self.window.as_nanos() * u128::from(SAFETY_MARGIN_PERCENT) / 100;
         u64::try_from(margin).unwrap_or(u64::MAX)
     }
-
-    /// The spacing the server's own arithmetic allows (no margin): `window / (n − b + 1)`.
-    pub(crate) fn nominal_gap_nanos(&self) -> u64 {
-        let slots = u128::from(self.count - self.burst + 1);
-        u64::try_from(self.window.as_nanos() / slots).unwrap_or(u64::MAX)
-    }
 }
 
 impl fmt::Debug for Limit {
@@ -263,6 +256,5 @@ mod tests {
             Duration::from_nanos(u64::MAX)
         );
         assert_eq!(Limit::per_second(10).margin_nanos(), 20_000_000);
-        assert_eq!(Limit::per_second(200).nominal_gap_nanos(), 5_000_000);
     }
 }

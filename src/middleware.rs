@@ -370,7 +370,10 @@ async fn sleep_precisely(until: Instant) {
             last = now;
         }
     }
-    tokio::time::sleep_until(until).await;
+    // (a sleep whose instant has passed would still wait for the next tick)
+    if Instant::now() < until {
+        tokio::time::sleep_until(until).await;
+    }
 }
 
 /// Read the outcome of an attempt into the host's state, and classify it.

@@ -7,13 +7,23 @@
 //!   less than we sent over the last second, its quota is what it accepted: the rate drops to
 //!   95% of that and holds there. When it accepted about what we sent (or we have not been
 //!   sending long enough to tell), the refusal says our timing was off, not that the quota is
-//!   lower: the rate halves and climbs back to where it was within two seconds. A second
+//!   lower: the rate drops to 70% and climbs back to where it was within two seconds. A second
 //!   refusal within ten seconds of the first means the quota really is just below where we
 //!   were: the rate settles 5% below the refused rate and holds.
+//! - **Refusals in a row pause the scope.** When nothing gets through between two refusals, the
+//!   server is counting a window we overran: the scope closes 100 ms, then 200 ms, 400 ms...
+//!   (up to 10 s) while refusals keep coming, so the window drains instead of being refused
+//!   request after request.
 //! - **Never below half of a configured limit.** A refusal on a scope the user configured means
 //!   our timing was off, not that the quota is a fiftieth of the user's word.
-//! - **With nothing configured, a rate learned from a few answers is a guess**: it grows
-//!   (tripling each second) until the next refusal, which tells the real rate.
+//! - **With nothing configured, a rate learned from a few answers is a guess** (fewer than five
+//!   accepted before the refusal): it starts at 95% of what was accepted (never below 2.5 per
+//!   second) and grows, tripling each second, until the next refusal, which tells the real
+//!   rate: it settles 15% below it. Five or more accepted at once are a window's worth: held,
+//!   after a pause as long as that window (a burst that filled it is refused until it passes).
+//! - What the server accepted is read as its rate only when ours held still over the last
+//!   second; during a ramp or a recovery, a second refusal soon after the first settles 5%
+//!   below the refused rate instead.
 //! - A held rate probes upward again (2% of it per second) after 30 s without refusal, so a
 //!   quota that grows back is found; a configured limit stays the upper bound.
 //!
@@ -32,8 +42,8 @@ const SAMPLE: Duration = Duration::from_secs(1);
 const ACCEPTED_CLEARLY_LESS: f64 = 0.9;
 /// Settle this far below a quota found by refusals.
 const BELOW_QUOTA: f64 = 0.95;
-/// A refusal that is no evidence of a lower quota halves the rate...
-const BACK_OFF: f64 = 0.5;
+/// A refusal that is no evidence of a lower quota takes the rate down to this share...
+const BACK_OFF: f64 = 0.7;
 /// ...which climbs back to where it was over this long.
 const RECOVERY: Duration = Duration::from_secs(2);
 /// A second refusal this soon after a decrease means the quota is just below the refused rate.
@@ -42,8 +52,17 @@ const RECENT: Duration = Duration::from_secs(10);
 const PROBE_AFTER: Duration = Duration::from_secs(30);
 /// ...by this share of itself per second.
 const PROBE_SHARE: f64 = 0.02;
-/// A guessed rate (nothing configured, few answers) grows by this factor per second.
+/// A guessed rate (nothing configured, few answers) grows by this factor per second...
 const RAMP_PER_SECOND: f64 = 3.0;
+/// ...and settles this far below the rate at which the next refusal came.
+const RAMP_SETTLE: f64 = 0.85;
+/// Fewer answers than this accepted before a refusal are a guess, not a window's worth.
+const MIN_SAMPLE: f64 = 5.0;
+/// Refusals in a row (nothing accepted between them) pause the scope: this long after the
+/// second, doubling with each one after it, up to `MAX_PAUSE`. A window the server counts
+/// (a strict sliding window we overran) must drain before anything gets through again.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(10);
 /// Rate bounds with nothing configured, in units per second.
 const MIN_RATE: f64 = 0.1;
 const START_RATE: f64 = 10.0;
@@ -56,8 +75,8 @@ enum Phase {
     Recover { target: f64, per_second: f64 },
     /// At the quota we found: hold until `probe_at`, then grow slowly.
     Hold { probe_at: Instant },
-    /// A guess: grow by `RAMP_PER_SECOND` until the next refusal.
-    Ramp,
+    /// A guess, made at `from`: grow by `RAMP_PER_SECOND` until the next refusal.
+    Ramp { from: f64 },
 }
 
 /// A change of the adaptive rate, in units per second (`to`: `None` when no longer throttled).
@@ -65,6 +84,8 @@ enum Phase {
 pub(crate) struct RateChange {
     pub(crate) from: f64,
     pub(crate) to: Option<f64>,
+    /// Refusals keep coming: close the scope this long.
+    pub(crate) pause: Option<Duration>,
 }
 
 /// One scope's adaptive rate.
@@ -83,6 +104,8 @@ pub(crate) struct AdaptiveRate {
     /// When we started sending (nanoseconds on the scope's clock): a sample shorter than
     /// `SAMPLE` is not a rate.
     first_send: Option<u64>,
+    /// Refusals counted since the last acceptance.
+    refusals_in_a_row: u32,
 }
 
 impl AdaptiveRate {
@@ -90,12 +113,13 @@ impl AdaptiveRate {
         AdaptiveRate {
             ceiling,
             rate: None,
-            phase: Phase::Ramp,
+            phase: Phase::Hold { probe_at: now },
             last_update: now,
             last_decrease: None,
             accepted: Window::new(SAMPLE),
             sent: Window::new(SAMPLE),
             first_send: None,
+            refusals_in_a_row: 0,
         }
     }
 
@@ -128,6 +152,7 @@ impl AdaptiveRate {
         cost: u32,
     ) -> Option<RateChange> {
         self.accepted.add(now_ns, cost);
+        self.refusals_in_a_row = 0;
         let rate = self.rate?;
         let dt = now
             .saturating_duration_since(self.last_update)
@@ -147,7 +172,7 @@ impl AdaptiveRate {
             }
             Phase::Hold { probe_at } if now >= probe_at => rate * (1.0 + PROBE_SHARE * dt),
             Phase::Hold { .. } => rate,
-            Phase::Ramp => rate * RAMP_PER_SECOND.powf(dt.min(10.0)),
+            Phase::Ramp { .. } => rate * RAMP_PER_SECOND.powf(dt.min(10.0)),
         };
         let next = (next != rate).then_some(next)?;
         let bound = self.ceiling.unwrap_or(MAX_RATE);
@@ -155,6 +180,7 @@ impl AdaptiveRate {
         Some(RateChange {
             from: rate,
             to: self.rate,
+            pause: None,
         })
     }
 
@@ -186,16 +212,49 @@ impl AdaptiveRate {
         let recent = self
             .last_decrease
             .is_some_and(|last| now.saturating_duration_since(last) < RECENT);
-        // with nothing configured, a burst that met a window learns the window from what it
-        // accepted, however short the sample; a configured scope wants a full second of it
-        let trust_accepted = (sampled_long || self.ceiling.is_none()) && accepted > 0.0;
-        let (rate, phase) = if trust_accepted && accepted < ACCEPTED_CLEARLY_LESS * sent {
+        // what was accepted is a rate only if ours held still over the sample (a ramp, or a
+        // recovery, would understate it); with nothing configured, a burst that met a window
+        // learns the window from what it accepted, however short the sample; a configured
+        // scope wants a full second of it
+        let steady = match self.rate {
+            None => true,
+            Some(_) => {
+                matches!(self.phase, Phase::Hold { .. })
+                    && self
+                        .last_decrease
+                        .is_some_and(|last| now.saturating_duration_since(last) >= SAMPLE)
+            }
+        };
+        let trust_accepted = steady && (sampled_long || self.ceiling.is_none()) && accepted > 0.0;
+        let mut pause = None;
+        let (rate, phase) = if let (Some(rate), Phase::Ramp { from }) = (self.rate, self.phase) {
+            if rate > from {
+                // a guess grew past the quota: it lies between where we are and a little below
+                (current * RAMP_SETTLE, self.hold(now))
+            } else {
+                // refused at the guess itself: guess lower
+                (
+                    current * BACK_OFF,
+                    Phase::Ramp {
+                        from: current * BACK_OFF,
+                    },
+                )
+            }
+        } else if trust_accepted && accepted < ACCEPTED_CLEARLY_LESS * sent {
             let rate = accepted * BELOW_QUOTA;
-            if sampled_long || self.ceiling.is_some() {
+            if sampled_long {
+                (rate, self.hold(now))
+            } else if accepted >= MIN_SAMPLE {
+                // a burst filled the server's window: let that window pass before the next
+                pause = Some(Duration::from_secs_f64(accepted / rate.max(MIN_RATE)).min(MAX_PAUSE));
                 (rate, self.hold(now))
             } else {
-                (rate, Phase::Ramp) // a few answers: a guess
+                // a few answers: a guess, from no lower than a quarter of the start rate
+                let rate = rate.max(START_RATE / 4.0);
+                (rate, Phase::Ramp { from: rate })
             }
+        } else if recent && self.refusals_in_a_row > 0 {
+            (current * BACK_OFF, self.hold(now))
         } else if recent {
             (current * BELOW_QUOTA, self.hold(now))
         } else {
@@ -215,9 +274,16 @@ impl AdaptiveRate {
         self.rate = Some(rate);
         self.last_update = now;
         self.last_decrease = Some(now);
+        self.refusals_in_a_row += 1;
+        let in_a_row = (self.refusals_in_a_row >= 2).then(|| {
+            let doublings = (self.refusals_in_a_row - 2).min(16);
+            (FIRST_PAUSE * (1 << doublings)).min(MAX_PAUSE)
+        });
+        let pause = pause.max(in_a_row);
         Some(RateChange {
             from: current,
             to: Some(rate),
+            pause,
         })
     }
 
@@ -275,16 +341,17 @@ mod tests {
     }
 
     #[test]
-    fn a_stray_refusal_on_a_configured_scope_halves_at_most_and_recovers_within_seconds() {
+    fn a_stray_refusal_on_a_configured_scope_costs_little_and_recovers_within_seconds() {
         let mut d = Drive::new(Some(200.0));
         let t = d.t0;
         d.send_and_accept(t);
         let change = d.refuse(t + Duration::from_millis(5)).expect("lowered");
         assert_eq!(
             change.to,
-            Some(100.0),
-            "half of the configured rate, not 1/s"
+            Some(140.0),
+            "70% of the configured rate, not 1/s"
         );
+        assert_eq!(change.pause, None, "one refusal does not pause");
         let end = d.run(t + Duration::from_millis(5), 2.5, 200.0);
         assert_eq!(d.a.rate(), None, "back to the configured limit by {end:?}");
     }
@@ -352,6 +419,8 @@ mod tests {
         }
         let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
         assert_eq!(change.to, Some(9.5), "95% of the 10 accepted");
+        let pause = change.pause.expect("the burst filled a window");
+        assert!((pause.as_secs_f64() - 10.0 / 9.5).abs() < 1e-6, "{pause:?}");
     }
 
     #[test]
@@ -363,10 +432,43 @@ mod tests {
         d.a.on_success(d.t0, 0, 1);
         d.a.on_success(d.t0, 0, 1);
         let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
-        assert_eq!(change.to, Some(1.9));
-        d.run(d.t0, 2.0, 1.0);
+        assert_eq!(change.to, Some(2.5), "2 accepted: a guess, from 2.5/s");
+        let t = d.run(d.t0, 2.0, 1.0);
         let rate = d.a.rate().expect("throttled");
-        assert!(rate > 10.0, "tripling each second: {rate}");
+        assert!(rate > 20.0, "tripling each second: {rate}");
+        let change = d.refuse(t).expect("the next refusal");
+        assert!((change.to.expect("throttled") - rate * RAMP_SETTLE).abs() < 1e-9);
+        d.run(t, 10.0, 1.0);
+        assert_eq!(d.a.rate(), change.to, "held below the refused rate");
+    }
+
+    #[test]
+    fn refusals_in_a_row_pause_the_scope_longer_each_time() {
+        let mut d = Drive::new(Some(200.0));
+        let mut t = d.t0;
+        let mut pauses = Vec::new();
+        for _ in 0..5 {
+            t += Duration::from_millis(10);
+            pauses.push(d.refuse(t).expect("each is a new signal").pause);
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(
+            pauses,
+            [
+                None,
+                Some(ms(100)),
+                Some(ms(200)),
+                Some(ms(400)),
+                Some(ms(800))
+            ]
+        );
+        d.send_and_accept(t + S);
+        t += 2 * S;
+        assert_eq!(
+            d.refuse(t).expect("new").pause,
+            None,
+            "an acceptance resets it"
+        );
     }
 
     #[test]

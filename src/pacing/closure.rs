@@ -11,6 +11,8 @@ pub(crate) enum Why {
     RetryAfter,
     /// The quota is spent until its reset.
     QuotaSpent,
+    /// Refusals in a row without a hint: a pause while the server's window drains.
+    Refused,
 }
 
 /// The instant a scope reopens, if the server closed it.

@@ -11,16 +11,17 @@
 //!   safety margin; the other half covers network jitter. Later than that, the schedule restarts
 //!   from now (the host was idle, or the process stalled).
 //! - At rates the timer can space one by one (an interval of two ticks or more) and without a
-//!   burst, consecutive starts also keep at least `min_gap` apart (the server's own spacing plus
-//!   half the margin), so a leaky-bucket server that judges every gap to the millisecond
-//!   (nginx `limit_req`, burst 0) never sees two requests closer than it allows.
+//!   burst, consecutive starts also keep `min_gap` apart (the server's own spacing plus half
+//!   the interval's margin), so a leaky-bucket server that judges every gap to the millisecond
+//!   (nginx `limit_req`, burst 0) never sees two requests closer than it allows; lateness is
+//!   caught up by the other half of the margin, a little per interval.
 //!
 //! A slower interval (server hints, the adaptive rate) stretches the increments but never the
 //! burst tolerance, so slowing down can only move the next slot later.
 //!
 //! [`Limit`]: crate::Limit
 
-use crate::limit::Limit;
+use crate::limit::{Limit, SAFETY_MARGIN_PERCENT};
 
 /// tokio's timer resolution: sleeps end on the next millisecond tick.
 pub(crate) const TICK_NANOS: u64 = 1_000_000;
@@ -50,7 +51,7 @@ pub(crate) struct Pacer {
     slack: u64,
     /// Least gap between consecutive starts (0: none).
     min_gap: u64,
-    /// The last actual start, when `min_gap` applies.
+    /// The last actual start.
     last_start: Option<u64>,
 }
 
@@ -68,15 +69,18 @@ impl Pacer {
             };
         };
         let interval = limit.interval_nanos();
-        let nominal = limit.nominal_gap_nanos();
         let spaced = limit.burst_size() == 1 && interval >= SPACED_MIN_NANOS;
         Pacer {
             tat: 0,
             interval,
             tolerance: interval.saturating_mul(u64::from(limit.burst_size())),
             slack: limit.margin_nanos() / 2,
+            // the server's own spacing plus half the margin: lateness is caught up by the
+            // other half, a little per interval
             min_gap: if spaced {
-                nominal + (interval - nominal.min(interval)) / 2
+                interval
+                    - interval / (2 * u64::from(100 + SAFETY_MARGIN_PERCENT))
+                        * u64::from(SAFETY_MARGIN_PERCENT)
             } else {
                 0
             },
@@ -97,8 +101,15 @@ impl Pacer {
             .tat
             .saturating_add(cost.saturating_mul(interval))
             .saturating_sub(self.tolerance.max(interval));
+        // slowed (by the server's word), a scope also keeps the slower spacing from its last
+        // start, which the schedule may not have counted at the configured rate (or at all)
+        let gap = if interval > self.interval {
+            interval
+        } else {
+            self.min_gap
+        };
         match self.last_start {
-            Some(last) => due.max(last.saturating_add(self.min_gap)),
+            Some(last) => due.max(last.saturating_add(gap)),
             None => due,
         }
     }
@@ -108,6 +119,7 @@ impl Pacer {
     pub(crate) fn acquire(&mut self, now: u64, cost: u32, slower: Option<u64>) -> Pace {
         let interval = slower.map_or(self.interval, |s| s.max(self.interval));
         if interval == 0 {
+            self.last_start = Some(now);
             return Pace::Admit;
         }
         let cost = u64::from(cost.max(1));
@@ -122,9 +134,7 @@ impl Pacer {
             now
         };
         self.tat = base.saturating_add(cost.saturating_mul(interval));
-        if self.min_gap > 0 {
-            self.last_start = Some(now);
-        }
+        self.last_start = Some(now);
         Pace::Admit
     }
 
@@ -299,8 +309,13 @@ mod tests {
         let mut p = Pacer::new(None);
         assert_eq!(p.acquire(0, 1, None), Pace::Admit);
         assert_eq!(p.acquire(0, 1, None), Pace::Admit);
-        assert_eq!(p.acquire(0, 1, Some(100 * MS)), Pace::Admit);
-        assert_eq!(p.acquire(0, 1, Some(100 * MS)), Pace::Wait(100 * MS));
+        assert_eq!(
+            p.acquire(0, 1, Some(100 * MS)),
+            Pace::Wait(100 * MS),
+            "slowed, the spacing counts from the last start"
+        );
+        assert_eq!(p.acquire(100 * MS, 1, Some(100 * MS)), Pace::Admit);
+        assert_eq!(p.acquire(150 * MS, 1, Some(100 * MS)), Pace::Wait(200 * MS));
     }
 
     proptest::proptest! {
