@@ -1,0 +1,177 @@
+//! The rate core against loopback servers that count what reaches them: a refusal never
+//! collapses a configured host, slowing down never breaks the window, every refusal slows its
+//! scope, and every wait the server's word imposes is bounded by `max_retry_after`.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Reply, burst, client, polite_error, serve};
+use reqwest_polite::{Limit, Polite};
+
+#[tokio::test]
+async fn a_stray_refusal_never_takes_a_configured_host_below_half_its_limit() {
+    // the server refuses its 2nd request with a bare 429 and accepts everything else
+    let seen = AtomicU64::new(0);
+    let server = serve(move |_, _| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 1 {
+            Reply::status(429)
+        } else {
+            Reply::ok()
+        }
+    });
+    let polite = Polite::builder().limit(Limit::per_second(100)).build();
+    let client = client(&polite);
+    let url = server.url("/");
+    let watched = polite.clone();
+    let lowest = tokio::spawn(async move {
+        // the lowest adaptive rate seen while the burst runs (sampled every 20 ms, bounded)
+        let mut lowest = f64::INFINITY;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Some(rate) = watched.snapshot().first().and_then(|h| h.adaptive_rate) {
+                lowest = lowest.min(rate);
+            }
+        }
+        lowest
+    });
+    let statuses = burst(&client, &url, 300).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    assert_eq!(server.stats.refused(), 1);
+    let host = &polite.snapshot()[0];
+    assert_eq!(
+        host.adaptive_rate, None,
+        "three seconds of successes bring the configured rate back: {host:?}"
+    );
+    let lowest = lowest.await.expect("watcher");
+    let half = 0.5 / Limit::per_second(100).interval().as_secs_f64();
+    assert!(
+        lowest >= half - 1e-9,
+        "lowest rate {lowest}/s, below half the configured {half}/s"
+    );
+}
+
+#[tokio::test]
+async fn slowing_down_after_a_refusal_never_breaks_a_burst_limit() {
+    // burst 10 of 10 per second, and the 10th answer is a bare 429: the 11th start must still
+    // wait for the window (slowing down used to move the next slot earlier)
+    let seen = AtomicU64::new(0);
+    let server = serve(move |_, _| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 9 {
+            Reply::status(429)
+        } else {
+            Reply::ok()
+        }
+    });
+    let polite = Polite::builder()
+        .limit(Limit::per_second(10).burst(10))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    burst(&client, &server.url("/"), 14).await;
+    let most = server.stats.max_in_any_window(Duration::from_secs(1));
+    assert!(most <= 10, "{most} requests started within one second");
+}
+
+#[tokio::test]
+async fn a_429_with_only_remaining_zero_still_slows_the_host() {
+    // no reset, no Retry-After: nothing to close the host on, but a refusal all the same
+    let server = serve(|_, _| Reply::status(429).header("x-ratelimit-remaining", 0));
+    let polite = Polite::builder().max_retries(0).build();
+    let client = client(&polite);
+    let url = server.url("/");
+    let started = Instant::now();
+    let mut calls = 0;
+    // as fast as the middleware lets us, for one second (bounded: at most 2000 calls)
+    while started.elapsed() < Duration::from_secs(1) && calls < 2000 {
+        let _ = client.get(&url).send().await;
+        calls += 1;
+    }
+    let hits = server.stats.hits();
+    assert!(
+        hits <= 20,
+        "{hits} requests reached a server refusing everything within one second"
+    );
+}
+
+#[tokio::test]
+async fn a_wait_from_quota_headers_past_max_retry_after_fails_fast() {
+    // 2 of 5000 left for an hour: spreading them would mean 30 minutes between requests
+    let server = serve(|_, _| {
+        Reply::ok()
+            .header("x-ratelimit-limit", 5000)
+            .header("x-ratelimit-remaining", 2)
+            .header("x-ratelimit-reset", 3600)
+    });
+    let polite = Polite::builder()
+        .max_retry_after(Duration::from_secs(5))
+        .build();
+    let client = client(&polite);
+    let url = server.url("/");
+    client.get(&url).send().await.expect("the first goes");
+    let started = Instant::now();
+    let err = client
+        .get(&url)
+        .send()
+        .await
+        .expect_err("a 30-minute wait is past max_retry_after");
+    match polite_error(&err) {
+        Some(reqwest_polite::Error::CoolingDown { retry_in, .. }) => {
+            assert!(*retry_in > Duration::from_secs(5), "{retry_in:?}");
+        }
+        other => panic!("expected CoolingDown, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "no sleeping");
+    assert_eq!(server.stats.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_generous_deadline_is_not_refused_for_a_wait_an_answer_may_shorten() {
+    // the new user's batch job: a fixed window of 10 per second that says what is left, with
+    // resets in whole epoch seconds, and some flaky answers; 60 GETs at once, 30 s deadlines.
+    // Spreading "2 left until the reset" over the queue predicted waits past the deadline
+    // that never happened, and retries failed at once with DeadlineExceeded.
+    let window = std::sync::Mutex::new((0u64, 0u32));
+    let seen = AtomicU64::new(0);
+    let server = serve(move |_, _| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        if seen.fetch_add(1, Ordering::SeqCst) % 9 == 4 {
+            return Reply::status(503);
+        }
+        let mut window = window.lock().expect("window lock");
+        if window.0 != now {
+            *window = (now, 0);
+        }
+        let accepted = window.1 < 10;
+        window.1 += u32::from(accepted);
+        let reply = if accepted {
+            Reply::ok()
+        } else {
+            Reply::status(429).header("retry-after", 1)
+        };
+        reply
+            .header("x-ratelimit-limit", 10)
+            .header("x-ratelimit-remaining", 10 - window.1)
+            .header("x-ratelimit-reset", now + 1)
+    });
+    let polite = Polite::new();
+    let client = client(&polite);
+    let url = server.url("/");
+    let calls = (0..60).map(|_| {
+        client
+            .get(&url)
+            .with_extension(reqwest_polite::Deadline::after(Duration::from_secs(30)))
+            .send()
+    });
+    let results = futures::future::join_all(calls).await;
+    let refused: Vec<String> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err())
+        .map(ToString::to_string)
+        .collect();
+    assert!(refused.is_empty(), "refused within a 30 s deadline: {refused:?}");
+}
