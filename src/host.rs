@@ -107,6 +107,8 @@ pub(crate) struct HostState {
     closure: Closure,
     pub(crate) quota: QuotaTracker,
     adaptive: AdaptiveRate,
+    /// Attempts sent and not answered yet.
+    pub(crate) sent: u32,
     /// Cost of the requests waiting in the pacing queue.
     pub(crate) queued_cost: u64,
     pub(crate) queued: u32,
@@ -159,6 +161,7 @@ impl HostState {
                 }
                 self.adaptive.on_send(now_ns, cost);
                 self.counters.attempts += 1;
+                self.sent += 1;
                 Decision::Admit { scout }
             }
             Pace::Wait(at) => {
@@ -326,11 +329,10 @@ pub(crate) struct Host {
     /// The pacing queue: one waiter at a time computes and sleeps; tokio's semaphore is FIFO,
     /// and a dropped waiter gives its turn back without having taken a slot.
     pub(crate) turnstile: Semaphore,
-    /// The in-flight cap, when configured.
+    /// The in-flight cap, when configured: held from before pacing until the answer.
     pub(crate) in_flight: Option<Arc<Semaphore>>,
     /// Waits for a slot end on the slot, not on the timer tick after it (see the pacer).
     pub(crate) precise_wakes: bool,
-    max_in_flight: u32,
 }
 
 impl Host {
@@ -349,6 +351,7 @@ impl Host {
                 closure: Closure::default(),
                 quota: QuotaTracker::new(now, limit.is_some()),
                 adaptive: AdaptiveRate::new(now, limit_rate),
+                sent: 0,
                 queued_cost: 0,
                 queued: 0,
                 counters: Counters::default(),
@@ -359,7 +362,6 @@ impl Host {
             answered: tokio::sync::Notify::new(),
             turnstile: Semaphore::new(1),
             in_flight: max_in_flight.map(|n| Arc::new(Semaphore::new(n as usize))),
-            max_in_flight: max_in_flight.unwrap_or(0),
         }
     }
 
@@ -371,14 +373,6 @@ impl Host {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Requests sent and not yet answered.
-    fn in_flight_count(&self) -> u32 {
-        self.in_flight.as_ref().map_or(0, |s| {
-            self.max_in_flight
-                .saturating_sub(u32::try_from(s.available_permits()).unwrap_or(u32::MAX))
-        })
-    }
-
     /// True when the record carries nothing worth keeping at `now`.
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
         let state = self.state();
@@ -387,7 +381,7 @@ impl Host {
             && state.pacing_is_idle(now)
             && state.breaker.is_idle(now)
             && state.budget.is_idle(now)
-            && self.in_flight_count() == 0
+            && state.sent == 0
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> HostSnapshot {
@@ -404,7 +398,7 @@ impl Host {
             cooldown_in: state
                 .closed_until(now)
                 .map(|until| until.saturating_duration_since(now)),
-            in_flight: self.in_flight_count(),
+            in_flight: state.sent,
             queued: state.queued,
             interval: Duration::from_nanos(
                 state.slower(now).unwrap_or(0).max(state.pacer.interval()),

@@ -121,7 +121,7 @@ impl Attempt {
     /// Free the slots this attempt holds (breaker half-open probe, first-contact scout), so the
     /// next request can take them.
     fn release_slots(&self) {
-        if self.admission != Admission::Probe && !self.scout {
+        if self.admission != Admission::Probe && !self.scout && self.sent_at.is_none() {
             return;
         }
         let mut state = self.host.state();
@@ -130,6 +130,9 @@ impl Attempt {
         }
         if self.scout {
             state.release_scout();
+        }
+        if self.sent_at.is_some() {
+            state.sent -= 1; // sent, and cancelled before its answer
         }
         drop(state);
         self.host.answered.notify_waiters();
@@ -403,6 +406,7 @@ fn record(
     });
     let mut state = host.state();
     state.last_used = now;
+    state.sent -= 1;
     if let Ok(resp) = result {
         let status = resp.status();
         let hint = ServerHint::read(resp.headers());
@@ -648,6 +652,26 @@ mod tests {
             other => panic!("got {other:?}"),
         }
         assert_eq!(Instant::now(), t0, "certain: refused at once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_counts_sent_attempts_only_and_a_dropped_one_leaves() {
+        let host = host(Limit::per_second(10));
+        let mut sent = admit(&host, &opts(1, None), 0).expect("admitted");
+        super::pace(&host, &Config::default(), &opts(1, None), &mut sent, 0)
+            .await
+            .expect("first slot");
+        let waiting = tokio::spawn({
+            let host = Arc::clone(&host);
+            async move { pace(&host, &opts(1, None), 0).await }
+        });
+        tokio::task::yield_now().await;
+        let snapshot = host.snapshot(Instant::now());
+        assert_eq!((snapshot.in_flight, snapshot.queued), (1, 1), "{snapshot:?}");
+        drop(sent); // cancelled before its answer
+        waiting.await.expect("joined").expect("its slot comes");
+        // the waiter went, and its attempt was dropped unanswered too (by the helper)
+        assert_eq!(host.snapshot(Instant::now()).in_flight, 0);
     }
 
     #[tokio::test(start_paused = true)]
