@@ -137,9 +137,18 @@ struct Row {
 }
 
 impl Row {
+    /// The share used, or "-" where it means nothing (a client that sent past the quota).
+    fn used_text(&self) -> String {
+        if self.used > 1.2 {
+            "-".to_string()
+        } else {
+            format!("{:.1}%", self.used * 100.0)
+        }
+    }
+
     fn print(&self) {
         println!(
-            "  {:<28} {:<17} issued {:>6}  accepted {:>6}  refused {:>5}  errors {:>4}  wall {:>7.2} s  used {:>5.1}%",
+            "  {:<28} {:<17} issued {:>6}  accepted {:>6}  refused {:>5}  errors {:>4}  wall {:>7.2} s  used {:>6}",
             self.scenario,
             self.peer,
             self.issued,
@@ -147,7 +156,7 @@ impl Row {
             self.refused,
             self.errors,
             self.wall.as_secs_f64(),
-            self.used * 100.0
+            self.used_text()
         );
     }
 }
@@ -274,6 +283,18 @@ async fn leaky(rows: &mut Vec<Row>) {
 
 async fn stray(rows: &mut Vec<Row>) {
     println!("stray: Limit::per_second(200); the server refuses its 2nd request (bare 429)");
+    let clean: Arc<dyn Rule> = Arc::new(SlidingWindow::new(200, Duration::from_secs(1)));
+    let row = run(
+        "no refusal, 2000 at once".into(),
+        Peer::Polite,
+        clean,
+        (200, 200),
+        2000,
+        with_limit,
+    )
+    .await;
+    row.print();
+    rows.push(row);
     for peer in [Peer::Polite, Peer::GovernorBurst1] {
         let rule = Arc::new(StrayRefusal::new(
             SlidingWindow::new(200, Duration::from_secs(1)),
@@ -379,7 +400,7 @@ async fn main() {
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1}% |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {} |",
             r.scenario,
             r.peer,
             r.issued,
@@ -387,7 +408,89 @@ async fn main() {
             r.refused,
             r.errors,
             r.wall.as_secs_f64(),
-            r.used * 100.0
+            r.used_text()
         );
     }
+    let sweep: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.scenario.starts_with("sweep"))
+        .collect();
+    if !sweep.is_empty() {
+        let out = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/throughput");
+        let written = std::fs::create_dir_all(&out)
+            .map_err(|e| e.to_string())
+            .and_then(|()| sweep_chart(&out.join("sweep.svg"), &sweep).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => println!("wrote {}", out.join("sweep.svg").display()),
+            Err(err) => eprintln!("could not write the chart: {err}"),
+        }
+    }
+}
+
+/// Share of the quota used by each client at each rate of the sweep, for clients that were
+/// never refused (a refused client's share is not a share of the quota).
+fn sweep_chart(path: &std::path::Path, rows: &[&Row]) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    let mut rates: Vec<&str> = rows
+        .iter()
+        .map(|r| r.scenario.trim_start_matches("sweep "))
+        .collect();
+    rates.dedup();
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "Share of a configured quota used: strict sliding window, 2 s of requests at once",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(-0.3f64..(rates.len() as f64 - 0.7), 0f64..105f64)?;
+    chart
+        .configure_mesh()
+        .x_labels(rates.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                rates
+                    .get(i as usize)
+                    .map_or(String::new(), |r| r.to_string())
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("configured rate (and server quota)")
+        .y_desc("quota used, % (0 refusals)")
+        .draw()?;
+    let colours = [RGBColor(31, 119, 180), RGBColor(255, 127, 14)];
+    for (peer, colour) in [Peer::Polite, Peer::GovernorBurst1].iter().zip(colours) {
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|r| r.peer == peer.name() && r.refused == 0)
+            .filter_map(|r| {
+                let rate = r.scenario.trim_start_matches("sweep ");
+                let x = rates.iter().position(|&x| x == rate)? as f64;
+                Some((x, r.used * 100.0))
+            })
+            .collect();
+        let style = colour.stroke_width(3);
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))?
+            .label(peer.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 4, colour.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }

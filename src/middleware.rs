@@ -667,7 +667,11 @@ mod tests {
         });
         tokio::task::yield_now().await;
         let snapshot = host.snapshot(Instant::now());
-        assert_eq!((snapshot.in_flight, snapshot.queued), (1, 1), "{snapshot:?}");
+        assert_eq!(
+            (snapshot.in_flight, snapshot.queued),
+            (1, 1),
+            "{snapshot:?}"
+        );
         drop(sent); // cancelled before its answer
         waiting.await.expect("joined").expect("its slot comes");
         // the waiter went, and its attempt was dropped unanswered too (by the helper)

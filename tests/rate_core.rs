@@ -177,5 +177,8 @@ async fn a_generous_deadline_is_not_refused_for_a_wait_an_answer_may_shorten() {
         .filter_map(|r| r.as_ref().err())
         .map(ToString::to_string)
         .collect();
-    assert!(refused.is_empty(), "refused within a 30 s deadline: {refused:?}");
+    assert!(
+        refused.is_empty(),
+        "refused within a 30 s deadline: {refused:?}"
+    );
 }
