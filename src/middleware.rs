@@ -117,13 +117,11 @@ impl Attempt {
     /// Free the probe slots this attempt holds (breaker half-open, first-contact quota read),
     /// so the next request can probe.
     fn release_probes(&self) {
-        if self.admission != Admission::Probe && !self.quota_probe {
+        if !self.admission.is_probe() && !self.quota_probe {
             return;
         }
         let mut state = self.host.state();
-        if self.admission == Admission::Probe {
-            state.breaker.release_probe();
-        }
+        state.breaker.release(&self.admission);
         if self.quota_probe {
             state.server.release_probe();
         }
