@@ -691,6 +691,39 @@ mod tests {
         );
     }
 
+    /// Issue 9: `Backoff::exponential(x, Duration::MAX)` must not make anything panic here;
+    /// every delay stays within `[0, max]`, whatever the jitter, for any number of retries.
+    #[test]
+    fn backoff_up_to_duration_max_never_panics() {
+        for base in [
+            Duration::from_nanos(1),
+            100 * MS,
+            Duration::MAX / 2,
+            Duration::MAX,
+        ] {
+            for jitter in [
+                Jitter::None,
+                Jitter::Full,
+                Jitter::Equal,
+                Jitter::Decorrelated,
+            ] {
+                let backoff = Backoff::exponential(base, Duration::MAX).jitter(jitter);
+                for (i, d) in backoff.delays(rng(9)).take(300).enumerate() {
+                    let floor = match jitter {
+                        Jitter::Decorrelated => base,
+                        Jitter::None => backoff.ceiling(i as u32),
+                        _ => Duration::ZERO,
+                    };
+                    assert!(
+                        d >= floor,
+                        "{jitter:?} from {base:?}: retry {i} waited {d:?} below {floor:?}"
+                    );
+                }
+                assert_eq!(backoff.ceiling(u32::MAX), Duration::MAX);
+            }
+        }
+    }
+
     #[test]
     fn invalid_backoff_is_refused() {
         assert_eq!(
@@ -990,6 +1023,30 @@ mod tests {
         assert!(
             budget.is_idle(Instant::now()),
             "idle once the window has passed"
+        );
+    }
+
+    /// Issue 9 (eviction): what an outage leaves in the budget (requests, retries, a spent
+    /// budget) must go away without new traffic, so the host's record can be evicted.
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_spent_by_an_outage_is_idle_one_window_later() {
+        let mut budget = BudgetState::new(&RetryBudget::default(), Instant::now());
+        for _ in 0..50 {
+            budget.deposit(Instant::now());
+        }
+        while budget.withdraw(Instant::now()) {}
+        assert_eq!(budget.snapshot(Instant::now()).2, 0, "spent");
+        tokio::time::advance(WINDOW * 9 / 10 - MS).await;
+        assert!(!budget.is_idle(Instant::now()), "still within the window");
+        tokio::time::advance(WINDOW / 10 + MS).await;
+        assert!(
+            budget.is_idle(Instant::now()),
+            "one window after the last entry nothing is left"
+        );
+        assert_eq!(
+            budget.snapshot(Instant::now()),
+            (0, 0, 100),
+            "and the floor is whole again"
         );
     }
 
