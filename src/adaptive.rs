@@ -149,6 +149,7 @@ impl ServerPacing {
     }
 
     /// Skip learning: the host is known to send no quota headers (benches, tests).
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn assume_unmetered(&mut self) {
         self.quota = Quota::Unmetered;
     }

@@ -62,6 +62,9 @@
 #![warn(missing_docs)]
 
 mod adaptive;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench_support;
 mod breaker;
 mod builder;
 mod error;
@@ -74,7 +77,7 @@ mod signals;
 mod store;
 
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
-pub use crate::builder::{Polite, PoliteBuilder, bench_support};
+pub use crate::builder::{Polite, PoliteBuilder};
 pub use crate::error::Error;
 pub use crate::extensions::{Cost, Deadline, NoRetry};
 pub use crate::host::{Counters, HostSnapshot};
