@@ -82,4 +82,6 @@ pub use crate::error::Error;
 pub use crate::extensions::{Cost, Deadline, NoRetry};
 pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
-pub use crate::retry::{Backoff, Delays, InvalidBackoff, Jitter, RetryBudget, Retryable};
+pub use crate::retry::{
+    Backoff, Delays, InvalidBackoff, InvalidRetryBudget, Jitter, RetryBudget, Retryable,
+};

@@ -403,30 +403,61 @@ impl RetryBudget {
     ///
     /// # Panics
     ///
-    /// If `window` is zero, or `ratio` is not within `[0, 1000]` (this includes NaN).
+    /// If `window` is zero, or `ratio` is not within `[0, 1000]` (this includes NaN). Use
+    /// [`RetryBudget::try_new`] for values read at run time.
     #[track_caller]
     pub fn new(window: Duration, min_per_sec: u32, ratio: f64) -> Self {
-        assert!(
-            !window.is_zero(),
-            "RetryBudget::new: window must be greater than zero"
-        );
-        assert!(
-            (0.0..=1000.0).contains(&ratio),
-            "RetryBudget::new: ratio must be within [0, 1000], got {ratio}"
-        );
+        match Self::try_new(window, min_per_sec, ratio) {
+            Ok(budget) => budget,
+            Err(err) => panic!("RetryBudget::new: {err}"),
+        }
+    }
+
+    /// Like [`RetryBudget::new`], but returns an error instead of panicking, for values read at
+    /// run time (configuration files, environment).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidRetryBudget::ZeroWindow`] if `window` is zero,
+    /// [`InvalidRetryBudget::Ratio`] if `ratio` is not within `[0, 1000]` (or is NaN).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reqwest_polite::{InvalidRetryBudget, RetryBudget};
+    ///
+    /// assert_eq!(
+    ///     RetryBudget::try_new(Duration::from_secs(10), 10, 0.2),
+    ///     Ok(RetryBudget::default())
+    /// );
+    /// assert_eq!(
+    ///     RetryBudget::try_new(Duration::ZERO, 10, 0.2),
+    ///     Err(InvalidRetryBudget::ZeroWindow)
+    /// );
+    /// ```
+    pub fn try_new(
+        window: Duration,
+        min_per_sec: u32,
+        ratio: f64,
+    ) -> Result<Self, InvalidRetryBudget> {
+        if window.is_zero() {
+            return Err(InvalidRetryBudget::ZeroWindow);
+        }
+        if !(0.0..=1000.0).contains(&ratio) {
+            return Err(InvalidRetryBudget::Ratio(ratio));
+        }
         let floor_scaled = u128::from(min_per_sec)
             .saturating_mul(window.as_nanos())
             .saturating_mul(RATIO_SCALE)
             / NANOS_PER_SEC;
         // Within [0, 1e9] after the check above, so the cast is exact after rounding.
         let ratio_scaled = (ratio * RATIO_SCALE as f64).round() as u128;
-        Self {
+        Ok(Self {
             kind: BudgetKind::Limited {
                 window,
                 floor_scaled,
                 ratio_scaled,
             },
-        }
+        })
     }
 
     /// A budget that never denies a retry: only the retry count and deadline limit retries.
@@ -441,6 +472,18 @@ impl Default for RetryBudget {
     fn default() -> Self {
         Self::new(Duration::from_secs(10), 10, 0.2)
     }
+}
+
+/// Why a [`RetryBudget`] could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRetryBudget {
+    /// The window was zero: no request or retry could ever be counted in it.
+    #[error("window must be greater than zero")]
+    ZeroWindow,
+    /// The ratio was not within `[0, 1000]` (or was NaN); it carries the value given.
+    #[error("ratio must be within [0, 1000], got {0}")]
+    Ratio(f64),
 }
 
 /// Number of time buckets a budget window is divided into.
@@ -1108,6 +1151,38 @@ mod tests {
             budget.snapshot(later + Duration::from_secs(20)).0,
             2,
             "an earlier instant counts in the latest bucket"
+        );
+    }
+
+    #[test]
+    fn try_new_returns_errors_instead_of_panicking() {
+        assert_eq!(
+            RetryBudget::try_new(Duration::ZERO, 1, 0.2),
+            Err(InvalidRetryBudget::ZeroWindow)
+        );
+        assert_eq!(
+            RetryBudget::try_new(WINDOW, 1, -0.1),
+            Err(InvalidRetryBudget::Ratio(-0.1))
+        );
+        assert_eq!(
+            RetryBudget::try_new(WINDOW, 1, 1000.5),
+            Err(InvalidRetryBudget::Ratio(1000.5))
+        );
+        assert!(
+            matches!(
+                RetryBudget::try_new(WINDOW, 1, f64::NAN),
+                Err(InvalidRetryBudget::Ratio(r)) if r.is_nan()
+            ),
+            "NaN must be refused"
+        );
+        assert_eq!(
+            RetryBudget::try_new(WINDOW, 10, 0.2),
+            Ok(RetryBudget::new(WINDOW, 10, 0.2))
+        );
+        assert_eq!(
+            RetryBudget::try_new(Duration::MAX, u32::MAX, 1000.0),
+            Ok(RetryBudget::new(Duration::MAX, u32::MAX, 1000.0)),
+            "extremes saturate"
         );
     }
 
