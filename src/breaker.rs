@@ -114,8 +114,9 @@ impl Breaker {
     ///
     /// If `n` is 0 (the breaker would trip without any failure). Use
     /// [`Breaker::try_consecutive_failures`] for a value read at run time.
+    #[track_caller]
     pub fn consecutive_failures(n: u32) -> Self {
-        Self::try_consecutive_failures(n).unwrap_or_else(|e| panic!("{e}"))
+        valid(Self::try_consecutive_failures(n))
     }
 
     /// Like [`Breaker::consecutive_failures`], but returns an error instead of panicking, for
@@ -148,8 +149,9 @@ impl Breaker {
     ///
     /// Unless `0 < ratio <= 1`, `min_calls >= 1` and `window > 0`. Use
     /// [`Breaker::try_failure_rate`] for values read at run time.
+    #[track_caller]
     pub fn failure_rate(ratio: f64, min_calls: u32, window: Duration) -> Self {
-        Self::try_failure_rate(ratio, min_calls, window).unwrap_or_else(|e| panic!("{e}"))
+        valid(Self::try_failure_rate(ratio, min_calls, window))
     }
 
     /// Like [`Breaker::failure_rate`], but returns an error instead of panicking, for values read
@@ -188,8 +190,9 @@ impl Breaker {
     /// # Panics
     ///
     /// If `n` is 0.
+    #[track_caller]
     pub fn or_consecutive_failures(mut self, n: u32) -> Self {
-        self.consecutive = Some(check_consecutive(n).unwrap_or_else(|e| panic!("{e}")));
+        self.consecutive = Some(valid(check_consecutive(n)));
         self
     }
 
@@ -200,8 +203,9 @@ impl Breaker {
     /// # Panics
     ///
     /// Unless `0 < ratio <= 1`, `min_calls >= 1` and `window > 0`.
+    #[track_caller]
     pub fn or_failure_rate(mut self, ratio: f64, min_calls: u32, window: Duration) -> Self {
-        self.rate = Some(check_rate(ratio, min_calls, window).unwrap_or_else(|e| panic!("{e}")));
+        self.rate = Some(valid(check_rate(ratio, min_calls, window)));
         self
     }
 
@@ -216,6 +220,7 @@ impl Breaker {
     /// # Panics
     ///
     /// If `d` is zero (the breaker would probe at once, so it would never fail fast).
+    #[track_caller]
     pub fn open_for(mut self, d: Duration) -> Self {
         assert!(
             !d.is_zero(),
@@ -237,6 +242,7 @@ impl Breaker {
     /// # Panics
     ///
     /// If `factor` is below 1.0 or not finite.
+    #[track_caller]
     pub fn open_growth(mut self, factor: f64, max: Duration) -> Self {
         assert!(
             factor.is_finite() && factor >= 1.0,
@@ -258,6 +264,7 @@ impl Breaker {
     /// # Panics
     ///
     /// If `k` is 0 (a half-open breaker could never close).
+    #[track_caller]
     pub fn half_open_probes(mut self, k: u32) -> Self {
         assert!(
             k > 0,
@@ -293,6 +300,16 @@ impl Default for Breaker {
     /// See [`Breaker`]'s `# Default` section.
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The value, or a panic with the error's message at the caller's location (the panicking
+/// constructors are `#[track_caller]` too, so that is the user's line).
+#[track_caller]
+fn valid<T>(result: Result<T, BreakerConfigError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(err) => panic!("{err}"),
     }
 }
 
