@@ -12,6 +12,9 @@ use reqwest_polite::{Backoff, Breaker, Limit, Polite, RetryBudget};
 
 type Seen = Arc<Mutex<Option<(String, String)>>>;
 
+/// A call that must panic.
+type Refused = Box<dyn FnOnce() + UnwindSafe>;
+
 /// Makes a value and throws it away (`drop` of a `Copy` value draws a lint).
 fn ignore<T>(_: T) {}
 
@@ -45,7 +48,7 @@ fn panicking_constructors_report_the_callers_line() {
 
     let zero = Duration::ZERO;
     let second = Duration::from_secs(1);
-    let cases: Vec<(&str, Box<dyn FnOnce() + UnwindSafe>)> = vec![
+    let cases: Vec<(&str, Refused)> = vec![
         (
             "Limit::per",
             Box::new(move || ignore(Limit::per(0, second))),
