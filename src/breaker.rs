@@ -114,8 +114,9 @@ impl Breaker {
     ///
     /// If `n` is 0 (the breaker would trip without any failure). Use
     /// [`Breaker::try_consecutive_failures`] for a value read at run time.
+    #[track_caller]
     pub fn consecutive_failures(n: u32) -> Self {
-        Self::try_consecutive_failures(n).unwrap_or_else(|e| panic!("{e}"))
+        valid(Self::try_consecutive_failures(n))
     }
 
     /// Like [`Breaker::consecutive_failures`], but returns an error instead of panicking, for
@@ -148,8 +149,9 @@ impl Breaker {
     ///
     /// Unless `0 < ratio <= 1`, `min_calls >= 1` and `window > 0`. Use
     /// [`Breaker::try_failure_rate`] for values read at run time.
+    #[track_caller]
     pub fn failure_rate(ratio: f64, min_calls: u32, window: Duration) -> Self {
-        Self::try_failure_rate(ratio, min_calls, window).unwrap_or_else(|e| panic!("{e}"))
+        valid(Self::try_failure_rate(ratio, min_calls, window))
     }
 
     /// Like [`Breaker::failure_rate`], but returns an error instead of panicking, for values read
@@ -188,8 +190,9 @@ impl Breaker {
     /// # Panics
     ///
     /// If `n` is 0.
+    #[track_caller]
     pub fn or_consecutive_failures(mut self, n: u32) -> Self {
-        self.consecutive = Some(check_consecutive(n).unwrap_or_else(|e| panic!("{e}")));
+        self.consecutive = Some(valid(check_consecutive(n)));
         self
     }
 
@@ -200,8 +203,9 @@ impl Breaker {
     /// # Panics
     ///
     /// Unless `0 < ratio <= 1`, `min_calls >= 1` and `window > 0`.
+    #[track_caller]
     pub fn or_failure_rate(mut self, ratio: f64, min_calls: u32, window: Duration) -> Self {
-        self.rate = Some(check_rate(ratio, min_calls, window).unwrap_or_else(|e| panic!("{e}")));
+        self.rate = Some(valid(check_rate(ratio, min_calls, window)));
         self
     }
 
@@ -216,6 +220,7 @@ impl Breaker {
     /// # Panics
     ///
     /// If `d` is zero (the breaker would probe at once, so it would never fail fast).
+    #[track_caller]
     pub fn open_for(mut self, d: Duration) -> Self {
         assert!(
             !d.is_zero(),
@@ -237,6 +242,7 @@ impl Breaker {
     /// # Panics
     ///
     /// If `factor` is below 1.0 or not finite.
+    #[track_caller]
     pub fn open_growth(mut self, factor: f64, max: Duration) -> Self {
         assert!(
             factor.is_finite() && factor >= 1.0,
@@ -258,6 +264,7 @@ impl Breaker {
     /// # Panics
     ///
     /// If `k` is 0 (a half-open breaker could never close).
+    #[track_caller]
     pub fn half_open_probes(mut self, k: u32) -> Self {
         assert!(
             k > 0,
@@ -272,13 +279,18 @@ impl Breaker {
         self.consecutive.is_none() && self.rate.is_none()
     }
 
+    /// The longest the breaker ever stays open: the growth cap, never below the base open time.
+    fn longest_open(&self) -> Duration {
+        self.max_open.max(self.open_for)
+    }
+
     /// The open time after a failed probe: `current` grown by the factor, capped at the maximum,
     /// never below the base open time.
     fn grow(&self, current: Duration) -> Duration {
         if self.growth <= 1.0 {
             return current;
         }
-        let cap = self.max_open.max(self.open_for);
+        let cap = self.longest_open();
         Duration::try_from_secs_f64(current.as_secs_f64() * self.growth)
             .map_or(cap, |grown| grown.min(cap))
     }
@@ -288,6 +300,16 @@ impl Default for Breaker {
     /// See [`Breaker`]'s `# Default` section.
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The value, or a panic with the error's message at the caller's location (the panicking
+/// constructors are `#[track_caller]` too, so that is the user's line).
+#[track_caller]
+fn valid<T>(result: Result<T, BreakerConfigError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(err) => panic!("{err}"),
     }
 }
 
@@ -365,18 +387,32 @@ impl fmt::Display for BreakerPhase {
 pub enum Admission {
     /// Closed: send the request, then [`BreakerState::record`] its outcome.
     Allow,
-    /// Half-open: send the request as one of the probes. The caller **must** later call
-    /// [`BreakerState::record`] with this admission, or [`BreakerState::release_probe`] if the
-    /// request ended without an outcome (dropped future), or the probe slot stays taken.
-    Probe,
+    /// Half-open: send the request as one of the probes. The caller should later call
+    /// [`BreakerState::record`] with this admission, or [`BreakerState::release`] if the
+    /// request ended without an outcome (dropped future), so the slot is free at once. A probe
+    /// that does neither within the open time (a request that hangs: reqwest has no default
+    /// timeout) counts as failed, and its slot is free then.
+    Probe {
+        /// The half-open period that admitted it, so that an answer arriving after that period
+        /// ended (the probe's hold ran out, or another probe decided) is told apart; see
+        /// [`BreakerState::record`].
+        period: u64,
+    },
     /// Open, or half-open with every probe slot taken: fail fast without sending.
     Reject {
         /// How long until the breaker may let a probe through. Open: the rest of the open time.
-        /// Half-open with all slots taken: the current open time, since nobody can know when
-        /// the outstanding probes will finish; by then they have either closed the breaker or
-        /// opened it again.
+        /// Half-open with all slots taken: until the outstanding probes' hold ends (the open
+        /// time after the last one left); by then they have answered, closing the breaker or
+        /// opening it again, or they count as failed and it opened again.
         retry_in: Duration,
     },
+}
+
+impl Admission {
+    /// True for [`Admission::Probe`].
+    pub fn is_probe(&self) -> bool {
+        matches!(self, Admission::Probe { .. })
+    }
 }
 
 /// A change of phase, for the caller to report (it knows the host).
@@ -393,7 +429,8 @@ pub enum Transition {
     },
     /// The open time is over; probes may go through.
     HalfOpened,
-    /// A probe succeeded; requests go through again and counts start from zero.
+    /// A probe succeeded, or the host stayed quiet long enough for the breaker to forget it
+    /// (see [`BreakerState::is_idle`]); requests go through again and counts start from zero.
     Closed,
 }
 
@@ -499,7 +536,26 @@ impl RateWindow {
 /// and passes the current time, so tests can drive it with any instants they like.
 ///
 /// Lifecycle: [`admit`](Self::admit) before each attempt; [`record`](Self::record) its outcome,
-/// or [`release_probe`](Self::release_probe) for a probe that ended without one.
+/// or [`release`](Self::release) for a probe that ended without one.
+///
+/// Time alone also moves it, so that nothing it holds outlives its use:
+/// - **a probe's hold is bounded by the open time**: a probe that has not answered within the
+///   open time after the last probe left counts as failed (the breaker opens again, for longer),
+///   and its slot is free. If it answers after all, a success still closes the breaker (the
+///   host is up, only slow; the open time grows with each such reopening, and with it the hold,
+///   so a slow host is not shut out for ever); a failure was already counted;
+/// - **a quiet host is forgotten** once the longest open time (the cap of
+///   [`Breaker::open_growth`], 60 s by default) passes without news from it: that long after
+///   the last failure of a run, after the end of an open time nobody came for, or after the
+///   last probe of a half-open period with none left out. The breaker never shuts a host out
+///   for longer, so older failures say less about the host than the next request will. It is
+///   then a closed breaker with nothing counted, as if new. Failures in the rate window leave
+///   it as the window slides.
+///
+/// These changes are applied when the state is next looked at ([`admit`](Self::admit),
+/// [`record`](Self::record), [`snapshot`](Self::snapshot), [`is_idle`](Self::is_idle)), dated at
+/// the instant they were due, so the result does not depend on when that is. When one call
+/// applies several, it reports the last [`Transition`].
 #[derive(Debug, Clone)]
 pub struct BreakerState {
     config: Breaker,
@@ -509,10 +565,18 @@ pub struct BreakerState {
     /// Open time for the next (or current) opening: the base, grown by failed probes.
     open_time: Duration,
     consecutive: u32,
+    /// When the last failure of the current run was recorded (meaningful while `consecutive > 0`).
+    last_failure: Instant,
     rate: Option<RateWindow>,
-    /// Probe requests in flight, whichever half-open period admitted them, so that at most
-    /// `config.probes` probes are ever in flight.
+    /// Half-open periods begun so far; the current one's number is in its probes' admissions.
+    period: u64,
+    /// Probes of the current half-open period in flight (at most `config.probes`).
     probes_out: u32,
+    /// When the last probe of the current half-open period was admitted.
+    last_probe: Instant,
+    /// The last half-open period whose probes' hold ran out (0: none): their late success
+    /// still closes the breaker.
+    expired_period: u64,
     times_opened: u64,
 }
 
@@ -525,8 +589,12 @@ impl BreakerState {
             since: now,
             open_time: config.open_for,
             consecutive: 0,
+            last_failure: now,
             rate: config.rate.map(|trigger| RateWindow::new(trigger, now)),
+            period: 0,
             probes_out: 0,
+            last_probe: now,
+            expired_period: 0,
             times_opened: 0,
         }
     }
@@ -536,32 +604,43 @@ impl BreakerState {
     /// Closed (and always, for a disabled breaker): [`Admission::Allow`]. Open: reject with the
     /// time left, unless the open time is over, in which case the breaker goes half-open
     /// (returning [`Transition::HalfOpened`]). Half-open: [`Admission::Probe`] while fewer than
-    /// the configured number of probes are in flight, otherwise reject.
+    /// the configured number of probes are in flight, otherwise reject. What time alone changes
+    /// (see [`BreakerState`]) is applied first.
     pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
-        match self.phase {
+        let settled = self.settle(now);
+        let (admission, transition) = match self.phase {
             BreakerPhase::Closed => (Admission::Allow, None),
             BreakerPhase::Open => {
                 let elapsed = now.saturating_duration_since(self.since);
                 if elapsed < self.open_time {
                     let retry_in = self.open_time - elapsed;
-                    return (Admission::Reject { retry_in }, None);
+                    return (Admission::Reject { retry_in }, settled);
                 }
                 self.phase = BreakerPhase::HalfOpen;
                 self.since = now;
-                (self.admit_probe(), Some(Transition::HalfOpened))
+                self.period = self.period.wrapping_add(1);
+                self.probes_out = 0;
+                (self.admit_probe(now), Some(Transition::HalfOpened))
             }
-            BreakerPhase::HalfOpen => (self.admit_probe(), None),
-        }
+            BreakerPhase::HalfOpen => (self.admit_probe(now), None),
+        };
+        (admission, transition.or(settled))
     }
 
-    fn admit_probe(&mut self) -> Admission {
+    fn admit_probe(&mut self, now: Instant) -> Admission {
         if self.probes_out < self.config.probes {
             self.probes_out += 1;
-            Admission::Probe
-        } else {
-            Admission::Reject {
-                retry_in: self.open_time,
+            self.last_probe = now;
+            Admission::Probe {
+                period: self.period,
             }
+        } else {
+            // `settle` already handled a hold that is over, so what is left is not zero
+            // (unless the hold's end cannot be named: then the open time).
+            let retry_in = self
+                .probe_hold_end()
+                .map_or(self.open_time, |end| end.saturating_duration_since(now));
+            Admission::Reject { retry_in }
         }
     }
 
@@ -573,10 +652,26 @@ impl BreakerState {
     /// - A probe's outcome while half-open: success closes (counts and open time reset), failure
     ///   opens again for the open time grown by the factor, capped.
     /// - Outcomes of requests sent before the breaker opened ([`Admission::Allow`] arriving while
-    ///   open or half-open), and of probes arriving after another probe already reopened it, are
-    ///   ignored. A probe's outcome arriving after the breaker closed counts as a closed outcome.
+    ///   open or half-open), and of probes whose half-open period is over (another probe
+    ///   decided, or their hold ran out and they counted as failed), are ignored while the
+    ///   breaker is open or half-open; except the success of a probe whose hold ran out, which
+    ///   closes it. Arriving after the breaker closed, they count as closed outcomes.
     /// - [`Admission::Reject`] (nothing was sent) and a disabled breaker: nothing happens.
+    ///
+    /// What time alone changes (see [`BreakerState`]) is applied first, so a probe answering
+    /// after its hold ended finds that it already counted as failed; the transition returned is
+    /// then the one that caused, if nothing else changed.
     pub fn record(
+        &mut self,
+        now: Instant,
+        admission: &Admission,
+        failure: bool,
+    ) -> Option<Transition> {
+        let settled = self.settle(now);
+        self.record_settled(now, admission, failure).or(settled)
+    }
+
+    fn record_settled(
         &mut self,
         now: Instant,
         admission: &Admission,
@@ -584,16 +679,25 @@ impl BreakerState {
     ) -> Option<Transition> {
         match admission {
             Admission::Allow => {}
-            Admission::Probe => {
-                self.probes_out = self.probes_out.saturating_sub(1);
-                if self.phase == BreakerPhase::HalfOpen {
-                    return Some(if failure {
-                        self.reopen(now)
-                    } else {
-                        self.close(now)
-                    });
-                }
+            Admission::Probe { period } if self.is_current_probe(*period) => {
+                self.probes_out -= 1;
+                return Some(if failure {
+                    self.reopen(now)
+                } else {
+                    self.close(now)
+                });
             }
+            // Its hold ran out and it counted as failed, but the host did answer.
+            Admission::Probe { period }
+                if *period == self.expired_period
+                    && !failure
+                    && self.phase != BreakerPhase::Closed =>
+            {
+                return Some(self.close(now));
+            }
+            // Its period ended (another probe decided, or its hold ran out) and its slot went
+            // with it: like a request sent before the breaker opened.
+            Admission::Probe { .. } => {}
             Admission::Reject { .. } => return None,
         }
         if self.phase != BreakerPhase::Closed || self.config.is_disabled() {
@@ -607,6 +711,7 @@ impl BreakerState {
             return None;
         }
         self.consecutive = self.consecutive.saturating_add(1);
+        self.last_failure = now;
         let mut tripped = None;
         if let Some(rate) = &mut self.rate {
             rate.record(now, true);
@@ -623,42 +728,124 @@ impl BreakerState {
     }
 
     /// Frees the slot of a probe that ended without an outcome (its request future was dropped
-    /// or cancelled). No transition: nothing was learnt about the host.
-    pub fn release_probe(&mut self) {
-        self.probes_out = self.probes_out.saturating_sub(1);
+    /// or cancelled). No transition: nothing was learnt about the host. Nothing happens for
+    /// other admissions, or for a probe whose half-open period is over (its slot went with it).
+    pub fn release(&mut self, admission: &Admission) {
+        if let Admission::Probe { period } = admission
+            && self.is_current_probe(*period)
+        {
+            self.probes_out -= 1;
+        }
     }
 
-    /// The current phase. An open breaker whose open time is over still reads
-    /// [`BreakerPhase::Open`] until the next [`admit`](Self::admit).
+    /// True while a probe admitted in `period` still holds a slot.
+    fn is_current_probe(&self, period: u64) -> bool {
+        self.phase == BreakerPhase::HalfOpen && period == self.period && self.probes_out > 0
+    }
+
+    /// When the probes out in this half-open period count as failed: the open time after the
+    /// last one left. `None` when none is out, or when that instant cannot be named.
+    fn probe_hold_end(&self) -> Option<Instant> {
+        (self.phase == BreakerPhase::HalfOpen && self.probes_out > 0)
+            .then(|| self.last_probe.checked_add(self.open_time))
+            .flatten()
+    }
+
+    /// When the breaker forgets a quiet host (see [`BreakerState`]); `None` when it holds
+    /// nothing time should clear (or the instant cannot be named).
+    fn forget_at(&self) -> Option<Instant> {
+        let memory = self.config.longest_open();
+        match self.phase {
+            BreakerPhase::Closed if self.consecutive > 0 => self.last_failure.checked_add(memory),
+            BreakerPhase::Closed => None,
+            BreakerPhase::Open => self.since.checked_add(self.open_time)?.checked_add(memory),
+            BreakerPhase::HalfOpen if self.probes_out == 0 => self.last_probe.checked_add(memory),
+            // The probes' hold ends first, and opens the breaker again.
+            BreakerPhase::HalfOpen => None,
+        }
+    }
+
+    /// Applies what time alone changes by `now`, each change dated when it was due; returns
+    /// the last transition.
+    fn settle(&mut self, now: Instant) -> Option<Transition> {
+        let mut transition = None;
+        if let Some(end) = self.probe_hold_end()
+            && now >= end
+        {
+            // The probes out are as good as failed: the first to fail would have reopened it.
+            self.probes_out = 0;
+            self.expired_period = self.period;
+            transition = Some(self.reopen(end));
+        }
+        if let Some(at) = self.forget_at()
+            && now >= at
+        {
+            if self.phase != BreakerPhase::Closed {
+                self.phase = BreakerPhase::Closed;
+                self.since = at;
+                transition = Some(Transition::Closed);
+            }
+            // The rate window is left alone: its failures leave it as it slides.
+            self.consecutive = 0;
+            self.open_time = self.config.open_for;
+            self.probes_out = 0;
+        }
+        transition
+    }
+
+    /// This state as it is at `now`, once time has done its part (for the `&self` readers).
+    fn settled(&self, now: Instant) -> std::borrow::Cow<'_, Self> {
+        let due = |at: Option<Instant>| at.is_some_and(|at| now >= at);
+        if due(self.probe_hold_end()) || due(self.forget_at()) {
+            let mut state = self.clone();
+            state.settle(now);
+            std::borrow::Cow::Owned(state)
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
+    /// The current phase, as last settled. An open breaker whose open time is over still
+    /// reads [`BreakerPhase::Open`] until the next [`admit`](Self::admit), and one whose
+    /// probes' hold has ended still reads [`BreakerPhase::HalfOpen`].
     pub fn phase(&self) -> BreakerPhase {
         self.phase
     }
 
-    /// A snapshot of this breaker at `now`, for observability.
+    /// A snapshot of this breaker at `now`, for observability, with what time alone changes by
+    /// `now` applied.
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
+        let this = self.settled(now);
+        let this = this.as_ref();
         let (window_calls, window_failures) =
-            self.rate.as_ref().map_or((0, 0), |rate| rate.totals(now));
-        let since = now.saturating_duration_since(self.since);
+            this.rate.as_ref().map_or((0, 0), |rate| rate.totals(now));
+        let since = now.saturating_duration_since(this.since);
         BreakerSnapshot {
-            phase: self.phase,
+            phase: this.phase,
             since,
-            consecutive_failures: self.consecutive,
+            consecutive_failures: this.consecutive,
             window_failures,
             window_calls,
-            retry_in: (self.phase == BreakerPhase::Open)
-                .then(|| self.open_time.saturating_sub(since)),
-            times_opened: self.times_opened,
+            retry_in: (this.phase == BreakerPhase::Open)
+                .then(|| this.open_time.saturating_sub(since)),
+            times_opened: this.times_opened,
         }
     }
 
-    /// True when this state carries nothing worth keeping: closed, no consecutive failures, no
-    /// failures left in the rate window, no probe in flight. The host record may then be evicted
-    /// and recreated later with [`BreakerState::new`]; only `times_opened` is lost.
+    /// True when this state carries nothing worth keeping at `now`: closed, no consecutive
+    /// failures, no failures left in the rate window, no probe in flight. The host record may
+    /// then be evicted and recreated later with [`BreakerState::new`]; only `times_opened` is
+    /// lost.
+    ///
+    /// A host left in any state becomes idle once it has been quiet long enough (see
+    /// [`BreakerState`]): with the default breaker, 60 s after its last failure, or 60 s after
+    /// the end of its last open time (5 s, growing to 60 s after failed probes).
     pub fn is_idle(&self, now: Instant) -> bool {
-        self.phase == BreakerPhase::Closed
-            && self.consecutive == 0
-            && self.probes_out == 0
-            && self
+        let this = self.settled(now);
+        this.phase == BreakerPhase::Closed
+            && this.consecutive == 0
+            && this.probes_out == 0
+            && this
                 .rate
                 .as_ref()
                 .is_none_or(|rate| rate.totals(now).1 == 0)
@@ -698,6 +885,10 @@ mod tests {
 
     const fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    fn is_probe(admission: Admission) -> bool {
+        admission.is_probe()
     }
 
     /// Records `n` Allow-admitted outcomes at `now`, asserting none of them trips the breaker.
@@ -783,7 +974,7 @@ mod tests {
         let t1 = t0 + secs(5);
         assert_eq!(
             state.admit(t1),
-            (Admission::Probe, Some(Transition::HalfOpened)),
+            (Admission::Probe { period: 1 }, Some(Transition::HalfOpened)),
             "the first admit after the open time must go half-open and probe"
         );
         assert_eq!(state.phase(), BreakerPhase::HalfOpen);
@@ -804,9 +995,9 @@ mod tests {
         assert_eq!(
             admitted,
             [
-                Admission::Probe,
-                Admission::Probe,
-                Admission::Probe,
+                Admission::Probe { period: 1 },
+                Admission::Probe { period: 1 },
+                Admission::Probe { period: 1 },
                 Admission::Reject { retry_in: secs(5) }
             ],
             "k=3 must let exactly 3 concurrent probes through"
@@ -852,11 +1043,7 @@ mod tests {
         for expected in [10, 20, 30, 30] {
             now += open_time;
             let (probe, _) = state.admit(now);
-            assert_eq!(
-                probe,
-                Admission::Probe,
-                "a probe is due after {open_time:?}"
-            );
+            assert!(is_probe(probe), "a probe is due after {open_time:?}");
             match state.record(now, &probe, true) {
                 Some(Transition::Opened { open_for, .. }) => {
                     assert_eq!(
@@ -912,12 +1099,13 @@ mod tests {
         let t0 = Instant::now();
         let mut state = opened(&Breaker::consecutive_failures(1), t0);
         let t1 = t0 + secs(5);
-        assert_eq!(state.admit(t1).0, Admission::Probe);
+        let (probe, _) = state.admit(t1);
+        assert!(is_probe(probe));
         assert!(
             matches!(state.admit(t1).0, Admission::Reject { .. }),
             "the only slot is taken"
         );
-        state.release_probe();
+        state.release(&probe);
         assert_eq!(
             state.phase(),
             BreakerPhase::HalfOpen,
@@ -925,9 +1113,31 @@ mod tests {
         );
         assert_eq!(
             state.admit(t1),
-            (Admission::Probe, None),
+            (Admission::Probe { period: 1 }, None),
             "a released probe slot must be available again"
         );
+    }
+
+    #[test]
+    fn releasing_a_probe_of_an_ended_period_frees_no_current_slot() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive_failures(1).half_open_probes(2);
+        let mut state = opened(&config, t0);
+        let t1 = t0 + secs(5);
+        let (a, _) = state.admit(t1);
+        let (b, _) = state.admit(t1);
+        state.record(t1, &a, true);
+        let t2 = t1 + secs(10);
+        let (c, _) = state.admit(t2);
+        let (d, _) = state.admit(t2);
+        assert!(is_probe(c) && is_probe(d), "two fresh slots");
+        state.release(&b);
+        assert!(
+            matches!(state.admit(t2).0, Admission::Reject { .. }),
+            "a probe from an ended period must not free a slot of this one"
+        );
+        state.release(&c);
+        assert!(is_probe(state.admit(t2).0), "this period's own probe does");
     }
 
     #[test]
@@ -949,10 +1159,10 @@ mod tests {
         );
         assert_eq!(state.phase(), BreakerPhase::Open);
         let t2 = t1 + secs(10);
-        assert_eq!(state.admit(t2).0, Admission::Probe);
+        assert_eq!(state.admit(t2).0, Admission::Probe { period: 2 });
         assert_eq!(
             state.admit(t2).0,
-            Admission::Probe,
+            Admission::Probe { period: 2 },
             "both probe slots must be free in the next half-open period"
         );
     }
@@ -999,7 +1209,7 @@ mod tests {
         let (late, _) = state.admit(t0);
         state.record(t0, &first, true);
         let t1 = t0 + secs(5);
-        assert_eq!(state.admit(t1).0, Admission::Probe);
+        assert!(is_probe(state.admit(t1).0));
         assert_eq!(
             state.record(t1, &late, false),
             None,
@@ -1242,8 +1452,8 @@ mod tests {
         );
         let opened = opened(&Breaker::consecutive_failures(1), t0);
         assert!(
-            !opened.is_idle(t0 + secs(600)),
-            "an open breaker is never idle"
+            !opened.is_idle(t0 + secs(5)),
+            "an open breaker is not idle while its open time and the quiet after it last"
         );
     }
 
@@ -1258,7 +1468,233 @@ mod tests {
         tokio::time::advance(secs(1)).await;
         assert_eq!(
             state.admit(Instant::now()),
-            (Admission::Probe, Some(Transition::HalfOpened))
+            (Admission::Probe { period: 1 }, Some(Transition::HalfOpened))
+        );
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// Regression (issue 9, defect 5): a probe that never answers (reqwest has no default
+    /// timeout) must not hold its slot forever. Past the open time it counts as failed: the
+    /// breaker reopens for the grown open time, and then the next probe goes.
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_answers_counts_as_failed_after_the_open_time() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive_failures(1).open_for(ms(300));
+        let mut state = opened(&config, t0);
+        tokio::time::advance(ms(300)).await;
+        let (hung, _) = state.admit(Instant::now());
+        assert!(is_probe(hung), "the first probe goes after the open time");
+        tokio::time::advance(ms(299)).await;
+        assert_eq!(
+            state.admit(Instant::now()).0,
+            Admission::Reject { retry_in: ms(1) },
+            "within its hold the probe keeps its slot, and the rejection says when the hold ends"
+        );
+        tokio::time::advance(ms(1)).await;
+        let (admission, transition) = state.admit(Instant::now());
+        assert_eq!(
+            (admission, transition),
+            (
+                Admission::Reject { retry_in: ms(600) },
+                Some(Transition::Opened {
+                    failures: 2,
+                    open_for: ms(600)
+                })
+            ),
+            "a probe silent for the open time counts as failed: reopen for the grown time"
+        );
+        assert_eq!(state.phase(), BreakerPhase::Open);
+        tokio::time::advance(ms(600)).await;
+        let (next, transition) = state.admit(Instant::now());
+        assert!(
+            is_probe(next),
+            "after the grown open time the next probe must go, got {next:?}"
+        );
+        assert_eq!(transition, Some(Transition::HalfOpened));
+        assert_eq!(
+            state.record(Instant::now(), &hung, true),
+            None,
+            "the hung probe failing at last must be ignored: it was already counted"
+        );
+        assert!(
+            matches!(state.admit(Instant::now()).0, Admission::Reject { .. }),
+            "the late answer must not free the new probe's slot"
+        );
+        assert_eq!(
+            state.record(Instant::now(), &next, false),
+            Some(Transition::Closed),
+            "the new probe decides"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_probe_that_succeeds_after_its_hold_still_closes() {
+        let config = Breaker::consecutive_failures(1).open_for(ms(200));
+        let mut state = opened(&config, Instant::now());
+        tokio::time::advance(ms(200)).await;
+        let (slow, _) = state.admit(Instant::now());
+        tokio::time::advance(ms(250)).await;
+        assert_eq!(
+            state.record(Instant::now(), &slow, false),
+            Some(Transition::Closed),
+            "a host slower than the open time is up: its late success closes the breaker"
+        );
+        assert_eq!(state.admit(Instant::now()).0, Admission::Allow);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_probe_is_seen_by_snapshot_and_record_too() {
+        let t0 = Instant::now();
+        let mut state = opened(&Breaker::consecutive_failures(1).open_for(ms(300)), t0);
+        tokio::time::advance(ms(300)).await;
+        let (hung, _) = state.admit(Instant::now());
+        tokio::time::advance(ms(300)).await;
+        let snapshot = state.snapshot(Instant::now());
+        assert_eq!(
+            (snapshot.phase, snapshot.retry_in, snapshot.times_opened),
+            (BreakerPhase::Open, Some(ms(600)), 2),
+            "the snapshot must show the expired probe as a reopening"
+        );
+        assert!(
+            matches!(
+                state.record(Instant::now(), &hung, true),
+                Some(Transition::Opened { .. })
+            ),
+            "the late failure itself reports the reopening it comes after"
+        );
+        assert_eq!(state.phase(), BreakerPhase::Open, "and counts no further");
+        assert_eq!(state.snapshot(Instant::now()).consecutive_failures, 2);
+    }
+
+    #[test]
+    fn a_probe_hold_with_huge_open_time_never_overflows() {
+        let t0 = Instant::now();
+        let config = Breaker::consecutive_failures(1).open_for(Duration::MAX);
+        let mut state = opened(&config, t0);
+        assert!(matches!(
+            state.admit(t0 + secs(1)).0,
+            Admission::Reject { .. }
+        ));
+        assert!(!state.is_idle(t0 + secs(1)), "open for ever");
+        let _ = state.snapshot(t0 + secs(1));
+    }
+
+    /// Regression (issue 9, defect 2): a host that failed and then went quiet must become idle
+    /// so its record can be evicted, whatever state its breaker was left in.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_of_failures_is_forgotten_after_the_longest_open_time_of_quiet() {
+        // open 5 s, growing up to 20 s: the breaker's memory is 20 s
+        let config = Breaker::consecutive_failures(3)
+            .open_for(secs(5))
+            .open_growth(2.0, secs(20));
+        let mut state = BreakerState::new(&config, Instant::now());
+        record_n(&mut state, Instant::now(), 1, true);
+        tokio::time::advance(secs(15)).await;
+        record_n(&mut state, Instant::now(), 1, true);
+        tokio::time::advance(secs(20) - ms(1)).await;
+        assert!(
+            !state.is_idle(Instant::now()),
+            "a run whose last failure is younger than the longest open time is kept"
+        );
+        assert_eq!(state.snapshot(Instant::now()).consecutive_failures, 2);
+        tokio::time::advance(ms(1)).await;
+        assert!(
+            state.is_idle(Instant::now()),
+            "a run followed by the longest open time of quiet is forgotten"
+        );
+        assert_eq!(state.snapshot(Instant::now()).consecutive_failures, 0);
+        record_n(&mut state, Instant::now(), 2, true);
+        assert_eq!(
+            state.phase(),
+            BreakerPhase::Closed,
+            "a forgotten run must not count towards the next one"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_breaker_nobody_calls_is_forgotten() {
+        let config = Breaker::consecutive_failures(1)
+            .open_for(secs(5))
+            .open_growth(2.0, secs(20));
+        let mut state = opened(&config, Instant::now());
+        tokio::time::advance(secs(25) - ms(1)).await;
+        assert!(
+            !state.is_idle(Instant::now()),
+            "kept until its open time and the longest open time of quiet have passed"
+        );
+        tokio::time::advance(ms(1)).await;
+        assert!(state.is_idle(Instant::now()), "then forgotten");
+        assert_eq!(state.snapshot(Instant::now()).phase, BreakerPhase::Closed);
+        assert_eq!(
+            state.admit(Instant::now()),
+            (Admission::Allow, Some(Transition::Closed)),
+            "a forgotten breaker is a closed one, and says so once"
+        );
+        assert_eq!(
+            state.snapshot(Instant::now()).times_opened,
+            1,
+            "history kept"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_probe_then_quiet_is_forgotten() {
+        let config = Breaker::consecutive_failures(1)
+            .open_for(secs(5))
+            .open_growth(2.0, secs(20));
+        let mut state = opened(&config, Instant::now());
+        tokio::time::advance(secs(5)).await;
+        let (hung, _) = state.admit(Instant::now());
+        assert!(is_probe(hung));
+        // held 5 s, reopened for 10 s, then 20 s of quiet
+        tokio::time::advance(secs(35) - ms(1)).await;
+        assert!(!state.is_idle(Instant::now()), "not yet");
+        tokio::time::advance(ms(1)).await;
+        assert!(
+            state.is_idle(Instant::now()),
+            "a hung probe and then quiet must not pin the record for ever"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_half_open_breaker_whose_probe_was_dropped_is_forgotten() {
+        let config = Breaker::consecutive_failures(1)
+            .open_for(secs(5))
+            .open_growth(2.0, secs(20));
+        let mut state = opened(&config, Instant::now());
+        tokio::time::advance(secs(5)).await;
+        let (dropped, _) = state.admit(Instant::now());
+        state.release(&dropped);
+        tokio::time::advance(secs(20) - ms(1)).await;
+        assert!(!state.is_idle(Instant::now()), "half-open is kept a while");
+        tokio::time::advance(ms(1)).await;
+        assert!(state.is_idle(Instant::now()), "then forgotten");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_rate_window_empties_without_traffic() {
+        let mut state = BreakerState::new(&Breaker::default(), Instant::now());
+        record_n(&mut state, Instant::now(), 4, true);
+        record_n(&mut state, Instant::now(), 1, false);
+        tokio::time::advance(secs(30) - ms(1)).await;
+        assert!(!state.is_idle(Instant::now()), "failures in the window");
+        tokio::time::advance(ms(1)).await;
+        assert!(
+            state.is_idle(Instant::now()),
+            "default breaker: idle once the failures left the 30 s window"
+        );
+
+        let mut state = BreakerState::new(&Breaker::default(), Instant::now());
+        record_n(&mut state, Instant::now(), 4, true);
+        tokio::time::advance(secs(60) - ms(1)).await;
+        assert!(!state.is_idle(Instant::now()), "a run of 4 is kept 60 s");
+        tokio::time::advance(ms(1)).await;
+        assert!(
+            state.is_idle(Instant::now()),
+            "default breaker: idle 60 s after the last failure of a run"
         );
     }
 

@@ -1,6 +1,7 @@
 //! [`Polite`], its builder, and the configuration defaults.
 
 use std::collections::HashMap;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,18 +89,38 @@ impl Config {
     /// The limit for a URL's host: `host:port` override, then `host`, then the default.
     fn limit_for(&self, url: &Url) -> Option<Limit> {
         if !self.host_limits.is_empty() {
-            let host = url.host_str().unwrap_or_default();
+            // The spelling `host_limit_key` gives keys: an IPv6 literal in brackets, canonical.
+            let host = match url.host() {
+                Some(url::Host::Ipv6(addr)) => format!("[{addr}]"),
+                _ => url.host_str().unwrap_or_default().to_owned(),
+            };
             if let Some(port) = url.port_or_known_default()
                 && let Some(limit) = self.host_limits.get(&format!("{host}:{port}"))
             {
                 return Some(*limit);
             }
-            if let Some(limit) = self.host_limits.get(host) {
+            if let Some(limit) = self.host_limits.get(&host) {
                 return Some(*limit);
             }
         }
         self.limit
     }
+}
+
+/// The form a [`PoliteBuilder::host_limit`] key is kept in: lower case, and an IPv6 literal,
+/// with or without brackets (`::1`, `[::1]`, `[::1]:8080`), in brackets and spelled as
+/// [`Ipv6Addr`]'s `Display` does, so that any spelling of one address matches the URL's.
+fn host_limit_key(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if let Ok(addr) = host.parse::<Ipv6Addr>() {
+        return format!("[{addr}]");
+    }
+    if let Some((inside, after)) = host.strip_prefix('[').and_then(|rest| rest.split_once(']'))
+        && let Ok(addr) = inside.parse::<Ipv6Addr>()
+    {
+        return format!("[{addr}]{after}");
+    }
+    host
 }
 
 impl Polite {
@@ -190,11 +211,12 @@ impl PoliteBuilder {
 
     /// Pace one host to `limit`. `host` is `"api.example.com"` (that host on any port) or
     /// `"127.0.0.1:8080"` (that host and port only; the more specific one wins). Case does not
-    /// matter.
+    /// matter. An IPv6 address may be written with or without brackets (`"::1"`, `"[::1]"`),
+    /// with a port only in brackets (`"[::1]:8080"`).
     pub fn host_limit(mut self, host: impl Into<String>, limit: Limit) -> Self {
         self.config
             .host_limits
-            .insert(host.into().to_ascii_lowercase(), limit);
+            .insert(host_limit_key(&host.into()), limit);
         self
     }
 
@@ -284,66 +306,82 @@ impl PoliteBuilder {
     }
 }
 
-/// Hooks for `benches/`, not part of the public API.
-#[doc(hidden)]
-pub mod bench_support {
+#[cfg(test)]
+mod tests {
     use super::*;
 
-    /// The pacing decision for one request to `url`, as the middleware makes it before sending:
-    /// find the host record, ask its schedule, take the slot if one is free. Returns whether it
-    /// was admitted.
-    pub fn pacing_decision(polite: &Polite, url: &Url) -> bool {
-        let Some(host) = polite.host_for(url) else {
-            return false;
-        };
-        let mut state = host.state();
-        matches!(
-            state.decide(Instant::now(), 1),
-            crate::host::Decision::Admit { .. }
-        )
+    fn limit_for(builder: PoliteBuilder, url: &str) -> Option<Limit> {
+        let url = Url::parse(url).expect("test URLs parse");
+        builder.config.limit_for(&url)
     }
 
-    /// Mark a URL's host as learned and unmetered (no first-contact gate), as a host is after
-    /// its first answers when it sends no quota headers.
-    pub fn mark_answered(polite: &Polite, url: &Url) {
-        if let Some(host) = polite.host_for(url) {
-            host.state().quota.assume_unmetered();
-        }
-    }
-
-    /// Read every pacing header of a response (`Retry-After`, `RateLimit*`, `X-RateLimit-*`),
-    /// as the middleware does for each answer. Returns whether anything was found.
-    pub fn parse_hint(headers: &http::HeaderMap) -> bool {
-        let hint = crate::signals::ServerHint::read(headers);
-        hint.retry_after.is_some() || hint.remaining.is_some() || hint.reset_in.is_some()
-    }
-
-    /// A host's circuit breaker, as the middleware drives it: admit, then record the outcome.
-    #[derive(Debug)]
-    pub struct BreakerBench(crate::breaker::BreakerState);
-
-    impl BreakerBench {
-        /// A closed breaker with `config`.
-        pub fn new(config: &Breaker) -> Self {
-            BreakerBench(crate::breaker::BreakerState::new(config, Instant::now()))
-        }
-
-        /// Admit one call and record it as a success (`failure == false`) or a failure; returns
-        /// whether it was admitted.
-        pub fn call(&mut self, failure: bool) -> bool {
-            let now = Instant::now();
-            let (admission, _) = self.0.admit(now);
-            if matches!(admission, crate::breaker::Admission::Reject { .. }) {
-                return false;
+    /// Regression (issue 9): `host_limit("::1")` never matched, because `Url::host_str` keeps
+    /// an IPv6 literal's brackets.
+    #[test]
+    fn ipv6_host_limits_match_with_or_without_brackets() {
+        let limit = Limit::per_second(7);
+        for key in ["::1", "[::1]", "0:0:0:0:0:0:0:1", "[0::1]"] {
+            for url in [
+                "http://[::1]:8080/x",
+                "https://[::1]/",
+                "http://[0:0::1]:9/",
+            ] {
+                assert_eq!(
+                    limit_for(Polite::builder().host_limit(key, limit), url),
+                    Some(limit),
+                    "host_limit({key:?}) must apply to {url}"
+                );
             }
-            let _ = self.0.record(now, &admission, failure);
-            true
         }
+        let by_port = Polite::builder()
+            .host_limit("::1", Limit::per_second(1))
+            .host_limit("[::1]:8080", limit);
+        assert_eq!(
+            limit_for(by_port.clone(), "http://[::1]:8080/"),
+            Some(limit),
+            "[host]:port is the more specific key"
+        );
+        assert_eq!(
+            limit_for(by_port, "http://[::1]:8081/"),
+            Some(Limit::per_second(1)),
+            "another port falls back to the host's limit"
+        );
+        assert_eq!(
+            limit_for(
+                Polite::builder().host_limit("[2001:DB8::A]", limit),
+                "http://[2001:db8:0::a]/"
+            ),
+            Some(limit),
+            "case and zero compression do not matter"
+        );
+        assert_eq!(
+            limit_for(Polite::builder().host_limit("::2", limit), "http://[::1]/"),
+            None,
+            "another address does not match"
+        );
     }
 
-    /// The size in bytes of one host record (its heap part; the key string and the map entry
-    /// come on top).
-    pub fn host_record_size() -> usize {
-        std::mem::size_of::<Host>()
+    #[test]
+    fn host_limits_match_names_and_ipv4_as_before() {
+        let limit = Limit::per_second(3);
+        let other = Limit::per_second(30);
+        let builder = Polite::builder()
+            .limit(other)
+            .host_limit("API.example.com", limit)
+            .host_limit("127.0.0.1:8080", limit);
+        assert_eq!(
+            limit_for(builder.clone(), "https://api.example.com/v1"),
+            Some(limit)
+        );
+        assert_eq!(
+            limit_for(builder.clone(), "http://127.0.0.1:8080/"),
+            Some(limit)
+        );
+        assert_eq!(
+            limit_for(builder.clone(), "http://127.0.0.1:8081/"),
+            Some(other),
+            "another port takes the default"
+        );
+        assert_eq!(limit_for(builder, "http://example.com/"), Some(other));
     }
 }

@@ -37,10 +37,30 @@ pub struct Cost(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub Instant);
 
+/// How far ahead a deadline is when the one asked for cannot be named on this platform's
+/// clock: about 100 years, which no request waits for.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Deadline {
     /// `timeout` from now (on the tokio clock).
+    ///
+    /// A `timeout` too long for the clock to name (`Duration::MAX`) means no deadline in
+    /// practice: the deadline is then about 100 years from now, never a panic.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reqwest_polite::Deadline;
+    ///
+    /// let forever = Deadline::after(Duration::MAX);
+    /// assert!(forever.0 > tokio::time::Instant::now() + Duration::from_secs(50 * 365 * 24 * 3600));
+    /// ```
     pub fn after(timeout: Duration) -> Self {
-        Deadline(Instant::now() + timeout)
+        let now = Instant::now();
+        Deadline(
+            now.checked_add(timeout)
+                .or_else(|| now.checked_add(FAR_FUTURE))
+                .unwrap_or(now),
+        )
     }
 
     /// At `instant`.
@@ -73,5 +93,45 @@ impl RequestOptions {
     /// True when waiting until `until` would pass the deadline.
     pub(crate) fn past_deadline(&self, until: Instant) -> bool {
         self.deadline.is_some_and(|d| until > d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (issue 9): `Instant + Duration::MAX` overflows, and used to panic here.
+    #[tokio::test(start_paused = true)]
+    async fn deadline_after_duration_max_saturates_instead_of_panicking() {
+        let now = Instant::now();
+        let Deadline(at) = Deadline::after(Duration::MAX);
+        assert!(
+            at >= now + FAR_FUTURE,
+            "Duration::MAX must mean a far-future deadline, got {:?} from now",
+            at - now
+        );
+        let huge = Duration::from_secs(u64::MAX / 2);
+        assert!(
+            Deadline::after(huge).0 > now,
+            "any huge timeout saturates too"
+        );
+        let options = RequestOptions {
+            cost: 1,
+            deadline: Some(at),
+            no_retry: false,
+        };
+        assert!(
+            !options.past_deadline(now + Duration::from_secs(365 * 24 * 3600)),
+            "a year's wait is within a saturated deadline"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadline_after_an_ordinary_timeout_is_exact() {
+        let now = Instant::now();
+        assert_eq!(
+            Deadline::after(Duration::from_secs(30)),
+            Deadline(now + Duration::from_secs(30))
+        );
     }
 }

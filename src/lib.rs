@@ -62,6 +62,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench_support;
 mod breaker;
 mod builder;
 mod error;
@@ -83,10 +86,12 @@ mod window;
 mod readme_doctests {}
 
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
-pub use crate::builder::{Polite, PoliteBuilder, bench_support};
+pub use crate::builder::{Polite, PoliteBuilder};
 pub use crate::error::Error;
 pub use crate::extensions::{Cost, Deadline, NoRetry};
 pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
-pub use crate::retry::{Backoff, Delays, InvalidBackoff, Jitter, RetryBudget, Retryable};
+pub use crate::retry::{
+    Backoff, Delays, InvalidBackoff, InvalidRetryBudget, Jitter, RetryBudget, Retryable,
+};
 pub use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};

@@ -121,13 +121,11 @@ impl Attempt {
     /// Free the slots this attempt holds (breaker half-open probe, first-contact scout), so the
     /// next request can take them.
     fn release_slots(&self) {
-        if self.admission != Admission::Probe && !self.scout && self.sent_at.is_none() {
+        if !self.admission.is_probe() && !self.scout && self.sent_at.is_none() {
             return;
         }
         let mut state = self.host.state();
-        if self.admission == Admission::Probe {
-            state.breaker.release_probe();
-        }
+        state.breaker.release(&self.admission);
         if self.scout {
             state.release_scout();
         }

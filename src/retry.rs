@@ -403,30 +403,61 @@ impl RetryBudget {
     ///
     /// # Panics
     ///
-    /// If `window` is zero, or `ratio` is not within `[0, 1000]` (this includes NaN).
+    /// If `window` is zero, or `ratio` is not within `[0, 1000]` (this includes NaN). Use
+    /// [`RetryBudget::try_new`] for values read at run time.
     #[track_caller]
     pub fn new(window: Duration, min_per_sec: u32, ratio: f64) -> Self {
-        assert!(
-            !window.is_zero(),
-            "RetryBudget::new: window must be greater than zero"
-        );
-        assert!(
-            (0.0..=1000.0).contains(&ratio),
-            "RetryBudget::new: ratio must be within [0, 1000], got {ratio}"
-        );
+        match Self::try_new(window, min_per_sec, ratio) {
+            Ok(budget) => budget,
+            Err(err) => panic!("RetryBudget::new: {err}"),
+        }
+    }
+
+    /// Like [`RetryBudget::new`], but returns an error instead of panicking, for values read at
+    /// run time (configuration files, environment).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidRetryBudget::ZeroWindow`] if `window` is zero,
+    /// [`InvalidRetryBudget::Ratio`] if `ratio` is not within `[0, 1000]` (or is NaN).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reqwest_polite::{InvalidRetryBudget, RetryBudget};
+    ///
+    /// assert_eq!(
+    ///     RetryBudget::try_new(Duration::from_secs(10), 10, 0.2),
+    ///     Ok(RetryBudget::default())
+    /// );
+    /// assert_eq!(
+    ///     RetryBudget::try_new(Duration::ZERO, 10, 0.2),
+    ///     Err(InvalidRetryBudget::ZeroWindow)
+    /// );
+    /// ```
+    pub fn try_new(
+        window: Duration,
+        min_per_sec: u32,
+        ratio: f64,
+    ) -> Result<Self, InvalidRetryBudget> {
+        if window.is_zero() {
+            return Err(InvalidRetryBudget::ZeroWindow);
+        }
+        if !(0.0..=1000.0).contains(&ratio) {
+            return Err(InvalidRetryBudget::Ratio(ratio));
+        }
         let floor_scaled = u128::from(min_per_sec)
             .saturating_mul(window.as_nanos())
             .saturating_mul(RATIO_SCALE)
             / NANOS_PER_SEC;
         // Within [0, 1e9] after the check above, so the cast is exact after rounding.
         let ratio_scaled = (ratio * RATIO_SCALE as f64).round() as u128;
-        Self {
+        Ok(Self {
             kind: BudgetKind::Limited {
                 window,
                 floor_scaled,
                 ratio_scaled,
             },
-        }
+        })
     }
 
     /// A budget that never denies a retry: only the retry count and deadline limit retries.
@@ -441,6 +472,18 @@ impl Default for RetryBudget {
     fn default() -> Self {
         Self::new(Duration::from_secs(10), 10, 0.2)
     }
+}
+
+/// Why a [`RetryBudget`] could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRetryBudget {
+    /// The window was zero: no request or retry could ever be counted in it.
+    #[error("window must be greater than zero")]
+    ZeroWindow,
+    /// The ratio was not within `[0, 1000]` (or was NaN); it carries the value given.
+    #[error("ratio must be within [0, 1000], got {0}")]
+    Ratio(f64),
 }
 
 /// Number of time buckets a budget window is divided into.
@@ -689,6 +732,39 @@ mod tests {
             Duration::MAX,
             "a huge retry index must saturate at max"
         );
+    }
+
+    /// Issue 9: `Backoff::exponential(x, Duration::MAX)` must not make anything panic here;
+    /// every delay stays within `[0, max]`, whatever the jitter, for any number of retries.
+    #[test]
+    fn backoff_up_to_duration_max_never_panics() {
+        for base in [
+            Duration::from_nanos(1),
+            100 * MS,
+            Duration::MAX / 2,
+            Duration::MAX,
+        ] {
+            for jitter in [
+                Jitter::None,
+                Jitter::Full,
+                Jitter::Equal,
+                Jitter::Decorrelated,
+            ] {
+                let backoff = Backoff::exponential(base, Duration::MAX).jitter(jitter);
+                for (i, d) in backoff.delays(rng(9)).take(300).enumerate() {
+                    let floor = match jitter {
+                        Jitter::Decorrelated => base,
+                        Jitter::None => backoff.ceiling(i as u32),
+                        _ => Duration::ZERO,
+                    };
+                    assert!(
+                        d >= floor,
+                        "{jitter:?} from {base:?}: retry {i} waited {d:?} below {floor:?}"
+                    );
+                }
+                assert_eq!(backoff.ceiling(u32::MAX), Duration::MAX);
+            }
+        }
     }
 
     #[test]
@@ -993,6 +1069,30 @@ mod tests {
         );
     }
 
+    /// Issue 9 (eviction): what an outage leaves in the budget (requests, retries, a spent
+    /// budget) must go away without new traffic, so the host's record can be evicted.
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_spent_by_an_outage_is_idle_one_window_later() {
+        let mut budget = BudgetState::new(&RetryBudget::default(), Instant::now());
+        for _ in 0..50 {
+            budget.deposit(Instant::now());
+        }
+        while budget.withdraw(Instant::now()) {}
+        assert_eq!(budget.snapshot(Instant::now()).2, 0, "spent");
+        tokio::time::advance(WINDOW * 9 / 10 - MS).await;
+        assert!(!budget.is_idle(Instant::now()), "still within the window");
+        tokio::time::advance(WINDOW / 10 + MS).await;
+        assert!(
+            budget.is_idle(Instant::now()),
+            "one window after the last entry nothing is left"
+        );
+        assert_eq!(
+            budget.snapshot(Instant::now()),
+            (0, 0, 100),
+            "and the floor is whole again"
+        );
+    }
+
     #[test]
     fn floor_allows_retries_without_deposits() {
         let t0 = Instant::now();
@@ -1051,6 +1151,38 @@ mod tests {
             budget.snapshot(later + Duration::from_secs(20)).0,
             2,
             "an earlier instant counts in the latest bucket"
+        );
+    }
+
+    #[test]
+    fn try_new_returns_errors_instead_of_panicking() {
+        assert_eq!(
+            RetryBudget::try_new(Duration::ZERO, 1, 0.2),
+            Err(InvalidRetryBudget::ZeroWindow)
+        );
+        assert_eq!(
+            RetryBudget::try_new(WINDOW, 1, -0.1),
+            Err(InvalidRetryBudget::Ratio(-0.1))
+        );
+        assert_eq!(
+            RetryBudget::try_new(WINDOW, 1, 1000.5),
+            Err(InvalidRetryBudget::Ratio(1000.5))
+        );
+        assert!(
+            matches!(
+                RetryBudget::try_new(WINDOW, 1, f64::NAN),
+                Err(InvalidRetryBudget::Ratio(r)) if r.is_nan()
+            ),
+            "NaN must be refused"
+        );
+        assert_eq!(
+            RetryBudget::try_new(WINDOW, 10, 0.2),
+            Ok(RetryBudget::new(WINDOW, 10, 0.2))
+        );
+        assert_eq!(
+            RetryBudget::try_new(Duration::MAX, u32::MAX, 1000.0),
+            Ok(RetryBudget::new(Duration::MAX, u32::MAX, 1000.0)),
+            "extremes saturate"
         );
     }
 

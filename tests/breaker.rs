@@ -208,3 +208,76 @@ async fn what_counts_as_a_failure_is_configurable() {
     );
     assert_eq!(open, 3);
 }
+
+/// Regression (issue 9, defect 5): reqwest has no default timeout, so a half-open probe can hang
+/// at the server forever. Its hold must be bounded (by the open time): past it, the probe counts
+/// as failed and the next probe goes, instead of every request failing with `CircuitOpen`.
+#[tokio::test]
+async fn a_probe_that_never_returns_does_not_block_the_host() {
+    let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&hits);
+    let server = serve(move |_, _| match counter.fetch_add(1, Ordering::SeqCst) {
+        0 => Reply::status(503),                            // trips the breaker
+        1 => Reply::ok().delay(Duration::from_secs(3_600)), // the probe hangs
+        _ => Reply::ok(),                                   // healthy again
+    });
+    let open_for = Duration::from_millis(300);
+    let polite = Polite::builder()
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(1).open_for(open_for))
+        .build();
+    let client = client(&polite);
+    let first = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect("503 answer");
+    assert_eq!(first.status(), 503);
+    tokio::time::sleep(open_for).await;
+    let hung = tokio::spawn({
+        let (client, url) = (client.clone(), server.url("/"));
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    let started = Instant::now();
+    while server.stats.hits() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the probe never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // open 300 ms, probe held 300 ms, reopened for 600 ms (grown): the next probe is due about
+    // 900 ms after the hung one left. Allow generous slack, but far less than "never".
+    let mut open_rejections = 0;
+    loop {
+        let result =
+            tokio::time::timeout(Duration::from_secs(5), client.get(server.url("/")).send())
+                .await
+                .expect("no request but the hung probe may hang");
+        if result.as_ref().is_ok_and(|resp| resp.status() == 200) {
+            break;
+        }
+        assert!(
+            is_circuit_open(&result),
+            "only CircuitOpen is expected while the probe hangs, got {result:?}"
+        );
+        open_rejections += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "a hung probe kept the host blocked for {:?} ({open_rejections} rejections)",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !hung.is_finished(),
+        "the hung probe is still out; the breaker went on without it"
+    );
+    assert_eq!(
+        server.stats.hits(),
+        3,
+        "trip, hung probe, then exactly one more probe that closed the breaker"
+    );
+    assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
+    hung.abort();
+}

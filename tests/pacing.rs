@@ -4,7 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Reply, SlidingWindow, burst, client, polite_error, serve, sliding_window_server};
+use common::{
+    Reply, SlidingWindow, burst, client, polite_error, serve, serve_ipv6, sliding_window_server,
+};
 use reqwest_polite::{Cost, Deadline, Limit, Polite};
 
 const WINDOW: Duration = Duration::from_millis(500);
@@ -254,4 +256,54 @@ async fn coarse_quota_headers_do_not_slow_a_configured_limit() {
         elapsed < Duration::from_millis(2_450),
         "20 requests at 10/s took {elapsed:?}: coarse resets slowed a configured limit"
     );
+}
+
+/// Regression (issue 9): `host_limit("::1")` never matched, because the URL's host keeps an
+/// IPv6 literal's brackets; the host went unpaced.
+#[tokio::test]
+async fn an_ipv6_host_limit_paces_that_host_with_or_without_brackets() {
+    let Some(server) = serve_ipv6(|_, _| Reply::ok()) else {
+        eprintln!("skipped: this machine cannot bind the IPv6 loopback [::1]");
+        return;
+    };
+    let window = Duration::from_millis(300);
+    let port = server.addr.port();
+    for key in [
+        "::1".to_string(),
+        "[::1]".to_string(),
+        format!("[::1]:{port}"),
+    ] {
+        let before = server.stats.arrivals().len();
+        let polite = Polite::builder()
+            .host_limit(key.as_str(), Limit::per(2, window))
+            .build();
+        let client = client(&polite);
+        let statuses = burst(&client, &server.url("/"), 4).await;
+        assert!(
+            statuses.iter().all(|s| *s == Ok(200)),
+            "{key}: every request must succeed: {statuses:?}"
+        );
+        let limit = polite.snapshot().first().and_then(|host| host.limit);
+        assert_eq!(
+            limit,
+            Some(Limit::per(2, window)),
+            "host_limit({key:?}) must apply to {}",
+            server.url("/")
+        );
+        let arrivals = &server.stats.arrivals()[before..];
+        let most = arrivals
+            .iter()
+            .map(|&s| {
+                arrivals
+                    .iter()
+                    .filter(|&&t| t >= s && t < s + window)
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            most <= 2,
+            "host_limit({key:?}): {most} requests reached [::1] within one window of 2"
+        );
+    }
 }

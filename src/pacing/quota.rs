@@ -92,6 +92,7 @@ impl QuotaTracker {
     }
 
     /// Skip first contact: the scope is known to send no quota headers (benches, tests).
+    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn assume_unmetered(&mut self) {
         self.state = State::Unmetered;
     }

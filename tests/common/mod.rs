@@ -126,8 +126,25 @@ pub fn serve<F>(handler: F) -> TestServer
 where
     F: Fn(&str, &str) -> Reply + Send + Sync + 'static,
 {
-    let stats = Arc::new(Stats::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    serve_on(listener, handler)
+}
+
+/// Serve `handler` on the IPv6 loopback `[::1]` (a free port), or `None` where this machine
+/// cannot bind it (no IPv6).
+pub fn serve_ipv6<F>(handler: F) -> Option<TestServer>
+where
+    F: Fn(&str, &str) -> Reply + Send + Sync + 'static,
+{
+    let listener = std::net::TcpListener::bind("[::1]:0").ok()?;
+    Some(serve_on(listener, handler))
+}
+
+fn serve_on<F>(listener: std::net::TcpListener, handler: F) -> TestServer
+where
+    F: Fn(&str, &str) -> Reply + Send + Sync + 'static,
+{
+    let stats = Arc::new(Stats::default());
     listener.set_nonblocking(true).expect("nonblocking");
     let addr = listener.local_addr().expect("local addr");
     let handler = Arc::new(handler);
