@@ -396,7 +396,7 @@ pub enum Admission {
         /// The half-open period that admitted it, so that an answer arriving after that period
         /// ended (the probe's hold ran out, or another probe decided) is told apart; see
         /// [`BreakerState::record`].
-        period: u64,
+        period: u32,
     },
     /// Open, or half-open with every probe slot taken: fail fast without sending.
     Reject {
@@ -565,18 +565,19 @@ pub struct BreakerState {
     /// Open time for the next (or current) opening: the base, grown by failed probes.
     open_time: Duration,
     consecutive: u32,
-    /// When the last failure of the current run was recorded (meaningful while `consecutive > 0`).
-    last_failure: Instant,
+    /// The last news that counts for the phase (one field: no phase needs two). Closed: when
+    /// the last failure of the run was recorded (meaningful while `consecutive > 0`). Half-open:
+    /// when the last probe of this period was admitted. (Open counts from `since`.)
+    last_news: Instant,
     rate: Option<RateWindow>,
-    /// Half-open periods begun so far; the current one's number is in its probes' admissions.
-    period: u64,
+    /// Half-open periods begun so far (wrapping); the current one's number is in its probes'
+    /// admissions.
+    period: u32,
     /// Probes of the current half-open period in flight (at most `config.probes`).
     probes_out: u32,
-    /// When the last probe of the current half-open period was admitted.
-    last_probe: Instant,
     /// The last half-open period whose probes' hold ran out (0: none): their late success
     /// still closes the breaker.
-    expired_period: u64,
+    expired_period: u32,
     times_opened: u64,
 }
 
@@ -589,11 +590,10 @@ impl BreakerState {
             since: now,
             open_time: config.open_for,
             consecutive: 0,
-            last_failure: now,
+            last_news: now,
             rate: config.rate.map(|trigger| RateWindow::new(trigger, now)),
             period: 0,
             probes_out: 0,
-            last_probe: now,
             expired_period: 0,
             times_opened: 0,
         }
@@ -618,7 +618,7 @@ impl BreakerState {
                 }
                 self.phase = BreakerPhase::HalfOpen;
                 self.since = now;
-                self.period = self.period.wrapping_add(1);
+                self.period = self.period.wrapping_add(1).max(1); // 0 means "none"
                 self.probes_out = 0;
                 (self.admit_probe(now), Some(Transition::HalfOpened))
             }
@@ -630,7 +630,7 @@ impl BreakerState {
     fn admit_probe(&mut self, now: Instant) -> Admission {
         if self.probes_out < self.config.probes {
             self.probes_out += 1;
-            self.last_probe = now;
+            self.last_news = now;
             Admission::Probe {
                 period: self.period,
             }
@@ -711,7 +711,7 @@ impl BreakerState {
             return None;
         }
         self.consecutive = self.consecutive.saturating_add(1);
-        self.last_failure = now;
+        self.last_news = now;
         let mut tripped = None;
         if let Some(rate) = &mut self.rate {
             rate.record(now, true);
@@ -739,7 +739,7 @@ impl BreakerState {
     }
 
     /// True while a probe admitted in `period` still holds a slot.
-    fn is_current_probe(&self, period: u64) -> bool {
+    fn is_current_probe(&self, period: u32) -> bool {
         self.phase == BreakerPhase::HalfOpen && period == self.period && self.probes_out > 0
     }
 
@@ -747,7 +747,7 @@ impl BreakerState {
     /// last one left. `None` when none is out, or when that instant cannot be named.
     fn probe_hold_end(&self) -> Option<Instant> {
         (self.phase == BreakerPhase::HalfOpen && self.probes_out > 0)
-            .then(|| self.last_probe.checked_add(self.open_time))
+            .then(|| self.last_news.checked_add(self.open_time))
             .flatten()
     }
 
@@ -756,10 +756,10 @@ impl BreakerState {
     fn forget_at(&self) -> Option<Instant> {
         let memory = self.config.longest_open();
         match self.phase {
-            BreakerPhase::Closed if self.consecutive > 0 => self.last_failure.checked_add(memory),
+            BreakerPhase::Closed if self.consecutive > 0 => self.last_news.checked_add(memory),
             BreakerPhase::Closed => None,
             BreakerPhase::Open => self.since.checked_add(self.open_time)?.checked_add(memory),
-            BreakerPhase::HalfOpen if self.probes_out == 0 => self.last_probe.checked_add(memory),
+            BreakerPhase::HalfOpen if self.probes_out == 0 => self.last_news.checked_add(memory),
             // The probes' hold ends first, and opens the breaker again.
             BreakerPhase::HalfOpen => None,
         }

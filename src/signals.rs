@@ -117,7 +117,7 @@ pub fn parse_reset(value: &HeaderValue, now: SystemTime) -> Option<Duration> {
     }
 }
 
-/// Go-style duration string: sequence of <number><unit> with units h, m, s, ms, us/µs, ns; decimal fractions allowed. None on garbage.
+/// Go-style duration string: sequence of `<number><unit>` with units h, m, s, ms, us/µs, ns; decimal fractions allowed. None on garbage.
 ///
 /// Follows Go's `time.ParseDuration`: `"0"` alone needs no unit, a leading `+` is allowed, a
 /// number may be `"1."` or `".5"`. A leading `-` yields `None` (a delay cannot be negative).
