@@ -840,6 +840,7 @@ impl BreakerState {
     /// A host left in any state becomes idle once it has been quiet long enough (see
     /// [`BreakerState`]): with the default breaker, 60 s after its last failure, or 60 s after
     /// the end of its last open time (5 s, growing to 60 s after failed probes).
+    #[cfg(test)]
     pub fn is_idle(&self, now: Instant) -> bool {
         let this = self.settled(now);
         this.phase == BreakerPhase::Closed
@@ -849,6 +850,17 @@ impl BreakerState {
                 .rate
                 .as_ref()
                 .is_none_or(|rate| rate.totals(now).1 == 0)
+    }
+
+    /// True when forgetting this state would not let a request through that it would stop now:
+    /// not failing fast (open, with open time left) and no probe out. A host quiet for its record's idle time may
+    /// then be evicted with its failure counts; the breaker of a host that is failing fast
+    /// keeps its record.
+    pub fn is_quiet(&self, now: Instant) -> bool {
+        let this = self.settled(now);
+        let failing_fast = this.phase == BreakerPhase::Open
+            && now.saturating_duration_since(this.since) < this.open_time;
+        !failing_fast && this.probes_out == 0
     }
 
     fn open(&mut self, now: Instant, failures: u32) -> Transition {

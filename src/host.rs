@@ -373,14 +373,16 @@ impl Host {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// True when the record carries nothing worth keeping at `now`.
+    /// True when the record carries nothing worth keeping at `now`: nothing waiting or in
+    /// flight, quiet for `idle_after`, no promise pending (a slot ahead, a closure, a quota
+    /// window) and the breaker not failing fast. What it learned (a lowered rate, failure
+    /// counts, the retry budget) is forgotten with it.
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
         let state = self.state();
         state.queued == 0
             && now.saturating_duration_since(state.last_used) >= idle_after
             && state.pacing_is_idle(now)
-            && state.breaker.is_idle(now)
-            && state.budget.is_idle(now)
+            && state.breaker.is_quiet(now)
             && state.sent == 0
     }
 

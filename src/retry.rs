@@ -579,6 +579,7 @@ impl BudgetState {
     }
 
     /// Whether nothing was recorded within the window, so the host's state may be evicted.
+    #[cfg(test)]
     pub fn is_idle(&self, now: Instant) -> bool {
         let (requests, retries, _) = self.snapshot(now);
         requests == 0 && retries == 0

@@ -182,3 +182,47 @@ async fn a_generous_deadline_is_not_refused_for_a_wait_an_answer_may_shorten() {
         "refused within a 30 s deadline: {refused:?}"
     );
 }
+
+#[tokio::test]
+async fn hosts_that_failed_or_were_refused_are_evicted_once_quiet() {
+    // 20 hosts that answered one bare 429, 20 dead ports (connection refused) whose breaker
+    // tripped, all quiet for longer than the idle time: a new host sweeps them all out
+    let refusing: Vec<common::TestServer> =
+        (0..20).map(|_| serve(|_, _| Reply::status(429))).collect();
+    let dead: Vec<String> = (0..20)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let url = format!("http://{}/", listener.local_addr().expect("addr"));
+            drop(listener); // nothing listens there now
+            url
+        })
+        .collect();
+    let polite = Polite::builder()
+        .idle_timeout(Duration::from_millis(300))
+        .max_retries(0)
+        .breaker(
+            reqwest_polite::Breaker::consecutive_failures(1).open_for(Duration::from_millis(100)),
+        )
+        .build();
+    let client = client(&polite);
+    for server in &refusing {
+        let resp = client.get(server.url("/")).send().await.expect("answered");
+        assert_eq!(resp.status(), 429);
+    }
+    for url in &dead {
+        assert!(
+            client.get(url).send().await.is_err(),
+            "nothing listens at {url}"
+        );
+    }
+    assert_eq!(polite.host_count(), 40);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let fresh = serve(|_, _| Reply::ok());
+    client.get(fresh.url("/")).send().await.expect("answered");
+    assert_eq!(
+        polite.host_count(),
+        1,
+        "only the new host is left: {:#?}",
+        polite.snapshot()
+    );
+}
