@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::builder::Polite;
-use crate::host::{Decision, Host};
+use crate::host::Host;
+use crate::pacing::Decision;
 
 pub use crate::signals::{
     MAX_HINT, ServerHint, parse_duration_str, parse_reset, parse_retry_after,
@@ -21,18 +22,21 @@ pub use crate::signals::{
 /// find the host record, ask its schedule, take the slot if one is free. Returns whether it
 /// was admitted.
 pub fn pacing_decision(polite: &Polite, url: &Url) -> bool {
-    let Some(host) = polite.host_for(url) else {
+    let Some(host) = polite.host_for(url, None) else {
         return false;
     };
     let mut state = host.state();
-    matches!(state.decide(Instant::now(), 1), Decision::Admit { .. })
+    matches!(
+        state.decide(Instant::now(), 1, &mut []),
+        Decision::Admit { .. }
+    )
 }
 
 /// Mark a URL's host as learned and unmetered (no first-contact gate), as a host is after
 /// its first answers when it sends no quota headers.
 pub fn mark_answered(polite: &Polite, url: &Url) {
-    if let Some(host) = polite.host_for(url) {
-        host.state().quota.assume_unmetered();
+    if let Some(host) = polite.host_for(url, None) {
+        host.state().pacing.quota.assume_unmetered();
     }
 }
 

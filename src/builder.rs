@@ -1,9 +1,10 @@
 //! [`Polite`], its builder, and the configuration defaults.
 
-use std::collections::HashMap;
-use std::net::Ipv6Addr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use http::HeaderMap;
 
 use reqwest::Url;
 use tokio::time::Instant;
@@ -12,6 +13,11 @@ use crate::breaker::Breaker;
 use crate::host::{Host, HostConfig, HostSnapshot};
 use crate::limit::Limit;
 use crate::retry::{Backoff, RetryBudget, Retryable};
+use crate::scope::{
+    Limits, Partition, Partitioner, RouteLimit, Scope, ScopeKind, ScopeSnapshot, UnitLimit,
+    host_limit_key,
+};
+use crate::signals::{ServerScope, ServerScopeKind};
 use crate::store::MemoryStore;
 
 /// The middleware: attach it with `reqwest_middleware::ClientBuilder::with`.
@@ -41,15 +47,20 @@ pub struct Polite {
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) config: Config,
+    /// The configured quotas in force, replaced whole by `set_host_limit`, and their
+    /// generation: records made from an older one take the new limits at their next request.
+    limits: RwLock<Arc<Limits>>,
+    generation: AtomicU64,
+    partitioner: Option<Partitioner>,
     pub(crate) store: MemoryStore,
 }
 
 /// Everything [`PoliteBuilder`] sets.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
-    pub(crate) limit: Option<Limit>,
-    /// Keys: lower-cased `host` or `host:port`.
-    pub(crate) host_limits: HashMap<String, Limit>,
+    /// Every configured quota (changed at run time through `Inner::limits`).
+    pub(crate) limits: Limits,
+    pub(crate) partition_header: Option<http::HeaderName>,
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
@@ -70,8 +81,8 @@ fn default_is_failure(status: Option<http::StatusCode>) -> bool {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            limit: None,
-            host_limits: HashMap::new(),
+            limits: Limits::default(),
+            partition_header: None,
             max_in_flight: None,
             max_retries: 3,
             backoff: Backoff::default(),
@@ -83,44 +94,6 @@ impl Default for Config {
             is_failure: default_is_failure,
         }
     }
-}
-
-impl Config {
-    /// The limit for a URL's host: `host:port` override, then `host`, then the default.
-    fn limit_for(&self, url: &Url) -> Option<Limit> {
-        if !self.host_limits.is_empty() {
-            // The spelling `host_limit_key` gives keys: an IPv6 literal in brackets, canonical.
-            let host = match url.host() {
-                Some(url::Host::Ipv6(addr)) => format!("[{addr}]"),
-                _ => url.host_str().unwrap_or_default().to_owned(),
-            };
-            if let Some(port) = url.port_or_known_default()
-                && let Some(limit) = self.host_limits.get(&format!("{host}:{port}"))
-            {
-                return Some(*limit);
-            }
-            if let Some(limit) = self.host_limits.get(&host) {
-                return Some(*limit);
-            }
-        }
-        self.limit
-    }
-}
-
-/// The form a [`PoliteBuilder::host_limit`] key is kept in: lower case, and an IPv6 literal,
-/// with or without brackets (`::1`, `[::1]`, `[::1]:8080`), in brackets and spelled as
-/// [`Ipv6Addr`]'s `Display` does, so that any spelling of one address matches the URL's.
-fn host_limit_key(host: &str) -> String {
-    let host = host.to_ascii_lowercase();
-    if let Ok(addr) = host.parse::<Ipv6Addr>() {
-        return format!("[{addr}]");
-    }
-    if let Some((inside, after)) = host.strip_prefix('[').and_then(|rest| rest.split_once(']'))
-        && let Ok(addr) = inside.parse::<Ipv6Addr>()
-    {
-        return format!("[{addr}]{after}");
-    }
-    host
 }
 
 impl Polite {
@@ -152,19 +125,180 @@ impl Polite {
         self.inner.store.len()
     }
 
-    /// The record for a URL's host, or `None` for URLs without a host.
-    pub(crate) fn host_for(&self, url: &Url) -> Option<Arc<Host>> {
-        let key = crate::host::host_key(url)?;
+    /// How many scope records (beside host records) are held now; idle ones are evicted like
+    /// hosts.
+    pub fn scope_count(&self) -> usize {
+        self.inner.store.scope_count()
+    }
+
+    /// Every scope beside the host records right now (host-wide, route, unit and
+    /// server-named quotas), sorted by kind and name.
+    pub fn scope_snapshot(&self) -> Vec<ScopeSnapshot> {
+        self.inner.store.scope_snapshot()
+    }
+
+    /// Pace `host` (`"host"` or `"host:port"`, as [`PoliteBuilder::host_limit`] takes it) to
+    /// `limit` from its next request on, without rebuilding the client. What was already
+    /// taken stands, so the next slot never comes earlier than the old limit had it.
+    pub fn set_host_limit(&self, host: impl AsRef<str>, limit: Limit) {
+        self.change_limits(|limits| {
+            limits.hosts.insert(host_limit_key(host.as_ref()), limit);
+        });
+    }
+
+    /// Remove a limit set with [`set_host_limit`](Self::set_host_limit) or
+    /// [`PoliteBuilder::host_limit`]; the host falls back to the default limit, if any.
+    pub fn clear_host_limit(&self, host: impl AsRef<str>) {
+        self.change_limits(|limits| {
+            limits.hosts.remove(&host_limit_key(host.as_ref()));
+        });
+    }
+
+    fn change_limits(&self, change: impl FnOnce(&mut Limits)) {
+        let mut current = self.inner.limits.write().unwrap_or_else(|p| p.into_inner());
+        let mut limits = Limits::clone(&current);
+        change(&mut limits);
+        *current = Arc::new(limits);
+        self.inner.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The configured quotas in force, and their generation.
+    pub(crate) fn limits(&self) -> (Arc<Limits>, u64) {
+        let limits = self.inner.limits.read().unwrap_or_else(|p| p.into_inner());
+        // read under the lock, so the generation is never newer than the limits
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        (Arc::clone(&limits), generation)
+    }
+
+    /// The generation of the configured quotas in force (cheap: no lock).
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
+    /// The partition of a request, when requests are partitioned.
+    pub(crate) fn partition_of(&self, headers: &HeaderMap) -> Option<Partition> {
+        self.inner.partitioner.as_ref()?.of(headers)
+    }
+
+    /// The record for a URL's host (in `partition`), or `None` for URLs without a host.
+    pub(crate) fn host_for(&self, url: &Url, partition: Option<Partition>) -> Option<Arc<Host>> {
+        let authority = crate::host::host_key(url)?;
+        let key = match partition {
+            None => authority.clone(),
+            Some(p) => std::borrow::Cow::Owned(format!("{authority} {p}")),
+        };
         let config = &self.inner.config;
         Some(self.inner.store.host(&key, |now: Instant| {
+            let (limits, generation) = self.limits();
             let host_config = HostConfig {
-                limit: config.limit_for(url),
+                limit: limits.authority(url),
+                generation,
+                partition,
                 max_in_flight: config.max_in_flight,
                 breaker: config.breaker.clone(),
                 retry_budget: config.retry_budget,
             };
-            Host::new(&key, &host_config, now)
+            Host::new(&authority, &host_config, now)
         }))
+    }
+
+    /// Every scope a request falls in beside its host record, with the units it takes in
+    /// each, sorted by key (the order their locks are taken in). Empty, without allocating,
+    /// when nothing but host records is configured and the server named no quota.
+    pub(crate) fn scopes_for(
+        &self,
+        host: &Host,
+        url: &Url,
+        cost: u32,
+        units: Option<&crate::extensions::Units>,
+        named: Option<&ServerScope>,
+    ) -> Vec<(Arc<Scope>, u32)> {
+        let (limits, generation) = self.limits();
+        if !limits.has_scopes() && named.is_none() {
+            return Vec::new();
+        }
+        let p = host.partition;
+        let tag = p.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let mut scopes = Vec::new();
+        let mut add = |key: String, kind, label: String, limit: Option<Limit>, units: u32| {
+            let scope = self.inner.store.scope(&key, |now| {
+                Scope::new(&key, kind, &label, p, limit, generation, now)
+            });
+            {
+                let mut state = scope.state();
+                if state.generation != generation && limit.is_some() {
+                    state.relimit(limit, generation);
+                }
+            }
+            scopes.push((scope, units));
+        };
+        if let Some((name, limit)) = limits.host_wide(url) {
+            add(
+                format!("{tag}|host|{name}"),
+                ScopeKind::Host,
+                name,
+                Some(limit),
+                cost,
+            );
+        }
+        for route in limits.routes(url) {
+            let RouteLimit {
+                host,
+                prefix,
+                limit,
+            } = route;
+            add(
+                format!("{tag}|route|{host}|{prefix}"),
+                ScopeKind::Route,
+                format!("{host} {prefix}"),
+                Some(*limit),
+                cost,
+            );
+        }
+        if let Some(units) = units
+            && let Some(UnitLimit { host, unit, limit }) = limits.unit(url, units.unit())
+        {
+            add(
+                format!("{tag}|unit|{host}|{unit}"),
+                ScopeKind::Unit,
+                format!("{host} {unit}"),
+                Some(*limit),
+                units.count(),
+            );
+        }
+        if let Some(named) = named {
+            let (kind, word) = match named.kind {
+                ServerScopeKind::Resource => (ScopeKind::Resource, "resource"),
+                ServerScopeKind::Bucket => (ScopeKind::Bucket, "bucket"),
+            };
+            add(
+                format!("{tag}|{word}|{}|{}", host.key, named.name),
+                kind,
+                format!("{} {}", host.key, named.name),
+                None,
+                cost,
+            );
+        }
+        scopes.sort_by(|a, b| a.0.key.cmp(&b.0.key));
+        scopes.dedup_by(|a, b| a.0.key == b.0.key);
+        scopes
+    }
+
+    /// The scope the server named, for feeding it an answer (made if it does not exist yet).
+    pub(crate) fn named_scope(&self, host: &Host, named: &ServerScope) -> Arc<Scope> {
+        let generation = self.generation();
+        let tag = host
+            .partition
+            .map_or_else(|| "-".to_string(), |p| p.to_string());
+        let (kind, word) = match named.kind {
+            ServerScopeKind::Resource => (ScopeKind::Resource, "resource"),
+            ServerScopeKind::Bucket => (ScopeKind::Bucket, "bucket"),
+        };
+        let key = format!("{tag}|{word}|{}|{}", host.key, named.name);
+        self.inner.store.scope(&key, |now| {
+            let label = format!("{} {}", host.key, named.name);
+            Scope::new(&key, kind, &label, host.partition, None, generation, now)
+        })
     }
 }
 
@@ -203,20 +337,94 @@ impl PoliteBuilder {
         }
     }
 
-    /// Pace every host to `limit`, unless [`host_limit`](Self::host_limit) says otherwise.
+    /// Pace every host (each scheme, host and port on its own) to `limit`, unless
+    /// [`host_limit`](Self::host_limit) says otherwise.
     pub fn limit(mut self, limit: Limit) -> Self {
-        self.config.limit = Some(limit);
+        self.config.limits.default = Some(limit);
         self
     }
 
-    /// Pace one host to `limit`. `host` is `"api.example.com"` (that host on any port) or
-    /// `"127.0.0.1:8080"` (that host and port only; the more specific one wins). Case does not
-    /// matter. An IPv6 address may be written with or without brackets (`"::1"`, `"[::1]"`),
-    /// with a port only in brackets (`"[::1]:8080"`).
+    /// Pace one host to `limit`. `"api.example.com"` is one quota for every scheme and port of
+    /// that host, together; `"127.0.0.1:8080"` is that port only (both apply to a request that
+    /// falls in both). Case does not matter. An IPv6 address may be written with or without
+    /// brackets (`"::1"`, `"[::1]"`), with a port only in brackets (`"[::1]:8080"`).
     pub fn host_limit(mut self, host: impl Into<String>, limit: Limit) -> Self {
         self.config
-            .host_limits
+            .limits
+            .hosts
             .insert(host_limit_key(&host.into()), limit);
+        self
+    }
+
+    /// Pace the paths of `host` (as [`host_limit`](Self::host_limit) takes it) that start with
+    /// `path_prefix` to `limit`, on top of the host's own limit: GitHub's search, 30 a minute
+    /// inside 5000 an hour. A spent route never blocks the host's other routes.
+    ///
+    /// ```
+    /// use reqwest_polite::{Limit, Polite};
+    ///
+    /// let polite = Polite::builder()
+    ///     .host_limit("api.github.com", Limit::per_hour(5000))
+    ///     .route_limit("api.github.com", "/search/", Limit::per_minute(30))
+    ///     .build();
+    /// # let _ = polite;
+    /// ```
+    pub fn route_limit(
+        mut self,
+        host: impl Into<String>,
+        path_prefix: impl Into<String>,
+        limit: Limit,
+    ) -> Self {
+        self.config.limits.routes.push(RouteLimit {
+            host: host_limit_key(&host.into()),
+            prefix: path_prefix.into(),
+            limit,
+        });
+        self
+    }
+
+    /// Pace a second unit beside requests for `host`: a request carrying
+    /// [`Units::new(unit, n)`](crate::Units) takes `n` of `limit` (OpenAI's tokens per minute).
+    /// The server's own count of that unit, when it sends one (OpenAI's
+    /// `x-ratelimit-*-tokens` for the unit `"tokens"`), is read into it.
+    ///
+    /// ```
+    /// use reqwest_polite::{Limit, Polite};
+    ///
+    /// let polite = Polite::builder()
+    ///     .host_limit("api.openai.com", Limit::per_minute(500))
+    ///     .unit_limit("api.openai.com", "tokens", Limit::per_minute(90_000))
+    ///     .build();
+    /// # let _ = polite;
+    /// ```
+    pub fn unit_limit(
+        mut self,
+        host: impl Into<String>,
+        unit: impl Into<String>,
+        limit: Limit,
+    ) -> Self {
+        self.config.limits.units.push(UnitLimit {
+            host: host_limit_key(&host.into()),
+            unit: unit.into(),
+            limit,
+        });
+        self
+    }
+
+    /// Give each distinct value of the header `name` (a credential: `authorization`,
+    /// `x-api-key`) its own set of quotas, cooldowns, breaker and retry budget, as APIs that
+    /// meter per key do. Requests without the header share one set. The value is hashed with
+    /// a key chosen at random per process before any use; it never appears in keys,
+    /// snapshots, tracing fields or errors (the snapshots show a tag of the hash).
+    ///
+    /// # Panics
+    /// If `name` is not a valid header name.
+    #[track_caller]
+    pub fn partition_by_header(mut self, name: &str) -> Self {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => self.config.partition_header = Some(name),
+            Err(_) => panic!("partition_by_header({name:?}): not a valid header name"),
+        }
         self
     }
 
@@ -299,6 +507,9 @@ impl PoliteBuilder {
         let store = MemoryStore::new(self.config.idle_timeout);
         Polite {
             inner: Arc::new(Inner {
+                limits: RwLock::new(Arc::new(self.config.limits.clone())),
+                generation: AtomicU64::new(0),
+                partitioner: self.config.partition_header.clone().map(Partitioner::new),
                 config: self.config,
                 store,
             }),
@@ -312,7 +523,7 @@ mod tests {
 
     fn limit_for(builder: PoliteBuilder, url: &str) -> Option<Limit> {
         let url = Url::parse(url).expect("test URLs parse");
-        builder.config.limit_for(&url)
+        builder.config.limits.most_specific(&url)
     }
 
     /// Regression (issue 9): `host_limit("::1")` never matched, because `Url::host_str` keeps

@@ -69,6 +69,49 @@ impl Deadline {
     }
 }
 
+/// How many units of a second quota this request uses, beside requests: OpenAI's tokens.
+///
+/// Paced by the host's [`unit_limit`](crate::PoliteBuilder::unit_limit) for that unit; a unit
+/// without a limit configured for the host is not paced. [`Cost`] keeps its meaning (units of
+/// the request limit).
+///
+/// ```
+/// # async fn run(client: reqwest_middleware::ClientWithMiddleware) -> reqwest_middleware::Result<()> {
+/// use reqwest_polite::Units;
+///
+/// client
+///     .post("http://127.0.0.1:8080/v1/chat/completions")
+///     .with_extension(Units::new("tokens", 1200))
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Units {
+    unit: std::borrow::Cow<'static, str>,
+    count: u32,
+}
+
+impl Units {
+    /// `count` units of `unit` (a count of 0 counts as 1).
+    pub fn new(unit: impl Into<std::borrow::Cow<'static, str>>, count: u32) -> Self {
+        Units {
+            unit: unit.into(),
+            count: count.max(1),
+        }
+    }
+
+    /// The unit's name.
+    pub fn unit(&self) -> &str {
+        &self.unit
+    }
+
+    /// How many units.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+}
+
 /// Send this request once: no retry, whatever the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoRetry;

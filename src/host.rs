@@ -5,6 +5,7 @@
 //! record per key and evicts idle ones.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,13 +15,12 @@ use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerSnapshot, BreakerState};
 use crate::limit::Limit;
-use crate::pacing::Clock;
 use crate::pacing::adaptive::{AdaptiveRate, RateChange};
-use crate::pacing::closure::{Closure, Why};
-use crate::pacing::gcra::{Pace, Pacer};
-use crate::pacing::quota::{Gate, QuotaTracker};
+use crate::pacing::closure::Why;
+use crate::pacing::{Decision, Pacing};
 use crate::retry::{BudgetState, RetryBudget};
-use crate::signals::{MAX_HINT, ServerHint};
+use crate::scope::{Partition, ScopeState};
+use crate::signals::{MAX_HINT, ServerHint, ServerScope};
 use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
 
 /// The key of a host record: `scheme://host:port` as the URL serialises it (default ports are
@@ -67,6 +67,9 @@ pub struct Counters {
 pub struct HostSnapshot {
     /// The host key, `scheme://host:port`.
     pub key: String,
+    /// The partition tag (a keyed hash of the credential, never the credential itself) when
+    /// requests are partitioned by a header; `None` for requests without it, or unpartitioned.
+    pub partition: Option<String>,
     /// The configured limit, if any.
     pub limit: Option<Limit>,
     /// How long a new request would wait for a pacing slot (zero: one is free now). This is
@@ -97,16 +100,19 @@ pub struct HostSnapshot {
 
 /// The mutable part of a host record, behind one short-held lock.
 ///
-/// [`HostState::decide`] asks, in order: the server's closure, first contact, then the
-/// schedule (slowed by the adaptive rate and a low quota); [`HostState::observe`] feeds each
-/// answer to the same owners, and the snapshot reads them.
+/// [`HostState::decide`] asks the host's own pacing (closure, first contact, schedule slowed by
+/// the adaptive rate and a low quota) and then every other scope the request falls in;
+/// [`HostState::observe`] feeds each answer to the same owners, and the snapshot reads them.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    clock: Clock,
-    pacer: Pacer,
-    closure: Closure,
-    pub(crate) quota: QuotaTracker,
+    pub(crate) pacing: Pacing,
     adaptive: AdaptiveRate,
+    /// The configured limit, if any, and the configuration generation it comes from.
+    pub(crate) limit: Option<Limit>,
+    pub(crate) generation: u64,
+    /// Quotas the server named for this host's routes (first path segment), learned from its
+    /// answers (GitHub resources, Discord buckets).
+    routes: HashMap<Box<str>, ServerScope>,
     /// Attempts sent and not answered yet.
     pub(crate) sent: u32,
     /// Cost of the requests waiting in the pacing queue.
@@ -118,21 +124,8 @@ pub(crate) struct HostState {
     pub(crate) budget: BudgetState,
 }
 
-/// The pacing decision for one attempt, all owners considered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// Send now; the slot is taken. `scout`: this attempt reads a quota we do not know yet.
-    Admit { scout: bool },
-    /// The configured limit's schedule: not before this instant.
-    Wait(Instant),
-    /// The server's word slows the scope (a low quota spread over its reset, or the adaptive
-    /// rate after refusals): not before this instant, unless an answer changes it.
-    Slowed(Instant),
-    /// The server closed the scope (Retry-After, spent quota) until this instant.
-    Closed(Instant),
-    /// First contact: the scouts are out; wait for an answer, or until this instant.
-    Hold(Instant),
-}
+/// Most route-to-quota names a host remembers; past it, the oldest knowledge is dropped.
+const MAX_ROUTES: usize = 64;
 
 /// What an answer changed, for the caller to report.
 #[derive(Debug, Clone, Copy, Default)]
@@ -143,64 +136,74 @@ pub(crate) struct Observed {
 }
 
 impl HostState {
-    /// Decide, and on `Admit` take the slot, for `cost` units at `now`.
-    pub(crate) fn decide(&mut self, now: Instant, cost: u32) -> Decision {
-        if let Some((until, _)) = self.closure.until(now) {
-            return Decision::Closed(until);
-        }
-        let scout = match self.quota.gate(now) {
-            Gate::Hold(until) => return Decision::Hold(until),
-            Gate::Go { scout } => scout,
+    /// Decide, and on `Admit` take the slots, for `cost` units at `now`, in this host's pacing
+    /// and in every other scope the request falls in (each with its own cost).
+    pub(crate) fn decide(
+        &mut self,
+        now: Instant,
+        cost: u32,
+        scopes: &mut [(MutexGuard<'_, ScopeState>, u32)],
+    ) -> Decision {
+        let extra = self.adaptive.interval();
+        let scout = match self.pacing.peek(now, cost, extra) {
+            Ok(scout) => scout,
+            Err(decision) => return decision,
         };
-        let now_ns = self.clock.nanos(now);
-        let slower = self.slower(now);
-        match self.pacer.acquire(now_ns, cost, slower) {
-            Pace::Admit => {
-                if let Some(reset) = self.quota.on_send(now, cost, scout) {
-                    self.closure.close(reset, Why::QuotaSpent);
-                }
-                self.adaptive.on_send(now_ns, cost);
-                self.counters.attempts += 1;
-                self.sent += 1;
-                Decision::Admit { scout }
-            }
-            Pace::Wait(at) => {
-                let until = self.clock.instant(at);
-                if slower.is_some_and(|s| s > self.pacer.interval()) {
-                    Decision::Slowed(until)
-                } else {
-                    Decision::Wait(until)
-                }
+        for (scope, units) in scopes.iter_mut() {
+            if let Err(decision) = scope.pacing.peek(now, *units, None) {
+                return decision;
             }
         }
+        self.pacing.take(now, cost, scout, extra);
+        for (scope, units) in scopes.iter_mut() {
+            scope.take(now, *units);
+        }
+        self.adaptive.on_send(self.pacing.nanos(now), cost);
+        self.counters.attempts += 1;
+        self.sent += 1;
+        Decision::Admit { scout }
     }
 
-    /// The spacing the server's word asks for (nanoseconds per unit), when longer than none.
-    fn slower(&self, now: Instant) -> Option<u64> {
-        let spread = self
-            .quota
-            .spread(now)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        spread.max(self.adaptive.interval())
+    /// The part of a wait that is certain for `cost` units at `now`: the configured schedule
+    /// and the server's closures, here and in every other scope.
+    pub(crate) fn certain_wait(
+        &self,
+        now: Instant,
+        cost: u32,
+        scopes: &[(MutexGuard<'_, ScopeState>, u32)],
+    ) -> Instant {
+        scopes
+            .iter()
+            .map(|(scope, units)| scope.pacing.certain_wait(now, *units))
+            .fold(self.pacing.certain_wait(now, cost), Instant::max)
     }
 
-    /// When a request of `cost` alone would get its slot on the configured schedule or after a
-    /// closure: the part of a wait that is certain (no answer can shorten it).
-    pub(crate) fn certain_wait(&self, now: Instant, cost: u32) -> Instant {
-        let slot = self
-            .clock
-            .instant(self.pacer.estimate(self.clock.nanos(now), 0, cost, None));
-        self.closure
-            .until(now)
-            .map_or(slot, |(until, _)| until.max(slot))
-    }
-
-    /// The instant the scope reopens, if the server closed it.
+    /// The instant the host reopens, if the server closed it.
     pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
-        self.closure.until(now).map(|(until, _)| until)
+        self.pacing.closed_until(now)
     }
 
-    /// Read an answer to an attempt sent at `sent_at` into every owner.
+    /// The quota the server named for a path's route, if it named one.
+    pub(crate) fn named_scope(&self, path: &str) -> Option<&ServerScope> {
+        self.routes.get(route_of(path))
+    }
+
+    /// Remember that the server counts `path`'s route in `scope`.
+    pub(crate) fn learn_route(&mut self, path: &str, scope: &ServerScope) {
+        let route = route_of(path);
+        if self.routes.get(route) == Some(scope) {
+            return;
+        }
+        if self.routes.len() >= MAX_ROUTES {
+            self.routes.clear();
+        }
+        self.routes.insert(route.into(), scope.clone());
+    }
+
+    /// Read an answer to an attempt sent at `sent_at` into the host's owners. `named`: the
+    /// answer's quota headers are about a quota the server named (its closure and quota go to
+    /// that scope, not here), unless the refusal is global.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn observe(
         &mut self,
         now: Instant,
@@ -209,14 +212,19 @@ impl HostState {
         cost: u32,
         status: http::StatusCode,
         hint: &ServerHint,
+        named: bool,
     ) -> Observed {
         let mut observed = Observed::default();
-        let now_ns = self.clock.nanos(now);
+        let now_ns = self.pacing.nanos(now);
         let code = status.as_u16();
         let refused = is_refusal(status, hint);
-        if let Some(retry_after) = hint.retry_after.filter(|_| refused || code == 503) {
+        let here = !named || hint.global;
+        if let Some(retry_after) = hint
+            .retry_after
+            .filter(|_| here && (refused || code == 503))
+        {
             let wait = retry_after.min(MAX_HINT);
-            self.closure
+            self.pacing
                 .close(crate::pacing::far_add(now, wait), Why::RetryAfter);
             observed.retry_after = Some(wait);
         }
@@ -224,12 +232,19 @@ impl HostState {
             observed.rate_change = self.adaptive.on_success(now, now_ns, cost);
         }
         let accepted_any = self.adaptive.accepted_any(now_ns);
-        let spent = self.quota.observe(now, scout, code, hint, accepted_any);
-        if let Some(reset) = spent {
-            self.closure.close(reset, Why::QuotaSpent);
-        }
+        let spent = if named {
+            if scout {
+                self.pacing.quota.release_scout();
+            }
+            None
+        } else {
+            self.pacing
+                .observe_quota(now, scout, code, hint, accepted_any)
+        };
         if refused {
             self.counters.throttled += 1;
+        }
+        if refused && !named {
             // A refusal slows its scope, whatever it carried. A spent quota's closure is exact
             // and says it all; so does a Retry-After when nothing was accepted to learn a rate
             // from. Otherwise the adaptive rate learns from it, so that a scope reopening at
@@ -241,13 +256,24 @@ impl HostState {
                 if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
                     && observed.retry_after.is_none()
                 {
-                    self.closure
+                    self.pacing
                         .close(crate::pacing::far_add(now, pause), Why::Refused);
                 }
             }
         }
         self.last_used = now;
         observed
+    }
+
+    /// Pace to a new configured limit (generation `generation`) from the next request on.
+    pub(crate) fn relimit(&mut self, limit: Option<Limit>, generation: u64, now: Instant) {
+        self.generation = generation;
+        if self.limit == limit {
+            return;
+        }
+        self.limit = limit;
+        self.pacing.relimit(limit.as_ref());
+        self.adaptive = AdaptiveRate::new(now, limit.map(|l| 1.0 / l.interval().as_secs_f64()));
     }
 
     /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
@@ -280,15 +306,15 @@ impl HostState {
 
     /// A scout ended without an answer (error, cancellation): let the next one go.
     pub(crate) fn release_scout(&mut self) {
-        self.quota.release_scout();
+        self.pacing.quota.release_scout();
     }
+}
 
-    /// True when every owner of the pacing state can be forgotten at `now`.
-    fn pacing_is_idle(&self, now: Instant) -> bool {
-        self.pacer.is_idle(self.clock.nanos(now))
-            && self.closure.is_idle(now)
-            && self.quota.is_idle(now)
-    }
+/// The route a server's named quota is learned for: the first path segment (`/search/issues`
+/// and `/search/code` are GitHub's `search`; `/repos/..` its `core`).
+fn route_of(path: &str) -> &str {
+    let path = path.trim_start_matches('/');
+    path.split('/').next().unwrap_or_default()
 }
 
 /// Why a failed attempt is not retried.
@@ -313,6 +339,9 @@ fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct HostConfig {
     pub(crate) limit: Option<Limit>,
+    /// The configuration generation `limit` comes from.
+    pub(crate) generation: u64,
+    pub(crate) partition: Option<Partition>,
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) breaker: Breaker,
     pub(crate) retry_budget: RetryBudget,
@@ -322,7 +351,8 @@ pub(crate) struct HostConfig {
 #[derive(Debug)]
 pub(crate) struct Host {
     pub(crate) key: Arc<str>,
-    pub(crate) limit: Option<Limit>,
+    /// The partition (credential) this record is for, if the requests are partitioned.
+    pub(crate) partition: Option<Partition>,
     state: Mutex<HostState>,
     /// Wakes requests held behind a first-contact probe when an answer arrives.
     pub(crate) answered: tokio::sync::Notify,
@@ -338,19 +368,18 @@ pub(crate) struct Host {
 impl Host {
     pub(crate) fn new(key: &str, config: &HostConfig, now: Instant) -> Self {
         let limit = config.limit;
-        let max_in_flight = config.max_in_flight;
         let limit_rate = limit.map(|l| 1.0 / l.interval().as_secs_f64());
-        let pacer = Pacer::new(limit.as_ref());
+        let pacing = Pacing::new(limit.as_ref(), now, true);
         Host {
-            precise_wakes: pacer.wants_precise_wakes(),
+            precise_wakes: pacing.wants_precise_wakes(),
             key: Arc::from(key),
-            limit,
+            partition: config.partition,
             state: Mutex::new(HostState {
-                clock: Clock::starting(now),
-                pacer,
-                closure: Closure::default(),
-                quota: QuotaTracker::new(now, limit.is_some()),
+                pacing,
                 adaptive: AdaptiveRate::new(now, limit_rate),
+                limit,
+                generation: config.generation,
+                routes: HashMap::new(),
                 sent: 0,
                 queued_cost: 0,
                 queued: 0,
@@ -361,7 +390,9 @@ impl Host {
             }),
             answered: tokio::sync::Notify::new(),
             turnstile: Semaphore::new(1),
-            in_flight: max_in_flight.map(|n| Arc::new(Semaphore::new(n as usize))),
+            in_flight: config
+                .max_in_flight
+                .map(|n| Arc::new(Semaphore::new(n as usize))),
         }
     }
 
@@ -381,7 +412,7 @@ impl Host {
         let state = self.state();
         state.queued == 0
             && now.saturating_duration_since(state.last_used) >= idle_after
-            && state.pacing_is_idle(now)
+            && state.pacing.is_idle(now)
             && state.breaker.is_quiet(now)
             && state.sent == 0
     }
@@ -390,23 +421,18 @@ impl Host {
         let state = self.state();
         HostSnapshot {
             key: self.key.to_string(),
-            limit: self.limit,
-            next_slot_in: {
-                let slower = state.slower(now);
-                let now_ns = state.clock.nanos(now);
-                let at = state.pacer.estimate(now_ns, 0, 1, slower);
-                Duration::from_nanos(at - now_ns)
-            },
+            partition: self.partition.map(|p| p.to_string()),
+            limit: state.limit,
+            next_slot_in: state.pacing.next_slot_in(now, state.adaptive.interval()),
             cooldown_in: state
                 .closed_until(now)
                 .map(|until| until.saturating_duration_since(now)),
             in_flight: state.sent,
             queued: state.queued,
-            interval: Duration::from_nanos(
-                state.slower(now).unwrap_or(0).max(state.pacer.interval()),
-            ),
+            interval: state.pacing.interval(now, state.adaptive.interval()),
             adaptive_rate: state.adaptive.rate(),
             server_quota: state
+                .pacing
                 .quota
                 .remaining(now)
                 .map(|(remaining, resets_in)| ServerQuota {

@@ -74,6 +74,7 @@ mod limit;
 mod middleware;
 mod pacing;
 mod retry;
+mod scope;
 mod signals;
 mod snapshot;
 mod store;
@@ -88,10 +89,11 @@ mod readme_doctests {}
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
 pub use crate::builder::{Polite, PoliteBuilder};
 pub use crate::error::Error;
-pub use crate::extensions::{Cost, Deadline, NoRetry};
+pub use crate::extensions::{Cost, Deadline, NoRetry, Units};
 pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
 pub use crate::retry::{
     Backoff, Delays, InvalidBackoff, InvalidRetryBudget, Jitter, RetryBudget, Retryable,
 };
+pub use crate::scope::{ScopeKind, ScopeSnapshot};
 pub use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};

@@ -21,9 +21,13 @@ use crate::breaker::{Admission, Transition};
 use crate::builder::{Config, Polite};
 use crate::error::Error;
 use crate::extensions::RequestOptions;
-use crate::host::{Decision, Host, NoRetry, Queued};
+use crate::extensions::Units;
+use crate::host::{Host, NoRetry, Queued};
+use crate::pacing::Decision;
+use crate::pacing::closure::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify};
-use crate::signals::ServerHint;
+use crate::scope::{Scope, ScopeKind};
+use crate::signals::{MAX_HINT, ServerHint, ServerScope};
 
 type Result<T> = reqwest_middleware::Result<T>;
 
@@ -35,13 +39,22 @@ impl Middleware for Polite {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let Some(host) = self.host_for(req.url()) else {
+        let partition = self.partition_of(req.headers());
+        let Some(host) = self.host_for(req.url(), partition) else {
             return next.run(req, extensions).await; // no host: nothing to pace, reqwest decides
         };
         let config = &self.inner.config;
         let opts = RequestOptions::from_extensions(extensions);
         let safety = Safety::of(&req);
-        begin(&host, &opts)?;
+        let named = begin(self, &host, req.url(), &opts)?;
+        let scopes = self.scopes_for(
+            &host,
+            req.url(),
+            opts.cost,
+            extensions.get::<Units>(),
+            named.as_ref(),
+        );
+        let path: Box<str> = req.url().path().into();
         let mut backoff: Option<Delays<SmallRng>> = None;
         let mut attempts = 0;
         loop {
@@ -49,11 +62,16 @@ impl Middleware for Polite {
             let spare = if retries_left { req.try_clone() } else { None };
             let mut attempt = admit(&host, &opts, attempts)?;
             let in_flight = in_flight_permit(&host, &opts, attempts).await?;
-            pace(&host, config, &opts, &mut attempt, attempts).await?;
+            pace(&host, &scopes, config, &opts, &mut attempt, attempts).await?;
             let result = next.clone().run(req, extensions).await;
             drop(in_flight);
             attempts += 1;
-            let verdict = record(&host, config, attempt, &safety, &result);
+            let answer = Answer {
+                scopes: &scopes,
+                path: &path,
+                safety: &safety,
+            };
+            let verdict = record(self, &host, attempt, &answer, &result);
             let Some(spare) = spare else {
                 return result; // out of retries, or a body that cannot be cloned: sent once
             };
@@ -66,6 +84,14 @@ impl Middleware for Polite {
             req = spare;
         }
     }
+}
+
+/// What [`record`] needs to know about the request beside its attempt.
+struct Answer<'a> {
+    /// The scopes the request falls in beside its host.
+    scopes: &'a [(Arc<Scope>, u32)],
+    path: &'a str,
+    safety: &'a Safety,
 }
 
 /// A request carrying it may be retried like an idempotent one (draft-ietf-httpapi-idempotency-key-header).
@@ -86,12 +112,23 @@ impl Safety {
     }
 }
 
-/// Count the request, deposit in the retry budget, and refuse a cost that can never fit.
-fn begin(host: &Host, opts: &RequestOptions) -> std::result::Result<(), Error> {
+/// Bring the host's limit up to date, count the request, deposit in the retry budget, and
+/// refuse a cost that can never fit. Returns the quota the server named for its route, if any.
+fn begin(
+    polite: &Polite,
+    host: &Host,
+    url: &reqwest::Url,
+    opts: &RequestOptions,
+) -> std::result::Result<Option<ServerScope>, Error> {
+    let now = Instant::now();
     let mut state = host.state();
+    if state.generation != polite.generation() {
+        let (limits, generation) = polite.limits();
+        state.relimit(limits.authority(url), generation, now);
+    }
     state.counters.requests += 1;
-    state.budget.deposit(Instant::now());
-    match host.limit {
+    state.budget.deposit(now);
+    match state.limit {
         Some(limit) if opts.cost > limit.count() => {
             state.counters.rejected += 1;
             Err(Error::CostExceedsLimit {
@@ -100,8 +137,26 @@ fn begin(host: &Host, opts: &RequestOptions) -> std::result::Result<(), Error> {
                 limit: limit.count(),
             })
         }
-        _ => Ok(()),
+        _ => Ok(state.named_scope(url.path()).cloned()),
     }
+}
+
+/// Refuse units that can never fit in one of the request's scopes (a cost above its limit's
+/// count would break the window promise).
+fn fits(host: &Host, scopes: &[(Arc<Scope>, u32)]) -> std::result::Result<(), Error> {
+    for (scope, units) in scopes {
+        if let Some(limit) = scope.state().limit
+            && *units > limit.count()
+        {
+            host.state().counters.rejected += 1;
+            return Err(Error::CostExceedsLimit {
+                host: scope.label.to_string(),
+                cost: *units,
+                limit: limit.count(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One attempt between admission and its recorded outcome. Dropped unrecorded (the request
@@ -246,11 +301,20 @@ fn cooling_down(host: &Host, retry_in: Duration) -> Error {
 /// deadline.
 async fn pace(
     host: &Host,
+    scopes: &[(Arc<Scope>, u32)],
     config: &Config,
     opts: &RequestOptions,
     attempt: &mut Attempt,
     attempts: u32,
 ) -> std::result::Result<(), Error> {
+    fits(host, scopes)?;
+    // the host's lock first, then the scopes' in key order: every request takes them so
+    let lock_scopes = || -> Vec<_> {
+        scopes
+            .iter()
+            .map(|(s, units)| (s.state(), *units))
+            .collect()
+    };
     let mut queued: Option<Queued<'_>> = None;
     let _turn = match host.turnstile.try_acquire() {
         Ok(turn) => turn,
@@ -258,7 +322,7 @@ async fn pace(
             let now = Instant::now();
             let certain = {
                 let mut state = host.state();
-                let certain = state.certain_wait(now, opts.cost);
+                let certain = state.certain_wait(now, opts.cost, &lock_scopes());
                 if !opts.past_deadline(certain) {
                     queued = Some(Queued::join(host, &mut state, opts.cost));
                 }
@@ -279,7 +343,7 @@ async fn pace(
         let now = Instant::now();
         let decision = {
             let mut state = host.state();
-            let decision = state.decide(now, opts.cost);
+            let decision = state.decide(now, opts.cost, &mut lock_scopes());
             match decision {
                 Decision::Admit { .. } => {
                     state.counters.waited += u64::from(queued.is_some());
@@ -377,14 +441,16 @@ async fn sleep_precisely(until: Instant) {
     }
 }
 
-/// Read the outcome of an attempt into the host's state, and classify it.
+/// Read the outcome of an attempt into the host's state (and the scopes the server named),
+/// and classify it.
 fn record(
+    polite: &Polite,
     host: &Host,
-    config: &Config,
     mut attempt: Attempt,
-    safety: &Safety,
+    answer: &Answer<'_>,
     result: &Result<Response>,
 ) -> Verdict {
+    let config = &polite.inner.config;
     attempt.recorded = true;
     let now = Instant::now();
     let outcome = match result {
@@ -402,19 +468,39 @@ fn record(
         Outcome::Status(status) => Some(status),
         Outcome::Connect | Outcome::Timeout | Outcome::Other => None,
     });
+    let hint = match result {
+        Ok(resp) => ServerHint::read(resp.headers()),
+        Err(_) => ServerHint::default(),
+    };
+    // the quota the server named takes this answer's closure and quota, unless it has
+    // neither (then the host does, so that every refusal slows something)
+    let named = hint
+        .server_scope
+        .as_ref()
+        .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
     let mut state = host.state();
     state.last_used = now;
     state.sent -= 1;
     if let Ok(resp) = result {
         let status = resp.status();
-        let hint = ServerHint::read(resp.headers());
         let sent_at = attempt.sent_at.unwrap_or(now);
-        let observed = state.observe(now, sent_at, attempt.scout, attempt.cost, status, &hint);
+        let observed = state.observe(
+            now,
+            sent_at,
+            attempt.scout,
+            attempt.cost,
+            status,
+            &hint,
+            named.is_some(),
+        );
         if let Some(retry_after) = observed.retry_after {
-            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: scope closed");
+            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host closed");
         }
         if let Some(change) = observed.rate_change {
             tracing::debug!(host = %host.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
+        }
+        if let Some(scope) = &hint.server_scope {
+            state.learn_route(answer.path, scope);
         }
     } else if attempt.scout {
         state.release_scout();
@@ -424,14 +510,75 @@ fn record(
     }
     let transition = state.breaker.record(now, &attempt.admission, failure);
     drop(state);
+    if let Ok(resp) = result {
+        feed_scopes(polite, host, answer, named, resp.status(), &hint, now);
+    }
     report_transition(host, transition);
     host.answered.notify_waiters();
-    classify(
+    let verdict = classify(
         config.retryable,
-        &safety.method,
-        safety.idempotency_key,
+        &answer.safety.method,
+        answer.safety.idempotency_key,
         &outcome,
-    )
+    );
+    // Stripe-Should-Retry overrides the classification either way: the server knows whether
+    // the request took effect (Stripe requests carry idempotency keys, and it vouches for a
+    // `true` on a POST)
+    match hint.should_retry {
+        Some(true) => Verdict::Retry,
+        Some(false) => Verdict::Return,
+        None => verdict,
+    }
+}
+
+/// Give an answer's word about other scopes to them: a quota the server named takes its
+/// closure and quota (a global refusal closes the host instead, already done), and a unit's
+/// count (OpenAI's tokens) goes to that unit's scope.
+fn feed_scopes(
+    polite: &Polite,
+    host: &Host,
+    answer: &Answer<'_>,
+    named: Option<&ServerScope>,
+    status: http::StatusCode,
+    hint: &ServerHint,
+    now: Instant,
+) {
+    let code = status.as_u16();
+    if let Some(named) = named {
+        let scope = polite.named_scope(host, named);
+        let mut state = scope.state();
+        state.last_used = now;
+        let refused = code == 429 || code == 403;
+        if let Some(retry_after) = hint
+            .retry_after
+            .filter(|_| (refused || code == 503) && !hint.global)
+        {
+            state.pacing.close(
+                crate::pacing::far_add(now, retry_after.min(MAX_HINT)),
+                Why::RetryAfter,
+            );
+            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope closed");
+        }
+        state.pacing.observe_quota(now, false, code, hint, true);
+    }
+    if let Some(tokens) = hint.tokens {
+        let unit = answer
+            .scopes
+            .iter()
+            .find(|(scope, _)| scope.kind == ScopeKind::Unit && scope.label.ends_with(" tokens"));
+        if let Some((scope, _)) = unit {
+            let as_hint = ServerHint {
+                remaining: tokens.remaining,
+                limit: tokens.limit,
+                reset_in: tokens.reset_in,
+                ..ServerHint::default()
+            };
+            scope
+                .state()
+                .pacing
+                .observe_quota(now, false, code, &as_hint, true);
+        }
+    }
 }
 
 /// Decide whether to retry, and after how long; `None` returns the last outcome to the caller.
@@ -491,13 +638,15 @@ mod tests {
     /// gate), as the pacing tests need.
     fn host(limit: Limit) -> Arc<Host> {
         let config = crate::host::HostConfig {
+            generation: 0,
+            partition: None,
             limit: Some(limit),
             max_in_flight: None,
             breaker: crate::Breaker::disabled(),
             retry_budget: crate::RetryBudget::default(),
         };
         let host = Arc::new(Host::new("http://test", &config, Instant::now()));
-        host.state().quota.assume_unmetered();
+        host.state().pacing.quota.assume_unmetered();
         host
     }
 
@@ -507,7 +656,7 @@ mod tests {
         attempts: u32,
     ) -> std::result::Result<(), Error> {
         let mut attempt = admit(host, opts, attempts)?;
-        super::pace(host, &Config::default(), opts, &mut attempt, attempts).await
+        super::pace(host, &[], &Config::default(), opts, &mut attempt, attempts).await
     }
 
     fn opts(cost: u32, deadline: Option<Instant>) -> RequestOptions {
@@ -656,7 +805,7 @@ mod tests {
     async fn in_flight_counts_sent_attempts_only_and_a_dropped_one_leaves() {
         let host = host(Limit::per_second(10));
         let mut sent = admit(&host, &opts(1, None), 0).expect("admitted");
-        super::pace(&host, &Config::default(), &opts(1, None), &mut sent, 0)
+        super::pace(&host, &[], &Config::default(), &opts(1, None), &mut sent, 0)
             .await
             .expect("first slot");
         let waiting = tokio::spawn({
@@ -697,6 +846,8 @@ mod tests {
     async fn a_request_held_behind_a_first_contact_probe_respects_its_deadline() {
         let t0 = Instant::now();
         let config = crate::host::HostConfig {
+            generation: 0,
+            partition: None,
             limit: None,
             max_in_flight: None,
             breaker: crate::Breaker::disabled(),
@@ -704,9 +855,16 @@ mod tests {
         };
         let host = Arc::new(Host::new("http://new", &config, t0));
         let mut probe = admit(&host, &opts(1, None), 0).expect("breaker disabled");
-        super::pace(&host, &Config::default(), &opts(1, None), &mut probe, 0)
-            .await
-            .expect("the first request goes as the probe");
+        super::pace(
+            &host,
+            &[],
+            &Config::default(),
+            &opts(1, None),
+            &mut probe,
+            0,
+        )
+        .await
+        .expect("the first request goes as the probe");
         assert!(
             probe.scout,
             "the first request to an unknown host reads its quota"

@@ -27,7 +27,7 @@ pub const MAX_HINT: Duration = Duration::from_secs(365 * 24 * 3600);
 const EPOCH_THRESHOLD_SECS: u64 = 1_000_000_000;
 
 /// What one response said about pacing. All durations are relative to `now` (when the response arrived).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServerHint {
     /// `Retry-After`: stay away this long.
     pub retry_after: Option<Duration>,
@@ -36,6 +36,45 @@ pub struct ServerHint {
     /// The quota (requests per window), if the server said.
     pub limit: Option<u64>,
     /// Time until the quota window resets.
+    pub reset_in: Option<Duration>,
+    /// The quota the server says these headers are about: GitHub's `x-ratelimit-resource`
+    /// (`core`, `search`, ...) or Discord's `x-ratelimit-bucket`.
+    pub server_scope: Option<ServerScope>,
+    /// Discord: the refusal is global (`x-ratelimit-global: true`, `x-ratelimit-scope: global`),
+    /// so it closes the whole host, not the bucket.
+    pub global: bool,
+    /// Stripe's `Stripe-Should-Retry: true|false`, which overrides the retry decision.
+    pub should_retry: Option<bool>,
+    /// OpenAI's token quota (`x-ratelimit-{limit,remaining,reset}-tokens`).
+    pub tokens: Option<UnitQuota>,
+}
+
+/// A quota the server names in its headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerScope {
+    /// Which dialect named it.
+    pub kind: ServerScopeKind,
+    /// The name (at most 64 visible ASCII characters; longer or other values are ignored).
+    pub name: String,
+}
+
+/// Who names a [`ServerScope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerScopeKind {
+    /// GitHub `x-ratelimit-resource`: quotas per resource (`core`, `search`, `graphql`).
+    Resource,
+    /// Discord `x-ratelimit-bucket`: routes that share one bucket.
+    Bucket,
+}
+
+/// A quota in another unit than requests (OpenAI tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnitQuota {
+    /// Units left in the current window.
+    pub remaining: Option<u64>,
+    /// Units per window.
+    pub limit: Option<u64>,
+    /// Time until the window resets.
     pub reset_in: Option<Duration>,
 }
 
@@ -50,6 +89,8 @@ impl ServerHint {
             name == "retry-after"
                 || name.starts_with("ratelimit")
                 || name.starts_with("x-ratelimit")
+                || name == "stripe-should-retry"
+                || name == "x-shopify-shop-api-call-limit"
         });
         if relevant {
             Self::from_headers(headers, SystemTime::now())
@@ -70,7 +111,9 @@ impl ServerHint {
             ietf_separate(headers),
             x_ratelimit(headers, now),
             openai(headers, now),
+            shopify(headers),
         ];
+        let tokens = openai_tokens(headers, now);
         ServerHint {
             retry_after: headers
                 .get(RETRY_AFTER)
@@ -78,6 +121,21 @@ impl ServerHint {
             remaining: sources.iter().find_map(|s| s.remaining),
             limit: sources.iter().find_map(|s| s.limit),
             reset_in: sources.iter().find_map(|s| s.reset_in),
+            server_scope: server_scope(headers),
+            global: text(headers, "x-ratelimit-global")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+                || text(headers, "x-ratelimit-scope")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("global")),
+            should_retry: text(headers, "stripe-should-retry").and_then(|v| match v.trim() {
+                v if v.eq_ignore_ascii_case("true") => Some(true),
+                v if v.eq_ignore_ascii_case("false") => Some(false),
+                _ => None,
+            }),
+            tokens: (tokens.remaining.is_some() || tokens.limit.is_some()).then_some(UnitQuota {
+                remaining: tokens.remaining,
+                limit: tokens.limit,
+                reset_in: tokens.reset_in,
+            }),
         }
     }
 
@@ -288,6 +346,52 @@ fn openai(headers: &HeaderMap, now: SystemTime) -> Quota {
     }
 }
 
+/// OpenAI's token quota: `x-ratelimit-limit-tokens`, `x-ratelimit-remaining-tokens`,
+/// `x-ratelimit-reset-tokens` (a Go duration). It feeds a `tokens` unit scope.
+fn openai_tokens(headers: &HeaderMap, now: SystemTime) -> Quota {
+    Quota {
+        limit: text(headers, "x-ratelimit-limit-tokens").and_then(parse_count),
+        remaining: text(headers, "x-ratelimit-remaining-tokens").and_then(parse_count),
+        reset_in: headers
+            .get("x-ratelimit-reset-tokens")
+            .and_then(|v| parse_reset(v, now)),
+    }
+}
+
+/// Shopify's leaky bucket, `X-Shopify-Shop-Api-Call-Limit: 32/40` (used/size): what is left is
+/// `size − used`, and the bucket drains at Shopify's documented 2 calls per second, so it is
+/// empty again in `used / 2` seconds.
+fn shopify(headers: &HeaderMap) -> Quota {
+    const DRAIN_PER_SECOND: u64 = 2;
+    let Some((used, size)) = text(headers, "x-shopify-shop-api-call-limit")
+        .and_then(|v| v.trim().split_once('/'))
+        .and_then(|(used, size)| Some((parse_count(used)?, parse_count(size)?)))
+    else {
+        return Quota::default();
+    };
+    let used = used.min(size);
+    Quota {
+        remaining: Some(size - used),
+        limit: Some(size),
+        reset_in: Some(Duration::from_secs(used.div_ceil(DRAIN_PER_SECOND)).min(MAX_HINT)),
+    }
+}
+
+/// The quota a server names: GitHub's `x-ratelimit-resource`, else Discord's
+/// `x-ratelimit-bucket`. Names are short visible ASCII; anything else is ignored.
+fn server_scope(headers: &HeaderMap) -> Option<ServerScope> {
+    let named = |header: &str, kind| {
+        let name = text(headers, header)?.trim();
+        let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic());
+        ok.then(|| ServerScope {
+            kind,
+            name: name.to_string(),
+        })
+    };
+    named("x-ratelimit-resource", ServerScopeKind::Resource)
+        .or_else(|| named("x-ratelimit-bucket", ServerScopeKind::Bucket))
+}
+
 /// The first value of a header as text; `None` if absent or not visible ASCII.
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name)?.to_str().ok()
@@ -465,6 +569,7 @@ mod tests {
                 remaining: Some(5),
                 limit: None,
                 reset_in: Some(Duration::from_secs(2)),
+                ..ServerHint::default()
             },
             "delta values do not depend on the clock"
         );
@@ -681,6 +786,7 @@ mod tests {
             remaining: Some(50),
             limit: Some(100),
             reset_in: Some(Duration::from_secs(30)),
+            ..ServerHint::default()
         };
         assert_eq!(hint, want, "draft -07+ RateLimit with String names");
         let tokens = ServerHint::from_headers(
@@ -761,6 +867,7 @@ mod tests {
             remaining: Some(50),
             limit: Some(100),
             reset_in: Some(Duration::from_secs(5)),
+            ..ServerHint::default()
         };
         assert_eq!(hint, want, "draft -05/-06 RateLimit Dictionary");
 
@@ -792,8 +899,83 @@ mod tests {
             remaining: Some(3),
             limit: Some(10),
             reset_in: Some(Duration::from_secs(7)),
+            ..ServerHint::default()
         };
         assert_eq!(hint, want, "draft -00..-03 separate fields");
+    }
+
+    #[test]
+    fn named_quotas_dialects_and_other_units() {
+        let now = at(1_700_000_000);
+        let github = ServerHint::from_headers(
+            &headers(&[
+                ("x-ratelimit-resource", "search"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000030"),
+            ]),
+            now,
+        );
+        assert_eq!(
+            github.server_scope,
+            Some(ServerScope {
+                kind: ServerScopeKind::Resource,
+                name: "search".into()
+            })
+        );
+        assert_eq!(github.reset_in, Some(Duration::from_secs(30)));
+        let discord = ServerHint::from_headers(
+            &headers(&[
+                ("x-ratelimit-bucket", "abcd1234"),
+                ("x-ratelimit-reset-after", "1.250"),
+                ("x-ratelimit-scope", "shared"),
+            ]),
+            now,
+        );
+        assert_eq!(
+            discord.server_scope.map(|s| (s.kind, s.name)),
+            Some((ServerScopeKind::Bucket, "abcd1234".to_string()))
+        );
+        assert_eq!(discord.reset_in, Some(Duration::from_millis(1250)));
+        assert!(!discord.global);
+        let global = headers(&[("x-ratelimit-global", "true")]);
+        assert!(ServerHint::from_headers(&global, now).global);
+        let global = headers(&[("x-ratelimit-scope", "global")]);
+        assert!(ServerHint::from_headers(&global, now).global);
+        let too_long = "x".repeat(65);
+        let odd = headers(&[("x-ratelimit-resource", too_long.as_str())]);
+        assert_eq!(ServerHint::from_headers(&odd, now).server_scope, None);
+
+        let stripe = |v| ServerHint::from_headers(&headers(&[("stripe-should-retry", v)]), now);
+        assert_eq!(stripe("true").should_retry, Some(true));
+        assert_eq!(stripe("false").should_retry, Some(false));
+        assert_eq!(stripe("maybe").should_retry, None);
+
+        let shopify =
+            ServerHint::from_headers(&headers(&[("x-shopify-shop-api-call-limit", "32/40")]), now);
+        assert_eq!(
+            (shopify.remaining, shopify.limit, shopify.reset_in),
+            (Some(8), Some(40), Some(Duration::from_secs(16)))
+        );
+        let over = headers(&[("x-shopify-shop-api-call-limit", "50/40")]);
+        assert_eq!(ServerHint::from_headers(&over, now).remaining, Some(0));
+
+        let openai = ServerHint::from_headers(
+            &headers(&[
+                ("x-ratelimit-limit-tokens", "90000"),
+                ("x-ratelimit-remaining-tokens", "1200"),
+                ("x-ratelimit-reset-tokens", "6m0s"),
+            ]),
+            now,
+        );
+        assert_eq!(
+            openai.tokens,
+            Some(UnitQuota {
+                remaining: Some(1200),
+                limit: Some(90000),
+                reset_in: Some(Duration::from_secs(360))
+            })
+        );
+        assert_eq!(openai.remaining, None, "tokens are not requests");
     }
 
     #[test]
@@ -812,6 +994,7 @@ mod tests {
             remaining: Some(4_999),
             limit: Some(5_000),
             reset_in: Some(Duration::from_secs(90)),
+            ..ServerHint::default()
         };
         assert_eq!(github, want, "GitHub sends the reset as a timestamp");
 
@@ -845,6 +1028,7 @@ mod tests {
             remaining: Some(59),
             limit: Some(60),
             reset_in: Some(Duration::from_secs(1)),
+            ..ServerHint::default()
         };
         assert_eq!(
             hint, want,
@@ -874,6 +1058,7 @@ mod tests {
             remaining: Some(1),
             limit: Some(20),
             reset_in: Some(Duration::from_secs(1)),
+            ..ServerHint::default()
         };
         assert_eq!(
             hint, want,
@@ -886,6 +1071,7 @@ mod tests {
             remaining: Some(3),
             limit: Some(30),
             reset_in: Some(Duration::from_secs(3)),
+            ..ServerHint::default()
         };
         assert_eq!(hint, want, "X-RateLimit-* before OpenAI");
 

@@ -178,6 +178,7 @@ mod tests {
     /// A host that has done nothing yet, limited to 10 per second.
     fn fresh() -> HostSnapshot {
         HostSnapshot {
+            partition: None,
             key: "https://api.example.com".to_string(),
             limit: Some(Limit::per_second(10)),
             next_slot_in: Duration::ZERO,

@@ -397,8 +397,8 @@ fn check(fields: &[(&'static str, Vec<u8>)], now: SystemTime) -> Result<(), Test
     let hint = server_hint_at(&headers, now);
     check_hint("from_headers", &hint)?;
     prop_assert_eq!(
-        hint,
-        server_hint_at(&headers, now),
+        &hint,
+        &server_hint_at(&headers, now),
         "the same headers must read the same"
     );
     prop_assert_eq!(

@@ -99,34 +99,52 @@ async fn hosts_are_paced_separately() {
 }
 
 #[tokio::test]
-async fn a_host_limit_without_port_matches_every_port_of_that_host() {
+async fn a_host_limit_without_port_is_one_quota_for_every_port_of_that_host() {
+    // two ports of 127.0.0.1, five per second for the host: together, never more than five
+    // in any second (each port used to get its own five)
     let a = serve(|_, _| Reply::ok());
     let b = serve(|_, _| Reply::ok());
     let polite = Polite::builder()
         .limit(Limit::per_second(100))
-        .host_limit("127.0.0.1", Limit::per_minute(600))
+        .host_limit("127.0.0.1", Limit::per_second(5))
         .host_limit("localhost", Limit::per_second(1))
         .build();
     let client = client(&polite);
-    for server in [&a, &b] {
-        client
-            .get(server.url("/"))
-            .send()
-            .await
-            .expect("loopback answers");
-    }
+    let calls = (0..12).map(|i| {
+        let url = if i % 2 == 0 { a.url("/") } else { b.url("/") };
+        let client = client.clone();
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(200))),
+        "{statuses:?}"
+    );
+    let mut arrivals = a.stats.arrivals();
+    arrivals.extend(b.stats.arrivals());
+    arrivals.sort();
+    let most = arrivals
+        .iter()
+        .map(|&s| {
+            arrivals
+                .iter()
+                .filter(|&&t| t >= s && t < s + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(most <= 5, "{most} requests to 127.0.0.1 within one second");
     let snapshot = polite.snapshot();
     assert_eq!(snapshot.len(), 2, "one record per host:port");
-    for host in &snapshot {
-        assert_eq!(
-            host.limit,
-            Some(Limit::per_minute(600)),
-            "{} got {:?}",
-            host.key,
-            host.limit
-        );
-        assert_eq!(host.counters.requests, 1);
-    }
+    assert!(
+        snapshot.iter().all(|host| host.limit.is_none()),
+        "the host-wide scope paces them, not a limit per port"
+    );
+    let scopes = polite.scope_snapshot();
+    assert_eq!(scopes.len(), 1, "{scopes:?}");
+    assert_eq!(scopes[0].kind, reqwest_polite::ScopeKind::Host);
+    assert_eq!(scopes[0].limit, Some(Limit::per_second(5)));
+    assert_eq!(scopes[0].taken, 12);
 }
 
 #[tokio::test]
@@ -283,7 +301,17 @@ async fn an_ipv6_host_limit_paces_that_host_with_or_without_brackets() {
             statuses.iter().all(|s| *s == Ok(200)),
             "{key}: every request must succeed: {statuses:?}"
         );
-        let limit = polite.snapshot().first().and_then(|host| host.limit);
+        // a host-wide limit is a scope beside the host record; a port's is the record's
+        let limit = polite
+            .snapshot()
+            .first()
+            .and_then(|host| host.limit)
+            .or_else(|| {
+                polite
+                    .scope_snapshot()
+                    .first()
+                    .and_then(|scope| scope.limit)
+            });
         assert_eq!(
             limit,
             Some(Limit::per(2, window)),

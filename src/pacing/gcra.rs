@@ -30,6 +30,7 @@ pub(crate) const TICK_NANOS: u64 = 1_000_000;
 const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
 
 /// The pacing decision for one request.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pace {
     /// The slot was free and is now taken: send.
@@ -116,17 +117,35 @@ impl Pacer {
 
     /// Take `cost` units at `now` if the schedule allows, else say when. `slower`: a longer
     /// interval in force (server hints, adaptive rate); never faster than the limit.
+    #[cfg(test)]
     pub(crate) fn acquire(&mut self, now: u64, cost: u32, slower: Option<u64>) -> Pace {
+        match self.check(now, cost, slower) {
+            Some(at) => Pace::Wait(at),
+            None => {
+                self.take(now, cost, slower);
+                Pace::Admit
+            }
+        }
+    }
+
+    /// When `cost` units may start, if not at `now`; takes nothing.
+    pub(crate) fn check(&self, now: u64, cost: u32, slower: Option<u64>) -> Option<u64> {
         let interval = slower.map_or(self.interval, |s| s.max(self.interval));
         if interval == 0 {
-            self.last_start = Some(now);
-            return Pace::Admit;
+            return None;
+        }
+        let earliest = self.earliest(u64::from(cost.max(1)), interval);
+        (earliest > now).then_some(earliest)
+    }
+
+    /// Take `cost` units at `now`, which [`Pacer::check`] allowed.
+    pub(crate) fn take(&mut self, now: u64, cost: u32, slower: Option<u64>) {
+        let interval = slower.map_or(self.interval, |s| s.max(self.interval));
+        self.last_start = Some(now);
+        if interval == 0 {
+            return;
         }
         let cost = u64::from(cost.max(1));
-        let earliest = self.earliest(cost, interval);
-        if earliest > now {
-            return Pace::Wait(earliest);
-        }
         // keep the virtual slot when less than `slack` late; otherwise restart from now
         let base = if now.saturating_sub(self.tat) < self.slack {
             self.tat
@@ -134,8 +153,16 @@ impl Pacer {
             now
         };
         self.tat = base.saturating_add(cost.saturating_mul(interval));
-        self.last_start = Some(now);
-        Pace::Admit
+    }
+
+    /// The same schedule under a new limit (set at run time): what was taken stands, so the
+    /// next slot never comes earlier than the old limit had it.
+    pub(crate) fn relimit(&self, limit: Option<&Limit>) -> Self {
+        Pacer {
+            tat: self.tat,
+            last_start: self.last_start,
+            ..Pacer::new(limit)
+        }
     }
 
     /// When `cost` units could start if `queued` units ahead of them go first (never before

@@ -18,6 +18,172 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::limit::Limit;
+use crate::signals::ServerHint;
+use closure::{Closure, Why};
+use gcra::Pacer;
+use quota::{Gate, QuotaTracker};
+
+/// The pacing decision for one attempt, all owners (and all scopes) considered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Send now; the slots are taken. `scout`: this attempt reads a quota we do not know yet.
+    Admit { scout: bool },
+    /// A configured limit's schedule: not before this instant.
+    Wait(Instant),
+    /// The server's word slows the scope (a low quota spread over its reset, or the adaptive
+    /// rate after refusals): not before this instant, unless an answer changes it.
+    Slowed(Instant),
+    /// The server closed the scope (Retry-After, spent quota) until this instant.
+    Closed(Instant),
+    /// First contact: the scouts are out; wait for an answer, or until this instant.
+    Hold(Instant),
+}
+
+/// One scope's pacing state: every owner, asked in order (closure, first contact, schedule).
+#[derive(Debug)]
+pub(crate) struct Pacing {
+    clock: Clock,
+    pacer: Pacer,
+    closure: Closure,
+    pub(crate) quota: QuotaTracker,
+}
+
+impl Pacing {
+    /// A scope paced by `limit` (or unpaced); `first_contact`: its quota is unknown, so it is
+    /// learned with scouts (see [`quota`]).
+    pub(crate) fn new(limit: Option<&Limit>, now: Instant, first_contact: bool) -> Self {
+        Pacing {
+            clock: Clock::starting(now),
+            pacer: Pacer::new(limit),
+            closure: Closure::default(),
+            quota: QuotaTracker::new(now, limit.is_some(), first_contact),
+        }
+    }
+
+    /// Nanoseconds of `now` on this scope's clock.
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        self.clock.nanos(now)
+    }
+
+    /// Pace to a new limit from the next request on; what was taken stands.
+    pub(crate) fn relimit(&mut self, limit: Option<&Limit>) {
+        self.pacer = self.pacer.relimit(limit);
+        self.quota.set_configured(limit.is_some());
+    }
+
+    /// True when waits should end on the slot itself (see [`gcra`]).
+    pub(crate) fn wants_precise_wakes(&self) -> bool {
+        self.pacer.wants_precise_wakes()
+    }
+
+    /// The spacing in force (nanoseconds per unit) when the server's word slows the scope:
+    /// a low quota spread over its reset, or `extra` (the adaptive rate).
+    fn slower(&self, now: Instant, extra: Option<u64>) -> Option<u64> {
+        let spread = self
+            .quota
+            .spread(now)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        spread.max(extra)
+    }
+
+    /// May `cost` units start at `now`? `Ok(scout)` if so (nothing taken yet), else why not.
+    pub(crate) fn peek(
+        &mut self,
+        now: Instant,
+        cost: u32,
+        extra: Option<u64>,
+    ) -> Result<bool, Decision> {
+        if let Some((until, _)) = self.closure.until(now) {
+            return Err(Decision::Closed(until));
+        }
+        let scout = match self.quota.gate(now) {
+            Gate::Hold(until) => return Err(Decision::Hold(until)),
+            Gate::Go { scout } => scout,
+        };
+        let slower = self.slower(now, extra);
+        match self.pacer.check(self.clock.nanos(now), cost, slower) {
+            None => Ok(scout),
+            Some(at) => {
+                let until = self.clock.instant(at);
+                Err(if slower.is_some_and(|s| s > self.pacer.interval()) {
+                    Decision::Slowed(until)
+                } else {
+                    Decision::Wait(until)
+                })
+            }
+        }
+    }
+
+    /// Take the slot [`Pacing::peek`] allowed.
+    pub(crate) fn take(&mut self, now: Instant, cost: u32, scout: bool, extra: Option<u64>) {
+        let slower = self.slower(now, extra);
+        self.pacer.take(self.clock.nanos(now), cost, slower);
+        if let Some(reset) = self.quota.on_send(now, cost, scout) {
+            self.closure.close(reset, Why::QuotaSpent);
+        }
+    }
+
+    /// Close the scope until `until` (never shortens a closure in force).
+    pub(crate) fn close(&mut self, until: Instant, why: Why) {
+        self.closure.close(until, why);
+    }
+
+    /// The instant the scope reopens, if the server closed it.
+    pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
+        self.closure.until(now).map(|(until, _)| until)
+    }
+
+    /// Read an answer's quota; a quota it says is spent closes the scope until its reset,
+    /// which is returned.
+    pub(crate) fn observe_quota(
+        &mut self,
+        now: Instant,
+        scout: bool,
+        status: u16,
+        hint: &ServerHint,
+        accepted_any: bool,
+    ) -> Option<Instant> {
+        let spent = self.quota.observe(now, scout, status, hint, accepted_any);
+        if let Some(reset) = spent {
+            self.closure.close(reset, Why::QuotaSpent);
+        }
+        spent
+    }
+
+    /// When a request of `cost` alone would get its slot on the configured schedule or after a
+    /// closure: the part of a wait that is certain (no answer can shorten it).
+    pub(crate) fn certain_wait(&self, now: Instant, cost: u32) -> Instant {
+        let slot = self
+            .clock
+            .instant(self.pacer.estimate(self.clock.nanos(now), 0, cost, None));
+        self.closed_until(now).map_or(slot, |until| until.max(slot))
+    }
+
+    /// How long a new request would wait for its slot now.
+    pub(crate) fn next_slot_in(&self, now: Instant, extra: Option<u64>) -> Duration {
+        let now_ns = self.clock.nanos(now);
+        let at = self.pacer.estimate(now_ns, 0, 1, self.slower(now, extra));
+        Duration::from_nanos(at - now_ns)
+    }
+
+    /// The spacing in force (zero: unpaced).
+    pub(crate) fn interval(&self, now: Instant, extra: Option<u64>) -> Duration {
+        Duration::from_nanos(
+            self.slower(now, extra)
+                .unwrap_or(0)
+                .max(self.pacer.interval()),
+        )
+    }
+
+    /// True when forgetting this changes nothing at `now`.
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
+        self.pacer.is_idle(self.clock.nanos(now))
+            && self.closure.is_idle(now)
+            && self.quota.is_idle(now)
+    }
+}
+
 /// Nanoseconds since a record was made: the pacing state's time scale, so the hot path does
 /// integer arithmetic only.
 #[derive(Debug, Clone, Copy)]

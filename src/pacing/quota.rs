@@ -77,17 +77,30 @@ pub(crate) struct QuotaTracker {
     /// The scope has a configured limit: no first contact, and successful answers' quota
     /// headers are not acted on.
     configured: bool,
+    /// The quota is learned by first contact (again after each window expires).
+    scouts: bool,
 }
 
 impl QuotaTracker {
-    pub(crate) fn new(now: Instant, configured: bool) -> Self {
+    /// `configured`: the scope has a limit of the user's, trusted over successful answers.
+    /// `first_contact`: the quota is unknown until scouts have read it.
+    pub(crate) fn new(now: Instant, configured: bool, first_contact: bool) -> Self {
         QuotaTracker {
-            state: if configured {
+            state: if configured || !first_contact {
                 State::Unmetered
             } else {
-                first_contact(now)
+                self::first_contact(now)
             },
             configured,
+            scouts: first_contact,
+        }
+    }
+
+    /// The user set or cleared the scope's limit at run time.
+    pub(crate) fn set_configured(&mut self, configured: bool) {
+        self.configured = configured;
+        if configured && matches!(self.state, State::FirstContact { .. }) {
+            self.state = State::Unmetered;
         }
     }
 
@@ -102,7 +115,7 @@ impl QuotaTracker {
         if let State::Known { reset_at, .. } = self.state
             && now >= reset_at
         {
-            self.state = if self.configured {
+            self.state = if self.configured || !self.scouts {
                 State::Unmetered
             } else {
                 first_contact(now)
@@ -309,7 +322,7 @@ mod tests {
     #[test]
     fn first_contact_sends_one_scout_and_holds_the_rest() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, false);
+        let mut q = QuotaTracker::new(t0, false, true);
         assert_eq!(q.gate(t0), Gate::Go { scout: true });
         q.on_send(t0, 1, true);
         assert_eq!(q.gate(t0), Gate::Hold(t0 + SCOUT_HOLD), "others wait");
@@ -320,7 +333,7 @@ mod tests {
     #[test]
     fn a_scope_without_quota_headers_is_learned_in_slow_start_then_not_gated() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, false);
+        let mut q = QuotaTracker::new(t0, false, true);
         let (mut round_trips, mut sent) = (0, 0);
         while q.gate(t0) != (Gate::Go { scout: false }) {
             let mut out = 0;
@@ -344,7 +357,7 @@ mod tests {
     #[test]
     fn a_refusal_before_anything_was_accepted_restarts_with_one_scout() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, false);
+        let mut q = QuotaTracker::new(t0, false, true);
         q.on_send(t0, 1, true);
         q.observe(t0, true, 429, &ServerHint::default(), false);
         assert_eq!(q.gate(t0), Gate::Go { scout: true });
@@ -355,7 +368,7 @@ mod tests {
     #[test]
     fn a_slow_scout_stops_holding_the_others() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, false);
+        let mut q = QuotaTracker::new(t0, false, true);
         q.on_send(t0, 1, true);
         assert_eq!(q.gate(t0 + SCOUT_HOLD), Gate::Go { scout: false });
     }
@@ -363,7 +376,7 @@ mod tests {
     #[test]
     fn our_own_count_reaching_zero_closes_until_the_reset_then_scouts_again() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, false);
+        let mut q = QuotaTracker::new(t0, false, true);
         assert_eq!(q.observe(t0, false, 200, &hint(2, 10 * S), true), None);
         assert_eq!(q.on_send(t0, 1, false), None);
         let reset = t0 + 10 * S + RESET_MARGIN;
@@ -374,7 +387,7 @@ mod tests {
     #[test]
     fn a_low_remaining_is_spread_over_the_time_to_reset() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, false);
+        let mut q = QuotaTracker::new(t0, false, true);
         q.observe(t0, false, 200, &hint(50, 10 * S), true);
         assert_eq!(q.spread(t0), None, "half the quota left is not low");
         q.observe(t0, false, 200, &hint(5, 10 * S), true);
@@ -384,7 +397,7 @@ mod tests {
     #[test]
     fn a_configured_limit_is_trusted_over_successful_answers_but_not_over_refusals() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, true);
+        let mut q = QuotaTracker::new(t0, true, true);
         assert_eq!(q.gate(t0), Gate::Go { scout: false }, "no first contact");
         assert_eq!(q.observe(t0, false, 200, &hint(0, 2 * S), true), None);
         assert_eq!(q.spread(t0), None);
@@ -400,7 +413,7 @@ mod tests {
     #[test]
     fn absurd_resets_saturate() {
         let t0 = Instant::now();
-        let mut q = QuotaTracker::new(t0, false);
+        let mut q = QuotaTracker::new(t0, false, true);
         let closes = q.observe(t0, false, 429, &hint(0, Duration::MAX), true);
         assert!(closes.is_some_and(|until| until > t0));
     }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 #[cfg(test)]
 use crate::host::HostConfig;
 use crate::host::{Host, HostSnapshot};
+use crate::scope::{Scope, ScopeSnapshot};
 
 /// Host records in a map; records idle for `idle_after` are swept out when new hosts arrive,
 /// so memory follows the hosts in use, not every host ever called.
@@ -20,6 +21,8 @@ pub(crate) struct MemoryStore {
     /// much for keys this short; the per-map seed still keeps the layout unpredictable to
     /// whoever chooses the URLs.
     hosts: RwLock<HashMap<Box<str>, Arc<Host>, RandomState>>,
+    /// Scopes beside host records (host-wide, route, unit, server-named), swept the same way.
+    scopes: RwLock<HashMap<Box<str>, Arc<Scope>, RandomState>>,
     idle_after: Duration,
     last_sweep: Mutex<Instant>,
 }
@@ -28,6 +31,7 @@ impl MemoryStore {
     pub(crate) fn new(idle_after: Duration) -> Self {
         MemoryStore {
             hosts: RwLock::new(HashMap::default()),
+            scopes: RwLock::new(HashMap::default()),
             idle_after,
             last_sweep: Mutex::new(Instant::now()),
         }
@@ -57,11 +61,9 @@ impl MemoryStore {
     /// Drop the records nobody holds that carry nothing worth keeping. Runs at most once per
     /// `idle_after / 2`, under the write lock a new host takes anyway.
     fn maybe_sweep(&self, hosts: &mut HashMap<Box<str>, Arc<Host>, RandomState>, now: Instant) {
-        let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-        if now.saturating_duration_since(*last) < self.idle_after / 2 {
+        if !self.sweep_due(now) {
             return;
         }
-        *last = now;
         let before = hosts.len();
         // strong_count == 1: only the map holds it, and nobody can clone it while we hold the
         // write lock, so no request is using the record we drop.
@@ -70,6 +72,64 @@ impl MemoryStore {
         if evicted > 0 {
             tracing::debug!(evicted, kept = hosts.len(), "evicted idle host records");
         }
+    }
+
+    /// The scope record for `key`, made by `make` if there is none.
+    pub(crate) fn scope(&self, key: &str, make: impl FnOnce(Instant) -> Scope) -> Arc<Scope> {
+        if let Some(scope) = self
+            .scopes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return Arc::clone(scope);
+        }
+        let now = Instant::now();
+        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(scope) = scopes.get(key) {
+            return Arc::clone(scope);
+        }
+        if scopes.len() >= 64 && self.sweep_due(now) {
+            scopes.retain(|_, scope| {
+                Arc::strong_count(scope) > 1 || !scope.is_idle(now, self.idle_after)
+            });
+        }
+        let scope = Arc::new(make(now));
+        scopes.insert(key.into(), Arc::clone(&scope));
+        scope
+    }
+
+    /// Every scope record, sorted by kind and name.
+    pub(crate) fn scope_snapshot(&self) -> Vec<ScopeSnapshot> {
+        let now = Instant::now();
+        let scopes: Vec<Arc<Scope>> = self
+            .scopes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut snapshots: Vec<ScopeSnapshot> = scopes.iter().map(|s| s.snapshot(now)).collect();
+        snapshots.sort_by(|a, b| {
+            (a.kind, &a.scope, &a.partition).cmp(&(b.kind, &b.scope, &b.partition))
+        });
+        snapshots
+    }
+
+    /// True at most once per `idle_after / 2`: sweeps run under the write lock a new record
+    /// takes anyway, no more often than that.
+    fn sweep_due(&self, now: Instant) -> bool {
+        let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        if now.saturating_duration_since(*last) < self.idle_after / 2 {
+            return false;
+        }
+        *last = now;
+        true
+    }
+
+    /// Number of scope records held.
+    pub(crate) fn scope_count(&self) -> usize {
+        self.scopes.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Number of host records held.
@@ -99,6 +159,8 @@ mod tests {
     fn test_config() -> HostConfig {
         HostConfig {
             limit: None,
+            generation: 0,
+            partition: None,
             max_in_flight: None,
             breaker: crate::Breaker::default(),
             retry_budget: crate::RetryBudget::default(),

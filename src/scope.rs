@@ -1,0 +1,433 @@
+//! What one quota covers (a *scope*), which scopes a request falls in, and partitions.
+//!
+//! Every request is paced by its host record (scheme + host + port, see [`crate::host`]) and,
+//! on top of it, by every other scope it falls in: a host-wide limit shared by all the ports
+//! of a host, a route limit for paths under a prefix, a unit limit (tokens), a quota the server
+//! named (GitHub's resources, Discord's buckets). A request takes a slot in each, or waits for
+//! the last of them; a closure (Retry-After, a spent quota) closes the scope it came from,
+//! never a sibling. With [`partition_by_header`](crate::PoliteBuilder::partition_by_header),
+//! each credential has its own set of all of these.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::net::Ipv6Addr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName};
+use reqwest::Url;
+use tokio::time::Instant;
+
+use crate::limit::Limit;
+use crate::pacing::Pacing;
+use crate::snapshot::ServerQuota;
+
+/// What a scope covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ScopeKind {
+    /// Every scheme and port of one host ([`host_limit`](crate::PoliteBuilder::host_limit)
+    /// without a port).
+    Host,
+    /// Paths under a prefix ([`route_limit`](crate::PoliteBuilder::route_limit)).
+    Route,
+    /// A quota the server named: GitHub's `x-ratelimit-resource`.
+    Resource,
+    /// A quota the server named: Discord's `x-ratelimit-bucket`.
+    Bucket,
+    /// A unit other than requests ([`unit_limit`](crate::PoliteBuilder::unit_limit)).
+    Unit,
+}
+
+impl fmt::Display for ScopeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScopeKind::Host => "host",
+            ScopeKind::Route => "route",
+            ScopeKind::Resource => "resource",
+            ScopeKind::Bucket => "bucket",
+            ScopeKind::Unit => "unit",
+        })
+    }
+}
+
+/// Every configured quota: what the builder (and [`set_host_limit`](crate::Polite::set_host_limit))
+/// say, as data; the record of each host and scope is made from it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Limits {
+    /// Every host record (scheme, host and port), unless a host limit covers the host.
+    pub(crate) default: Option<Limit>,
+    /// Keys in [`host_limit_key`] form: `host` (every port, one shared quota) or `host:port`.
+    pub(crate) hosts: HashMap<String, Limit>,
+    pub(crate) routes: Vec<RouteLimit>,
+    pub(crate) units: Vec<UnitLimit>,
+}
+
+/// [`route_limit`](crate::PoliteBuilder::route_limit): paths of `host` under `prefix`.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteLimit {
+    /// In [`host_limit_key`] form.
+    pub(crate) host: String,
+    pub(crate) prefix: String,
+    pub(crate) limit: Limit,
+}
+
+/// [`unit_limit`](crate::PoliteBuilder::unit_limit): `unit` of `host`.
+#[derive(Debug, Clone)]
+pub(crate) struct UnitLimit {
+    /// In [`host_limit_key`] form.
+    pub(crate) host: String,
+    pub(crate) unit: String,
+    pub(crate) limit: Limit,
+}
+
+/// A URL's host as [`host_limit_key`] spells keys, and `host:port`.
+fn host_names(url: &Url) -> (String, Option<String>) {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(addr)) => format!("[{addr}]"),
+        _ => url.host_str().unwrap_or_default().to_owned(),
+    };
+    let with_port = url
+        .port_or_known_default()
+        .map(|port| format!("{host}:{port}"));
+    (host, with_port)
+}
+
+impl Limits {
+    /// True when anything beyond host records is configured: host-wide, route or unit limits.
+    pub(crate) fn has_scopes(&self) -> bool {
+        !self.routes.is_empty()
+            || !self.units.is_empty()
+            || self.hosts.keys().any(|key| !has_port(key))
+    }
+
+    /// The limit of a URL's host record: its `host:port` limit, or the default when no
+    /// host-wide limit covers its host.
+    pub(crate) fn authority(&self, url: &Url) -> Option<Limit> {
+        if self.hosts.is_empty() {
+            return self.default;
+        }
+        let (host, with_port) = host_names(url);
+        if let Some(limit) = with_port.and_then(|key| self.hosts.get(&key)) {
+            return Some(*limit);
+        }
+        if self.hosts.contains_key(&host) {
+            return None; // the host-wide scope paces it
+        }
+        self.default
+    }
+
+    /// The host-wide scope a URL falls in: its host's name and limit.
+    pub(crate) fn host_wide(&self, url: &Url) -> Option<(String, Limit)> {
+        if self.hosts.is_empty() {
+            return None;
+        }
+        let (host, _) = host_names(url);
+        let limit = *self.hosts.get(&host)?;
+        Some((host, limit))
+    }
+
+    /// The route limits whose host and path prefix a URL falls under.
+    pub(crate) fn routes<'a>(&'a self, url: &Url) -> impl Iterator<Item = &'a RouteLimit> {
+        let (host, with_port) = host_names(url);
+        let path = url.path().to_owned();
+        self.routes.iter().filter(move |route| {
+            (route.host == host || with_port.as_deref() == Some(route.host.as_str()))
+                && path.starts_with(&route.prefix)
+        })
+    }
+
+    /// The limit of `unit` for a URL's host, if one is configured.
+    pub(crate) fn unit(&self, url: &Url, unit: &str) -> Option<&UnitLimit> {
+        if self.units.is_empty() {
+            return None;
+        }
+        let (host, with_port) = host_names(url);
+        self.units.iter().find(|limit| {
+            limit.unit == unit
+                && (limit.host == host || with_port.as_deref() == Some(limit.host.as_str()))
+        })
+    }
+
+    /// The most specific limit that covers a URL: `host:port`, then `host`, then the default.
+    #[cfg(test)]
+    pub(crate) fn most_specific(&self, url: &Url) -> Option<Limit> {
+        let (host, with_port) = host_names(url);
+        with_port
+            .and_then(|key| self.hosts.get(&key).copied())
+            .or_else(|| self.hosts.get(&host).copied())
+            .or(self.default)
+    }
+}
+
+/// True for a `host:port` key (an IPv6 literal's colons are inside its brackets).
+fn has_port(key: &str) -> bool {
+    match key.rsplit_once(']') {
+        Some((_, after)) => after.starts_with(':'),
+        None => key.contains(':'),
+    }
+}
+
+/// The form a [`PoliteBuilder::host_limit`](crate::PoliteBuilder::host_limit) key is kept in:
+/// lower case, and an IPv6 literal, with or without brackets (`::1`, `[::1]`, `[::1]:8080`), in
+/// brackets and spelled as [`Ipv6Addr`]'s `Display` does, so that any spelling of one address
+/// matches the URL's.
+pub(crate) fn host_limit_key(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    if let Ok(addr) = host.parse::<Ipv6Addr>() {
+        return format!("[{addr}]");
+    }
+    if let Some((inside, after)) = host.strip_prefix('[').and_then(|rest| rest.split_once(']'))
+        && let Ok(addr) = inside.parse::<Ipv6Addr>()
+    {
+        return format!("[{addr}]{after}");
+    }
+    host
+}
+
+/// One credential's share of the quotas: a keyed hash of a header's value.
+///
+/// The key is random per process, so the tag means nothing outside it and cannot be turned
+/// back into the credential; the credential itself is never kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Partition(u64);
+
+impl fmt::Display for Partition {
+    /// The tag shown in snapshots: 32 of the hash's 64 bits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "p{:08x}", self.0 >> 32)
+    }
+}
+
+/// Hashes the partitioning header's value, with a key chosen at random per process.
+#[derive(Debug, Clone)]
+pub(crate) struct Partitioner {
+    header: HeaderName,
+    key: std::hash::RandomState,
+}
+
+impl Partitioner {
+    pub(crate) fn new(header: HeaderName) -> Self {
+        Partitioner {
+            header,
+            key: std::hash::RandomState::new(),
+        }
+    }
+
+    /// The partition of a request; `None` when it does not carry the header (those share one).
+    /// Every value of a repeated header counts, in order.
+    pub(crate) fn of(&self, headers: &HeaderMap) -> Option<Partition> {
+        let mut values = headers.get_all(&self.header).iter().peekable();
+        values.peek()?;
+        let mut hasher = self.key.build_hasher();
+        for value in values {
+            hasher.write(value.as_bytes());
+            hasher.write_u8(0xff); // not a byte of any header value: separates them
+        }
+        Some(Partition(hasher.finish()))
+    }
+}
+
+/// One scope's record: its pacing, behind one short-held lock.
+#[derive(Debug)]
+pub(crate) struct Scope {
+    /// The store key: partition, kind, host and name.
+    pub(crate) key: Arc<str>,
+    pub(crate) kind: ScopeKind,
+    /// What it covers, for people: `api.github.com /search/`, `api.openai.com tokens`.
+    pub(crate) label: Arc<str>,
+    pub(crate) partition: Option<Partition>,
+    state: Mutex<ScopeState>,
+}
+
+/// The mutable part of a scope's record.
+#[derive(Debug)]
+pub(crate) struct ScopeState {
+    pub(crate) pacing: Pacing,
+    pub(crate) limit: Option<Limit>,
+    pub(crate) generation: u64,
+    /// Units taken so far (requests, or the scope's unit).
+    pub(crate) taken: u64,
+    pub(crate) last_used: Instant,
+}
+
+impl ScopeState {
+    /// Take the slot [`Pacing::peek`] allowed, `units` of it.
+    pub(crate) fn take(&mut self, now: Instant, units: u32) {
+        self.pacing.take(now, units, false, None);
+        self.taken += u64::from(units);
+        self.last_used = now;
+    }
+
+    /// Pace to a new configured limit (generation `generation`) from the next request on.
+    pub(crate) fn relimit(&mut self, limit: Option<Limit>, generation: u64) {
+        self.generation = generation;
+        if self.limit != limit {
+            self.limit = limit;
+            self.pacing.relimit(limit.as_ref());
+        }
+    }
+}
+
+impl Scope {
+    /// A scope paced by `limit`, or by what the server says (`None`: a quota the server named).
+    pub(crate) fn new(
+        key: &str,
+        kind: ScopeKind,
+        label: &str,
+        partition: Option<Partition>,
+        limit: Option<Limit>,
+        generation: u64,
+        now: Instant,
+    ) -> Self {
+        let mut pacing = Pacing::new(limit.as_ref(), now, false);
+        if kind == ScopeKind::Unit {
+            // the server's count of a unit (OpenAI's tokens) is better than our estimate of
+            // what each request costs: it is read from every answer, not only refusals
+            pacing.quota.set_configured(false);
+        }
+        Scope {
+            key: Arc::from(key),
+            kind,
+            label: Arc::from(label),
+            partition,
+            state: Mutex::new(ScopeState {
+                pacing,
+                limit,
+                generation,
+                taken: 0,
+                last_used: now,
+            }),
+        }
+    }
+
+    /// Lock the state (a poisoned lock is used as is, as for hosts).
+    pub(crate) fn state(&self) -> MutexGuard<'_, ScopeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when the record carries nothing worth keeping at `now`.
+    pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
+        let state = self.state();
+        now.saturating_duration_since(state.last_used) >= idle_after && state.pacing.is_idle(now)
+    }
+
+    pub(crate) fn snapshot(&self, now: Instant) -> ScopeSnapshot {
+        let state = self.state();
+        ScopeSnapshot {
+            kind: self.kind,
+            scope: self.label.to_string(),
+            partition: self.partition.map(|p| p.to_string()),
+            limit: state.limit,
+            next_slot_in: state.pacing.next_slot_in(now, None),
+            cooldown_in: state
+                .pacing
+                .closed_until(now)
+                .map(|until| until.saturating_duration_since(now)),
+            server_quota: state
+                .pacing
+                .quota
+                .remaining(now)
+                .map(|(remaining, resets_in)| ServerQuota {
+                    remaining,
+                    resets_in,
+                }),
+            taken: state.taken,
+        }
+    }
+}
+
+/// A view of one scope beside the host records, from
+/// [`Polite::scope_snapshot`](crate::Polite::scope_snapshot).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ScopeSnapshot {
+    /// What the scope covers.
+    pub kind: ScopeKind,
+    /// Which one: `api.github.com`, `api.github.com /search/`, `api.openai.com tokens`,
+    /// `https://api.github.com:443 search`.
+    pub scope: String,
+    /// The partition tag (never the credential), when requests are partitioned.
+    pub partition: Option<String>,
+    /// The configured limit; `None` for a quota the server named (paced by what it says).
+    pub limit: Option<Limit>,
+    /// How long a new request would wait for a slot here now.
+    pub next_slot_in: Duration,
+    /// Time until the server's closure of this scope ends, if one is running.
+    pub cooldown_in: Option<Duration>,
+    /// The server's quota as we count it, while one is known.
+    pub server_quota: Option<ServerQuota>,
+    /// Units taken so far (requests, or the scope's unit).
+    pub taken: u64,
+}
+
+impl fmt::Display for ScopeSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.scope)?;
+        if let Some(partition) = &self.partition {
+            write!(f, " [{partition}]")?;
+        }
+        match &self.limit {
+            Some(limit) => write!(f, ": limit {limit:?}")?,
+            None => f.write_str(": named by the server")?,
+        }
+        write!(f, ", {} taken", self.taken)?;
+        if !self.next_slot_in.is_zero() {
+            write!(f, "; next slot in {:?}", self.next_slot_in)?;
+        }
+        if let Some(quota) = &self.server_quota {
+            write!(
+                f,
+                "; server quota {} left, resets in {:?}",
+                quota.remaining, quota.resets_in
+            )?;
+        }
+        if let Some(cooldown) = self.cooldown_in {
+            write!(f, "; closed for {cooldown:?}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_hash_values_and_never_show_them() {
+        let p = Partitioner::new(HeaderName::from_static("authorization"));
+        let mut a = HeaderMap::new();
+        a.insert("authorization", "Bearer secret-a".parse().expect("valid"));
+        let mut b = HeaderMap::new();
+        b.insert("authorization", "Bearer secret-b".parse().expect("valid"));
+        let (pa, pb) = (p.of(&a).expect("has it"), p.of(&b).expect("has it"));
+        assert_ne!(pa, pb, "distinct credentials, distinct partitions");
+        assert_eq!(p.of(&a), Some(pa), "stable within the process");
+        assert_eq!(
+            p.of(&HeaderMap::new()),
+            None,
+            "without it: the shared partition"
+        );
+        let tag = pa.to_string();
+        assert!(!tag.contains("secret"), "{tag}");
+        assert_eq!(tag.len(), 9);
+        let other = Partitioner::new(HeaderName::from_static("authorization"));
+        assert_ne!(other.of(&a), Some(pa), "keyed: another key, another tag");
+    }
+
+    #[test]
+    fn huge_and_non_utf8_values_partition_without_trouble() {
+        let p = Partitioner::new(HeaderName::from_static("x-api-key"));
+        let mut h = HeaderMap::new();
+        let huge = "k".repeat(64 * 1024);
+        h.insert("x-api-key", huge.parse().expect("valid"));
+        assert!(p.of(&h).is_some());
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-api-key",
+            http::HeaderValue::from_bytes(&[0xff, 0xfe, 0x80]).expect("obs-text is allowed"),
+        );
+        assert!(p.of(&h).is_some());
+    }
+}
