@@ -27,7 +27,7 @@ pub fn pacing_decision(polite: &Polite, url: &Url) -> bool {
     };
     let mut state = host.state();
     matches!(
-        state.decide(Instant::now(), 1, &mut []),
+        state.decide(Instant::now(), 1, &mut []).0,
         Decision::Admit { .. }
     )
 }

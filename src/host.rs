@@ -138,20 +138,23 @@ pub(crate) struct Observed {
 impl HostState {
     /// Decide, and on `Admit` take the slots, for `cost` units at `now`, in this host's pacing
     /// and in every other scope the request falls in (each with its own cost).
+    ///
+    /// When another scope is what holds the request back, its index in `scopes` comes with the
+    /// decision, so that the request waits in that scope's queue, not the host's.
     pub(crate) fn decide(
         &mut self,
         now: Instant,
         cost: u32,
         scopes: &mut [(MutexGuard<'_, ScopeState>, u32)],
-    ) -> Decision {
+    ) -> (Decision, Option<usize>) {
         let extra = self.adaptive.interval();
         let scout = match self.pacing.peek(now, cost, extra) {
             Ok(scout) => scout,
-            Err(decision) => return decision,
+            Err(decision) => return (decision, None),
         };
-        for (scope, units) in scopes.iter_mut() {
+        for (i, (scope, units)) in scopes.iter_mut().enumerate() {
             if let Err(decision) = scope.pacing.peek(now, *units, None) {
-                return decision;
+                return (decision, Some(i));
             }
         }
         self.pacing.take(now, cost, scout, extra);
@@ -161,7 +164,7 @@ impl HostState {
         self.adaptive.on_send(self.pacing.nanos(now), cost);
         self.counters.attempts += 1;
         self.sent += 1;
-        Decision::Admit { scout }
+        (Decision::Admit { scout }, None)
     }
 
     /// The part of a wait that is certain for `cost` units at `now`: the configured schedule

@@ -316,8 +316,8 @@ async fn pace(
             .collect()
     };
     let mut queued: Option<Queued<'_>> = None;
-    let _turn = match host.turnstile.try_acquire() {
-        Ok(turn) => turn,
+    let mut turn = match host.turnstile.try_acquire() {
+        Ok(turn) => Some(turn),
         Err(_) => {
             let now = Instant::now();
             let certain = {
@@ -331,19 +331,23 @@ async fn pace(
             if opts.past_deadline(certain) {
                 return Err(deadline_exceeded(host, attempts, Some(certain - now)));
             }
-            until_deadline(host, opts, attempts, host.turnstile.acquire())
-                .await?
-                .expect("the turnstile is never closed")
+            None
         }
     };
+    // while another scope holds the request back, it waits in that scope's queue instead
+    let mut scope_turn: Option<(usize, tokio::sync::SemaphorePermit<'_>)> = None;
     loop {
+        if turn.is_none() {
+            let acquired = until_deadline(host, opts, attempts, host.turnstile.acquire()).await?;
+            turn = Some(acquired.expect("the turnstile is never closed"));
+        }
         let answered = host.answered.notified();
         tokio::pin!(answered);
         answered.as_mut().enable(); // before deciding, so an answer in between is not missed
         let now = Instant::now();
-        let decision = {
+        let (decision, blocker) = {
             let mut state = host.state();
-            let decision = state.decide(now, opts.cost, &mut lock_scopes());
+            let (decision, blocker) = state.decide(now, opts.cost, &mut lock_scopes());
             match decision {
                 Decision::Admit { .. } => {
                     state.counters.waited += u64::from(queued.is_some());
@@ -351,9 +355,9 @@ async fn pace(
                 _ if queued.is_none() => queued = Some(Queued::join(host, &mut state, opts.cost)),
                 _ => {}
             }
-            decision
+            (decision, blocker)
         };
-        match decision {
+        let waits = match decision {
             Decision::Admit { scout } => {
                 attempt.scout = scout;
                 attempt.sent_at = Some(now);
@@ -372,6 +376,20 @@ async fn pace(
             {
                 return Err(deadline_exceeded(host, attempts, Some(until - now)));
             }
+            other => other,
+        };
+        if let Some(i) = blocker {
+            // let the host's other requests go while this one waits for scope `i`
+            turn = None;
+            if scope_turn.as_ref().is_none_or(|(j, _)| *j != i) {
+                drop(scope_turn.take()); // one scope's queue at a time: never two held
+                let waiting = scopes[i].0.turnstile.acquire();
+                let acquired = until_deadline(host, opts, attempts, waiting).await?;
+                scope_turn = Some((i, acquired.expect("scope turnstiles are never closed")));
+                continue; // things may have changed while it queued: decide again
+            }
+        }
+        match waits {
             Decision::Wait(until) if host.precise_wakes => {
                 tracing::trace!(host = %host.key, wait = ?(until - now), "waiting for a pacing slot");
                 sleep_precisely(until).await;
@@ -391,6 +409,7 @@ async fn pace(
                 let until = opts.deadline.map_or(until, |d| d.min(until));
                 let _ = tokio::time::timeout_at(until, answered).await;
             }
+            Decision::Admit { .. } => unreachable!("admitted above"),
         }
     }
 }

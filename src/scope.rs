@@ -239,6 +239,9 @@ pub(crate) struct Scope {
     pub(crate) label: Arc<str>,
     pub(crate) partition: Option<Partition>,
     state: Mutex<ScopeState>,
+    /// Requests held back by this scope wait here (FIFO), not in their host's queue, so a spent
+    /// route never blocks the host's other routes.
+    pub(crate) turnstile: tokio::sync::Semaphore,
 }
 
 /// The mutable part of a scope's record.
@@ -299,6 +302,7 @@ impl Scope {
                 taken: 0,
                 last_used: now,
             }),
+            turnstile: tokio::sync::Semaphore::new(1),
         }
     }
 

@@ -126,6 +126,14 @@ pub fn serve<F>(handler: F) -> TestServer
 where
     F: Fn(&str, &str) -> Reply + Send + Sync + 'static,
 {
+    serve_with_headers(move |method, path, _| handler(method, path))
+}
+
+/// Like [`serve`], for handlers that read the request's headers.
+pub fn serve_with_headers<F>(handler: F) -> TestServer
+where
+    F: Fn(&str, &str, &http::HeaderMap) -> Reply + Send + Sync + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     serve_on(listener, handler)
 }
@@ -137,12 +145,14 @@ where
     F: Fn(&str, &str) -> Reply + Send + Sync + 'static,
 {
     let listener = std::net::TcpListener::bind("[::1]:0").ok()?;
-    Some(serve_on(listener, handler))
+    Some(serve_on(listener, move |method, path, _| {
+        handler(method, path)
+    }))
 }
 
 fn serve_on<F>(listener: std::net::TcpListener, handler: F) -> TestServer
 where
-    F: Fn(&str, &str) -> Reply + Send + Sync + 'static,
+    F: Fn(&str, &str, &http::HeaderMap) -> Reply + Send + Sync + 'static,
 {
     let stats = Arc::new(Stats::default());
     listener.set_nonblocking(true).expect("nonblocking");
@@ -182,11 +192,12 @@ async fn handle<F>(
     stats: &Stats,
 ) -> hyper::Response<Full<Bytes>>
 where
-    F: Fn(&str, &str) -> Reply,
+    F: Fn(&str, &str, &http::HeaderMap) -> Reply,
 {
     let now = Instant::now();
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let headers = req.headers().clone();
     // read the whole body, so a request counts once it has fully arrived
     let _ = req.into_body().collect().await;
     stats.hits.fetch_add(1, Ordering::SeqCst);
@@ -197,7 +208,7 @@ where
         .push((now, method.clone()));
     let concurrent = stats.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
     stats.max_concurrent.fetch_max(concurrent, Ordering::SeqCst);
-    let reply = handler(&method, &path);
+    let reply = handler(&method, &path, &headers);
     if reply.status == 429 {
         stats.refused.fetch_add(1, Ordering::SeqCst);
     }
