@@ -384,7 +384,10 @@ async fn a_route_limit_applies_to_its_paths_only() {
         .iter()
         .filter(|&&t| t < started + Duration::from_millis(500))
         .count();
-    assert!(early >= 6 + 1, "{early} requests in the first 0.5 s");
+    assert!(
+        early > 6,
+        "{early} requests in the first 0.5 s: the six others and a search"
+    );
     let scopes = polite.scope_snapshot();
     let route = scopes
         .iter()
