@@ -25,6 +25,14 @@
 //!   leaky bucket); 50 requests at once: refusals and the share of the quota over those 50.
 //! - `queue`: 10 000 requests at once to one host, `Limit::per_second(2000)`, `max_in_flight(64)`:
 //!   wall time against the 5 s the quota allows.
+//! - `github`: a GitHub-like API (core 50/s, search 5/s, resources named in
+//!   `x-ratelimit-resource`, 403 + `Retry-After` beyond): 100 core and 20 search requests at
+//!   once. Ours with the documented quotas (host and `/search/` route) and with defaults,
+//!   governor with one limiter per resource, bare reqwest. "used": the quota's best time over
+//!   the wall time.
+//! - `openai`: an OpenAI-like API (20 requests/s and 2000 tokens/s): 40 requests of 300
+//!   tokens at once. Ours with `unit_limit` + `Units`, governor with a request and a token
+//!   limiter (`until_n_ready`), bare reqwest.
 
 #[path = "throughput/limiters.rs"]
 mod limiters;
@@ -39,7 +47,9 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_polite::{Limit, Polite};
 use tokio::sync::Semaphore;
 
-use crate::limiters::{Arrival, LeakyBucket, Rule, Server, SlidingWindow, StrayRefusal};
+use crate::limiters::{
+    Arrival, GithubLike, LeakyBucket, OpenAiLike, Rule, Server, SlidingWindow, StrayRefusal,
+};
 
 /// Concurrency the callers of peers without a cap of their own are held to (file descriptors).
 const CALLER_CAP: usize = 256;
@@ -371,6 +381,195 @@ async fn queue(rows: &mut Vec<Row>) {
     rows.push(row);
 }
 
+/// One call of a scenario with its own client code: GET/POST `url`, the status or an error.
+async fn call(
+    http: &ClientWithMiddleware,
+    request: reqwest_middleware::RequestBuilder,
+) -> Result<u16, String> {
+    let _ = http;
+    let call = async {
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        response.bytes().await.map_err(|e| e.to_string())?;
+        Ok(status)
+    };
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// A row for a scenario whose "used" is the quota's best time over the wall time.
+fn row_against_ideal(
+    scenario: &str,
+    peer: &'static str,
+    results: &[Result<u16, String>],
+    arrivals: &[Arrival],
+    wall: Duration,
+    ideal: Duration,
+) -> Row {
+    Row {
+        scenario: scenario.to_string(),
+        peer,
+        issued: results.len(),
+        accepted: results
+            .iter()
+            .filter(|r| matches!(r, Ok(s) if *s < 400))
+            .count(),
+        refused: arrivals
+            .iter()
+            .filter(|a| a.status == 429 || a.status == 403)
+            .count(),
+        errors: results.iter().filter(|r| r.is_err()).count(),
+        wall,
+        used: ideal.as_secs_f64() / wall.as_secs_f64(),
+    }
+}
+
+async fn github(rows: &mut Vec<Row>) {
+    println!(
+        "github: core 50/s, search 5/s (x-ratelimit-resource, 403 + Retry-After); 100 core + 20 search at once"
+    );
+    let one_second = NonZeroU32::MIN;
+    for peer in [
+        Peer::Polite,
+        Peer::PoliteDefaults,
+        Peer::GovernorBurst1,
+        Peer::Bare,
+    ] {
+        let server = Server::start(Arc::new(GithubLike::new(50, 5))).expect("server");
+        let url = server.url();
+        let authority = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let polite = match peer {
+            Peer::Polite => Some(
+                Polite::builder()
+                    .host_limit(&authority, Limit::per_second(50))
+                    .route_limit(&authority, "/search/", Limit::per_second(5))
+                    .build(),
+            ),
+            Peer::PoliteDefaults => Some(Polite::new()),
+            _ => None,
+        };
+        let http = match &polite {
+            Some(p) => ClientBuilder::new(reqwest::Client::new())
+                .with(p.clone())
+                .build(),
+            None => ClientBuilder::new(reqwest::Client::new()).build(),
+        };
+        let governed = peer == Peer::GovernorBurst1;
+        let core = RateLimiter::direct(
+            Quota::per_second(NonZeroU32::new(50).expect("50")).allow_burst(one_second),
+        );
+        let search = RateLimiter::direct(
+            Quota::per_second(NonZeroU32::new(5).expect("5")).allow_burst(one_second),
+        );
+        let started = Instant::now();
+        let calls = (0..120).map(|i| {
+            let (path, limiter) = if i % 6 == 5 {
+                ("search/issues", &search)
+            } else {
+                ("repos/a/b", &core)
+            };
+            let http = &http;
+            let url = format!("{url}{path}");
+            async move {
+                if governed {
+                    limiter.until_ready().await;
+                }
+                call(http, http.get(url)).await
+            }
+        });
+        let results = join_all(calls).await;
+        let wall = started.elapsed();
+        let row = row_against_ideal(
+            "github core+search",
+            peer.name(),
+            &results,
+            &server.arrivals(),
+            wall,
+            Duration::from_secs_f64(19.0 / 5.0),
+        );
+        row.print();
+        rows.push(row);
+    }
+}
+
+async fn openai(rows: &mut Vec<Row>) {
+    println!("openai: 20 requests/s and 2000 tokens/s; 40 requests of 300 tokens at once");
+    const TOKENS: u32 = 300;
+    for peer in [
+        Peer::Polite,
+        Peer::PoliteDefaults,
+        Peer::GovernorBurst1,
+        Peer::Bare,
+    ] {
+        let server = Server::start(Arc::new(OpenAiLike::new(20, 2000))).expect("server");
+        let url = server.url();
+        let authority = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let polite = match peer {
+            Peer::Polite => Some(
+                Polite::builder()
+                    .host_limit(&authority, Limit::per_second(20))
+                    .unit_limit(&authority, "tokens", Limit::per_second(2000))
+                    .build(),
+            ),
+            Peer::PoliteDefaults => Some(Polite::new()),
+            _ => None,
+        };
+        let http = match &polite {
+            Some(p) => ClientBuilder::new(reqwest::Client::new())
+                .with(p.clone())
+                .build(),
+            None => ClientBuilder::new(reqwest::Client::new()).build(),
+        };
+        let governed = peer == Peer::GovernorBurst1;
+        let requests = RateLimiter::direct(
+            Quota::per_second(NonZeroU32::new(20).expect("20")).allow_burst(NonZeroU32::MIN),
+        );
+        // governor's documented way for weighted costs: a burst as large as the biggest cost
+        let tokens = RateLimiter::direct(
+            Quota::per_second(NonZeroU32::new(2000).expect("2000"))
+                .allow_burst(NonZeroU32::new(TOKENS).expect("300")),
+        );
+        let started = Instant::now();
+        let calls = (0..40).map(|_| {
+            let (http, requests, tokens) = (&http, &requests, &tokens);
+            let url = format!("{url}v1/chat/completions");
+            async move {
+                if governed {
+                    requests.until_ready().await;
+                    let _ = tokens
+                        .until_n_ready(NonZeroU32::new(TOKENS).expect("300"))
+                        .await;
+                }
+                let request = http
+                    .post(url)
+                    .header("x-tokens", TOKENS)
+                    .with_extension(reqwest_polite::Units::new("tokens", TOKENS))
+                    .body("{}");
+                call(http, request).await
+            }
+        });
+        let results = join_all(calls).await;
+        let wall = started.elapsed();
+        let row = row_against_ideal(
+            "openai requests+tokens",
+            peer.name(),
+            &results,
+            &server.arrivals(),
+            wall,
+            Duration::from_secs_f64(39.0 * f64::from(TOKENS) / 2000.0),
+        );
+        row.print();
+        rows.push(row);
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let chosen: Vec<String> = std::env::args().skip(1).collect();
@@ -393,6 +592,12 @@ async fn main() {
     }
     if wants("queue") {
         queue(&mut rows).await;
+    }
+    if wants("github") {
+        github(&mut rows).await;
+    }
+    if wants("openai") {
+        openai(&mut rows).await;
     }
     println!(
         "\n| scenario | client | issued | accepted | refused | errors | wall (s) | quota used |"

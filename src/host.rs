@@ -239,6 +239,7 @@ impl HostState {
             if scout {
                 self.pacing.quota.release_scout();
             }
+            self.pacing.quota.end_first_contact();
             None
         } else {
             self.pacing
@@ -332,7 +333,7 @@ pub(crate) enum NoRetry {
 
 /// A refusal: 429, or a 403 that says it is a rate limit (GitHub's primary and secondary
 /// limits: `Retry-After`, or nothing left).
-fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
+pub(crate) fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
     status == http::StatusCode::TOO_MANY_REQUESTS
         || (status == http::StatusCode::FORBIDDEN
             && (hint.retry_after.is_some() || hint.remaining == Some(0)))

@@ -46,14 +46,13 @@ impl Middleware for Polite {
         let config = &self.inner.config;
         let opts = RequestOptions::from_extensions(extensions);
         let safety = Safety::of(&req);
-        let named = begin(self, &host, req.url(), &opts)?;
-        let scopes = self.scopes_for(
-            &host,
-            req.url(),
-            opts.cost,
-            extensions.get::<Units>(),
-            named.as_ref(),
-        );
+        let mut named = begin(self, &host, req.url(), &opts)?;
+        let url = req.url().clone();
+        let units = extensions.get::<Units>().cloned();
+        let scopes_for = |named: Option<&ServerScope>| {
+            self.scopes_for(&host, &url, opts.cost, units.as_ref(), named)
+        };
+        let mut scopes = scopes_for(named.as_ref());
         let path: Box<str> = req.url().path().into();
         let mut backoff: Option<Delays<SmallRng>> = None;
         let mut attempts = 0;
@@ -62,7 +61,23 @@ impl Middleware for Polite {
             let spare = if retries_left { req.try_clone() } else { None };
             let mut attempt = admit(&host, &opts, attempts)?;
             let in_flight = in_flight_permit(&host, &opts, attempts).await?;
-            pace(&host, &scopes, config, &opts, &mut attempt, attempts).await?;
+            // the server may name this route's quota while the request waits: pace again,
+            // in that scope too
+            while let Err(learned) = pace(
+                &host,
+                &scopes,
+                &path,
+                named.as_ref(),
+                config,
+                &opts,
+                &mut attempt,
+                attempts,
+            )
+            .await?
+            {
+                named = Some(learned);
+                scopes = scopes_for(named.as_ref());
+            }
             let result = next.clone().run(req, extensions).await;
             drop(in_flight);
             attempts += 1;
@@ -299,14 +314,20 @@ fn cooling_down(host: &Host, retry_in: Duration) -> Error {
 /// schedule, a server closure); waits the server's next answer may shorten (first contact, a
 /// slowed rate) and the queue ahead (whose requests may be cancelled) are waited out up to the
 /// deadline.
+///
+/// `Ok(Err(scope))`: the server named the quota of this request's route (`path`) since its
+/// scopes were worked out (`named`): nothing was taken; pace again with that scope.
+#[allow(clippy::too_many_arguments)]
 async fn pace(
     host: &Host,
     scopes: &[(Arc<Scope>, u32)],
+    path: &str,
+    named: Option<&ServerScope>,
     config: &Config,
     opts: &RequestOptions,
     attempt: &mut Attempt,
     attempts: u32,
-) -> std::result::Result<(), Error> {
+) -> std::result::Result<std::result::Result<(), ServerScope>, Error> {
     fits(host, scopes)?;
     // the host's lock first, then the scopes' in key order: every request takes them so
     let lock_scopes = || -> Vec<_> {
@@ -347,6 +368,11 @@ async fn pace(
         let now = Instant::now();
         let (decision, blocker) = {
             let mut state = host.state();
+            if let Some(learned) = state.named_scope(path)
+                && Some(learned) != named
+            {
+                return Ok(Err(learned.clone()));
+            }
             let (decision, blocker) = state.decide(now, opts.cost, &mut lock_scopes());
             match decision {
                 Decision::Admit { .. } => {
@@ -361,7 +387,7 @@ async fn pace(
             Decision::Admit { scout } => {
                 attempt.scout = scout;
                 attempt.sent_at = Some(now);
-                return Ok(());
+                return Ok(Ok(()));
             }
             Decision::Closed(until) | Decision::Slowed(until)
                 if until - now > config.max_retry_after =>
@@ -534,6 +560,13 @@ fn record(
     }
     report_transition(host, transition);
     host.answered.notify_waiters();
+    // a 403 that says it is a rate limit is a refusal, retried like a 429
+    let outcome = match outcome {
+        Outcome::Status(status) if crate::host::is_refusal(status, &hint) => {
+            Outcome::Status(http::StatusCode::TOO_MANY_REQUESTS)
+        }
+        other => other,
+    };
     let verdict = classify(
         config.retryable,
         &answer.safety.method,
@@ -585,17 +618,16 @@ fn feed_scopes(
             .scopes
             .iter()
             .find(|(scope, _)| scope.kind == ScopeKind::Unit && scope.label.ends_with(" tokens"));
-        if let Some((scope, _)) = unit {
-            let as_hint = ServerHint {
-                remaining: tokens.remaining,
-                limit: tokens.limit,
-                reset_in: tokens.reset_in,
-                ..ServerHint::default()
-            };
-            scope
-                .state()
-                .pacing
-                .observe_quota(now, false, code, &as_hint, true);
+        // the configured unit limit paces; the server's word counts when it says the unit
+        // is spent (any status): the scope closes until its reset
+        if let Some((scope, _)) = unit
+            && tokens.remaining == Some(0)
+            && let Some(reset_in) = tokens.reset_in
+        {
+            scope.state().pacing.close(
+                crate::pacing::far_add(now, reset_in.min(MAX_HINT)),
+                Why::QuotaSpent,
+            );
         }
     }
 }
@@ -675,7 +707,18 @@ mod tests {
         attempts: u32,
     ) -> std::result::Result<(), Error> {
         let mut attempt = admit(host, opts, attempts)?;
-        super::pace(host, &[], &Config::default(), opts, &mut attempt, attempts).await
+        super::pace(
+            host,
+            &[],
+            "/",
+            None,
+            &Config::default(),
+            opts,
+            &mut attempt,
+            attempts,
+        )
+        .await
+        .map(|paced| paced.expect("no server-named scope"))
     }
 
     fn opts(cost: u32, deadline: Option<Instant>) -> RequestOptions {
@@ -824,9 +867,19 @@ mod tests {
     async fn in_flight_counts_sent_attempts_only_and_a_dropped_one_leaves() {
         let host = host(Limit::per_second(10));
         let mut sent = admit(&host, &opts(1, None), 0).expect("admitted");
-        super::pace(&host, &[], &Config::default(), &opts(1, None), &mut sent, 0)
-            .await
-            .expect("first slot");
+        super::pace(
+            &host,
+            &[],
+            "/",
+            None,
+            &Config::default(),
+            &opts(1, None),
+            &mut sent,
+            0,
+        )
+        .await
+        .map(|paced| paced.expect("no server-named scope"))
+        .expect("first slot");
         let waiting = tokio::spawn({
             let host = Arc::clone(&host);
             async move { pace(&host, &opts(1, None), 0).await }
@@ -877,13 +930,16 @@ mod tests {
         super::pace(
             &host,
             &[],
+            "/",
+            None,
             &Config::default(),
             &opts(1, None),
             &mut probe,
             0,
         )
         .await
-        .expect("the first request goes as the probe");
+        .expect("the first request goes as the probe")
+        .expect("no server-named scope");
         assert!(
             probe.scout,
             "the first request to an unknown host reads its quota"

@@ -284,12 +284,7 @@ impl Scope {
         generation: u64,
         now: Instant,
     ) -> Self {
-        let mut pacing = Pacing::new(limit.as_ref(), now, false);
-        if kind == ScopeKind::Unit {
-            // the server's count of a unit (OpenAI's tokens) is better than our estimate of
-            // what each request costs: it is read from every answer, not only refusals
-            pacing.quota.set_configured(false);
-        }
+        let pacing = Pacing::new(limit.as_ref(), now, false);
         Scope {
             key: Arc::from(key),
             kind,

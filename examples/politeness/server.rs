@@ -48,6 +48,12 @@ impl Reply {
 pub trait Rule: Send + Sync {
     /// The answer to a request that arrived at `now`.
     fn reply(&self, now: Instant) -> Reply;
+
+    /// The answer to a request for `path` with `headers` that arrived at `now`; rules that
+    /// meter per route or per credential read them.
+    fn reply_to(&self, now: Instant, _path: &str, _headers: &http::HeaderMap) -> Reply {
+        self.reply(now)
+    }
 }
 
 /// One request that reached a server: when (after its body arrived) and what it was answered.
@@ -175,9 +181,10 @@ async fn answer(
     log: &Log,
 ) -> hyper::Response<Full<Bytes>> {
     // a request counts once its body has fully arrived
-    let _ = req.into_body().collect().await;
+    let (parts, body) = req.into_parts();
+    let _ = body.collect().await;
     let at = Instant::now();
-    let reply = rule.reply(at);
+    let reply = rule.reply_to(at, parts.uri.path(), &parts.headers);
     log.push(Arrival {
         at,
         status: reply.status,

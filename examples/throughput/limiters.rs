@@ -33,7 +33,7 @@ impl Server {
 /// A strict sliding window: at most `count` accepted in any `window`; beyond it, 429 (with
 /// `Retry-After` in whole seconds, rounded up, unless built `bare`).
 pub struct SlidingWindow {
-    count: usize,
+    pub count: usize,
     window: Duration,
     retry_after: bool,
     accepted: Mutex<VecDeque<Instant>>,
@@ -55,6 +55,17 @@ impl SlidingWindow {
             retry_after: false,
             ..Self::new(count, window)
         }
+    }
+}
+
+impl SlidingWindow {
+    /// Requests accepted in the window ending at `now`.
+    pub fn used(&self, now: Instant) -> usize {
+        let accepted = self.accepted.lock().unwrap_or_else(|e| e.into_inner());
+        accepted
+            .iter()
+            .filter(|&&t| now.duration_since(t) < self.window)
+            .count()
     }
 }
 
@@ -151,5 +162,115 @@ impl<R: Rule> Rule for StrayRefusal<R> {
             return Reply::status(429);
         }
         self.inner.reply(now)
+    }
+}
+
+/// A GitHub-like API, scaled down: `/search/` is the `search` resource (`search` per second),
+/// everything else `core` (`core` per second), each a strict sliding window that names its
+/// resource in `x-ratelimit-resource` with `X-RateLimit-*` (epoch reset) on every answer; a
+/// spent resource answers 403 + `Retry-After` (GitHub's secondary limits look the same).
+pub struct GithubLike {
+    core: SlidingWindow,
+    search: SlidingWindow,
+}
+
+impl GithubLike {
+    pub fn new(core: u32, search: u32) -> Self {
+        GithubLike {
+            core: SlidingWindow::new(core, Duration::from_secs(1)),
+            search: SlidingWindow::new(search, Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Rule for GithubLike {
+    fn reply(&self, now: Instant) -> Reply {
+        self.reply_to(now, "/", &http::HeaderMap::new())
+    }
+
+    fn reply_to(&self, now: Instant, path: &str, _headers: &http::HeaderMap) -> Reply {
+        let (name, window) = if path.starts_with("/search/") {
+            ("search", &self.search)
+        } else {
+            ("core", &self.core)
+        };
+        let inner = window.reply(now);
+        let used = window.used(now);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let reply = if inner.status == 429 {
+            Reply::status(403).header("retry-after", 1)
+        } else {
+            Reply::ok()
+        };
+        reply
+            .header("x-ratelimit-resource", name)
+            .header("x-ratelimit-limit", window.count)
+            .header("x-ratelimit-remaining", window.count.saturating_sub(used))
+            .header("x-ratelimit-reset", epoch + 1)
+    }
+}
+
+/// An OpenAI-like API: `requests` per second and `tokens` per second, strict sliding windows;
+/// a request's tokens are in its `x-tokens` header (a stand-in for the prompt). Beyond either,
+/// 429 with `x-ratelimit-*-tokens` and `-requests`, reset as a Go duration.
+pub struct OpenAiLike {
+    requests: SlidingWindow,
+    tokens: u64,
+    spent: Mutex<VecDeque<(Instant, u64)>>,
+}
+
+impl OpenAiLike {
+    pub fn new(requests: u32, tokens: u64) -> Self {
+        OpenAiLike {
+            requests: SlidingWindow::new(requests, Duration::from_secs(1)),
+            tokens,
+            spent: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl Rule for OpenAiLike {
+    fn reply(&self, now: Instant) -> Reply {
+        self.reply_to(now, "/", &http::HeaderMap::new())
+    }
+
+    fn reply_to(&self, now: Instant, _path: &str, headers: &http::HeaderMap) -> Reply {
+        let cost: u64 = headers
+            .get("x-tokens")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        while spent
+            .front()
+            .is_some_and(|&(t, _)| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            spent.pop_front();
+        }
+        let used: u64 = spent.iter().map(|&(_, n)| n).sum();
+        let reply = if used + cost > self.tokens {
+            Reply::status(429)
+        } else {
+            let answer = self.requests.reply(now);
+            if answer.status == 200 {
+                spent.push_back((now, cost));
+            }
+            answer
+        };
+        let used: u64 = spent.iter().map(|&(_, n)| n).sum();
+        let reset_ms = spent.front().map_or(0, |&(t, _)| {
+            (t + Duration::from_secs(1))
+                .saturating_duration_since(now)
+                .as_millis()
+        });
+        reply
+            .header("x-ratelimit-limit-tokens", self.tokens)
+            .header(
+                "x-ratelimit-remaining-tokens",
+                self.tokens.saturating_sub(used),
+            )
+            .header("x-ratelimit-reset-tokens", format!("{reset_ms}ms"))
     }
 }

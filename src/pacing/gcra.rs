@@ -54,6 +54,10 @@ pub(crate) struct Pacer {
     min_gap: u64,
     /// The last actual start.
     last_start: Option<u64>,
+    /// The configured limit, for requests that cost more than its burst.
+    limit: Option<Limit>,
+    /// The burst the schedule is spaced for: the limit's, or the largest cost met since.
+    burst: u64,
 }
 
 impl Pacer {
@@ -67,6 +71,8 @@ impl Pacer {
                 slack: 0,
                 min_gap: 0,
                 last_start: None,
+                limit: None,
+                burst: 1,
             };
         };
         let interval = limit.interval_nanos();
@@ -86,7 +92,45 @@ impl Pacer {
                 0
             },
             last_start: None,
+            limit: Some(*limit),
+            burst: u64::from(limit.burst_size()),
         }
+    }
+
+    /// The schedule as it stands for a request of `cost` units: (nanoseconds per unit,
+    /// tolerance, theoretical arrival time).
+    ///
+    /// `cost` units start at once, so they count in every window that holds their start, as a
+    /// burst does. A schedule that meets a request costing more than its burst grows its burst
+    /// to that cost for good: `window × (1 + margin) / (n − cost + 1)` per unit, the
+    /// window-exact spacing of that burst (a request of `c` units of a limit of `n` gets
+    /// `(n − c + 1) / n` of the rate, less the margin). Once anything was taken, the capacity
+    /// it gains is charged to the schedule at once, so growing never lets more go now than
+    /// before.
+    fn schedule(&self, cost: u64) -> (u64, u64, u64) {
+        match self.limit {
+            Some(limit) if cost > self.burst && cost <= u64::from(limit.count()) => {
+                let grown = limit
+                    .try_burst(u32::try_from(cost).unwrap_or(u32::MAX))
+                    .unwrap_or(limit);
+                let interval = grown.interval_nanos();
+                let tolerance = interval.saturating_mul(cost);
+                // nothing taken yet: nothing to charge
+                let charge = match self.last_start {
+                    Some(_) => tolerance.saturating_sub(self.tolerance),
+                    None => 0,
+                };
+                let tat = self.tat.saturating_add(charge);
+                (interval, tolerance, tat)
+            }
+            _ => (self.interval, self.tolerance, self.tat),
+        }
+    }
+
+    /// Nanoseconds per unit in force for `cost` units, slowed to at least `slower`.
+    fn unit_interval(&self, cost: u64, slower: Option<u64>) -> u64 {
+        let (configured, _, _) = self.schedule(cost);
+        slower.map_or(configured, |s| s.max(configured))
     }
 
     /// True when waits on this schedule should end on the slot itself rather than on the
@@ -96,12 +140,17 @@ impl Pacer {
         self.min_gap > 0 && self.interval <= 100 * TICK_NANOS
     }
 
+    /// When `cost` units at `interval` per unit are due: `cost` units past the schedule, less
+    /// what the burst lets go ahead of it.
+    fn due(&self, cost: u64, interval: u64) -> u64 {
+        let (_, tolerance, tat) = self.schedule(cost);
+        tat.saturating_add(cost.saturating_mul(interval))
+            .saturating_sub(tolerance.max(interval))
+    }
+
     /// The earliest nanosecond at which `cost` units may start, spaced `interval` apart.
     fn earliest(&self, cost: u64, interval: u64) -> u64 {
-        let due = self
-            .tat
-            .saturating_add(cost.saturating_mul(interval))
-            .saturating_sub(self.tolerance.max(interval));
+        let due = self.due(cost, interval);
         // slowed (by the server's word), a scope also keeps the slower spacing from its last
         // start, which the schedule may not have counted at the configured rate (or at all)
         let gap = if interval > self.interval {
@@ -130,27 +179,39 @@ impl Pacer {
 
     /// When `cost` units may start, if not at `now`; takes nothing.
     pub(crate) fn check(&self, now: u64, cost: u32, slower: Option<u64>) -> Option<u64> {
-        let interval = slower.map_or(self.interval, |s| s.max(self.interval));
+        let cost = u64::from(cost.max(1));
+        let interval = self.unit_interval(cost, slower);
         if interval == 0 {
             return None;
         }
-        let earliest = self.earliest(u64::from(cost.max(1)), interval);
+        let earliest = self.earliest(cost, interval);
         (earliest > now).then_some(earliest)
     }
 
     /// Take `cost` units at `now`, which [`Pacer::check`] allowed.
     pub(crate) fn take(&mut self, now: u64, cost: u32, slower: Option<u64>) {
-        let interval = slower.map_or(self.interval, |s| s.max(self.interval));
-        self.last_start = Some(now);
+        let cost = u64::from(cost.max(1));
+        let interval = self.unit_interval(cost, slower);
         if interval == 0 {
+            self.last_start = Some(now);
             return;
         }
-        let cost = u64::from(cost.max(1));
-        // keep the virtual slot when less than `slack` late; otherwise restart from now
-        let base = if now.saturating_sub(self.tat) < self.slack {
+        let (configured, tolerance, tat) = self.schedule(cost);
+        if cost > self.burst && configured != self.interval {
+            // grow the burst to this cost for good (see `schedule`); bursts go at once, so
+            // there is no gap to keep between starts any more
+            (self.interval, self.tolerance, self.tat, self.burst) =
+                (configured, tolerance, tat, cost);
+            self.min_gap = 0;
+        }
+        self.last_start = Some(now);
+        // Less than `slack` late for its slot, a request keeps its slots; later (idle, or a
+        // stalled process), the schedule restarts as if it went on time now.
+        let due = self.due(cost, interval);
+        let base = if now.saturating_sub(due.max(self.tat)) < self.slack {
             self.tat
         } else {
-            now
+            now.saturating_sub(due.saturating_sub(self.tat))
         };
         self.tat = base.saturating_add(cost.saturating_mul(interval));
     }
@@ -168,12 +229,19 @@ impl Pacer {
     /// When `cost` units could start if `queued` units ahead of them go first (never before
     /// `now`).
     pub(crate) fn estimate(&self, now: u64, queued: u64, cost: u32, slower: Option<u64>) -> u64 {
-        let interval = slower.map_or(self.interval, |s| s.max(self.interval));
+        let cost = u64::from(cost.max(1));
+        let interval = self.unit_interval(cost, slower);
         if interval == 0 {
             return now;
         }
-        self.earliest(queued.saturating_add(u64::from(cost.max(1))), interval)
-            .max(now)
+        // the queue's units ahead, then this request's, on the schedule
+        let ahead = queued.saturating_mul(interval);
+        let own = self.due(cost, interval).saturating_sub(self.tat);
+        let due = self.tat.saturating_add(ahead).saturating_add(own);
+        let gap = self
+            .last_start
+            .map_or(0, |last| last.saturating_add(self.min_gap));
+        due.max(gap).max(now)
     }
 
     /// The spacing of the configured limit (0: unpaced).
@@ -307,16 +375,42 @@ mod tests {
 
     #[test]
     fn cost_takes_that_many_slots() {
+        // 3 units at once count like a burst of 3: 8 refills per 1.02 s window, 127.5 ms each
         let mut p = Pacer::new(Some(&Limit::per_second(10)));
         assert_eq!(
             take(&mut p, 0, 3, 0),
-            204 * MS,
-            "3 units wait for the 3rd slot"
+            0,
+            "the bucket is full: they go at once"
         );
         assert_eq!(
             take(&mut p, 0, 1, 0),
-            510 * MS,
-            "the next waits 3 intervals more"
+            wake(127_500_000, 0),
+            "then one slot of the schedule spaced for bursts of 3"
+        );
+    }
+
+    #[test]
+    fn costs_above_the_burst_keep_the_window_and_their_rate() {
+        // 2000 units per second, requests of 300 units: one every 180 ms, not every 306 ms
+        let limit = Limit::per_second(2000);
+        let mut p = Pacer::new(Some(&limit));
+        let starts: Vec<u64> = (0..10).map(|_| take(&mut p, 0, 300, 0)).collect();
+        // 300 units count at once, like a burst of 300: (2000 − 300 + 1) per 1.02 s window is
+        // what keeps the promise (the best any pacer can do is 6 × 300 = 1800 in a window)
+        let span = (starts[9] - starts[0]) as f64 / 1e9;
+        let units_per_second = 9.0 * 300.0 / span;
+        let promised = 1701.0 / 1.02;
+        assert!(
+            units_per_second >= 0.99 * promised,
+            "{units_per_second:.0} units/s from {starts:?}"
+        );
+        let mut units: Vec<u64> = Vec::new();
+        for s in &starts {
+            units.extend(std::iter::repeat_n(*s, 300));
+        }
+        assert!(
+            max_in_any_window(&units, 1_000 * MS) <= 2000,
+            "the window holds"
         );
     }
 
@@ -357,6 +451,7 @@ mod tests {
             burst_share in 0.0f64..1.0,
             gaps_ms in proptest::collection::vec(0u64..300, 1..200),
             lateness in proptest::collection::vec(0u64..10_000_000, 1..50),
+            costs in proptest::collection::vec(1u32..40, 1..20),
         ) {
             let window = Duration::from_millis(window_ms);
             let burst = 1 + ((f64::from(n - 1)) * burst_share) as u32;
@@ -367,8 +462,10 @@ mod tests {
             for (i, gap) in gaps_ms.into_iter().enumerate() {
                 now = now.max(starts.last().copied().unwrap_or(0)) + gap * MS;
                 let late = lateness[i % lateness.len()];
-                now = take(&mut p, now, 1, late);
-                starts.push(now);
+                // every unit of a request counts at its start
+                let cost = costs[i % costs.len()].min(n);
+                now = take(&mut p, now, cost, late);
+                starts.extend(std::iter::repeat_n(now, cost as usize));
             }
             let most = max_in_any_window(&starts, window_ms * MS);
             proptest::prop_assert!(most <= n as usize, "{limit:?}: {most} starts in one window");

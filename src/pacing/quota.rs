@@ -110,6 +110,14 @@ impl QuotaTracker {
         self.state = State::Unmetered;
     }
 
+    /// The server named the quota its answers are about (another scope's): first contact with
+    /// this one has read what there is to read.
+    pub(crate) fn end_first_contact(&mut self) {
+        if matches!(self.state, State::FirstContact { .. }) {
+            self.state = State::Unmetered;
+        }
+    }
+
     /// May an attempt go at `now`, as far as first contact is concerned?
     pub(crate) fn gate(&mut self, now: Instant) -> Gate {
         if let State::Known { reset_at, .. } = self.state
