@@ -357,8 +357,11 @@ async fn pace(
     };
     // while another scope holds the request back, it waits in that scope's queue instead
     let mut scope_turn: Option<(usize, tokio::sync::SemaphorePermit<'_>)> = None;
+    // after waiting its turn in a scope's queue, a request asks the host once more without
+    // queueing behind the host's other requests again (it would wait for all of them)
+    let mut cut_in = false;
     loop {
-        if turn.is_none() {
+        if turn.is_none() && !std::mem::take(&mut cut_in) {
             let acquired = until_deadline(host, opts, attempts, host.turnstile.acquire()).await?;
             turn = Some(acquired.expect("the turnstile is never closed"));
         }
@@ -407,6 +410,7 @@ async fn pace(
         if let Some(i) = blocker {
             // let the host's other requests go while this one waits for scope `i`
             turn = None;
+            cut_in = true;
             if scope_turn.as_ref().is_none_or(|(j, _)| *j != i) {
                 drop(scope_turn.take()); // one scope's queue at a time: never two held
                 let waiting = scopes[i].0.turnstile.acquire();
