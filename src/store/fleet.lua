@@ -13,11 +13,6 @@
 -- secret   ARGV[2] 32 fresh random bytes, used if no secret exists yet
 --   -> the fleet's secret
 
--- Redis < 5: allow writes after TIME (effects replication); a no-op or absent since.
-if redis.replicate_commands then
-  redis.replicate_commands()
-end
-
 local op = ARGV[1]
 
 if op == 'beat' then

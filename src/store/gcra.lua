@@ -20,11 +20,9 @@
 -- disagree still share one schedule. Absolute times are kept in µs (exact in a Lua double
 -- for centuries) and all arithmetic is in ns relative to now, so no large value is ever added
 -- to another and nothing loses precision.
-
--- Redis < 5: allow writes after TIME (effects replication); a no-op or absent since.
-if redis.replicate_commands then
-  redis.replicate_commands()
-end
+--
+-- Needs Redis 5 or later (or Valkey): writing after TIME relies on effects replication, the
+-- default since Redis 5.
 
 local key = KEYS[1]
 local op = ARGV[1]
@@ -60,14 +58,13 @@ local function save_tat(rel)
 end
 
 -- Keep the key while it still says something: until the TAT (plus the slack) and the
--- closure have passed, and at least `floor_ms` (the window). Never shortened, so a caller
--- with a shorter window cannot drop what a longer one needs.
+-- closure have passed, and at least `floor_ms` (the window). Computed from the whole state at
+-- every write, so a caller with a shorter window may shorten the TTL but never below what the
+-- state still needs.
 local function keep(rel_tat, slack, floor_ms)
   local ns = math.max(rel_tat + slack, closed, 0)
   local ms = math.min(math.max(math.ceil(ns / 1000000), floor_ms, 1), MAX_TTL_MS)
-  if redis.call('PTTL', key) < ms then
-    redis.call('PEXPIRE', key, int(ms))
-  end
+  redis.call('PEXPIRE', key, int(ms))
 end
 
 if op == 'close' then
