@@ -804,6 +804,21 @@ async fn rediss_urls_connect_with_the_redis_tls_feature() {
     );
 }
 
+/// The request path runs inside `Send` futures, on any worker: the store and its calls must go
+/// there. Checked at compile time.
+#[test]
+fn the_store_and_its_calls_can_cross_threads() {
+    fn send<T: Send>(_: T) {}
+    fn shareable<T: Send + Sync + Clone + 'static>() {}
+    fn calls(store: &RedisStore, limit: &Limit) {
+        send(store.reserve("s", Some(limit), None, 1, Duration::ZERO));
+        send(store.close("s", Duration::ZERO));
+        send(store.fleet_secret());
+    }
+    shareable::<RedisStore>();
+    let _ = calls;
+}
+
 #[test]
 fn local_share_splits_the_limit_among_processes() {
     let limit = Limit::per_second(10).burst(4);
