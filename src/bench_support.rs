@@ -81,3 +81,20 @@ impl BreakerBench {
 pub fn host_record_size() -> usize {
     std::mem::size_of::<Host>()
 }
+
+/// One shared reservation through Redis, as the request path will make it: one `EVALSHA` of
+/// the GCRA script on `scope`, for `limit`, reserving whatever the wait. Returns whether Redis
+/// answered (rather than the store falling back).
+#[cfg(feature = "redis")]
+pub async fn redis_reserve(store: &crate::RedisStore, scope: &str, limit: &crate::Limit) -> bool {
+    store
+        .ask(
+            scope,
+            Some(limit),
+            None,
+            1,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .is_ok()
+}

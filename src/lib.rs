@@ -97,3 +97,9 @@ pub use crate::retry::{
 };
 pub use crate::scope::{ScopeKind, ScopeSnapshot};
 pub use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
+#[cfg(feature = "redis")]
+pub use crate::store::{Fallback, RedisStore, RedisStoreError};
+/// The redis crate (redis-rs) the [`RedisStore`] is built on, for [`RedisStore::from_client`]
+/// and [`RedisStore::from_manager`].
+#[cfg(feature = "redis")]
+pub use ::redis;

@@ -1,0 +1,199 @@
+//! The shared store's decision through Redis, next to a plain `PING` on the same connection:
+//! - first, PING, the store's reservation and a bare `EVALSHA` of the same script interleaved
+//!   call by call (printed medians: the load of a shared machine weighs on each alike);
+//! - `latency/ping` and `latency/reserve`: one call at a time from a current-thread runtime,
+//!   on loopback, so the difference is what the script costs over a round trip;
+//! - `throughput/reserve`: decisions per second from one process, 64 tasks on 2 worker
+//!   threads sharing one multiplexed connection (the connection manager pipelines them).
+//!
+//! Starts its own `redis-server` from PATH on a free port (no persistence) and stops it.
+//! The limit is so high that every reservation is granted at once: this measures the decision,
+//! not waiting.
+//!
+//! Run: `cargo bench --features bench,redis --bench redis -- --warm-up-time 1 --measurement-time 3`
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use reqwest_polite::bench_support;
+use reqwest_polite::redis::aio::ConnectionManager;
+use reqwest_polite::{Limit, RedisStore};
+
+const WORKERS: usize = 2;
+const TASKS: usize = 64;
+
+/// A `redis-server` of our own, killed on drop.
+struct Server(Child, u16);
+
+impl Server {
+    fn start() -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Server(child, port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A connection manager on `rt` (its driver task runs there) and a store on it.
+fn connect(rt: &tokio::runtime::Runtime, url: &str) -> (ConnectionManager, Arc<RedisStore>) {
+    let manager: ConnectionManager = rt.block_on(async {
+        let client = reqwest_polite::redis::Client::open(url).expect("client");
+        // bounded so a stalled server fails the bench instead of hanging it
+        tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .expect("connect in time")
+            .expect("connect")
+    });
+    // a generous bound: this measures answers, not the fallback
+    let store = RedisStore::from_manager(manager.clone()).timeout(Duration::from_secs(1));
+    (manager, Arc::new(store))
+}
+
+/// PING, the store's reservation and a bare `EVALSHA` of the same script, interleaved call by
+/// call so that the load of a shared machine weighs on each alike; prints the medians.
+fn paired_latency(
+    rt: &tokio::runtime::Runtime,
+    manager: &ConnectionManager,
+    store: &RedisStore,
+    limit: &Limit,
+) {
+    const ROUNDS: usize = 20_000;
+    let gcra = reqwest_polite::redis::Script::new(include_str!("../src/store/gcra.lua"));
+    let [mut ping, mut reserve, mut bare] = [(); 3].map(|_| Vec::with_capacity(ROUNDS));
+    rt.block_on(async {
+        let mut conn = manager.clone();
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            let _: String = reqwest_polite::redis::cmd("PING")
+                .query_async(&mut conn)
+                .await
+                .expect("PONG");
+            ping.push(t.elapsed());
+            let t = Instant::now();
+            assert!(bench_support::redis_reserve(store, "paired", limit).await);
+            reserve.push(t.elapsed());
+            let t = Instant::now();
+            let _: Vec<i64> = gcra
+                .key("reqwest-polite:{bare}:gcra")
+                .arg("reserve")
+                .arg(limit.interval().as_nanos() as u64)
+                .arg(limit.interval().as_nanos() as u64)
+                .arg(10_000_000u64)
+                .arg(1u32)
+                .arg(3_600_000_000_000u64)
+                .arg(1_000u64)
+                .invoke_async(&mut conn)
+                .await
+                .expect("answer");
+            bare.push(t.elapsed());
+        }
+    });
+    let median = |v: &mut Vec<Duration>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (p, r, b) = (median(&mut ping), median(&mut reserve), median(&mut bare));
+    println!(
+        "paired medians over {ROUNDS} rounds: PING {p:?}, reserve {r:?} ({:.2}x PING), \
+         bare EVALSHA {b:?} ({:.2}x PING)",
+        r.as_secs_f64() / p.as_secs_f64(),
+        b.as_secs_f64() / p.as_secs_f64(),
+    );
+}
+
+fn bench_redis(c: &mut Criterion) {
+    let server = Server::start();
+    let url = format!("redis://127.0.0.1:{}/", server.1);
+    let limit = Limit::per_second(u32::MAX / 2);
+
+    // one call at a time: a current-thread runtime, so no hand-over between workers is timed
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (manager, store) = connect(&rt, &url);
+    paired_latency(&rt, &manager, &store, &limit);
+    let mut latency = c.benchmark_group("latency");
+    latency.bench_function("ping", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = manager.clone();
+            async move {
+                let pong: String = reqwest_polite::redis::cmd("PING")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("PONG");
+                pong
+            }
+        })
+    });
+    latency.bench_function("reserve", |b| {
+        b.to_async(&rt)
+            .iter(|| async { assert!(bench_support::redis_reserve(&store, "bench", &limit).await) })
+    });
+    latency.finish();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (_, store) = connect(&rt, &url);
+    let mut throughput = c.benchmark_group("throughput");
+    throughput.throughput(Throughput::Elements(1));
+    throughput.bench_function("reserve", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let store = Arc::clone(&store);
+            async move {
+                let per_task = iters.div_ceil(TASKS as u64);
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let store = Arc::clone(&store);
+                        tokio::spawn(async move {
+                            for _ in 0..per_task {
+                                assert!(
+                                    bench_support::redis_reserve(&store, "bench", &limit).await
+                                );
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("task");
+                }
+                // time per decision, so criterion's elements/s is decisions per second
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_task * TASKS as u64) as f64)
+            }
+        })
+    });
+    throughput.finish();
+    drop(server);
+}
+
+criterion_group!(benches, bench_redis);
+criterion_main!(benches);

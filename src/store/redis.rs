@@ -1,0 +1,870 @@
+//! The shared store: quotas shared by every process that points at one Redis (feature `redis`).
+//!
+//! - **One schedule per scope**, in one Redis hash, advanced by one Lua script
+//!   ([`gcra.lua`](https://docs.rs/crate/reqwest-polite/latest/source/src/store/gcra.lua)) that
+//!   reads Redis's own `TIME`: the same window-exact GCRA as
+//!   [`pacing::gcra`](crate::pacing::gcra), but every instant is the server's, so processes whose
+//!   clocks disagree still share one schedule. The script *reserves* the slot (first come, first
+//!   served across processes) and answers how long to wait for it; the caller sleeps locally.
+//!   One round trip (`EVALSHA`) per decision; the script is loaded again after a `SCRIPT FLUSH`.
+//! - **Closures** (a `Retry-After`, a spent quota) live in the same hash: one process's closure
+//!   holds every process's next reservation back, and is never shortened.
+//! - **Keys** are `<prefix>:{<scope>}:gcra`: the braces make the scope a Redis Cluster hash tag,
+//!   so everything one scope needs lives in one slot. They expire once their schedule and
+//!   closure have passed, and never sooner than the limit's window, so Redis memory follows the
+//!   scopes in use.
+//! - **Liveness**: each store heartbeats into `<prefix>:{fleet}:procs`, a sorted set scored by
+//!   expiry (Redis time), so any process can count the live ones: when Redis fails, the
+//!   fallback paces each process at its share of the limit.
+//!
+//! A reservation is a promise the process may not keep: a request cancelled (or a call timed
+//! out after Redis ran it) after its slot was reserved leaves that slot unused. The capacity
+//! lost is one slot per cancelled reservation, never more: nothing else is held for it.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, ErrorKind, RedisError, RedisResult, Script};
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use crate::limit::Limit;
+
+/// The default key prefix.
+const DEFAULT_PREFIX: &str = "reqwest-polite";
+/// The default bound on every Redis call.
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// The default heartbeat period; a process counts as live for three periods after its last.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long [`RedisStore::connect`] may take to reach Redis for the first time.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a failure, the first wait before Redis is asked again; it doubles up to the maximum.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Below this interval the timer cannot space requests one by one (as in `pacing::gcra`).
+const SPACED_MIN_NANOS: u64 = 2_000_000;
+
+static GCRA: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("gcra.lua")));
+static FLEET: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("fleet.lua")));
+
+/// What a [`RedisStore`] does when Redis does not answer: unreachable, slower than the
+/// [timeout](RedisStore::timeout), or answering errors (out of memory, loading, a key of the
+/// wrong type).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fallback {
+    /// Pace locally, at the scope's limit divided by the number of processes seen alive at the
+    /// last heartbeat: the fleet as a whole stays near its quota without Redis. Redis is asked
+    /// again with backoff (100 ms, doubling, at most 2 s), and sharing resumes when it answers.
+    /// A warning is logged once per outage (through `tracing`), and again when Redis is back.
+    #[default]
+    Local,
+    /// Refuse the request with the store's [`RedisStoreError`]: nothing is sent that the shared
+    /// schedule did not admit.
+    FailClosed,
+}
+
+/// Why the [`RedisStore`] could not answer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisStoreError {
+    /// The URL could not be used: it did not parse, or it names a scheme this build cannot
+    /// speak (`rediss://` needs the `redis-tls` feature).
+    #[error("invalid Redis URL: {0}")]
+    InvalidUrl(#[source] RedisError),
+    /// Redis could not be reached, or the connection broke.
+    #[error("Redis unreachable: {0}")]
+    Unreachable(#[source] RedisError),
+    /// Redis did not answer within the store's [timeout](RedisStore::timeout).
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error. `code` is its error code: `WRONGTYPE` (a key under the
+    /// store's prefix holds something else), `OOM` (`maxmemory` reached), `LOADING`, `NOPERM`...
+    #[error("Redis answered {code}: {source}")]
+    Server {
+        /// The error code Redis sent.
+        code: String,
+        /// The error as the redis crate reported it.
+        source: RedisError,
+    },
+    /// Redis answered something the store's scripts never return.
+    #[error("unexpected answer from Redis: {0}")]
+    Reply(String),
+    /// Redis failed recently, and the store waits before asking it again (backoff).
+    #[error("Redis failed recently; next attempt in {retry_in:?}")]
+    Backoff {
+        /// How long until the store asks Redis again.
+        retry_in: Duration,
+    },
+    /// The operating system's random source failed, so no fleet secret could be made.
+    #[error("no randomness for a fleet secret: {0}")]
+    Random(String),
+}
+
+impl RedisStoreError {
+    fn from_redis(err: RedisError) -> Self {
+        if let Some(code) = err.code() {
+            return RedisStoreError::Server {
+                code: code.to_owned(),
+                source: err,
+            };
+        }
+        match err.kind() {
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => {
+                RedisStoreError::Reply(err.to_string())
+            }
+            _ => RedisStoreError::Unreachable(err),
+        }
+    }
+
+    /// True when the failure concerns Redis as a whole rather than one key: the store then backs
+    /// off instead of asking again at once.
+    fn is_outage(&self) -> bool {
+        match self {
+            RedisStoreError::Unreachable(_)
+            | RedisStoreError::Timeout(_)
+            | RedisStoreError::Backoff { .. } => true,
+            RedisStoreError::Server { code, .. } => matches!(
+                code.as_str(),
+                "OOM"
+                    | "LOADING"
+                    | "BUSY"
+                    | "MASTERDOWN"
+                    | "CLUSTERDOWN"
+                    | "TRYAGAIN"
+                    | "READONLY"
+                    | "MISCONF"
+                    | "NOAUTH"
+                    | "WRONGPASS"
+                    | "NOPERM"
+            ),
+            RedisStoreError::InvalidUrl(_)
+            | RedisStoreError::Reply(_)
+            | RedisStoreError::Random(_) => false,
+        }
+    }
+}
+
+/// The shared answer to "may this request start?".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "the request path calls it once wired")
+)]
+pub(crate) enum Reservation {
+    /// A slot is reserved in the shared schedule: start after `delay` (zero: at once). Of that
+    /// delay, `closed` is the scope's closure (zero: the scope is open).
+    Go { delay: Duration, closed: Duration },
+    /// Nothing was reserved: the wait would pass `max_wait`. The earliest start is `earliest`
+    /// from now, of which `closed` is the scope's closure.
+    Refused {
+        earliest: Duration,
+        closed: Duration,
+    },
+    /// Redis did not answer, and the fallback is [`Fallback::Local`]: pace this request locally
+    /// at the limit's share for one of `processes` (see [`local_share`]).
+    Local { processes: u32 },
+}
+
+/// The script's answer to a reservation, with the Redis clock reading it was made at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) granted: bool,
+    /// Nanoseconds after `now_us` at which the request may start.
+    pub(crate) delay_ns: u64,
+    /// Nanoseconds until the scope's closure ends (0: open).
+    pub(crate) closed_ns: u64,
+    /// The Redis clock when the script ran: microseconds since the epoch.
+    pub(crate) now_us: u64,
+}
+
+impl Answer {
+    fn reservation(self) -> Reservation {
+        let delay = Duration::from_nanos(self.delay_ns);
+        let closed = Duration::from_nanos(self.closed_ns);
+        if self.granted {
+            Reservation::Go { delay, closed }
+        } else {
+            Reservation::Refused {
+                earliest: delay,
+                closed,
+            }
+        }
+    }
+}
+
+/// The limit one of `processes` pacing alone should keep so that together they keep `limit`:
+/// `n / processes` per window (rounded down), the burst shared the same way.
+///
+/// With more processes than the limit's count, no split keeps "at most `n` in any window"
+/// without talking to each other; each then gets one per `processes / n` windows, which keeps
+/// the fleet's long-run rate, not the window.
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "the request path calls it once wired")
+)]
+pub(crate) fn local_share(limit: &Limit, processes: u32) -> Limit {
+    let processes = processes.max(1);
+    let n = limit.count();
+    if n >= processes {
+        let share = n / processes;
+        let burst = (limit.burst_size() / processes).clamp(1, share);
+        return Limit::per(share, limit.window()).burst(burst);
+    }
+    let windows = processes.div_ceil(n);
+    let window = limit.window().checked_mul(windows).unwrap_or(Duration::MAX);
+    Limit::per(1, window)
+}
+
+/// Quotas shared across processes and machines through Redis (feature `redis`).
+///
+/// Every process that reaches the same Redis with the same [prefix](RedisStore::prefix) shares
+/// one pacing schedule per scope, and one closure: a `Retry-After` one process receives holds
+/// back every process.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), reqwest_polite::RedisStoreError> {
+/// use std::time::Duration;
+/// use reqwest_polite::{Fallback, RedisStore};
+///
+/// let store = RedisStore::connect("redis://127.0.0.1/")
+///     .await?
+///     .prefix("billing-workers")          // one fleet, one quota
+///     .timeout(Duration::from_millis(20)) // every Redis call is bounded
+///     .fallback(Fallback::Local);         // Redis down: pace at our share of the limit
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Default
+/// Prefix `reqwest-polite`, timeout 50 ms, [`Fallback::Local`], a heartbeat every second, a
+/// fleet secret created in Redis on first use.
+#[derive(Clone)]
+pub struct RedisStore {
+    link: Link,
+    shared: Arc<Shared>,
+}
+
+/// How to reach Redis, and the settings every call uses. Cloned into the heartbeat task,
+/// which holds the [`Shared`] state only weakly, so dropping the last store stops it.
+#[derive(Clone)]
+struct Link {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+    fallback: Fallback,
+    heartbeat: Duration,
+    /// A fleet secret the user configured; `None`: created in Redis.
+    configured_secret: Option<[u8; 32]>,
+}
+
+/// What one store (and its clones) learns as it goes.
+struct Shared {
+    /// This process's member in the live set.
+    id: String,
+    health: Mutex<Health>,
+    /// Processes seen alive at the last heartbeat (0: none seen yet).
+    live: AtomicU32,
+    /// The fleet secret, once read from Redis.
+    secret: OnceCell<[u8; 32]>,
+    heartbeat_started: AtomicBool,
+    /// Outages warned about (one warning each).
+    outages: AtomicU32,
+    /// Whether a failure that concerns one key (a wrong type) has been warned about.
+    warned_key_error: AtomicBool,
+}
+
+/// Whether Redis is answering, and when to ask it again if not.
+#[derive(Debug)]
+struct Health {
+    /// Redis is failing: no call before this instant. `None`: healthy.
+    retry_at: Option<Instant>,
+    /// The next wait when a retry fails too.
+    backoff: Duration,
+    /// When the current outage began.
+    down_since: Option<Instant>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // never the secret
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.link.prefix)
+            .field("timeout", &self.link.timeout)
+            .field("fallback", &self.link.fallback)
+            .field("heartbeat", &self.link.heartbeat)
+            .field(
+                "fleet_secret",
+                &if self.link.configured_secret.is_some() {
+                    "configured"
+                } else {
+                    "from Redis"
+                },
+            )
+            .field("live_processes", &self.shared.live.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connect to the Redis at `url` (`redis://[user:password@]host[:port][/db]`, or
+    /// `rediss://` with the `redis-tls` feature).
+    ///
+    /// Fails if Redis does not answer within 2 s: a wrong address shows at start-up. Once
+    /// connected, failures no longer fail: they fall back (see [`Fallback`]), and the
+    /// connection is re-established in the background.
+    pub async fn connect(url: &str) -> Result<RedisStore, RedisStoreError> {
+        let client = Client::open(url).map_err(RedisStoreError::InvalidUrl)?;
+        Self::from_client(client).await
+    }
+
+    /// Like [`RedisStore::connect`], from a [`redis::Client`] you made (for settings a URL
+    /// cannot carry).
+    pub async fn from_client(client: Client) -> Result<RedisStore, RedisStoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_number_of_retries(4);
+        let manager = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| RedisStoreError::Timeout(CONNECT_TIMEOUT))?
+        .map_err(RedisStoreError::from_redis)?;
+        Ok(Self::from_manager(manager))
+    }
+
+    /// A store on a connection manager you made (its reconnection settings are yours; every
+    /// call is still bounded by the store's [timeout](RedisStore::timeout)).
+    pub fn from_manager(manager: ConnectionManager) -> RedisStore {
+        RedisStore {
+            link: Link {
+                conn: manager,
+                prefix: Arc::from(DEFAULT_PREFIX),
+                timeout: DEFAULT_TIMEOUT,
+                fallback: Fallback::default(),
+                heartbeat: DEFAULT_HEARTBEAT,
+                configured_secret: None,
+            },
+            shared: Arc::new(Shared {
+                id: process_id(),
+                health: Mutex::new(Health {
+                    retry_at: None,
+                    backoff: BACKOFF_MIN,
+                    down_since: None,
+                }),
+                live: AtomicU32::new(0),
+                secret: OnceCell::new(),
+                heartbeat_started: AtomicBool::new(false),
+                outages: AtomicU32::new(0),
+                warned_key_error: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The prefix of every key the store writes: processes share quotas when they share a
+    /// prefix (and a Redis). Braces and `%` are escaped, so the prefix never becomes a Redis
+    /// Cluster hash tag.
+    ///
+    /// # Default
+    /// `reqwest-polite`
+    pub fn prefix(mut self, prefix: impl AsRef<str>) -> Self {
+        self.link.prefix = Arc::from(escape(prefix.as_ref()));
+        self
+    }
+
+    /// The longest any Redis call may take; past it, the request falls back (see [`Fallback`])
+    /// and Redis is left alone for a while (backoff). Keep it well under your requests' own
+    /// latency: every request waits for one call.
+    ///
+    /// # Default
+    /// 50 ms
+    ///
+    /// # Panics
+    /// If `timeout` is zero: no call could ever succeed.
+    #[track_caller]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "RedisStore::timeout: a zero timeout fails every call"
+        );
+        self.link.timeout = timeout;
+        self
+    }
+
+    /// What to do when Redis does not answer.
+    ///
+    /// # Default
+    /// [`Fallback::Local`]
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.link.fallback = fallback;
+        self
+    }
+
+    /// How often this process tells the others it is alive. A process counts as alive for
+    /// three periods after its last heartbeat, so the local fallback divides the limit by the
+    /// processes alive just before Redis failed.
+    ///
+    /// # Default
+    /// 1 s
+    ///
+    /// # Panics
+    /// If `every` is zero.
+    #[track_caller]
+    pub fn heartbeat(mut self, every: Duration) -> Self {
+        assert!(
+            !every.is_zero(),
+            "RedisStore::heartbeat: the period must be longer than zero"
+        );
+        self.link.heartbeat = every;
+        self
+    }
+
+    /// The secret key credentials are hashed with before they name a shared quota. Every
+    /// process of the fleet must use the same one; without it, the store creates one in Redis
+    /// (32 random bytes, `SET NX`) and every process reads it from there.
+    ///
+    /// # Default
+    /// Created in Redis on first use, under `<prefix>:{fleet}:secret`.
+    pub fn partition_secret(mut self, secret: [u8; 32]) -> Self {
+        self.link.configured_secret = Some(secret);
+        self
+    }
+
+    /// Reserve `cost` units of `scope`'s shared schedule for `limit` (`None`: unpaced, only
+    /// closures hold it back), spaced at least `slower` ns apart when a slower rate is in
+    /// force (server hints, adaptive rate), if the wait is at most `max_wait`.
+    ///
+    /// One round trip. Never waits longer than the store's timeout; on a failure, answers
+    /// [`Reservation::Local`] or the error, as the [`Fallback`] says.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the request path calls it once wired")
+    )]
+    pub(crate) async fn reserve(
+        &self,
+        scope: &str,
+        limit: Option<&Limit>,
+        slower: Option<u64>,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Reservation, RedisStoreError> {
+        match self.ask(scope, limit, slower, cost, max_wait).await {
+            Ok(answer) => Ok(answer.reservation()),
+            Err(err) => self
+                .fall_back(err)
+                .map(|processes| Reservation::Local { processes }),
+        }
+    }
+
+    /// The script's raw answer (the reservation, with the Redis clock reading).
+    pub(crate) async fn ask(
+        &self,
+        scope: &str,
+        limit: Option<&Limit>,
+        slower: Option<u64>,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Answer, RedisStoreError> {
+        self.start_heartbeat();
+        let plan = Plan::new(limit, slower, cost, max_wait);
+        let key = self.scope_key(scope);
+        let mut conn = self.link.conn.clone();
+        let reply: Vec<i64> = self
+            .link
+            .call(&self.shared, async {
+                GCRA.key(&key)
+                    .arg("reserve")
+                    .arg(plan.interval)
+                    .arg(plan.tolerance)
+                    .arg(plan.slack)
+                    .arg(plan.cost)
+                    .arg(plan.max_wait)
+                    .arg(plan.ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        match reply[..] {
+            [granted, delay, closed, now] => Ok(Answer {
+                granted: granted == 1,
+                delay_ns: non_negative(delay)?,
+                closed_ns: non_negative(closed)?,
+                now_us: non_negative(now)?,
+            }),
+            _ => Err(self.key_error(RedisStoreError::Reply(format!(
+                "gcra.lua answered {reply:?}"
+            )))),
+        }
+    }
+
+    /// Close `scope` for every process for `until` from now (by the Redis clock), unless it is
+    /// closed longer already: a closure is never shortened. Answers how long it stays closed,
+    /// or `None` if Redis did not answer and the fallback is [`Fallback::Local`] (the caller's
+    /// own closure is then all there is).
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the request path calls it once wired")
+    )]
+    pub(crate) async fn close(
+        &self,
+        scope: &str,
+        until: Duration,
+    ) -> Result<Option<Duration>, RedisStoreError> {
+        self.start_heartbeat();
+        let key = self.scope_key(scope);
+        let mut conn = self.link.conn.clone();
+        let until = saturating_nanos(until);
+        let answer = self
+            .link
+            .call(&self.shared, async {
+                GCRA.key(&key)
+                    .arg("close")
+                    .arg(until)
+                    .arg(1)
+                    .invoke_async::<Vec<i64>>(&mut conn)
+                    .await
+            })
+            .await
+            .and_then(|reply| match reply[..] {
+                [closed, _now] => Ok(Duration::from_nanos(non_negative(closed)?)),
+                _ => Err(self.key_error(RedisStoreError::Reply(format!(
+                    "gcra.lua answered {reply:?}"
+                )))),
+            });
+        match answer {
+            Ok(closed) => Ok(Some(closed)),
+            Err(err) => self.fall_back(err).map(|_| None),
+        }
+    }
+
+    /// Processes seen alive at the last heartbeat, this one included (1 until one answered):
+    /// what [`Fallback::Local`] divides the limit by.
+    pub(crate) fn live_processes(&self) -> u32 {
+        self.shared.live.load(Ordering::Relaxed).max(1)
+    }
+
+    /// The fleet-wide key for hashing credentials: the one configured with
+    /// [`RedisStore::partition_secret`], or the one in Redis (created there once with
+    /// `SET NX`, read once per store, then kept). An error whatever the [`Fallback`]: a
+    /// per-process key would split one credential's quota.
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "the request path calls it once wired")
+    )]
+    pub(crate) async fn fleet_secret(&self) -> Result<[u8; 32], RedisStoreError> {
+        if let Some(secret) = self.link.configured_secret {
+            return Ok(secret);
+        }
+        self.start_heartbeat();
+        let secret = self
+            .shared
+            .secret
+            .get_or_try_init(|| async {
+                let mut candidate = [0u8; 32];
+                fill_random(&mut candidate)?;
+                let [procs, secret] = self.link.fleet_keys();
+                let mut conn = self.link.conn.clone();
+                let stored: Vec<u8> = self
+                    .link
+                    .call(&self.shared, async {
+                        FLEET
+                            .key(&procs)
+                            .key(&secret)
+                            .arg("secret")
+                            .arg(&candidate[..])
+                            .invoke_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| {
+                    RedisStoreError::Reply(format!(
+                        "{secret} holds {} bytes, not a 32-byte secret",
+                        stored.len()
+                    ))
+                })
+            })
+            .await?;
+        Ok(*secret)
+    }
+
+    /// `<prefix>:{<scope>}:gcra`: the scope is the hash tag, so a scope's keys share a slot.
+    fn scope_key(&self, scope: &str) -> String {
+        format!("{}:{{{}}}:gcra", self.link.prefix, escape(scope))
+    }
+
+    /// The fallback for `err`: the divisor for local pacing, or the error.
+    fn fall_back(&self, err: RedisStoreError) -> Result<u32, RedisStoreError> {
+        match self.link.fallback {
+            Fallback::Local => Ok(self.live_processes()),
+            Fallback::FailClosed => Err(err),
+        }
+    }
+
+    /// Note a failure that concerns a key, not Redis (warned once per store).
+    fn key_error(&self, err: RedisStoreError) -> RedisStoreError {
+        self.shared.key_error(&err);
+        err
+    }
+
+    /// Start heartbeating, once per store (and its clones), if a tokio runtime is running.
+    fn start_heartbeat(&self) {
+        if self.shared.heartbeat_started.load(Ordering::Relaxed)
+            || self.shared.heartbeat_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.shared
+                .heartbeat_started
+                .store(false, Ordering::Release);
+            return;
+        };
+        let link = self.link.clone();
+        let shared = Arc::downgrade(&self.shared);
+        runtime.spawn(heartbeat(link, shared));
+    }
+
+    /// Outages warned about so far.
+    #[cfg(test)]
+    pub(crate) fn outages(&self) -> u32 {
+        self.shared.outages.load(Ordering::Relaxed)
+    }
+}
+
+/// Heartbeat every period until the last store is dropped.
+async fn heartbeat(link: Link, shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(link.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ttl_ms = u64::try_from(link.heartbeat.as_millis().saturating_mul(3))
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let [procs, secret_key] = link.fleet_keys();
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let secret = shared.secret.get().map_or(&[][..], |s| &s[..]);
+        let mut conn = link.conn.clone();
+        let beat = link
+            .call(&shared, async {
+                FLEET
+                    .key(&procs)
+                    .key(&secret_key)
+                    .arg("beat")
+                    .arg(&shared.id)
+                    .arg(ttl_ms)
+                    .arg(secret)
+                    .invoke_async::<u32>(&mut conn)
+                    .await
+            })
+            .await;
+        if let Ok(live) = beat {
+            shared.live.store(live, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Link {
+    /// `<prefix>:{fleet}:procs` and `<prefix>:{fleet}:secret`: one hash slot.
+    fn fleet_keys(&self) -> [String; 2] {
+        [
+            format!("{}:{{fleet}}:procs", self.prefix),
+            format!("{}:{{fleet}}:secret", self.prefix),
+        ]
+    }
+
+    /// Run one Redis call, bounded by the timeout, unless Redis is in backoff; record how it
+    /// went.
+    async fn call<T>(
+        &self,
+        shared: &Shared,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T, RedisStoreError> {
+        shared.may_call(Instant::now())?;
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(RedisStoreError::from_redis(err)),
+            Err(_) => Err(RedisStoreError::Timeout(self.timeout)),
+        };
+        match &result {
+            Ok(_) => shared.answered(Instant::now()),
+            Err(err) if err.is_outage() => shared.failed(Instant::now(), err, self.fallback),
+            Err(err) => shared.key_error(err),
+        }
+        result
+    }
+}
+
+impl Shared {
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuse while in backoff; past it, let this one call through as the probe and hold the
+    /// others back for one more backoff step.
+    fn may_call(&self, now: Instant) -> Result<(), RedisStoreError> {
+        let mut health = self.health();
+        match health.retry_at {
+            Some(at) if at > now => Err(RedisStoreError::Backoff { retry_in: at - now }),
+            Some(_) => {
+                health.retry_at = Some(now + health.backoff);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn answered(&self, now: Instant) {
+        let mut health = self.health();
+        if let Some(since) = health.down_since.take() {
+            tracing::info!(
+                outage = ?now.saturating_duration_since(since),
+                "Redis answers again: quotas are shared again"
+            );
+        }
+        health.retry_at = None;
+        health.backoff = BACKOFF_MIN;
+    }
+
+    fn failed(&self, now: Instant, err: &RedisStoreError, fallback: Fallback) {
+        let mut health = self.health();
+        health.retry_at = Some(now + health.backoff);
+        health.backoff = (health.backoff * 2).min(BACKOFF_MAX);
+        if health.down_since.is_none() {
+            health.down_since = Some(now);
+            self.outages.fetch_add(1, Ordering::Relaxed);
+            let live = self.live.load(Ordering::Relaxed).max(1);
+            match fallback {
+                Fallback::Local => tracing::warn!(
+                    error = %err,
+                    processes = live,
+                    "Redis failed: pacing locally at 1/{live} of each limit until it answers"
+                ),
+                Fallback::FailClosed => tracing::warn!(
+                    error = %err,
+                    "Redis failed: refusing requests until it answers"
+                ),
+            }
+        } else {
+            tracing::debug!(error = %err, "Redis still failing");
+        }
+    }
+
+    fn key_error(&self, err: &RedisStoreError) {
+        if !self.warned_key_error.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                error = %err,
+                "Redis refused a key of the shared store (warned once)"
+            );
+        }
+    }
+}
+
+/// What the script needs for one reservation, in its units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    /// ns per unit, the slower rate included (0: unpaced).
+    interval: u64,
+    /// How far ahead of the schedule a start may be: the burst at the configured interval.
+    tolerance: u64,
+    /// How late after its slot a start may still keep it.
+    slack: u64,
+    cost: u32,
+    max_wait: u64,
+    /// The key lives at least this long: the limit's window.
+    ttl_ms: u64,
+}
+
+impl Plan {
+    fn new(limit: Option<&Limit>, slower: Option<u64>, cost: u32, max_wait: Duration) -> Plan {
+        let cost = cost.max(1);
+        let max_wait = saturating_nanos(max_wait);
+        let Some(limit) = limit else {
+            return Plan {
+                interval: slower.unwrap_or(0),
+                tolerance: 0,
+                slack: 0,
+                cost,
+                max_wait,
+                ttl_ms: 1,
+            };
+        };
+        let configured = limit.interval_nanos();
+        let interval = slower.map_or(configured, |s| s.max(configured));
+        // Spaced limits (no burst, an interval the timer can space) keep every start a full
+        // interval apart in Redis time, so a leaky-bucket server never sees two closer than it
+        // allows; the others keep a late start's slot, as the local pacer does.
+        let spaced = limit.burst_size() == 1 && configured >= SPACED_MIN_NANOS;
+        Plan {
+            interval,
+            tolerance: configured.saturating_mul(u64::from(limit.burst_size())),
+            slack: if spaced { 0 } else { limit.margin_nanos() / 2 },
+            cost,
+            max_wait,
+            ttl_ms: u64::try_from(limit.window().as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX)
+                .max(1),
+        }
+    }
+}
+
+fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn non_negative(v: i64) -> Result<u64, RedisStoreError> {
+    u64::try_from(v).map_err(|_| RedisStoreError::Reply(format!("negative value {v}")))
+}
+
+/// `%`, `{` and `}` percent-encoded: a scope or prefix never opens or closes a hash tag, and
+/// two different names never share a key.
+fn escape(name: &str) -> Cow<'_, str> {
+    if !name.contains(['%', '{', '}']) {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn fill_random(buf: &mut [u8]) -> Result<(), RedisStoreError> {
+    use rand::TryRngCore;
+    rand::rngs::OsRng
+        .try_fill_bytes(buf)
+        .map_err(|err| RedisStoreError::Random(err.to_string()))
+}
+
+/// 128 random bits in hex: this process's name in the live set. Should the OS have no
+/// randomness, the clock and the process id still tell processes apart.
+fn process_id() -> String {
+    let mut bytes = [0u8; 16];
+    if fill_random(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;
