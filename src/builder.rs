@@ -52,6 +52,10 @@ pub(crate) struct Inner {
     limits: RwLock<Arc<Limits>>,
     generation: AtomicU64,
     partitioner: Option<Partitioner>,
+    /// With a shared store, the partitioner keyed by the fleet's secret, made at the first
+    /// partitioned request.
+    #[cfg(feature = "redis")]
+    fleet_partitioner: tokio::sync::OnceCell<Partitioner>,
     pub(crate) store: MemoryStore,
 }
 
@@ -61,6 +65,9 @@ pub(crate) struct Config {
     /// Every configured quota (changed at run time through `Inner::limits`).
     pub(crate) limits: Limits,
     pub(crate) partition_header: Option<http::HeaderName>,
+    /// The store that shares quotas across processes, if any.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<Arc<crate::store::RedisStore>>,
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
@@ -83,6 +90,8 @@ impl Default for Config {
         Config {
             limits: Limits::default(),
             partition_header: None,
+            #[cfg(feature = "redis")]
+            shared: None,
             max_in_flight: None,
             max_retries: 3,
             backoff: Backoff::default(),
@@ -175,9 +184,42 @@ impl Polite {
         self.inner.generation.load(Ordering::Acquire)
     }
 
-    /// The partition of a request, when requests are partitioned.
-    pub(crate) fn partition_of(&self, headers: &HeaderMap) -> Option<Partition> {
-        self.inner.partitioner.as_ref()?.of(headers)
+    /// The partition of a request, when requests are partitioned: keyed per process, or by
+    /// the fleet's secret when a shared store is in use (an error if it cannot be had: a
+    /// per-process key would split one credential's shared quota).
+    pub(crate) async fn partition_of(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Partition>, crate::Error> {
+        let Some(local) = &self.inner.partitioner else {
+            return Ok(None);
+        };
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.inner.config.shared {
+            let fleet = self
+                .inner
+                .fleet_partitioner
+                .get_or_try_init(|| async {
+                    let secret = store.fleet_secret().await?;
+                    Ok::<_, crate::store::RedisStoreError>(Partitioner::with_secret(
+                        local.header().clone(),
+                        &secret,
+                    ))
+                })
+                .await
+                .map_err(|err| crate::Error::StoreUnavailable {
+                    host: String::new(),
+                    reason: format!("no fleet-wide key for partitions: {err}"),
+                })?;
+            return Ok(fleet.of(headers));
+        }
+        Ok(local.of(headers))
+    }
+
+    /// The shared store, if quotas are shared across processes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(&self) -> Option<&crate::store::RedisStore> {
+        self.inner.config.shared.as_deref()
     }
 
     /// The record for a URL's host (in `partition`), or `None` for URLs without a host.
@@ -411,6 +453,15 @@ impl PoliteBuilder {
         self
     }
 
+    /// Share quotas across processes and machines through Redis (feature `redis`): the pacing
+    /// schedule of every configured limit, and server-ordered closures, are kept in Redis and
+    /// read with its clock. See [`RedisStore`](crate::RedisStore) for the failure modes.
+    #[cfg(feature = "redis")]
+    pub fn store(mut self, store: crate::store::RedisStore) -> Self {
+        self.config.shared = Some(Arc::new(store));
+        self
+    }
+
     /// Give each distinct value of the header `name` (a credential: `authorization`,
     /// `x-api-key`) its own set of quotas, cooldowns, breaker and retry budget, as APIs that
     /// meter per key do. Requests without the header share one set. The value is hashed with
@@ -510,6 +561,8 @@ impl PoliteBuilder {
                 limits: RwLock::new(Arc::new(self.config.limits.clone())),
                 generation: AtomicU64::new(0),
                 partitioner: self.config.partition_header.clone().map(Partitioner::new),
+                #[cfg(feature = "redis")]
+                fleet_partitioner: tokio::sync::OnceCell::new(),
                 config: self.config,
                 store,
             }),

@@ -57,6 +57,15 @@ pub enum Error {
         /// schedule, a server's closure); otherwise it waits until the deadline itself.
         would_wait: Option<Duration>,
     },
+    /// The shared store (Redis, feature `redis`) did not answer and its fallback is
+    /// `FailClosed`: nothing is sent that the fleet's schedule did not admit.
+    #[error("the shared quota store is unavailable for {host}: {reason}")]
+    StoreUnavailable {
+        /// The host key (`scheme://host:port`).
+        host: String,
+        /// What the store said.
+        reason: String,
+    },
     /// The request's [`Cost`] is larger than the whole quota of its host's [`Limit`]: it could
     /// never be sent without breaking the limit's promise.
     ///
@@ -109,6 +118,7 @@ impl Error {
             Error::CircuitOpen { host, .. }
             | Error::CoolingDown { host, .. }
             | Error::DeadlineExceeded { host, .. }
+            | Error::StoreUnavailable { host, .. }
             | Error::CostExceedsLimit { host, .. } => host,
         }
     }

@@ -115,6 +115,10 @@ pub(crate) struct HostState {
     routes: HashMap<Box<str>, ServerScope>,
     /// Attempts sent and not answered yet.
     pub(crate) sent: u32,
+    /// While a shared store is away: this process's share of the limit, its schedule, and
+    /// that schedule's time origin (see `crate::shared`).
+    #[cfg(feature = "redis")]
+    pub(crate) fallback: Option<(Limit, crate::pacing::gcra::Pacer, Instant)>,
     /// Cost of the requests waiting in the pacing queue.
     pub(crate) queued_cost: u64,
     pub(crate) queued: u32,
@@ -385,6 +389,8 @@ impl Host {
                 generation: config.generation,
                 routes: HashMap::new(),
                 sent: 0,
+                #[cfg(feature = "redis")]
+                fallback: None,
                 queued_cost: 0,
                 queued: 0,
                 counters: Counters::default(),

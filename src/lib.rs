@@ -75,6 +75,8 @@ mod middleware;
 mod pacing;
 mod retry;
 mod scope;
+#[cfg(feature = "redis")]
+mod shared;
 mod signals;
 mod snapshot;
 mod store;

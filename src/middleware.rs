@@ -39,7 +39,7 @@ impl Middleware for Polite {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let partition = self.partition_of(req.headers());
+        let partition = self.partition_of(req.headers()).await?;
         let Some(host) = self.host_for(req.url(), partition) else {
             return next.run(req, extensions).await; // no host: nothing to pace, reqwest decides
         };
@@ -78,6 +78,11 @@ impl Middleware for Polite {
                 named = Some(learned);
                 scopes = scopes_for(named.as_ref());
             }
+            #[cfg(feature = "redis")]
+            if let Some(store) = self.shared() {
+                let max_wait = config.max_retry_after;
+                crate::shared::pace(store, &host, &scopes, &opts, max_wait, attempts).await?;
+            }
             let result = next.clone().run(req, extensions).await;
             drop(in_flight);
             attempts += 1;
@@ -86,7 +91,13 @@ impl Middleware for Polite {
                 path: &path,
                 safety: &safety,
             };
-            let verdict = record(self, &host, attempt, &answer, &result);
+            let (verdict, closed_for) = record(self, &host, attempt, &answer, &result);
+            #[cfg(feature = "redis")]
+            if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
+                crate::shared::close(store, &host, wait).await;
+            }
+            #[cfg(not(feature = "redis"))]
+            let _ = closed_for;
             let Some(spare) = spare else {
                 return result; // out of retries, or a body that cannot be cloned: sent once
             };
@@ -492,13 +503,15 @@ async fn sleep_precisely(until: Instant) {
 
 /// Read the outcome of an attempt into the host's state (and the scopes the server named),
 /// and classify it.
+///
+/// Also returns how long the host was closed by a `Retry-After`, for sharing it.
 fn record(
     polite: &Polite,
     host: &Host,
     mut attempt: Attempt,
     answer: &Answer<'_>,
     result: &Result<Response>,
-) -> Verdict {
+) -> (Verdict, Option<Duration>) {
     let config = &polite.inner.config;
     attempt.recorded = true;
     let now = Instant::now();
@@ -510,7 +523,7 @@ fn record(
         // another middleware failed: not the host's doing, and not ours to retry
         Err(reqwest_middleware::Error::Middleware(_)) => {
             attempt.release_slots();
-            return Verdict::Return;
+            return (Verdict::Return, None);
         }
     };
     let failure = (config.is_failure)(match outcome {
@@ -527,6 +540,7 @@ fn record(
         .server_scope
         .as_ref()
         .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
+    let mut closed_for = None;
     let mut state = host.state();
     state.last_used = now;
     state.sent -= 1;
@@ -544,6 +558,7 @@ fn record(
         );
         if let Some(retry_after) = observed.retry_after {
             tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host closed");
+            closed_for = Some(retry_after);
         }
         if let Some(change) = observed.rate_change {
             tracing::debug!(host = %host.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
@@ -580,11 +595,12 @@ fn record(
     // Stripe-Should-Retry overrides the classification either way: the server knows whether
     // the request took effect (Stripe requests carry idempotency keys, and it vouches for a
     // `true` on a POST)
-    match hint.should_retry {
+    let verdict = match hint.should_retry {
         Some(true) => Verdict::Retry,
         Some(false) => Verdict::Return,
         None => verdict,
-    }
+    };
+    (verdict, closed_for)
 }
 
 /// Give an answer's word about other scopes to them: a quota the server named takes its

@@ -200,18 +200,42 @@ impl fmt::Display for Partition {
     }
 }
 
-/// Hashes the partitioning header's value, with a key chosen at random per process.
+/// Hashes the partitioning header's value with a secret key: SipHash-2-4 (a keyed
+/// pseudo-random function), keyed at random per process, or with the fleet's secret when a
+/// shared store is in use, so that one credential maps to one shared quota in every process.
 #[derive(Debug, Clone)]
 pub(crate) struct Partitioner {
     header: HeaderName,
-    key: std::hash::RandomState,
+    keys: (u64, u64),
 }
 
 impl Partitioner {
+    /// Keyed at random for this process.
     pub(crate) fn new(header: HeaderName) -> Self {
+        let random = std::hash::RandomState::new();
         Partitioner {
             header,
-            key: std::hash::RandomState::new(),
+            keys: (random.hash_one(0u8), random.hash_one(1u8)),
+        }
+    }
+
+    /// The header it reads.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// Keyed with a secret the fleet shares.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn with_secret(header: HeaderName, secret: &[u8; 32]) -> Self {
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&secret[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        Partitioner {
+            header,
+            keys: (word(0) ^ word(16), word(8) ^ word(24)),
         }
     }
 
@@ -220,7 +244,10 @@ impl Partitioner {
     pub(crate) fn of(&self, headers: &HeaderMap) -> Option<Partition> {
         let mut values = headers.get_all(&self.header).iter().peekable();
         values.peek()?;
-        let mut hasher = self.key.build_hasher();
+        // SipHash-2-4 is what `std` offers keyed; it is deprecated only as a `Hasher` for
+        // hash maps, which is not the use here
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new_with_keys(self.keys.0, self.keys.1);
         for value in values {
             hasher.write(value.as_bytes());
             hasher.write_u8(0xff); // not a byte of any header value: separates them

@@ -7,7 +7,7 @@
 
 mod memory;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 
 pub(crate) use self::memory::MemoryStore;
 #[cfg(feature = "redis")]

@@ -1,0 +1,171 @@
+//! Pacing shared across processes through a [`RedisStore`] (feature `redis`).
+//!
+//! Each process first paces locally, as without a store (first contact, the adaptive rate, a
+//! spent quota, FIFO order); then, for every configured limit the request falls in (its
+//! host's, and the host-wide, route and unit scopes), it reserves its slot in the fleet's
+//! shared schedule, one Lua script call per scope, and sleeps until that slot. The shared
+//! schedule reads Redis's own clock, so processes whose clocks disagree still keep "never more
+//! than n in any window". A `Retry-After` one process receives closes the host for every
+//! process. The breaker stays per process: a host that fails for one process (its network,
+//! its DNS) may be fine for another, and failing fast needs no round trip.
+//!
+//! When Redis does not answer within the store's timeout, [`Fallback::Local`](crate::Fallback)
+//! paces that request locally at the limit divided by the processes seen alive, and
+//! [`Fallback::FailClosed`](crate::Fallback) refuses it with [`Error::StoreUnavailable`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::extensions::RequestOptions;
+use crate::host::Host;
+use crate::limit::Limit;
+use crate::pacing::gcra::Pacer;
+use crate::scope::Scope;
+use crate::store::RedisStore;
+use crate::store::redis::{Reservation, local_share};
+
+/// Longest a request sleeps before asking the shared schedule again when its slot is further
+/// than it may reserve.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The shared key of a host record's schedule.
+pub(crate) fn host_key(host: &Host) -> String {
+    match host.partition {
+        Some(p) => format!("{p}|{}", host.key),
+        None => format!("-|{}", host.key),
+    }
+}
+
+/// Reserve this request's slot in every shared schedule it falls in, and sleep until the last
+/// of them. `max_wait`: the longest server-ordered wait accepted (`max_retry_after`).
+pub(crate) async fn pace(
+    store: &RedisStore,
+    host: &Host,
+    scopes: &[(Arc<Scope>, u32)],
+    opts: &RequestOptions,
+    max_wait: Duration,
+    attempts: u32,
+) -> Result<(), Error> {
+    let host_limit = host.state().limit;
+    let mut schedules: Vec<(String, Limit, u32)> = Vec::new();
+    if let Some(limit) = host_limit {
+        schedules.push((host_key(host), limit, opts.cost));
+    }
+    for (scope, units) in scopes {
+        if let Some(limit) = scope.state().limit {
+            schedules.push((scope.key.to_string(), limit, *units));
+        }
+    }
+    for (key, limit, cost) in &schedules {
+        reserve(store, host, key, limit, *cost, opts, max_wait, attempts).await?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reserve(
+    store: &RedisStore,
+    host: &Host,
+    key: &str,
+    limit: &Limit,
+    cost: u32,
+    opts: &RequestOptions,
+    max_wait: Duration,
+    attempts: u32,
+) -> Result<(), Error> {
+    loop {
+        let now = Instant::now();
+        let may_wait = opts
+            .deadline
+            .map_or(max_wait, |d| d.saturating_duration_since(now).min(max_wait));
+        let reservation = store
+            .reserve(key, Some(limit), None, cost, may_wait)
+            .await
+            .map_err(|err| unavailable(host, &err))?;
+        match reservation {
+            Reservation::Go { delay, .. } => {
+                tokio::time::sleep(delay).await;
+                return Ok(());
+            }
+            Reservation::Refused { closed, .. } if closed > max_wait => {
+                return Err(Error::CoolingDown {
+                    host: host.key.to_string(),
+                    retry_in: closed,
+                });
+            }
+            Reservation::Refused { earliest, .. } => {
+                if opts.past_deadline(crate::pacing::far_add(now, earliest)) {
+                    return Err(Error::DeadlineExceeded {
+                        host: host.key.to_string(),
+                        attempts,
+                        would_wait: Some(earliest),
+                    });
+                }
+                tokio::time::sleep(earliest.min(RECHECK)).await;
+            }
+            Reservation::Local { processes } => {
+                return local(host, limit, processes, cost, opts, attempts).await;
+            }
+        }
+    }
+}
+
+/// Pace locally at this process's share of `limit` while Redis is away.
+async fn local(
+    host: &Host,
+    limit: &Limit,
+    processes: u32,
+    cost: u32,
+    opts: &RequestOptions,
+    attempts: u32,
+) -> Result<(), Error> {
+    let share = local_share(limit, processes);
+    loop {
+        let now = Instant::now();
+        let wait = {
+            let mut state = host.state();
+            let fallback = state
+                .fallback
+                .get_or_insert_with(|| (share, Pacer::new(Some(&share)), now));
+            if fallback.0 != share {
+                *fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
+            }
+            let now_ns = u64::try_from(now.saturating_duration_since(fallback.2).as_nanos())
+                .unwrap_or(u64::MAX);
+            match fallback.1.check(now_ns, cost.min(share.count()), None) {
+                None => {
+                    fallback.1.take(now_ns, cost.min(share.count()), None);
+                    return Ok(());
+                }
+                Some(at) => crate::pacing::far_add(fallback.2, Duration::from_nanos(at)),
+            }
+        };
+        if opts.past_deadline(wait) {
+            return Err(Error::DeadlineExceeded {
+                host: host.key.to_string(),
+                attempts,
+                would_wait: Some(wait - now),
+            });
+        }
+        tokio::time::sleep_until(wait).await;
+    }
+}
+
+/// Close the host for every process (never shortening a closure), after a `Retry-After`.
+pub(crate) async fn close(store: &RedisStore, host: &Host, wait: Duration) {
+    if let Err(err) = store.close(&host_key(host), wait).await {
+        tracing::debug!(host = %host.key, %err, "could not share a closure through Redis");
+    }
+}
+
+fn unavailable(host: &Host, err: &crate::store::RedisStoreError) -> Error {
+    host.state().counters.rejected += 1;
+    tracing::debug!(host = %host.key, %err, "shared store unavailable: failing closed");
+    Error::StoreUnavailable {
+        host: host.key.to_string(),
+        reason: err.to_string(),
+    }
+}

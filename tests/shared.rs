@@ -1,0 +1,187 @@
+//! Quotas shared across processes through a real `redis-server` (feature `redis`): two
+//! middlewares with their own connections stand for two processes.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Reply, client, polite_error, serve};
+use reqwest_polite::{Fallback, Limit, Polite, RedisStore};
+
+/// A `redis-server` of our own on a free port: no persistence, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server from PATH (apt-get install redis-server)");
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        server
+    }
+
+    fn pings(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn store(redis: &RedisServer) -> RedisStore {
+    RedisStore::connect(&redis.url())
+        .await
+        .expect("redis answers")
+        .prefix("test")
+}
+
+async fn process(redis: &RedisServer, limit: Limit) -> Polite {
+    Polite::builder()
+        .limit(limit)
+        .partition_by_header("authorization")
+        .max_retries(0)
+        .store(store(redis).await)
+        .build()
+}
+
+#[tokio::test]
+async fn two_processes_share_one_quota_and_its_closures() {
+    let redis = RedisServer::start();
+    let server = common::sliding_window_server(5, Duration::from_secs(1));
+    let a = process(&redis, Limit::per_second(5)).await;
+    let b = process(&redis, Limit::per_second(5)).await;
+    let (ca, cb) = (client(&a), client(&b));
+    let url = server.url("/");
+    let calls = (0..8).flat_map(|_| {
+        [
+            ca.get(&url)
+                .header("authorization", "Bearer shared-KEY")
+                .send(),
+            cb.get(&url)
+                .header("authorization", "Bearer shared-KEY")
+                .send(),
+        ]
+    });
+    let results = futures::future::join_all(calls).await;
+    for result in &results {
+        assert_eq!(result.as_ref().expect("answered").status(), 200);
+    }
+    assert_eq!(server.stats.refused(), 0, "one quota for both processes");
+    let most = server.stats.max_in_any_window(Duration::from_secs(1));
+    assert!(
+        most <= 5,
+        "{most} requests within one second from two processes"
+    );
+    // one credential, one partition tag in both processes (the fleet's key)
+    let tags: Vec<Option<String>> = [&a, &b]
+        .iter()
+        .map(|p| p.snapshot()[0].partition.clone())
+        .collect();
+    assert!(tags[0].is_some() && tags[0] == tags[1], "{tags:?}");
+}
+
+#[tokio::test]
+async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
+    let redis = RedisServer::start();
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    let server = serve(move |_, _| {
+        if refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            Reply::status(429).header("retry-after", 1)
+        }
+    });
+    let a = process(&redis, Limit::per_second(100)).await;
+    let b = process(&redis, Limit::per_second(100)).await;
+    let url = server.url("/");
+    let resp = client(&a).get(&url).send().await.expect("answered");
+    assert_eq!(resp.status(), 429, "process a is refused, Retry-After: 1");
+    let resp = client(&b).get(&url).send().await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    let arrivals = server.stats.arrivals();
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_millis(950),
+        "process b reached the host {gap:?} after a's refusal, before its Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
+    let redis = RedisServer::start();
+    let server = serve(|_, _| Reply::ok());
+    let local_store = store(&redis).await.fallback(Fallback::Local);
+    let closed_store = store(&redis).await.fallback(Fallback::FailClosed);
+    let local = Polite::builder()
+        .limit(Limit::per_second(20))
+        .store(local_store)
+        .build();
+    let closed = Polite::builder()
+        .limit(Limit::per_second(20))
+        .store(closed_store)
+        .build();
+    for polite in [&local, &closed] {
+        let resp = client(polite).get(server.url("/")).send().await;
+        assert_eq!(resp.expect("shared pacing").status(), 200);
+    }
+    drop(redis); // killed
+    let started = Instant::now();
+    for _ in 0..3 {
+        let resp = client(&local).get(server.url("/")).send().await;
+        assert_eq!(resp.expect("paced locally").status(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+    let err = client(&closed)
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect_err("fails closed");
+    assert!(
+        matches!(
+            polite_error(&err),
+            Some(reqwest_polite::Error::StoreUnavailable { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        server.stats.hits(),
+        2 + 3,
+        "nothing sent that was not admitted"
+    );
+}
