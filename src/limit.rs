@@ -16,17 +16,17 @@ use std::time::Duration;
 /// The safety margin, in percent of the window, added to every [`Limit`].
 ///
 /// `Limit::per(100, 60 s)` spaces requests as if the window were 61.2 s long: 98% of the quota's
-/// throughput, with 1.2 s of slack. Half of it (1% of the window: 10 ms of a 1 s window, 36 s
-/// of an hour) absorbs our own lateness: a request that starts late (a timer tick, a busy
-/// runtime) keeps its slot, so lateness is not capacity lost. The other half absorbs the
-/// network delaying one request relative to another, before a strict server-side sliding
-/// window could count one too many.
+/// throughput, with 1.2 s of slack. A quarter of it, at most 5 ms, absorbs our own lateness: a
+/// request that starts late (a timer tick, a busy runtime) keeps its slot, so lateness is not
+/// capacity lost. The rest absorbs the network delaying one request relative to another,
+/// before a strict server-side sliding window could count one too many (15 ms of a 1 s
+/// window; for short windows the absolute margin is small: 6 ms of a 300 ms window).
 ///
 /// For servers that judge every gap between two requests (a leaky bucket such as nginx
 /// `limit_req` without burst), what counts is the margin of one interval, which is small at
 /// high rates: 0.1 ms at 200 per second. Without a burst, and at intervals of 2 ms or more, two
-/// starts are therefore never closer than the server's spacing plus half that margin, and the wait for a slot ends on
-/// the slot itself rather than on the timer's next millisecond tick.
+/// starts are therefore never closer than the server's spacing plus half that margin, and the
+/// wait for a slot ends on the slot itself rather than on the timer's next millisecond tick.
 pub const SAFETY_MARGIN_PERCENT: u32 = 2;
 
 /// How many requests a host may receive, per window of time: a promise to the server.

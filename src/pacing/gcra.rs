@@ -7,8 +7,8 @@
 //! - Every start has a slot on a *virtual* schedule. A request that starts late (timers wake on
 //!   a millisecond tick, a busy runtime polls late) keeps its slot while it is less than
 //!   `slack` late, so a waker that finds several slots due takes them all and lateness is not
-//!   capacity lost for good. Actual starts lag virtual ones by less than `slack`, half the
-//!   safety margin; the other half covers network jitter. Later than that, the schedule restarts
+//!   capacity lost for good. Actual starts lag virtual ones by less than `slack`, a quarter of
+//!   the safety margin and at most 5 ms; the rest covers network jitter. Later than that, the schedule restarts
 //!   from now (the host was idle, or the process stalled).
 //! - At rates the timer can space one by one (an interval of two ticks or more) and without a
 //!   burst, consecutive starts also keep `min_gap` apart (the server's own spacing plus half
@@ -25,6 +25,10 @@ use crate::limit::{Limit, SAFETY_MARGIN_PERCENT};
 
 /// tokio's timer resolution: sleeps end on the next millisecond tick.
 pub(crate) const TICK_NANOS: u64 = 1_000_000;
+
+/// The most a start may lag its slot and keep it: a few timer ticks, enough for a waker to
+/// catch up at high rates; the rest of the margin stays for the network.
+const MAX_SLACK_NANOS: u64 = 5 * TICK_NANOS;
 
 /// Below this interval the timer cannot space requests one by one: they go in batches per tick.
 const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
@@ -81,7 +85,7 @@ impl Pacer {
             tat: 0,
             interval,
             tolerance: interval.saturating_mul(u64::from(limit.burst_size())),
-            slack: limit.margin_nanos() / 2,
+            slack: (limit.margin_nanos() / 4).min(MAX_SLACK_NANOS),
             // the server's own spacing plus half the margin: lateness is caught up by the
             // other half, a little per interval
             min_gap: if spaced {
