@@ -43,7 +43,11 @@ pub struct ServerQuota {
 /// ```
 impl fmt::Display for HostSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.key)?;
+        write!(f, "{}", self.key)?;
+        if let Some(partition) = &self.partition {
+            write!(f, " [{partition}]")?;
+        }
+        f.write_str(": ")?;
         match (&self.limit, self.interval.is_zero()) {
             (Some(limit), true) => write!(f, "limit {}", LimitText(limit))?,
             (Some(limit), false) => write!(
