@@ -37,7 +37,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let calls = (0..60).map(|i| {
-        let path = if i % 6 == 5 { "search/issues?q=x" } else { "repos/o/r" };
+        let path = if i % 6 == 5 {
+            "search/issues?q=x"
+        } else {
+            "repos/o/r"
+        };
         client
             .get(format!("{base}{path}"))
             .header("authorization", "token ghp-EXAMPLE")

@@ -65,10 +65,13 @@ impl Drop for RedisServer {
 }
 
 async fn store(redis: &RedisServer) -> RedisStore {
+    // a generous timeout: on a busy test machine a call past the 50 ms default would fall
+    // back to local pacing, which these tests are not about
     RedisStore::connect(&redis.url())
         .await
         .expect("redis answers")
         .prefix("test")
+        .timeout(Duration::from_secs(1))
 }
 
 async fn process(redis: &RedisServer, limit: Limit) -> Polite {
