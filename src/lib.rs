@@ -71,7 +71,10 @@ mod error;
 mod extensions;
 mod host;
 mod limit;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod middleware;
+mod observe;
 mod pacing;
 mod retry;
 mod scope;
@@ -94,6 +97,12 @@ pub use crate::error::Error;
 pub use crate::extensions::{Cost, Deadline, NoRetry, Units};
 pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
+#[cfg(feature = "metrics")]
+pub use crate::metrics::HostLabel;
+pub use crate::observe::{
+    BreakerEvent, Observer, PartitionTag, RefusalEvent, RejectReason, RejectedEvent, RequestEvent,
+    RequestOutcome, RetryEvent, WaitEvent, WaitReason,
+};
 pub use crate::retry::{
     Backoff, Delays, InvalidBackoff, InvalidRetryBudget, Jitter, RetryBudget, Retryable,
 };
