@@ -57,6 +57,14 @@
 //! retries statuses. If you prefer reqwest's retries, set
 //! [`max_retries(0)`](PoliteBuilder::max_retries) here and keep the pacing and breaker.
 //!
+//! # Observability
+//! [`Polite::snapshot`] shows each host's state on demand; an [`Observer`] added with
+//! [`PoliteBuilder::observer`] is told of every wait, retry, refusal, rejection, breaker
+//! transition and finished request; the `metrics` feature counts the same events on the
+//! `metrics` facade (`reqwest_polite_requests_total`, ...); and every decision is a `tracing`
+//! event, with a `reason` on each wait and OpenTelemetry's `http.request.resend_count` recorded
+//! on the current span (when the span declares it) before each resend.
+//!
 //! # Time
 //! All timing uses `tokio::time`, so tests can run on paused time.
 #![forbid(unsafe_code)]
