@@ -228,7 +228,12 @@ async fn act_3(
         );
         tasks.push(tokio::spawn(async move {
             match client.get(&url).send().await {
-                Err(err) if reqwest_polite::Error::of(&err).is_some() => {
+                Err(err)
+                    if matches!(
+                        reqwest_polite::Error::of(&err),
+                        Some(reqwest_polite::Error::CircuitOpen { .. })
+                    ) =>
+                {
                     fast.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(resp) if resp.status() == 200 && started.elapsed() > up_at => {
@@ -328,8 +333,8 @@ fn act_4(polite: &Polite) {
     for scope in scopes {
         println!("  {scope}");
     }
-    println!("\n  one host as HostSnapshot's Display prints it:");
-    if let Some(host) = polite.snapshot().first() {
+    println!("\n  the configured host as HostSnapshot's Display prints it:");
+    if let Some(host) = polite.snapshot().iter().find(|h| h.limit.is_some()) {
         println!("  {host}");
     }
 }
