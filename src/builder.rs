@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::breaker::Breaker;
 use crate::host::{Host, HostConfig, HostSnapshot};
 use crate::limit::Limit;
+use crate::observe::{Observer, Observers};
 use crate::retry::{Backoff, RetryBudget, Retryable};
 use crate::scope::{
     Limits, Partition, Partitioner, RouteLimit, Scope, ScopeKind, ScopeSnapshot, UnitLimit,
@@ -77,6 +78,7 @@ pub(crate) struct Config {
     pub(crate) retry_budget: RetryBudget,
     pub(crate) idle_timeout: Duration,
     pub(crate) is_failure: fn(Option<http::StatusCode>) -> bool,
+    pub(crate) observers: Observers,
 }
 
 /// The default breaker classification: 5xx and transport errors are failures; 4xx (429
@@ -101,6 +103,7 @@ impl Default for Config {
             retry_budget: RetryBudget::default(),
             idle_timeout: Duration::from_secs(300),
             is_failure: default_is_failure,
+            observers: Observers::default(),
         }
     }
 }
@@ -366,6 +369,8 @@ impl Default for Polite {
 /// | [`retryable`](Self::retryable) | [`Retryable::SafeOnly`] |
 /// | [`retry_budget`](Self::retry_budget) | [`RetryBudget::default()`] |
 /// | [`idle_timeout`](Self::idle_timeout) | 5 minutes |
+/// | [`observer`](Self::observer) | none |
+/// | `metrics_host_label` (feature `metrics`) | `HostLabel::Full` |
 #[derive(Debug, Clone, Default)]
 pub struct PoliteBuilder {
     config: Config,
@@ -553,8 +558,26 @@ impl PoliteBuilder {
         self
     }
 
+    /// Tell `observer` of every wait, retry, refusal, rejection, breaker transition and
+    /// finished request (see [`Observer`]). Each call adds one; they are called in order.
+    /// Without one, the hooks cost one `Option` check each.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.config.observers.add(Arc::new(observer));
+        self
+    }
+
+    /// What the `host` label of the metrics holds (feature `metrics`): the host key (the
+    /// default), nothing, or a name of your choosing, to keep the number of series bounded
+    /// when a program calls many hosts.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_host_label(mut self, label: crate::metrics::HostLabel) -> Self {
+        self.config.observers.set_host_label(label);
+        self
+    }
+
     /// The middleware.
-    pub fn build(self) -> Polite {
+    pub fn build(mut self) -> Polite {
+        self.config.observers.resolve();
         let store = MemoryStore::new(self.config.idle_timeout);
         Polite {
             inner: Arc::new(Inner {

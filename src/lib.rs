@@ -57,6 +57,14 @@
 //! retries statuses. If you prefer reqwest's retries, set
 //! [`max_retries(0)`](PoliteBuilder::max_retries) here and keep the pacing and breaker.
 //!
+//! # Observability
+//! [`Polite::snapshot`] shows each host's state on demand; an [`Observer`] added with
+//! [`PoliteBuilder::observer`] is told of every wait, retry, refusal, rejection, breaker
+//! transition and finished request; the `metrics` feature counts the same events on the
+//! `metrics` facade (`reqwest_polite_requests_total`, ...); and every decision is a `tracing`
+//! event, with a `reason` on each wait and OpenTelemetry's `http.request.resend_count` recorded
+//! on the current span (when the span declares it) before each resend.
+//!
 //! # Time
 //! All timing uses `tokio::time`, so tests can run on paused time.
 #![forbid(unsafe_code)]
@@ -71,7 +79,10 @@ mod error;
 mod extensions;
 mod host;
 mod limit;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod middleware;
+mod observe;
 mod pacing;
 mod retry;
 mod scope;
@@ -94,6 +105,12 @@ pub use crate::error::Error;
 pub use crate::extensions::{Cost, Deadline, NoRetry, Units};
 pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
+#[cfg(feature = "metrics")]
+pub use crate::metrics::HostLabel;
+pub use crate::observe::{
+    BreakerEvent, Observer, PartitionTag, RefusalEvent, RejectReason, RejectedEvent, RequestEvent,
+    RequestOutcome, RetryEvent, WaitEvent, WaitReason,
+};
 pub use crate::retry::{
     Backoff, Delays, InvalidBackoff, InvalidRetryBudget, Jitter, RetryBudget, Retryable,
 };

@@ -23,6 +23,7 @@ use crate::error::Error;
 use crate::extensions::RequestOptions;
 use crate::extensions::Units;
 use crate::host::{Host, NoRetry, Queued};
+use crate::observe::{self, WaitReason};
 use crate::pacing::Decision;
 use crate::pacing::closure::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify};
@@ -35,7 +36,7 @@ type Result<T> = reqwest_middleware::Result<T>;
 impl Middleware for Polite {
     async fn handle(
         &self,
-        mut req: Request,
+        req: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
@@ -43,35 +44,57 @@ impl Middleware for Polite {
         let Some(host) = self.host_for(req.url(), partition) else {
             return next.run(req, extensions).await; // no host: nothing to pace, reqwest decides
         };
+        let mut attempts = 0;
+        let Some(observer) = self.inner.config.observers.get() else {
+            let sent = self.send(&host, req, extensions, next, &mut attempts).await;
+            return sent.unwrap_or_else(|refused| Err(refused.into()));
+        };
+        let started = Instant::now();
+        let sent = self.send(&host, req, extensions, next, &mut attempts).await;
+        observe::finished(observer, &host, &sent, attempts, started.elapsed());
+        sent.unwrap_or_else(|refused| Err(refused.into()))
+    }
+}
+
+impl Polite {
+    /// Admit, pace, send, record, and retry or return. `Err`: the middleware refused to send
+    /// (nothing was sent for that attempt); `Ok`: the last attempt's outcome.
+    async fn send(
+        &self,
+        host: &Arc<Host>,
+        mut req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+        attempts: &mut u32,
+    ) -> std::result::Result<Result<Response>, Error> {
         let config = &self.inner.config;
         let opts = RequestOptions::from_extensions(extensions);
         let safety = Safety::of(&req);
-        let mut named = begin(self, &host, req.url(), &opts)?;
+        let mut named = begin(self, host, req.url(), &opts)?;
         let url = req.url().clone();
         let units = extensions.get::<Units>().cloned();
         let scopes_for = |named: Option<&ServerScope>| {
-            self.scopes_for(&host, &url, opts.cost, units.as_ref(), named)
+            self.scopes_for(host, &url, opts.cost, units.as_ref(), named)
         };
         let mut scopes = scopes_for(named.as_ref());
         let path: Box<str> = req.url().path().into();
         let mut backoff: Option<Delays<SmallRng>> = None;
-        let mut attempts = 0;
         loop {
-            let retries_left = !opts.no_retry && attempts < config.max_retries;
+            let retries_left = !opts.no_retry && *attempts < config.max_retries;
             let spare = if retries_left { req.try_clone() } else { None };
-            let mut attempt = admit(&host, &opts, attempts)?;
-            let in_flight = in_flight_permit(&host, &opts, attempts).await?;
+            let mut attempt = admit(host, config, &opts, *attempts)?;
+            let in_flight = in_flight_permit(host, config, &opts, *attempts).await?;
             // the server may name this route's quota while the request waits: pace again,
             // in that scope too
             while let Err(learned) = pace(
-                &host,
+                host,
                 &scopes,
                 &path,
                 named.as_ref(),
                 config,
                 &opts,
                 &mut attempt,
-                attempts,
+                *attempts,
             )
             .await?
             {
@@ -81,32 +104,44 @@ impl Middleware for Polite {
             #[cfg(feature = "redis")]
             if let Some(store) = self.shared() {
                 let max_wait = config.max_retry_after;
-                crate::shared::pace(store, &host, &scopes, &opts, max_wait, attempts).await?;
+                crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts).await?;
+            }
+            if *attempts > 0 {
+                observe::record_resend(*attempts);
             }
             let result = next.clone().run(req, extensions).await;
             drop(in_flight);
-            attempts += 1;
             let answer = Answer {
                 scopes: &scopes,
                 path: &path,
                 safety: &safety,
+                resend_count: *attempts,
             };
-            let (verdict, closed_for) = record(self, &host, attempt, &answer, &result);
+            *attempts += 1;
+            let (verdict, closed_for) = record(self, host, attempt, &answer, &result);
             #[cfg(feature = "redis")]
             if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
-                crate::shared::close(store, &host, wait).await;
+                crate::shared::close(store, host, wait).await;
             }
             #[cfg(not(feature = "redis"))]
             let _ = closed_for;
             let Some(spare) = spare else {
-                return result; // out of retries, or a body that cannot be cloned: sent once
+                return Ok(result); // out of retries, or a body that cannot be cloned: sent once
             };
-            let Some(delay) = plan_retry(&host, config, &opts, verdict, attempts, &mut backoff)
+            let Some(delay) = plan_retry(host, config, &opts, verdict, *attempts, &mut backoff)
             else {
-                return result;
+                return Ok(result);
             };
+            if let Some(observer) = config.observers.get() {
+                observe::retrying(observer, host, &result, *attempts, delay);
+            }
             drop(result);
+            let slept = Instant::now();
             tokio::time::sleep(delay).await;
+            if let Some(observer) = config.observers.get() {
+                let waited = slept.elapsed();
+                observe::waited(observer, host, None, WaitReason::Backoff, waited, *attempts);
+            }
             req = spare;
         }
     }
@@ -118,6 +153,8 @@ struct Answer<'a> {
     scopes: &'a [(Arc<Scope>, u32)],
     path: &'a str,
     safety: &'a Safety,
+    /// Attempts sent before this one.
+    resend_count: u32,
 }
 
 /// A request carrying it may be retried like an idempotent one (draft-ietf-httpapi-idempotency-key-header).
@@ -229,15 +266,21 @@ impl Drop for Attempt {
 /// Ask the circuit breaker. Open: fail fast, nothing sent.
 fn admit(
     host: &Arc<Host>,
+    config: &Config,
     opts: &RequestOptions,
     attempts: u32,
 ) -> std::result::Result<Attempt, Error> {
     let now = Instant::now();
-    let mut state = host.state();
-    let (admission, transition) = state.breaker.admit(now);
-    report_transition(host, transition);
+    let (admission, transition) = {
+        let mut state = host.state();
+        let (admission, transition) = state.breaker.admit(now);
+        if let Admission::Reject { .. } = admission {
+            state.counters.rejected += 1;
+        }
+        (admission, transition)
+    };
+    report_transition(host, config, transition);
     if let Admission::Reject { retry_in } = admission {
-        state.counters.rejected += 1;
         tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: failing fast");
         return Err(Error::CircuitOpen {
             host: host.key.to_string(),
@@ -254,16 +297,22 @@ fn admit(
     })
 }
 
-fn report_transition(host: &Host, transition: Option<Transition>) {
+/// Report a breaker transition (to `tracing` and the observer); call it with no lock held.
+fn report_transition(host: &Host, config: &Config, transition: Option<Transition>) {
+    let Some(transition) = transition else {
+        return;
+    };
     match transition {
-        Some(Transition::Opened { failures, open_for }) => {
+        Transition::Opened { failures, open_for } => {
             tracing::warn!(host = %host.key, failures, ?open_for, "circuit breaker opened")
         }
-        Some(Transition::HalfOpened) => {
+        Transition::HalfOpened => {
             tracing::info!(host = %host.key, "circuit breaker half-open: probing")
         }
-        Some(Transition::Closed) => tracing::info!(host = %host.key, "circuit breaker closed"),
-        None => {}
+        Transition::Closed => tracing::info!(host = %host.key, "circuit breaker closed"),
+    }
+    if let Some(observer) = config.observers.get() {
+        observe::breaker(observer, host, transition);
     }
 }
 
@@ -271,13 +320,24 @@ fn report_transition(host: &Host, transition: Option<Transition>) {
 /// permit is released when dropped: on success, on error, and when the request is cancelled.
 async fn in_flight_permit(
     host: &Host,
+    config: &Config,
     opts: &RequestOptions,
     attempts: u32,
 ) -> std::result::Result<Option<OwnedSemaphorePermit>, Error> {
     let Some(cap) = &host.in_flight else {
         return Ok(None);
     };
+    // (tokio's semaphore hands released permits to waiters first, so this keeps FIFO order)
+    if let Ok(permit) = Arc::clone(cap).try_acquire_owned() {
+        return Ok(Some(permit));
+    }
+    tracing::trace!(host = %host.key, reason = "in_flight", "waiting under the in-flight cap");
+    let started = Instant::now();
     let permit = until_deadline(host, opts, attempts, Arc::clone(cap).acquire_owned()).await?;
+    if let Some(observer) = config.observers.get() {
+        let waited = started.elapsed();
+        observe::waited(observer, host, None, WaitReason::InFlight, waited, attempts);
+    }
     Ok(Some(permit.expect("in-flight semaphores are never closed")))
 }
 
@@ -340,6 +400,12 @@ async fn pace(
     attempts: u32,
 ) -> std::result::Result<std::result::Result<(), ServerScope>, Error> {
     fits(host, scopes)?;
+    // with an observer, what held the attempt back last (and in which scope), and since when
+    let watch = config
+        .observers
+        .get()
+        .map(|observer| (observer, Instant::now()));
+    let mut held: Option<(WaitReason, Option<usize>)> = None;
     // the host's lock first, then the scopes' in key order: every request takes them so
     let lock_scopes = || -> Vec<_> {
         scopes
@@ -401,6 +467,14 @@ async fn pace(
             Decision::Admit { scout } => {
                 attempt.scout = scout;
                 attempt.sent_at = Some(now);
+                if let Some((observer, started)) = watch
+                    && queued.is_some()
+                {
+                    drop((turn, scope_turn, queued)); // leave the queues before calling out
+                    let (reason, scope) = held.unwrap_or((WaitReason::Pacing, None));
+                    let scope = scope.map(|i| &*scopes[i].0.label);
+                    observe::waited(observer, host, scope, reason, now - started, attempts);
+                }
                 return Ok(Ok(()));
             }
             Decision::Closed(until) | Decision::Slowed(until)
@@ -418,6 +492,7 @@ async fn pace(
             }
             other => other,
         };
+        held = Some((wait_reason(&waits), blocker));
         if let Some(i) = blocker {
             // let the host's other requests go while this one waits for scope `i`
             turn = None;
@@ -432,26 +507,37 @@ async fn pace(
         }
         match waits {
             Decision::Wait(until) if host.precise_wakes => {
-                tracing::trace!(host = %host.key, wait = ?(until - now), "waiting for a pacing slot");
+                tracing::trace!(host = %host.key, reason = "pacing", wait = ?(until - now), "waiting for a pacing slot");
                 sleep_precisely(until).await;
             }
             Decision::Wait(until) => {
-                tracing::trace!(host = %host.key, wait = ?(until - now), "waiting for a pacing slot");
+                tracing::trace!(host = %host.key, reason = "pacing", wait = ?(until - now), "waiting for a pacing slot");
                 tokio::time::sleep_until(until).await;
             }
             Decision::Closed(until) => {
-                tracing::debug!(host = %host.key, wait = ?(until - now), "closed by the server: waiting");
+                tracing::debug!(host = %host.key, reason = "cooldown", wait = ?(until - now), "closed by the server: waiting");
                 tokio::time::sleep_until(until).await;
             }
             Decision::Slowed(until) | Decision::Hold(until) => {
                 // the next answer may change it (a quota reset, first contact ending): wake
                 // on answers too, and never sleep past the deadline
-                tracing::trace!(host = %host.key, wait = ?(until - now), "paced by the server's word");
+                let reason = wait_reason(&waits).as_str();
+                tracing::trace!(host = %host.key, reason, wait = ?(until - now), "paced by the server's word");
                 let until = opts.deadline.map_or(until, |d| d.min(until));
                 let _ = tokio::time::timeout_at(until, answered).await;
             }
             Decision::Admit { .. } => unreachable!("admitted above"),
         }
+    }
+}
+
+/// What a pacing decision that is not `Admit` holds the attempt back for.
+fn wait_reason(decision: &Decision) -> WaitReason {
+    match decision {
+        Decision::Wait(_) | Decision::Admit { .. } => WaitReason::Pacing,
+        Decision::Closed(_) => WaitReason::Cooldown,
+        Decision::Slowed(_) => WaitReason::Slowed,
+        Decision::Hold(_) => WaitReason::FirstContact,
     }
 }
 
@@ -577,7 +663,21 @@ fn record(
     if let Ok(resp) = result {
         feed_scopes(polite, host, answer, named, resp.status(), &hint, now);
     }
-    report_transition(host, transition);
+    report_transition(host, config, transition);
+    if let (Some(observer), Ok(resp)) = (config.observers.get(), result)
+        && crate::host::is_refusal(resp.status(), &hint)
+    {
+        let scope = named.map(|n| n.name.as_str());
+        let resend_count = answer.resend_count;
+        observe::refused(
+            observer,
+            host,
+            scope,
+            resp.status(),
+            hint.retry_after,
+            resend_count,
+        );
+    }
     host.answered.notify_waiters();
     // a 403 that says it is a rate limit is a refusal, retried like a 429
     let outcome = match outcome {
@@ -673,7 +773,7 @@ fn plan_retry(
             .plan_retry(Instant::now(), delay, opts.deadline, config.max_retry_after);
     match plan {
         Ok(delay) => {
-            tracing::debug!(host = %host.key, attempts, ?delay, "retrying");
+            tracing::debug!(host = %host.key, attempts, reason = "backoff", wait = ?delay, "retrying");
             Some(delay)
         }
         Err(NoRetry::CircuitOpen) => {
@@ -726,7 +826,7 @@ mod tests {
         opts: &RequestOptions,
         attempts: u32,
     ) -> std::result::Result<(), Error> {
-        let mut attempt = admit(host, opts, attempts)?;
+        let mut attempt = admit(host, &Config::default(), opts, attempts)?;
         super::pace(
             host,
             &[],
@@ -886,7 +986,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn in_flight_counts_sent_attempts_only_and_a_dropped_one_leaves() {
         let host = host(Limit::per_second(10));
-        let mut sent = admit(&host, &opts(1, None), 0).expect("admitted");
+        let mut sent = admit(&host, &Config::default(), &opts(1, None), 0).expect("admitted");
         super::pace(
             &host,
             &[],
@@ -946,7 +1046,8 @@ mod tests {
             retry_budget: crate::RetryBudget::default(),
         };
         let host = Arc::new(Host::new("http://new", &config, t0));
-        let mut probe = admit(&host, &opts(1, None), 0).expect("breaker disabled");
+        let mut probe =
+            admit(&host, &Config::default(), &opts(1, None), 0).expect("breaker disabled");
         super::pace(
             &host,
             &[],
