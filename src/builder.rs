@@ -230,7 +230,7 @@ impl Polite {
         let authority = crate::host::host_key(url)?;
         let key = match partition {
             None => authority.clone(),
-            Some(p) => std::borrow::Cow::Owned(format!("{authority} {p}")),
+            Some(p) => std::borrow::Cow::Owned(format!("{authority} {}", p.key())),
         };
         let config = &self.inner.config;
         Some(self.inner.store.host(&key, |now: Instant| {
@@ -263,7 +263,7 @@ impl Polite {
             return Vec::new();
         }
         let p = host.partition;
-        let tag = p.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let tag = p.map_or_else(|| "-".to_string(), |p| p.key());
         let mut scopes = Vec::new();
         let mut add = |key: String, kind, label: String, limit: Option<Limit>, units: u32| {
             let scope = self.inner.store.scope(&key, |now| {

@@ -31,8 +31,9 @@ pub enum Error {
         /// How long until the breaker lets a probe through.
         retry_in: Duration,
     },
-    /// The server asked us to stay away for longer than `max_retry_after`, and that time has
-    /// not passed yet.
+    /// The server's word holds the host back for longer than `max_retry_after` (a
+    /// `Retry-After`, a spent quota until its reset, a low quota spread over its reset, a rate
+    /// lowered after refusals), and that time has not passed yet.
     #[error("{host} asked us to wait; it reopens in {retry_in:?}")]
     CoolingDown {
         /// The host key (`scheme://host:port`).

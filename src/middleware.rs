@@ -208,7 +208,8 @@ fn begin(
 /// count would break the window promise).
 fn fits(host: &Host, scopes: &[(Arc<Scope>, u32)]) -> std::result::Result<(), Error> {
     for (scope, units) in scopes {
-        if let Some(limit) = scope.state().limit
+        let limit = scope.state().limit; // the scope's lock is released here: never held with the host's
+        if let Some(limit) = limit
             && *units > limit.count()
         {
             host.state().counters.rejected += 1;
@@ -384,7 +385,8 @@ fn cooling_down(host: &Host, retry_in: Duration) -> Error {
 /// A request fails at once only when its wait is certain to pass its deadline (the configured
 /// schedule, a server closure); waits the server's next answer may shorten (first contact, a
 /// slowed rate) and the queue ahead (whose requests may be cancelled) are waited out up to the
-/// deadline.
+/// deadline. Every wait the server's word imposes (a closure, a slowed rate) is bounded by
+/// `max_retry_after`: past it, the request fails at once with `CoolingDown`.
 ///
 /// `Ok(Err(scope))`: the server named the quota of this request's route (`path`) since its
 /// scopes were worked out (`named`): nothing was taken; pace again with that scope.

@@ -193,8 +193,16 @@ pub(crate) fn host_limit_key(host: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Partition(u64);
 
+impl Partition {
+    /// The partition's part of record and store keys: all 64 bits of the hash, so that two
+    /// credentials share a record only if their hashes collide in full.
+    pub(crate) fn key(&self) -> String {
+        format!("p{:016x}", self.0)
+    }
+}
+
 impl fmt::Display for Partition {
-    /// The tag shown in snapshots: 32 of the hash's 64 bits.
+    /// The tag shown in snapshots and events: 32 of the hash's 64 bits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "p{:08x}", self.0 >> 32)
     }

@@ -12,6 +12,14 @@
 //! When Redis does not answer within the store's timeout, [`Fallback::Local`](crate::Fallback)
 //! paces that request locally at the limit divided by the processes seen alive, and
 //! [`Fallback::FailClosed`](crate::Fallback) refuses it with [`Error::StoreUnavailable`].
+//! Partitioned requests need the fleet's secret once per process: until Redis has given it,
+//! they fail with `StoreUnavailable` whatever the fallback (a per-process key would split one
+//! credential's quota). A slot further away than `max_retry_after` (or the deadline) is not
+//! reserved: the request fails at once with `CoolingDown` (or `DeadlineExceeded`).
+//!
+//! Known limit: a request that falls in several shared schedules reserves them one after the
+//! other and starts at the last slot, which may be later than the slot it reserved in an
+//! earlier schedule; in that schedule a window can then hold one start more than its count.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,14 +35,10 @@ use crate::scope::Scope;
 use crate::store::RedisStore;
 use crate::store::redis::{Reservation, local_share};
 
-/// Longest a request sleeps before asking the shared schedule again when its slot is further
-/// than it may reserve.
-const RECHECK: Duration = Duration::from_secs(1);
-
 /// The shared key of a host record's schedule.
 pub(crate) fn host_key(host: &Host) -> String {
     match host.partition {
-        Some(p) => format!("{p}|{}", host.key),
+        Some(p) => format!("{}|{}", p.key(), host.key),
         None => format!("-|{}", host.key),
     }
 }
@@ -76,39 +80,37 @@ async fn reserve(
     max_wait: Duration,
     attempts: u32,
 ) -> Result<(), Error> {
-    loop {
-        let now = Instant::now();
-        let may_wait = opts
-            .deadline
-            .map_or(max_wait, |d| d.saturating_duration_since(now).min(max_wait));
-        let reservation = store
-            .reserve(key, Some(limit), None, cost, may_wait)
-            .await
-            .map_err(|err| unavailable(host, &err))?;
-        match reservation {
-            Reservation::Go { delay, .. } => {
-                tokio::time::sleep(delay).await;
-                return Ok(());
-            }
-            Reservation::Refused { closed, .. } if closed > max_wait => {
-                return Err(Error::CoolingDown {
+    let now = Instant::now();
+    let may_wait = opts
+        .deadline
+        .map_or(max_wait, |d| d.saturating_duration_since(now).min(max_wait));
+    let reservation = store
+        .reserve(key, Some(limit), None, cost, may_wait)
+        .await
+        .map_err(|err| unavailable(host, &err))?;
+    match reservation {
+        Reservation::Go { delay, .. } => {
+            tokio::time::sleep(delay).await;
+            Ok(())
+        }
+        // nothing was reserved: the fleet's schedule (or a closure) is further away than this
+        // request may wait, so it fails now rather than wait without a bound
+        Reservation::Refused { earliest, closed } => {
+            if opts.past_deadline(crate::pacing::far_add(now, earliest)) {
+                Err(Error::DeadlineExceeded {
                     host: host.key.to_string(),
-                    retry_in: closed,
-                });
+                    attempts,
+                    would_wait: Some(earliest),
+                })
+            } else {
+                Err(Error::CoolingDown {
+                    host: host.key.to_string(),
+                    retry_in: earliest.max(closed),
+                })
             }
-            Reservation::Refused { earliest, .. } => {
-                if opts.past_deadline(crate::pacing::far_add(now, earliest)) {
-                    return Err(Error::DeadlineExceeded {
-                        host: host.key.to_string(),
-                        attempts,
-                        would_wait: Some(earliest),
-                    });
-                }
-                tokio::time::sleep(earliest.min(RECHECK)).await;
-            }
-            Reservation::Local { processes } => {
-                return local(host, limit, processes, cost, opts, attempts).await;
-            }
+        }
+        Reservation::Local { processes } => {
+            local(host, limit, processes, cost, opts, attempts).await
         }
     }
 }

@@ -223,10 +223,17 @@ impl Pacer {
     /// The same schedule under a new limit (set at run time): what was taken stands, so the
     /// next slot never comes earlier than the old limit had it.
     pub(crate) fn relimit(&self, limit: Option<&Limit>) -> Self {
+        let fresh = Pacer::new(limit);
+        // a larger burst would let its extra capacity go at once on top of what was just
+        // taken: charge it to the schedule, as growing the burst does
+        let charge = match self.last_start {
+            Some(_) => fresh.tolerance.saturating_sub(self.tolerance),
+            None => 0,
+        };
         Pacer {
-            tat: self.tat,
+            tat: self.tat.saturating_add(charge),
             last_start: self.last_start,
-            ..Pacer::new(limit)
+            ..fresh
         }
     }
 
@@ -416,6 +423,25 @@ mod tests {
             max_in_any_window(&units, 1_000 * MS) <= 2000,
             "the window holds"
         );
+    }
+
+    #[test]
+    fn a_larger_burst_set_at_run_time_does_not_let_a_second_window_through() {
+        // 10/s, 10 sent in the last second; then the same limit with burst 10
+        let limit = Limit::per_second(10);
+        let mut p = Pacer::new(Some(&limit));
+        let mut starts: Vec<u64> = Vec::new();
+        let mut now = 0;
+        for _ in 0..10 {
+            now = take(&mut p, now, 1, 0);
+            starts.push(now);
+        }
+        let mut p = p.relimit(Some(&limit.burst(10)));
+        for _ in 0..10 {
+            now = take(&mut p, now, 1, 0);
+            starts.push(now);
+        }
+        assert!(max_in_any_window(&starts, 1_000 * MS) <= 10, "{starts:?}");
     }
 
     #[test]
