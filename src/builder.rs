@@ -263,7 +263,7 @@ impl Polite {
             return Vec::new();
         }
         let p = host.partition;
-        let tag = p.map_or_else(|| "-".to_string(), |p| p.key());
+        let tag = Partition::key_of(p);
         let mut scopes = Vec::new();
         let mut add = |key: String, kind, label: String, limit: Option<Limit>, units: u32| {
             let scope = self.inner.store.scope(&key, |now| {
@@ -312,29 +312,18 @@ impl Polite {
             );
         }
         if let Some(named) = named {
-            let (kind, word) = match named.kind {
-                ServerScopeKind::Resource => (ScopeKind::Resource, "resource"),
-                ServerScopeKind::Bucket => (ScopeKind::Bucket, "bucket"),
-            };
-            add(
-                format!("{tag}|{word}|{}|{}", host.key, named.name),
-                kind,
-                format!("{} {}", host.key, named.name),
-                None,
-                cost,
-            );
+            scopes.push((self.named_scope(host, named), cost));
         }
         scopes.sort_by(|a, b| a.0.key.cmp(&b.0.key));
         scopes.dedup_by(|a, b| a.0.key == b.0.key);
         scopes
     }
 
-    /// The scope the server named, for feeding it an answer (made if it does not exist yet).
+    /// The scope the server named (made if it does not exist yet): the one requests on its
+    /// routes pace in, and the one its answers feed.
     pub(crate) fn named_scope(&self, host: &Host, named: &ServerScope) -> Arc<Scope> {
         let generation = self.generation();
-        let tag = host
-            .partition
-            .map_or_else(|| "-".to_string(), |p| p.to_string());
+        let tag = Partition::key_of(host.partition);
         let (kind, word) = match named.kind {
             ServerScopeKind::Resource => (ScopeKind::Resource, "resource"),
             ServerScopeKind::Bucket => (ScopeKind::Bucket, "bucket"),

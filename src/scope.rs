@@ -199,6 +199,11 @@ impl Partition {
     pub(crate) fn key(&self) -> String {
         format!("p{:016x}", self.0)
     }
+
+    /// The partition part of a key, `-` for requests that are not partitioned.
+    pub(crate) fn key_of(partition: Option<Partition>) -> String {
+        partition.map_or_else(|| "-".to_string(), |p| p.key())
+    }
 }
 
 impl fmt::Display for Partition {

@@ -31,16 +31,13 @@ use crate::extensions::RequestOptions;
 use crate::host::Host;
 use crate::limit::Limit;
 use crate::pacing::gcra::Pacer;
-use crate::scope::Scope;
+use crate::scope::{Partition, Scope};
 use crate::store::RedisStore;
 use crate::store::redis::{Reservation, local_share};
 
 /// The shared key of a host record's schedule.
 pub(crate) fn host_key(host: &Host) -> String {
-    match host.partition {
-        Some(p) => format!("{}|{}", p.key(), host.key),
-        None => format!("-|{}", host.key),
-    }
+    format!("{}|{}", Partition::key_of(host.partition), host.key)
 }
 
 /// Reserve this request's slot in every shared schedule it falls in, and sleep until the last

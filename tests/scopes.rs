@@ -218,6 +218,35 @@ async fn a_spent_search_resource_never_closes_core() {
 }
 
 #[tokio::test]
+async fn a_spent_resource_closes_the_route_of_the_credential_that_spent_it() {
+    // partitioned: the quota the server named is fed and read under the same partition
+    let server = github_like();
+    let polite = Polite::builder()
+        .partition_by_header("authorization")
+        .max_retry_after(Duration::from_secs(1))
+        .build();
+    let client = client(&polite);
+    let search = |client: &reqwest_middleware::ClientWithMiddleware| {
+        client
+            .get(server.url("/search/issues"))
+            .header("authorization", "token A")
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(search(&client).await.expect("answered").status(), 200);
+    }
+    let err = search(&client).await.expect_err("spent for a minute");
+    assert!(
+        matches!(
+            polite_error(&err),
+            Some(reqwest_polite::Error::CoolingDown { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(server.stats.hits(), 2, "the spent search was never sent");
+}
+
+#[tokio::test]
 async fn a_403_with_retry_after_closes_the_host_like_a_429() {
     // GitHub's secondary limit: 403 + Retry-After, then fine
     let seen = AtomicU64::new(0);
