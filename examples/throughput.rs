@@ -76,6 +76,15 @@ impl Peer {
     }
 }
 
+/// reqwest through reqwest-middleware, with `polite` as its middleware if there is one.
+fn http_client(polite: Option<&Polite>) -> ClientWithMiddleware {
+    let builder = ClientBuilder::new(reqwest::Client::new());
+    match polite {
+        Some(polite) => builder.with(polite.clone()).build(),
+        None => builder.build(),
+    }
+}
+
 /// One client under test.
 struct Client {
     http: ClientWithMiddleware,
@@ -86,7 +95,6 @@ struct Client {
 
 impl Client {
     fn build(peer: Peer, per_second: u32, polite_config: impl FnOnce(Limit) -> Polite) -> Client {
-        let reqwest = reqwest::Client::new();
         let rate = NonZeroU32::new(per_second).expect("rates are positive");
         let (polite, governor) = match peer {
             Peer::Polite => (Some(polite_config(Limit::per_second(per_second))), None),
@@ -100,10 +108,7 @@ impl Client {
             Peer::GovernorBurst => (None, Some(RateLimiter::direct(Quota::per_second(rate)))),
             Peer::Bare => (None, None),
         };
-        let http = match &polite {
-            Some(polite) => ClientBuilder::new(reqwest).with(polite.clone()).build(),
-            None => ClientBuilder::new(reqwest).build(),
-        };
+        let http = http_client(polite.as_ref());
         let caller_cap = polite.is_none().then(|| Semaphore::new(CALLER_CAP));
         Client {
             http,
@@ -452,12 +457,7 @@ async fn github(rows: &mut Vec<Row>) {
             Peer::PoliteDefaults => Some(Polite::new()),
             _ => None,
         };
-        let http = match &polite {
-            Some(p) => ClientBuilder::new(reqwest::Client::new())
-                .with(p.clone())
-                .build(),
-            None => ClientBuilder::new(reqwest::Client::new()).build(),
-        };
+        let http = http_client(polite.as_ref());
         let governed = peer == Peer::GovernorBurst1;
         let core = RateLimiter::direct(
             Quota::per_second(NonZeroU32::new(50).expect("50")).allow_burst(one_second),
@@ -521,12 +521,7 @@ async fn openai(rows: &mut Vec<Row>) {
             Peer::PoliteDefaults => Some(Polite::new()),
             _ => None,
         };
-        let http = match &polite {
-            Some(p) => ClientBuilder::new(reqwest::Client::new())
-                .with(p.clone())
-                .build(),
-            None => ClientBuilder::new(reqwest::Client::new()).build(),
-        };
+        let http = http_client(polite.as_ref());
         let governed = peer == Peer::GovernorBurst1;
         let requests = RateLimiter::direct(
             Quota::per_second(NonZeroU32::new(20).expect("20")).allow_burst(NonZeroU32::MIN),

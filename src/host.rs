@@ -281,7 +281,7 @@ impl HostState {
         }
         self.limit = limit;
         self.pacing.relimit(limit.as_ref());
-        self.adaptive = AdaptiveRate::new(now, limit.map(|l| 1.0 / l.interval().as_secs_f64()));
+        self.adaptive = AdaptiveRate::for_limit(now, limit.as_ref());
     }
 
     /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
@@ -376,7 +376,6 @@ pub(crate) struct Host {
 impl Host {
     pub(crate) fn new(key: &str, config: &HostConfig, now: Instant) -> Self {
         let limit = config.limit;
-        let limit_rate = limit.map(|l| 1.0 / l.interval().as_secs_f64());
         let pacing = Pacing::new(limit.as_ref(), now, true);
         Host {
             precise_wakes: pacing.wants_precise_wakes(),
@@ -384,7 +383,7 @@ impl Host {
             partition: config.partition,
             state: Mutex::new(HostState {
                 pacing,
-                adaptive: AdaptiveRate::new(now, limit_rate),
+                adaptive: AdaptiveRate::for_limit(now, limit.as_ref()),
                 limit,
                 generation: config.generation,
                 routes: HashMap::new(),

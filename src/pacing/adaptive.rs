@@ -109,6 +109,12 @@ pub(crate) struct AdaptiveRate {
 }
 
 impl AdaptiveRate {
+    /// The adaptive rate of a scope paced by `limit`: bounded by the limit's rate, margin
+    /// included (`None`: nothing configured).
+    pub(crate) fn for_limit(now: Instant, limit: Option<&crate::limit::Limit>) -> Self {
+        Self::new(now, limit.map(|l| 1.0 / l.interval().as_secs_f64()))
+    }
+
     pub(crate) fn new(now: Instant, ceiling: Option<f64>) -> Self {
         AdaptiveRate {
             ceiling,
