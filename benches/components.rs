@@ -2,7 +2,8 @@
 //! - `headers`: reading the pacing headers of one answer, as done for every response;
 //! - `breaker`: a successful call through a closed breaker, next to failsafe's;
 //! - `contention`: the pacing decision from 64 tasks on 2 worker threads over 1000 hosts,
-//!   next to governor's keyed limiter under the same load.
+//!   next to governor's keyed limiter under the same load (on its default clock, and on the
+//!   clock we use).
 //!
 //! Every limiter is set so high that a slot is always free: this measures the admit path, not
 //! waiting.
@@ -25,7 +26,7 @@ use tokio::runtime::Runtime;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{HOSTS, governor_keyed, many_hosts, polite};
+use support::{HOSTS, governor_keyed, governor_keyed_std_clock, many_hosts, polite};
 
 const WORKERS: usize = 2;
 const TASKS: usize = 64;
@@ -194,6 +195,20 @@ fn contention(c: &mut Criterion) {
     group.bench_function("governor_2x64x1000", |b| {
         b.iter_custom(|iters| {
             let (limiter, keys) = (Arc::clone(&limiter), Arc::clone(&keys));
+            contended(&rt, iters, move |task, i| {
+                limiter
+                    .check_key(black_box(&keys[host_index(task, i)]))
+                    .is_ok()
+            })
+        })
+    });
+    let std_clock = Arc::new(governor_keyed_std_clock());
+    for key in keys.iter() {
+        assert!(std_clock.check_key(key).is_ok(), "must admit");
+    }
+    group.bench_function("governor_std_clock_2x64x1000", |b| {
+        b.iter_custom(|iters| {
+            let (limiter, keys) = (Arc::clone(&std_clock), Arc::clone(&keys));
             contended(&rt, iters, move |task, i| {
                 limiter
                     .check_key(black_box(&keys[host_index(task, i)]))

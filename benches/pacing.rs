@@ -14,7 +14,7 @@ use reqwest_polite::bench_support;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{HOSTS, governor_keyed, many_hosts, polite};
+use support::{HOSTS, governor_keyed, governor_keyed_std_clock, many_hosts, polite};
 
 fn pacing(c: &mut Criterion) {
     eprintln!(
@@ -44,6 +44,15 @@ fn pacing(c: &mut Criterion) {
     );
     group.bench_function("governor/keyed_check", |b| {
         b.iter(|| black_box(&limiter).check_key(black_box(&key)).is_ok())
+    });
+    let std_clock = governor_keyed_std_clock();
+    assert!(std_clock.check_key(&key).is_ok(), "must admit");
+    group.bench_function("governor/keyed_check_std_clock", |b| {
+        b.iter(|| black_box(&std_clock).check_key(black_box(&key)).is_ok())
+    });
+    // what one reading of the clock costs (ours reads tokio's, which reads std's)
+    group.bench_function("clock/tokio_instant_now", |b| {
+        b.iter(tokio::time::Instant::now)
     });
 
     // The same, rotating over HOSTS known hosts: lookup cost with a populated map.

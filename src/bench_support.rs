@@ -19,17 +19,18 @@ pub use crate::signals::{
 };
 
 /// The pacing decision for one request to `url`, as the middleware makes it before sending:
-/// find the host record, ask its schedule, take the slot if one is free. Returns whether it
-/// was admitted.
+/// find the host record, take the slot in its lock-free lane if the host is quiet, else ask
+/// its schedule under the lock. Returns whether it was admitted.
 pub fn pacing_decision(polite: &Polite, url: &Url) -> bool {
     let Some(host) = polite.host_for(url, None) else {
         return false;
     };
+    let now = Instant::now();
+    if host.try_admit(now, 1) {
+        return true;
+    }
     let mut state = host.state();
-    matches!(
-        state.decide(Instant::now(), 1, &mut []).0,
-        Decision::Admit { .. }
-    )
+    matches!(state.decide(now, 1, &mut []).0, Decision::Admit { .. })
 }
 
 /// Mark a URL's host as learned and unmetered (no first-contact gate), as a host is after

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use crate::breaker::{Breaker, BreakerSnapshot, BreakerState};
 use crate::limit::Limit;
 use crate::pacing::adaptive::{AdaptiveRate, RateChange};
 use crate::pacing::closure::Why;
+use crate::pacing::gcra::Plain;
+use crate::pacing::lane::{Admitted, Lane};
 use crate::pacing::{Decision, Pacing};
 use crate::retry::{BudgetState, RetryBudget};
 use crate::scope::{Partition, ScopeState};
@@ -30,9 +33,10 @@ use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
 /// Borrowed from the URL in the common case, so looking up a known host allocates nothing.
 pub(crate) fn host_key(url: &Url) -> Option<Cow<'_, str>> {
     url.host_str()?;
-    let end = url[..url::Position::AfterPort].len();
-    if url.username().is_empty() && url.password().is_none() {
-        return Some(Cow::Borrowed(&url.as_str()[..end]));
+    let origin = &url[..url::Position::AfterPort];
+    // user info is the only part before the port that can hold an `@`
+    if !origin.contains('@') {
+        return Some(Cow::Borrowed(origin));
     }
     let scheme = &url[..url::Position::AfterScheme];
     let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
@@ -316,6 +320,57 @@ impl HostState {
     pub(crate) fn release_scout(&mut self) {
         self.pacing.quota.release_scout();
     }
+
+    /// The schedule the host's [lane](crate::pacing::lane) may run, and where it starts,
+    /// while nothing but the configured limit paces the host: nobody queued, no adaptive rate,
+    /// no route quota learned, and the pacing itself quiet (not closed, no quota counted).
+    fn quiet_schedule(&self) -> Option<(Plain, u64)> {
+        if self.queued > 0 || self.adaptive.rate().is_some() || !self.routes.is_empty() {
+            return None;
+        }
+        self.pacing.quiet()
+    }
+
+    /// Count what the lane admitted, as [`HostState::decide`] counts its own admissions.
+    fn absorb(&mut self, admitted: &Admitted) {
+        self.pacing.resume(admitted);
+        if let (1.., Some(last)) = (admitted.sends, admitted.last) {
+            let units = u32::try_from(admitted.units).unwrap_or(u32::MAX);
+            self.adaptive.on_send(last, units);
+            self.counters.attempts += u64::from(admitted.sends);
+            self.sent += admitted.sends;
+        }
+    }
+}
+
+/// The host's locked state. Taking it closes the host's lane (the lock owns the schedule
+/// while held) and counts what the lane admitted; releasing it reopens the lane if the host
+/// is still quiet.
+pub(crate) struct StateGuard<'a> {
+    lane: &'a Lane,
+    state: MutexGuard<'a, HostState>,
+}
+
+impl Deref for StateGuard<'_> {
+    type Target = HostState;
+
+    fn deref(&self) -> &HostState {
+        &self.state
+    }
+}
+
+impl DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut HostState {
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((plain, tat)) = self.state.quiet_schedule() {
+            self.lane.open(plain, tat);
+        }
+    }
 }
 
 /// The route a server's named quota is learned for: the first path segment (`/search/issues`
@@ -361,6 +416,8 @@ pub(crate) struct Host {
     pub(crate) key: Arc<str>,
     /// The partition (credential) this record is for, if the requests are partitioned.
     pub(crate) partition: Option<Partition>,
+    /// The lock-free path to a slot while the host is quiet.
+    lane: Lane,
     state: Mutex<HostState>,
     /// Wakes requests held behind a first-contact probe when an answer arrives.
     pub(crate) answered: tokio::sync::Notify,
@@ -379,6 +436,7 @@ impl Host {
         let pacing = Pacing::new(limit.as_ref(), now, true);
         Host {
             precise_wakes: pacing.wants_precise_wakes(),
+            lane: Lane::new(pacing.clock()),
             key: Arc::from(key),
             partition: config.partition,
             state: Mutex::new(HostState {
@@ -407,10 +465,22 @@ impl Host {
 
     /// Lock the state. A panic while the lock was held cannot leave it inconsistent in a way
     /// that matters more than losing the host's pacing, so a poisoned lock is used as is.
-    pub(crate) fn state(&self) -> MutexGuard<'_, HostState> {
-        self.state
+    pub(crate) fn state(&self) -> StateGuard<'_> {
+        let mut state = self
+            .state
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.absorb(&self.lane.close());
+        StateGuard {
+            lane: &self.lane,
+            state,
+        }
+    }
+
+    /// Take `cost` units' slot at `now` without the lock, if the host is quiet and the slot is
+    /// free (see [`lane`](crate::pacing::lane)); `false`: decide under the lock.
+    pub(crate) fn try_admit(&self, now: Instant, cost: u32) -> bool {
+        self.lane.try_take(now, cost)
     }
 
     /// True when the record carries nothing worth keeping at `now`: nothing waiting or in
@@ -491,6 +561,8 @@ impl Drop for Queued<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::breaker::Breaker;
+    use crate::retry::RetryBudget;
 
     fn key(url: &str) -> String {
         let url = Url::parse(url).expect("test URLs parse");
@@ -517,5 +589,82 @@ mod tests {
             "schemes are different hosts"
         );
         assert!(host_key(&Url::parse("data:text/plain,hi").expect("parses")).is_none());
+    }
+
+    /// Threads taking slots through the lane and through the lock at once, while another
+    /// keeps taking the lock (closing and reopening the lane), never start more than the limit
+    /// in any window, and every admission is counted once.
+    #[test]
+    fn the_lane_and_the_lock_share_one_schedule() {
+        let limit = Limit::per(40, Duration::from_millis(100)).burst(8);
+        let config = HostConfig {
+            limit: Some(limit),
+            generation: 0,
+            partition: None,
+            max_in_flight: None,
+            breaker: Breaker::disabled(),
+            retry_budget: RetryBudget::default(),
+        };
+        let host = Host::new("http://test", &config, Instant::now());
+        host.state().pacing.quota.assume_unmetered();
+        let until = Instant::now() + Duration::from_millis(400);
+        let (starts, fast) = std::thread::scope(|s| {
+            let takers: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(|| {
+                        let (mut starts, mut fast) = (Vec::new(), 0);
+                        while Instant::now() < until {
+                            let now = Instant::now();
+                            if host.try_admit(now, 1) {
+                                starts.push(now);
+                                fast += 1;
+                            } else if matches!(
+                                host.state().decide(now, 1, &mut []).0,
+                                Decision::Admit { .. }
+                            ) {
+                                starts.push(now);
+                            }
+                        }
+                        (starts, fast)
+                    })
+                })
+                .collect();
+            s.spawn(|| {
+                while Instant::now() < until {
+                    let _ = host.snapshot(Instant::now());
+                    std::thread::yield_now();
+                }
+            });
+            takers
+                .into_iter()
+                .map(|t| t.join().expect("taker finished"))
+                .fold((Vec::new(), 0), |(mut all, n), (starts, fast)| {
+                    all.extend(starts);
+                    (all, n + fast)
+                })
+        });
+        let mut starts = starts;
+        starts.sort();
+        let window = Duration::from_millis(100);
+        let (mut most, mut first) = (0, 0);
+        for (i, &t) in starts.iter().enumerate() {
+            while t - starts[first] >= window {
+                first += 1;
+            }
+            most = most.max(i + 1 - first);
+        }
+        assert!(most <= 40, "{most} starts in one window of 100 ms");
+        assert!(starts.len() >= 40, "only {} starts in 400 ms", starts.len());
+        assert!(
+            fast > 0,
+            "the lane admitted nothing: this tested the lock only"
+        );
+        let state = host.state();
+        let admitted = u64::try_from(starts.len()).expect("fits");
+        assert_eq!(
+            state.counters.attempts, admitted,
+            "each admission counted once"
+        );
+        assert_eq!(u64::from(state.sent), admitted, "each admission in flight");
     }
 }

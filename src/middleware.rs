@@ -401,6 +401,14 @@ async fn pace(
     attempt: &mut Attempt,
     attempts: u32,
 ) -> std::result::Result<std::result::Result<(), ServerScope>, Error> {
+    if scopes.is_empty() {
+        // a quiet host with a free slot: no lock, no queue (see `pacing::lane`)
+        let now = Instant::now();
+        if host.try_admit(now, opts.cost) {
+            attempt.sent_at = Some(now);
+            return Ok(Ok(()));
+        }
+    }
     fits(host, scopes)?;
     // with an observer, what held the attempt back last (and in which scope), and since when
     let watch = config

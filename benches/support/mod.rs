@@ -2,6 +2,9 @@
 
 use std::num::NonZeroU32;
 
+use governor::clock::MonotonicClock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::Url;
 use reqwest_polite::{Breaker, Limit, Polite};
@@ -21,6 +24,19 @@ pub fn polite() -> Polite {
 pub fn governor_keyed() -> DefaultKeyedRateLimiter<String> {
     let quota = Quota::per_second(NonZeroU32::new(u32::MAX / 2).expect("non-zero"));
     RateLimiter::keyed(quota)
+}
+
+/// governor's keyed limiter with the same quota, on the clock we use (`std::time::Instant`,
+/// which tokio's wraps) instead of its default TSC-based one: the same lookup and
+/// compare-and-swap, with the clock read costing what ours costs.
+pub fn governor_keyed_std_clock() -> RateLimiter<
+    String,
+    DefaultKeyedStateStore<String>,
+    MonotonicClock,
+    NoOpMiddleware<std::time::Instant>,
+> {
+    let quota = Quota::per_second(NonZeroU32::new(u32::MAX / 2).expect("non-zero"));
+    RateLimiter::new(quota, DefaultKeyedStateStore::default(), MonotonicClock)
 }
 
 /// `HOSTS` distinct hosts on one port, as URLs and as governor keys.

@@ -34,6 +34,18 @@ impl Closure {
         self.until.filter(|&(until, _)| until > now)
     }
 
+    /// Forget a closure that has ended by `now`.
+    pub(crate) fn clear_passed(&mut self, now: Instant) {
+        if self.until(now).is_none() {
+            self.until = None;
+        }
+    }
+
+    /// True when no closure is recorded, ended or not.
+    pub(crate) fn is_clear(&self) -> bool {
+        self.until.is_none()
+    }
+
     /// True when forgetting this changes nothing.
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         self.until(now).is_none()

@@ -43,6 +43,53 @@ pub(crate) enum Pace {
     Wait(u64),
 }
 
+/// When `cost` units at `interval` per unit are due on a schedule at `tat`: `cost` units past
+/// it, less what the burst (`tolerance`) lets go ahead of it.
+fn due_at(tat: u64, cost: u64, interval: u64, tolerance: u64) -> u64 {
+    tat.saturating_add(cost.saturating_mul(interval))
+        .saturating_sub(tolerance.max(interval))
+}
+
+/// The theoretical arrival time after `cost` units at `interval` per unit, due at `due`, start at
+/// `now`. Less than `slack` late for its slot, a request keeps its slots; later (idle, or a
+/// stalled process), the schedule restarts as if it went on time now.
+fn advanced(tat: u64, due: u64, now: u64, slack: u64, cost: u64, interval: u64) -> u64 {
+    let base = if now.saturating_sub(due.max(tat)) < slack {
+        tat
+    } else {
+        now.saturating_sub(due.saturating_sub(tat))
+    };
+    base.saturating_add(cost.saturating_mul(interval))
+}
+
+/// A schedule with nothing but its configured limit in force (not slowed, the burst not grown
+/// by a request, no gap pending): one GCRA step on one number, which the lock-free
+/// [lane](super::lane) runs with a compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Plain {
+    /// Nanoseconds per unit; 0: unpaced.
+    pub(crate) interval: u64,
+    pub(crate) tolerance: u64,
+    pub(crate) slack: u64,
+    /// The most units one request may take on this schedule.
+    pub(crate) burst: u64,
+}
+
+impl Plain {
+    /// The theoretical arrival time after `cost` units start at `now`, if the schedule at `tat`
+    /// lets them; `None`: not yet, or not on this schedule (more than the burst).
+    pub(crate) fn step(&self, tat: u64, now: u64, cost: u64) -> Option<u64> {
+        if cost > self.burst {
+            return None; // the burst would grow: the locked path's work
+        }
+        if self.interval == 0 {
+            return Some(tat);
+        }
+        let due = due_at(tat, cost, self.interval, self.tolerance);
+        (due <= now).then(|| advanced(tat, due, now, self.slack, cost, self.interval))
+    }
+}
+
 /// One scope's schedule, in nanoseconds of its [`Clock`](super::Clock).
 #[derive(Debug, Clone)]
 pub(crate) struct Pacer {
@@ -148,8 +195,7 @@ impl Pacer {
     /// what the burst lets go ahead of it.
     fn due(&self, cost: u64, interval: u64) -> u64 {
         let (_, tolerance, tat) = self.schedule(cost);
-        tat.saturating_add(cost.saturating_mul(interval))
-            .saturating_sub(tolerance.max(interval))
+        due_at(tat, cost, interval, tolerance)
     }
 
     /// The earliest nanosecond at which `cost` units may start, spaced `interval` apart.
@@ -209,15 +255,34 @@ impl Pacer {
             self.min_gap = 0;
         }
         self.last_start = Some(now);
-        // Less than `slack` late for its slot, a request keeps its slots; later (idle, or a
-        // stalled process), the schedule restarts as if it went on time now.
         let due = self.due(cost, interval);
-        let base = if now.saturating_sub(due.max(self.tat)) < self.slack {
-            self.tat
-        } else {
-            now.saturating_sub(due.saturating_sub(self.tat))
+        self.tat = advanced(self.tat, due, now, self.slack, cost, interval);
+    }
+
+    /// The schedule as the lock-free lane runs it while only the configured limit paces the
+    /// scope, and the theoretical arrival time to start it from (a gap still to keep since the
+    /// last start folded in: with a burst of 1, the next slot is the later of the two).
+    pub(crate) fn plain(&self) -> (Plain, u64) {
+        let plain = Plain {
+            interval: self.interval,
+            tolerance: self.tolerance,
+            slack: self.slack,
+            burst: self.burst,
         };
-        self.tat = base.saturating_add(cost.saturating_mul(interval));
+        let tat = match self.last_start {
+            Some(last) if self.min_gap > 0 => self.tat.max(last.saturating_add(self.min_gap)),
+            _ => self.tat,
+        };
+        (plain, tat)
+    }
+
+    /// Take the schedule back from the lane: where it left the theoretical arrival time, and
+    /// the last start it admitted, if any.
+    pub(crate) fn resume(&mut self, tat: u64, last: Option<u64>) {
+        self.tat = self.tat.max(tat);
+        if last.is_some() {
+            self.last_start = self.last_start.max(last);
+        }
     }
 
     /// The same schedule under a new limit (set at run time): what was taken stands, so the

@@ -7,11 +7,14 @@
 //!   do not know yet (at most a window of scouts out at once);
 //! - [`adaptive`]: the rate we adapt to after refusals that say nothing, bounded by the
 //!   configured limit;
-//! - [`gcra`]: the schedule itself, pure GCRA, window-exact, slowed by the two above.
+//! - [`gcra`]: the schedule itself, pure GCRA, window-exact, slowed by the two above;
+//! - [`lane`]: the lock-free path a host's requests take while nothing but its configured
+//!   limit paces it.
 
 pub(crate) mod adaptive;
 pub(crate) mod closure;
 pub(crate) mod gcra;
+pub(crate) mod lane;
 pub(crate) mod quota;
 
 use std::time::Duration;
@@ -21,7 +24,8 @@ use tokio::time::Instant;
 use crate::limit::Limit;
 use crate::signals::ServerHint;
 use closure::{Closure, Why};
-use gcra::Pacer;
+use gcra::{Pacer, Plain};
+use lane::Admitted;
 use quota::{Gate, QuotaTracker};
 
 /// The pacing decision for one attempt, all owners (and all scopes) considered.
@@ -61,6 +65,23 @@ impl Pacing {
         }
     }
 
+    /// The scope's time scale.
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// The plain schedule and where the [lane](lane) starts it, when nothing but the
+    /// configured limit paces the scope: not closed, no quota being counted or learned.
+    pub(crate) fn quiet(&self) -> Option<(Plain, u64)> {
+        (self.closure.is_clear() && self.quota.is_unmetered()).then(|| self.pacer.plain())
+    }
+
+    /// Take the schedule back from the lane.
+    pub(crate) fn resume(&mut self, admitted: &Admitted) {
+        self.pacer
+            .resume(admitted.tat.unwrap_or_default(), admitted.last);
+    }
+
     /// Nanoseconds of `now` on this scope's clock.
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
         self.clock.nanos(now)
@@ -97,6 +118,7 @@ impl Pacing {
         if let Some((until, _)) = self.closure.until(now) {
             return Err(Decision::Closed(until));
         }
+        self.closure.clear_passed(now);
         let scout = match self.quota.gate(now) {
             Gate::Hold(until) => return Err(Decision::Hold(until)),
             Gate::Go { scout } => scout,

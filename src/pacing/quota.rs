@@ -118,6 +118,11 @@ impl QuotaTracker {
         }
     }
 
+    /// True when the answers carry no quota to count or learn.
+    pub(crate) fn is_unmetered(&self) -> bool {
+        self.state == State::Unmetered
+    }
+
     /// May an attempt go at `now`, as far as first contact is concerned?
     pub(crate) fn gate(&mut self, now: Instant) -> Gate {
         if let State::Known { reset_at, .. } = self.state

@@ -68,6 +68,11 @@ impl MemoryStore {
         // strong_count == 1: only the map holds it, and nobody can clone it while we hold the
         // write lock, so no request is using the record we drop.
         hosts.retain(|_, host| Arc::strong_count(host) > 1 || !host.is_idle(now, self.idle_after));
+        // a crawl that touched many hosts once leaves a table sized for all of them
+        let kept = hosts.len();
+        if hosts.capacity() > 4 * kept + 64 {
+            hosts.shrink_to(2 * kept);
+        }
         let evicted = before - hosts.len();
         if evicted > 0 {
             tracing::debug!(evicted, kept = hosts.len(), "evicted idle host records");
@@ -93,6 +98,10 @@ impl MemoryStore {
             scopes.retain(|_, scope| {
                 Arc::strong_count(scope) > 1 || !scope.is_idle(now, self.idle_after)
             });
+            let kept = scopes.len();
+            if scopes.capacity() > 4 * kept + 64 {
+                scopes.shrink_to(2 * kept);
+            }
         }
         let scope = Arc::new(make(now));
         scopes.insert(key.into(), Arc::clone(&scope));
