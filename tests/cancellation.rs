@@ -229,6 +229,7 @@ async fn a_request_dropped_while_waiting_under_the_in_flight_cap_holds_no_permit
             .max_retries(0)
             .build();
         let client = client(&polite);
+        let slow_before = server.slow();
         let blocker = tokio::spawn({
             let (client, url) = (client.clone(), server.url("/slow"));
             async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
@@ -272,6 +273,11 @@ async fn a_request_dropped_while_waiting_under_the_in_flight_cap_holds_no_permit
             "in-flight (poll {k})"
         );
         assert_clean(&polite, 0, "in-flight, after the next requests", k);
+        assert_eq!(
+            server.slow() - slow_before,
+            3,
+            "in-flight (poll {k}): the blocker and the two next requests reached the server, once each"
+        );
         if done.is_some() {
             break;
         }
