@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example throughput              # every scenario (about 2 minutes)
-//! cargo run --release --example throughput -- sweep     # some of them: sweep leaky stray half learn queue
+//! cargo run --release --example throughput -- sweep     # some of them: sweep leaky stray half learn queue hosts
 //! ```
 //!
 //! The politeness harness (`--example politeness`) asks whether a client keeps the server's
@@ -25,6 +25,12 @@
 //!   leaky bucket); 50 requests at once: refusals and the share of the quota over those 50.
 //! - `queue`: 10 000 requests at once to one host, `Limit::per_second(2000)`, `max_in_flight(64)`:
 //!   wall time against the 5 s the quota allows.
+//! - `hosts`: 10 000 requests at once spread over 1000 hosts (10 each; 1000 loopback servers on
+//!   distinct ports, each a strict window of 2 per 1 s), `Limit::per_second(2)`,
+//!   `max_in_flight(64)`: refusals (and where in each host's sequence they fell), whether the
+//!   run finishes (a deadlock would hit the run's timeout), and the wall time against the 4.5 s
+//!   the quota's schedule needs (each host's 10th request 9 × 500 ms after its first). Then the
+//!   same over 100 hosts (1000 requests), a tenth of the load on the machine.
 //! - `github`: a GitHub-like API (core 50/s, search 5/s, resources named in
 //!   `x-ratelimit-resource`, 403 + `Retry-After` beyond): 100 core and 20 search requests at
 //!   once. Ours with the documented quotas (host and `/search/` route) and with defaults,
@@ -48,7 +54,7 @@ use reqwest_polite::{Limit, Polite};
 use tokio::sync::Semaphore;
 
 use crate::limiters::{
-    Arrival, GithubLike, LeakyBucket, OpenAiLike, Rule, Server, SlidingWindow, StrayRefusal,
+    Arrival, GithubLike, LeakyBucket, Logged, OpenAiLike, Rule, Server, SlidingWindow, StrayRefusal,
 };
 
 /// Concurrency the callers of peers without a cap of their own are held to (file descriptors).
@@ -386,6 +392,87 @@ async fn queue(rows: &mut Vec<Row>) {
     rows.push(row);
 }
 
+/// Requests to each host of the `hosts` scenario, and each host's quota per second.
+const PER_HOST: usize = 10;
+const HOST_RATE: u32 = 2;
+/// A `hosts` run is declared stuck (a deadlock) past this.
+const HOSTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+async fn hosts(rows: &mut Vec<Row>) {
+    println!(
+        "hosts: 10 per host at once, each host a strict window of 2 per 1 s; Limit::per_second(2), max_in_flight(64); the schedule needs 4.5 s"
+    );
+    // 100 hosts: the same schedule at a tenth of the load on the machine
+    for hosts in [1000, 100] {
+        many_hosts(rows, hosts).await;
+    }
+}
+
+/// `PER_HOST` requests to each of `hosts` loopback servers, all issued at once.
+async fn many_hosts(rows: &mut Vec<Row>, hosts: usize) {
+    let windows: Vec<Arc<Logged<SlidingWindow>>> = (0..hosts)
+        .map(|_| {
+            Arc::new(Logged::new(SlidingWindow::new(
+                HOST_RATE,
+                Duration::from_secs(1),
+            )))
+        })
+        .collect();
+    let rules = windows.iter().map(|w| Arc::clone(w) as Arc<dyn Rule>);
+    let server = Server::start_each(rules.collect()).expect("loopback servers start");
+    let urls = server.urls();
+    let client = Client::build(Peer::Polite, HOST_RATE, with_cap);
+    let polite = client.polite.clone().expect("a polite client");
+    let started = Instant::now();
+    // host by host in turn, as a crawler's frontier hands them out
+    let calls = join_all((0..hosts * PER_HOST).map(|i| client.get(&urls[i % hosts])));
+    let Ok(results) = tokio::time::timeout(HOSTS_TIMEOUT, calls).await else {
+        println!(
+            "  {hosts} hosts: did NOT finish within {HOSTS_TIMEOUT:?} (deadlock?); {} host records",
+            polite.host_count()
+        );
+        return;
+    };
+    let wall = started.elapsed();
+    let left: u32 = polite
+        .snapshot()
+        .iter()
+        .map(|h| h.queued + h.in_flight)
+        .sum();
+    // where the refusals fell in each host's sequence, and how late the first arrivals came
+    let mut refused_at = std::collections::BTreeMap::<usize, usize>::new();
+    let mut first_ms: Vec<u128> = Vec::new();
+    for window in &windows {
+        let log = window.log();
+        if let Some((first, _)) = log.first() {
+            first_ms.push((*first - started).as_millis());
+        }
+        for (i, _) in log.iter().enumerate().filter(|(_, (_, s))| *s == 429) {
+            *refused_at.entry(i + 1).or_default() += 1;
+        }
+    }
+    first_ms.sort_unstable();
+    let pct = |p: usize| first_ms.get(first_ms.len() * p / 100).copied().unwrap_or(0);
+    println!(
+        "  {hosts} hosts: finished, {} host records, {left} requests left queued or in flight; first arrivals {} ms (median) / {} ms (max) after the start; refusals by arrival number: {refused_at:?}",
+        polite.host_count(),
+        pct(50),
+        first_ms.last().copied().unwrap_or(0),
+    );
+    // the schedule: each host's 10th request 9 intervals after its first
+    let ideal = Duration::from_secs_f64((PER_HOST - 1) as f64 / f64::from(HOST_RATE));
+    let row = row_against_ideal(
+        &format!("hosts {} over {hosts} @ 2/s", hosts * PER_HOST),
+        Peer::Polite.name(),
+        &results,
+        &server.arrivals(),
+        wall,
+        ideal,
+    );
+    row.print();
+    rows.push(row);
+}
+
 /// One call of a scenario with its own client code: GET/POST `url`, the status or an error.
 async fn call(
     http: &ClientWithMiddleware,
@@ -587,6 +674,9 @@ async fn main() {
     }
     if wants("queue") {
         queue(&mut rows).await;
+    }
+    if wants("hosts") {
+        hosts(&mut rows).await;
     }
     if wants("github") {
         github(&mut rows).await;

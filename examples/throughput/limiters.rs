@@ -21,8 +21,19 @@ impl Server {
         server::Servers::start(vec![rule]).map(Server)
     }
 
+    /// One server per rule, each on its own 127.0.0.1 port (so each is its own host to a
+    /// client); one thread serves them all.
+    pub fn start_each(rules: Vec<Arc<dyn Rule>>) -> std::io::Result<Server> {
+        server::Servers::start(rules).map(Server)
+    }
+
     pub fn url(&self) -> String {
         self.0.url(0).to_string()
+    }
+
+    /// The URL of every server, in the order of their rules.
+    pub fn urls(&self) -> Vec<String> {
+        self.0.urls().iter().map(ToString::to_string).collect()
     }
 
     pub fn arrivals(&self) -> Vec<Arrival> {
@@ -94,6 +105,36 @@ impl Rule for SlidingWindow {
                 Reply::ok()
             }
         }
+    }
+}
+
+/// `inner`, logging when each request arrived and what it was answered (one host's own log,
+/// where a scenario serves many hosts).
+pub struct Logged<R> {
+    inner: R,
+    log: Mutex<Vec<(Instant, u16)>>,
+}
+
+impl<R> Logged<R> {
+    pub fn new(inner: R) -> Self {
+        Logged {
+            inner,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Arrival time and status of every request, in arrival order.
+    pub fn log(&self) -> Vec<(Instant, u16)> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl<R: Rule> Rule for Logged<R> {
+    fn reply(&self, now: Instant) -> Reply {
+        let reply = self.inner.reply(now);
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.push((now, reply.status));
+        reply
     }
 }
 
