@@ -88,7 +88,10 @@ fn coordinate(workers: usize) -> Result<(), Failure> {
         if !output.status.success() {
             return Err(format!("worker {id} failed ({}): {text}", output.status).into());
         }
-        walls.push(text.trim().to_string());
+        // the worker's one line: its wall time and its requests that failed
+        let mut line = text.split_whitespace();
+        let (wall, errors) = (line.next().unwrap_or("?"), line.next().unwrap_or("?"));
+        walls.push((wall.to_string(), errors.to_string()));
     }
 
     let counts = rule.counts();
@@ -99,9 +102,9 @@ fn coordinate(workers: usize) -> Result<(), Failure> {
         .map(|a| a.at)
         .collect();
     let refused = arrivals.iter().filter(|a| a.status == 429).count();
-    println!("\n| worker | accepted | refused | wall (s) |\n|---|---|---|---|");
-    for (id, ([ok, no], wall)) in counts.iter().zip(&walls).enumerate() {
-        println!("| {id} | {ok} | {no} | {wall} |");
+    println!("\n| worker | accepted | refused | failed | wall (s) |\n|---|---|---|---|---|");
+    for (id, ([ok, no], (wall, errors))) in counts.iter().zip(&walls).enumerate() {
+        println!("| {id} | {ok} | {no} | {errors} | {wall} |");
     }
     let (first, last) = match (accepted.first(), accepted.last()) {
         (Some(&first), Some(&last)) if last > first => (first, last),
@@ -110,7 +113,7 @@ fn coordinate(workers: usize) -> Result<(), Failure> {
     let span = last - first;
     let share = (accepted.len() - 1) as f64 / (f64::from(QUOTA) * span.as_secs_f64());
     println!(
-        "| fleet | {} | {refused} | {:.2} (first to last accepted) |",
+        "| fleet | {} | {refused} | | {:.2} (first to last accepted) |",
         accepted.len(),
         span.as_secs_f64()
     );
@@ -126,7 +129,8 @@ fn coordinate(workers: usize) -> Result<(), Failure> {
 }
 
 /// A worker process: `worker <redis-url> <server-url> <id> <start, ms since the epoch>`.
-/// Prints its wall time, from the common start to its last answer.
+/// Prints its wall time, from the common start to its last answer, and how many of its
+/// requests failed (no answer, or refused by the middleware).
 fn worker(args: &[String]) -> Result<(), Failure> {
     let [redis_url, server_url, id, start_at] = args else {
         return Err("usage: fleet worker <redis-url> <server-url> <id> <start-ms>".into());
@@ -162,7 +166,7 @@ fn worker(args: &[String]) -> Result<(), Failure> {
         if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
             eprintln!("worker {id}: {errors} requests failed, the first: {err}");
         }
-        println!("{:.2}", wall.as_secs_f64());
+        println!("{:.2} {errors}", wall.as_secs_f64());
         Ok(())
     })
 }
