@@ -1,6 +1,8 @@
 //! The shared store's decision through Redis, next to a plain `PING` on the same connection:
-//! - first, PING, the store's reservation and a bare `EVALSHA` of the same script interleaved
-//!   call by call (printed medians: the load of a shared machine weighs on each alike);
+//! - first, PING, the store's reservation, a bare `EVALSHA` of the same script and an `EVALSHA`
+//!   of a script that does nothing with the same arguments (the floor of any script: what the
+//!   call costs before our Lua does any work) interleaved call by call (printed medians: the
+//!   load of a shared machine weighs on each alike);
 //! - `latency/ping` and `latency/reserve`: one call at a time from a current-thread runtime,
 //!   on loopback, so the difference is what the script costs over a round trip;
 //! - `throughput/reserve`: decisions per second from one process, 64 tasks on 2 worker
@@ -72,8 +74,9 @@ fn connect(rt: &tokio::runtime::Runtime, url: &str) -> (ConnectionManager, Arc<R
     (manager, Arc::new(store))
 }
 
-/// PING, the store's reservation and a bare `EVALSHA` of the same script, interleaved call by
-/// call so that the load of a shared machine weighs on each alike; prints the medians.
+/// PING, the store's reservation, a bare `EVALSHA` of the same script and one of an empty
+/// script with the same arguments, interleaved call by call so that the load of a shared
+/// machine weighs on each alike; prints the medians.
 fn paired_latency(
     rt: &tokio::runtime::Runtime,
     manager: &ConnectionManager,
@@ -82,7 +85,8 @@ fn paired_latency(
 ) {
     const ROUNDS: usize = 20_000;
     let gcra = reqwest_polite::redis::Script::new(include_str!("../src/store/gcra.lua"));
-    let [mut ping, mut reserve, mut bare] = [(); 3].map(|_| Vec::with_capacity(ROUNDS));
+    let empty = reqwest_polite::redis::Script::new("return {1, 0, 0, 0}");
+    let [mut ping, mut reserve, mut bare, mut floor] = [(); 4].map(|_| Vec::with_capacity(ROUNDS));
     rt.block_on(async {
         let mut conn = manager.clone();
         for _ in 0..ROUNDS {
@@ -95,32 +99,41 @@ fn paired_latency(
             let t = Instant::now();
             assert!(bench_support::redis_reserve(store, "paired", limit).await);
             reserve.push(t.elapsed());
-            let t = Instant::now();
-            let _: Vec<i64> = gcra
-                .key("reqwest-polite:{bare}:gcra")
-                .arg("reserve")
-                .arg(limit.interval().as_nanos() as u64)
-                .arg(limit.interval().as_nanos() as u64)
-                .arg(10_000_000u64)
-                .arg(1u32)
-                .arg(3_600_000_000_000u64)
-                .arg(1_000u64)
-                .invoke_async(&mut conn)
-                .await
-                .expect("answer");
-            bare.push(t.elapsed());
+            for (script, times) in [(&gcra, &mut bare), (&empty, &mut floor)] {
+                let t = Instant::now();
+                let _: Vec<i64> = script
+                    .key("reqwest-polite:{bare}:gcra")
+                    .arg("reserve")
+                    .arg(limit.interval().as_nanos() as u64)
+                    .arg(limit.interval().as_nanos() as u64)
+                    .arg(10_000_000u64)
+                    .arg(1u32)
+                    .arg(3_600_000_000_000u64)
+                    .arg(1_000u64)
+                    .invoke_async(&mut conn)
+                    .await
+                    .expect("answer");
+                times.push(t.elapsed());
+            }
         }
     });
     let median = |v: &mut Vec<Duration>| {
         v.sort_unstable();
         v[v.len() / 2]
     };
-    let (p, r, b) = (median(&mut ping), median(&mut reserve), median(&mut bare));
+    let (p, r, b, f) = (
+        median(&mut ping),
+        median(&mut reserve),
+        median(&mut bare),
+        median(&mut floor),
+    );
+    let x = |d: Duration| d.as_secs_f64() / p.as_secs_f64();
     println!(
         "paired medians over {ROUNDS} rounds: PING {p:?}, reserve {r:?} ({:.2}x PING), \
-         bare EVALSHA {b:?} ({:.2}x PING)",
-        r.as_secs_f64() / p.as_secs_f64(),
-        b.as_secs_f64() / p.as_secs_f64(),
+         bare EVALSHA {b:?} ({:.2}x PING), empty script {f:?} ({:.2}x PING)",
+        x(r),
+        x(b),
+        x(f),
     );
 }
 

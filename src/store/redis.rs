@@ -11,8 +11,9 @@
 //!   holds every process's next reservation back, and is never shortened.
 //! - **Keys** are `<prefix>:{<scope>}:gcra`: the braces make the scope a Redis Cluster hash tag,
 //!   so everything one scope needs lives in one slot. They expire once their schedule and
-//!   closure have passed, and never sooner than the limit's window, so Redis memory follows the
-//!   scopes in use.
+//!   closure have passed (up to a sixteenth of a window later: the expiry is extended in steps,
+//!   so a busy scope rarely pays for a `PEXPIRE`), and never sooner than the limit's window, so
+//!   Redis memory follows the scopes in use.
 //! - **Liveness**: each store heartbeats into `<prefix>:{fleet}:procs`, a sorted set scored by
 //!   expiry (Redis time), so any process can count the live ones: when Redis fails, the
 //!   fallback paces each process at its share of the limit.

@@ -389,8 +389,8 @@ async fn keys_expire_once_their_window_has_passed() {
     );
     let hourly_ttl = pttl(&mut admin, "reqwest-polite:{hourly}:gcra");
     assert!(
-        (3_590_000..=3_600_000).contains(&hourly_ttl),
-        "an hour's window keeps its key an hour: {hourly_ttl} ms"
+        (3_590_000..=3_600_000 + 225_000).contains(&hourly_ttl),
+        "an hour's window keeps its key an hour (and a sixteenth): {hourly_ttl} ms"
     );
     tokio::time::sleep(300 * MS).await;
     let exists: bool = ::redis::cmd("EXISTS")

@@ -1,0 +1,288 @@
+//! A fleet of worker processes sharing one quota through Redis (feature `redis`).
+//!
+//! ```text
+//! cargo run --release --features redis --example fleet            # 3 workers
+//! cargo run --release --features redis --example fleet -- 5      # 5 workers
+//! ```
+//!
+//! Everything runs on loopback: the example starts its own `redis-server` (from PATH, on a free
+//! port, no persistence) and an embedded HTTP server that is a strict sliding window of
+//! `QUOTA` requests per second (a 429 beyond it). It then runs itself N times as worker
+//! processes; each builds its client with the quota and a `RedisStore` on that Redis, and sends
+//! its `REQUESTS` at once. Pacing alone, N processes would send N times the quota; sharing one
+//! schedule, the fleet should see no refusal and use the quota: the share printed is the one
+//! `examples/throughput.rs` prints, `(accepted − 1) / (quota × span)`, the span running from the
+//! first to the last accepted arrival at the server.
+
+#[path = "throughput/limiters.rs"]
+#[allow(dead_code)] // the throughput harness's limiters; this example uses one
+mod limiters;
+
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use reqwest_polite::{Limit, Polite, RedisStore};
+
+use crate::limiters::{Reply, Rule, Server, SlidingWindow};
+
+/// The server's quota, per second; every worker is configured with it.
+const QUOTA: u32 = 100;
+/// Requests each worker sends, all at once.
+const REQUESTS: usize = 200;
+/// Worker processes, unless the first argument says otherwise.
+const WORKERS: usize = 3;
+
+type Failure = Box<dyn std::error::Error>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("worker") => worker(&args[1..]),
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if n > 0 => coordinate(n),
+            _ => Err(format!("usage: fleet [number of workers, default {WORKERS}]").into()),
+        },
+        None => coordinate(WORKERS),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("fleet: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The coordinator: Redis, the server, the workers, and the report.
+fn coordinate(workers: usize) -> Result<(), Failure> {
+    let redis = RedisServer::start()?;
+    let rule = Arc::new(PerWorker::new(workers));
+    let server = Server::start(rule.clone())?;
+    let exe = std::env::current_exe()?;
+    // every worker connects first, then all start at this instant (the wall clock, which the
+    // processes of one machine share): "at once" for the fleet, not per process
+    let start_at = SystemTime::now().duration_since(UNIX_EPOCH)? + Duration::from_secs(2);
+    let mut children = Workers(Vec::with_capacity(workers));
+    for id in 0..workers {
+        let child = Command::new(&exe)
+            .arg("worker")
+            .arg(redis.url())
+            .arg(server.url())
+            .arg(id.to_string())
+            .arg(start_at.as_millis().to_string())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        children.0.push(child);
+    }
+    println!(
+        "{workers} worker processes × {REQUESTS} requests at once, one quota of {QUOTA}/s shared \
+         through Redis; the server is a strict sliding window of {QUOTA} per 1 s"
+    );
+    let mut walls = Vec::with_capacity(workers);
+    for id in 0..workers {
+        // taken out one at a time: those still in `children` are killed if this one fails
+        let output = children.0.remove(0).wait_with_output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            return Err(format!("worker {id} failed ({}): {text}", output.status).into());
+        }
+        // the worker's one line: its wall time and its requests that failed
+        let mut line = text.split_whitespace();
+        let (wall, errors) = (line.next().unwrap_or("?"), line.next().unwrap_or("?"));
+        walls.push((wall.to_string(), errors.to_string()));
+    }
+
+    let counts = rule.counts();
+    let arrivals = server.arrivals();
+    let accepted: Vec<Instant> = arrivals
+        .iter()
+        .filter(|a| a.status < 400)
+        .map(|a| a.at)
+        .collect();
+    let refused = arrivals.iter().filter(|a| a.status == 429).count();
+    println!("\n| worker | accepted | refused | failed | wall (s) |\n|---|---|---|---|---|");
+    for (id, ([ok, no], (wall, errors))) in counts.iter().zip(&walls).enumerate() {
+        println!("| {id} | {ok} | {no} | {errors} | {wall} |");
+    }
+    let (first, last) = match (accepted.first(), accepted.last()) {
+        (Some(&first), Some(&last)) if last > first => (first, last),
+        _ => return Err("fewer than two requests were accepted: nothing to measure".into()),
+    };
+    let span = last - first;
+    let share = (accepted.len() - 1) as f64 / (f64::from(QUOTA) * span.as_secs_f64());
+    println!(
+        "| fleet | {} | {refused} | | {:.2} (first to last accepted) |",
+        accepted.len(),
+        span.as_secs_f64()
+    );
+    println!(
+        "\nrefusals: {refused} (goal 0); share of the quota used: {:.1}% (goal ≥ 95%); \
+         most accepted in any 1 s window: {} (quota {QUOTA})",
+        share * 100.0,
+        most_in_any(&accepted, Duration::from_secs(1)),
+    );
+    drop(server);
+    drop(redis);
+    Ok(())
+}
+
+/// A worker process: `worker <redis-url> <server-url> <id> <start, ms since the epoch>`.
+/// Prints its wall time, from the common start to its last answer, and how many of its
+/// requests failed (no answer, or refused by the middleware).
+fn worker(args: &[String]) -> Result<(), Failure> {
+    let [redis_url, server_url, id, start_at] = args else {
+        return Err("usage: fleet worker <redis-url> <server-url> <id> <start-ms>".into());
+    };
+    let start_at = Duration::from_millis(start_at.parse()?);
+    // one thread per worker: the processes are the fleet's parallelism, and on a small
+    // machine fewer threads contend for its cores
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let host = server_url
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let polite = Polite::builder()
+            .host_limit(host, Limit::per_second(QUOTA)) // the whole quota: Redis shares it
+            .store(
+                RedisStore::connect(redis_url)
+                    .await?
+                    .prefix("fleet-example"),
+            )
+            .build();
+        let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(polite)
+            .build();
+        let url = format!("{server_url}w/{id}");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+        tokio::time::sleep(start_at.saturating_sub(now)).await;
+        let started = Instant::now();
+        let results = join_all((0..REQUESTS).map(|_| client.get(&url).send())).await;
+        let wall = started.elapsed();
+        let errors = results.iter().filter(|r| r.is_err()).count();
+        if let Some(Err(err)) = results.iter().find(|r| r.is_err()) {
+            eprintln!("worker {id}: {errors} requests failed, the first: {err}");
+        }
+        println!("{:.2} {errors}", wall.as_secs_f64());
+        Ok(())
+    })
+}
+
+/// The server's rule: a strict sliding window, counting what it accepted and refused per
+/// worker (the path `/w/<id>` names the worker).
+struct PerWorker {
+    window: SlidingWindow,
+    counts: Mutex<Vec<[usize; 2]>>,
+}
+
+impl PerWorker {
+    fn new(workers: usize) -> PerWorker {
+        PerWorker {
+            window: SlidingWindow::new(QUOTA, Duration::from_secs(1)),
+            counts: Mutex::new(vec![[0; 2]; workers]),
+        }
+    }
+
+    /// Accepted and refused, per worker.
+    fn counts(&self) -> Vec<[usize; 2]> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Rule for PerWorker {
+    fn reply(&self, now: Instant) -> Reply {
+        self.window.reply(now)
+    }
+
+    fn reply_to(&self, now: Instant, path: &str, _: &http::HeaderMap) -> Reply {
+        let reply = self.window.reply(now);
+        let worker = path
+            .strip_prefix("/w/")
+            .and_then(|id| id.parse::<usize>().ok());
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = worker.and_then(|id| counts.get_mut(id)) {
+            count[usize::from(reply.status == 429)] += 1;
+        }
+        reply
+    }
+}
+
+/// The most instants of `sorted` within any `window`.
+fn most_in_any(sorted: &[Instant], window: Duration) -> usize {
+    let mut most = 0;
+    let mut from = 0;
+    for (to, &t) in sorted.iter().enumerate() {
+        while t.duration_since(sorted[from]) >= window {
+            from += 1;
+        }
+        most = most.max(to + 1 - from);
+    }
+    most
+}
+
+/// A `redis-server` of our own on a free loopback port, no persistence; killed on drop, so
+/// also when the example fails half-way.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Result<RedisServer, Failure> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|err| match err.kind() {
+                std::io::ErrorKind::NotFound => {
+                    "redis-server is not on PATH: install it (apt-get install redis-server, \
+                     brew install redis) and run the example again"
+                        .to_string()
+                }
+                _ => format!("could not start redis-server: {err}"),
+            })?;
+        let server = RedisServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not listen within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The worker processes still running: killed on drop (when the coordinator fails half-way).
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
