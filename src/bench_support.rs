@@ -61,7 +61,7 @@ pub struct BreakerBench(BreakerState);
 impl BreakerBench {
     /// A closed breaker with `config`.
     pub fn new(config: &Breaker) -> Self {
-        BreakerBench(BreakerState::new(config, Instant::now()))
+        BreakerBench(BreakerState::new(config.clone(), Instant::now()))
     }
 
     /// Admit one call and record it as a success (`failure == false`) or a failure; returns

@@ -6,14 +6,12 @@
 //! and emits a `tracing` event (it knows the host name) for every [`Transition`].
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How many buckets the failure-rate window is cut into. The window slides one bucket at a time,
-/// so an outcome counts for between 9/10 of the window and the whole window, and memory stays
-/// constant however many requests go through.
-const BUCKETS: usize = 10;
+use crate::window::Window;
 
 const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
 const DEFAULT_GROWTH: f64 = 2.0;
@@ -454,25 +452,15 @@ pub struct BreakerSnapshot {
     pub times_opened: u64,
 }
 
-/// Calls and failures in one slice of the failure-rate window.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    /// Which slice of time this bucket counts (time since the window's origin / bucket width).
-    epoch: u64,
-    calls: u32,
-    failures: u32,
-}
-
-/// The failure-rate trigger with its sliding window: a fixed ring of buckets, so recording is
-/// allocation-free and memory is constant.
+/// The failure-rate trigger with its sliding window of calls (`[0]`) and failures (`[1]`): a
+/// fixed ring of buckets, so recording is allocation-free and memory is constant.
 #[derive(Debug, Clone)]
 struct RateWindow {
     ratio: f64,
     min_calls: u32,
+    window: Duration,
     origin: Instant,
-    /// Width of one bucket in nanoseconds (at least 1).
-    bucket_nanos: u128,
-    buckets: [Bucket; BUCKETS],
+    counts: Window<2>,
 }
 
 impl RateWindow {
@@ -480,44 +468,25 @@ impl RateWindow {
         Self {
             ratio: trigger.ratio,
             min_calls: trigger.min_calls,
+            window: trigger.window,
             origin,
-            bucket_nanos: (trigger.window.as_nanos() / BUCKETS as u128).max(1),
-            buckets: [Bucket::default(); BUCKETS],
+            counts: Window::new(trigger.window),
         }
     }
 
-    fn epoch(&self, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos / self.bucket_nanos).unwrap_or(u64::MAX)
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn record(&mut self, now: Instant, failure: bool) {
-        let epoch = self.epoch(now);
-        let bucket = &mut self.buckets[(epoch % BUCKETS as u64) as usize];
-        // A stale bucket (a full window old) is reused. A bucket already on a later epoch means
-        // `now` came from a caller that read the clock a little before another: count it there.
-        if bucket.epoch < epoch {
-            *bucket = Bucket {
-                epoch,
-                ..Bucket::default()
-            };
-        }
-        bucket.calls = bucket.calls.saturating_add(1);
-        bucket.failures = bucket.failures.saturating_add(u32::from(failure));
+        let now = self.nanos(now);
+        self.counts.add_each(now, [1, u32::from(failure)]);
     }
 
     /// (calls, failures) over the buckets still inside the window at `now`.
     fn totals(&self, now: Instant) -> (u32, u32) {
-        let epoch = self.epoch(now);
-        self.buckets
-            .iter()
-            .filter(|b| epoch.saturating_sub(b.epoch) < BUCKETS as u64)
-            .fold((0u32, 0u32), |(calls, failures), b| {
-                (
-                    calls.saturating_add(b.calls),
-                    failures.saturating_add(b.failures),
-                )
-            })
+        let [calls, failures] = self.counts.totals_at(self.nanos(now));
+        (calls, failures)
     }
 
     /// The failure count if the rate trigger fires at `now`.
@@ -528,7 +497,7 @@ impl RateWindow {
     }
 
     fn clear(&mut self) {
-        self.buckets = [Bucket::default(); BUCKETS];
+        self.counts = Window::new(self.window);
     }
 }
 
@@ -558,7 +527,7 @@ impl RateWindow {
 /// applies several, it reports the last [`Transition`].
 #[derive(Debug, Clone)]
 pub struct BreakerState {
-    config: Breaker,
+    config: Arc<Breaker>,
     phase: BreakerPhase,
     /// When the current phase began.
     since: Instant,
@@ -569,7 +538,8 @@ pub struct BreakerState {
     /// the last failure of the run was recorded (meaningful while `consecutive > 0`). Half-open:
     /// when the last probe of this period was admitted. (Open counts from `since`.)
     last_news: Instant,
-    rate: Option<RateWindow>,
+    /// Boxed: most breakers count failures in a row only, and a host record stays small.
+    rate: Option<Box<RateWindow>>,
     /// Half-open periods begun so far (wrapping); the current one's number is in its probes'
     /// admissions.
     period: u32,
@@ -583,15 +553,18 @@ pub struct BreakerState {
 
 impl BreakerState {
     /// A closed breaker for one host, configured by `config`.
-    pub fn new(config: &Breaker, now: Instant) -> Self {
+    pub fn new(config: impl Into<Arc<Breaker>>, now: Instant) -> Self {
+        let config = config.into();
         Self {
-            config: config.clone(),
             phase: BreakerPhase::Closed,
             since: now,
             open_time: config.open_for,
+            rate: config
+                .rate
+                .map(|trigger| Box::new(RateWindow::new(trigger, now))),
+            config,
             consecutive: 0,
             last_news: now,
-            rate: config.rate.map(|trigger| RateWindow::new(trigger, now)),
             period: 0,
             probes_out: 0,
             expired_period: 0,
@@ -929,7 +902,7 @@ mod tests {
 
     /// A state on `config` already opened by consecutive failures at `t0`.
     fn opened(config: &Breaker, t0: Instant) -> BreakerState {
-        let mut state = BreakerState::new(config, t0);
+        let mut state = BreakerState::new(config.clone(), t0);
         let n = config.consecutive.unwrap_or(1);
         record_n(&mut state, t0, n - 1, true);
         trip(&mut state, t0);
@@ -939,7 +912,7 @@ mod tests {
     #[test]
     fn consecutive_trigger_trips_at_exactly_n_and_a_success_resets_the_run() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::consecutive_failures(3), t0);
+        let mut state = BreakerState::new(Breaker::consecutive_failures(3), t0);
         record_n(&mut state, t0, 2, true);
         record_n(&mut state, t0, 1, false);
         record_n(&mut state, t0, 2, true);
@@ -1182,7 +1155,7 @@ mod tests {
     #[test]
     fn outcome_of_allowed_request_arriving_while_open_is_ignored() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::consecutive_failures(1), t0);
+        let mut state = BreakerState::new(Breaker::consecutive_failures(1), t0);
         let (first, _) = state.admit(t0);
         let (second, _) = state.admit(t0);
         let (third, _) = state.admit(t0);
@@ -1216,7 +1189,7 @@ mod tests {
     #[test]
     fn allowed_outcome_arriving_while_half_open_is_ignored() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::consecutive_failures(1), t0);
+        let mut state = BreakerState::new(Breaker::consecutive_failures(1), t0);
         let (first, _) = state.admit(t0);
         let (late, _) = state.admit(t0);
         state.record(t0, &first, true);
@@ -1233,7 +1206,7 @@ mod tests {
     #[test]
     fn rate_trigger_never_trips_below_min_calls() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::failure_rate(0.5, 10, secs(30)), t0);
+        let mut state = BreakerState::new(Breaker::failure_rate(0.5, 10, secs(30)), t0);
         record_n(&mut state, t0, 9, true);
         assert_eq!(
             state.phase(),
@@ -1252,7 +1225,7 @@ mod tests {
     #[test]
     fn rate_trigger_trips_when_ratio_reached_at_min_calls() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::failure_rate(0.5, 4, secs(30)), t0);
+        let mut state = BreakerState::new(Breaker::failure_rate(0.5, 4, secs(30)), t0);
         record_n(&mut state, t0, 1, true);
         record_n(&mut state, t0, 2, false);
         let snapshot = state.snapshot(t0);
@@ -1274,7 +1247,7 @@ mod tests {
     #[test]
     fn rate_trigger_does_not_trip_below_ratio() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::failure_rate(0.5, 4, secs(30)), t0);
+        let mut state = BreakerState::new(Breaker::failure_rate(0.5, 4, secs(30)), t0);
         record_n(&mut state, t0, 3, false);
         record_n(&mut state, t0, 2, true);
         assert_eq!(
@@ -1290,12 +1263,12 @@ mod tests {
         let config = Breaker::failure_rate(0.5, 10, secs(30));
 
         // Within the window, old failures still count.
-        let mut state = BreakerState::new(&config, t0);
+        let mut state = BreakerState::new(config.clone(), t0);
         record_n(&mut state, t0, 9, true);
         trip(&mut state, t0 + secs(20));
 
         // Past the window, they do not.
-        let mut state = BreakerState::new(&config, t0);
+        let mut state = BreakerState::new(config.clone(), t0);
         record_n(&mut state, t0, 9, true);
         let later = t0 + secs(30);
         assert_eq!(
@@ -1316,7 +1289,7 @@ mod tests {
     fn combined_triggers_trip_on_whichever_fires_first() {
         let t0 = Instant::now();
         let config = Breaker::failure_rate(0.5, 100, secs(30)).or_consecutive_failures(3);
-        let mut state = BreakerState::new(&config, t0);
+        let mut state = BreakerState::new(config.clone(), t0);
         record_n(&mut state, t0, 2, true);
         assert_eq!(
             trip(&mut state, t0),
@@ -1331,7 +1304,7 @@ mod tests {
     #[test]
     fn disabled_breaker_never_trips() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::disabled(), t0);
+        let mut state = BreakerState::new(Breaker::disabled(), t0);
         for i in 0..1000 {
             let now = t0 + Duration::from_millis(i);
             let (admission, transition) = state.admit(now);
@@ -1379,7 +1352,7 @@ mod tests {
     #[test]
     fn default_config_behaves_as_documented() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::default(), t0);
+        let mut state = BreakerState::new(Breaker::default(), t0);
         record_n(&mut state, t0, 4, true);
         assert_eq!(
             trip(&mut state, t0),
@@ -1417,7 +1390,7 @@ mod tests {
     #[test]
     fn snapshot_reports_phase_counts_and_time_left() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::default(), t0);
+        let mut state = BreakerState::new(Breaker::default(), t0);
         record_n(&mut state, t0, 3, true);
         let snapshot = state.snapshot(t0 + secs(1));
         assert_eq!(
@@ -1449,7 +1422,7 @@ mod tests {
     #[test]
     fn idle_only_when_nothing_worth_keeping() {
         let t0 = Instant::now();
-        let mut state = BreakerState::new(&Breaker::default(), t0);
+        let mut state = BreakerState::new(Breaker::default(), t0);
         assert!(state.is_idle(t0), "a new breaker is idle");
         record_n(&mut state, t0, 1, true);
         assert!(!state.is_idle(t0), "a consecutive failure must be kept");
@@ -1602,7 +1575,7 @@ mod tests {
         let config = Breaker::consecutive_failures(3)
             .open_for(secs(5))
             .open_growth(2.0, secs(20));
-        let mut state = BreakerState::new(&config, Instant::now());
+        let mut state = BreakerState::new(config.clone(), Instant::now());
         record_n(&mut state, Instant::now(), 1, true);
         tokio::time::advance(secs(15)).await;
         record_n(&mut state, Instant::now(), 1, true);
@@ -1688,7 +1661,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failure_rate_window_empties_without_traffic() {
-        let mut state = BreakerState::new(&Breaker::default(), Instant::now());
+        let mut state = BreakerState::new(Breaker::default(), Instant::now());
         record_n(&mut state, Instant::now(), 4, true);
         record_n(&mut state, Instant::now(), 1, false);
         tokio::time::advance(secs(30) - ms(1)).await;
@@ -1699,7 +1672,7 @@ mod tests {
             "default breaker: idle once the failures left the 30 s window"
         );
 
-        let mut state = BreakerState::new(&Breaker::default(), Instant::now());
+        let mut state = BreakerState::new(Breaker::default(), Instant::now());
         record_n(&mut state, Instant::now(), 4, true);
         tokio::time::advance(secs(60) - ms(1)).await;
         assert!(!state.is_idle(Instant::now()), "a run of 4 is kept 60 s");

@@ -73,7 +73,7 @@ pub(crate) struct Config {
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
     pub(crate) max_retry_after: Duration,
-    pub(crate) breaker: Breaker,
+    pub(crate) breaker: Arc<Breaker>,
     pub(crate) retryable: Retryable,
     pub(crate) retry_budget: RetryBudget,
     pub(crate) idle_timeout: Duration,
@@ -98,7 +98,7 @@ impl Default for Config {
             max_retries: 3,
             backoff: Backoff::default(),
             max_retry_after: Duration::from_secs(120),
-            breaker: Breaker::default(),
+            breaker: Arc::new(Breaker::default()),
             retryable: Retryable::SafeOnly,
             retry_budget: RetryBudget::default(),
             idle_timeout: Duration::from_secs(300),
@@ -240,7 +240,7 @@ impl Polite {
                 generation,
                 partition,
                 max_in_flight: config.max_in_flight,
-                breaker: config.breaker.clone(),
+                breaker: Arc::clone(&config.breaker),
                 retry_budget: config.retry_budget,
             };
             Host::new(&authority, &host_config, now)
@@ -508,7 +508,7 @@ impl PoliteBuilder {
 
     /// The per-host circuit breaker; [`Breaker::disabled()`] turns it off.
     pub fn breaker(mut self, breaker: Breaker) -> Self {
-        self.config.breaker = breaker;
+        self.config.breaker = Arc::new(breaker);
         self
     }
 

@@ -406,8 +406,23 @@ pub(crate) struct HostConfig {
     pub(crate) generation: u64,
     pub(crate) partition: Option<Partition>,
     pub(crate) max_in_flight: Option<u32>,
-    pub(crate) breaker: Breaker,
+    pub(crate) breaker: Arc<Breaker>,
     pub(crate) retry_budget: RetryBudget,
+}
+
+#[cfg(test)]
+impl HostConfig {
+    /// A record's configuration for tests: `limit`, no breaker, the default retry budget.
+    pub(crate) fn test(limit: Option<Limit>) -> Self {
+        HostConfig {
+            limit,
+            generation: 0,
+            partition: None,
+            max_in_flight: None,
+            breaker: Arc::new(Breaker::disabled()),
+            retry_budget: RetryBudget::default(),
+        }
+    }
 }
 
 /// One host's record.
@@ -452,7 +467,7 @@ impl Host {
                 queued: 0,
                 counters: Counters::default(),
                 last_used: now,
-                breaker: BreakerState::new(&config.breaker, now),
+                breaker: BreakerState::new(Arc::clone(&config.breaker), now),
                 budget: BudgetState::new(&config.retry_budget, now),
             }),
             answered: tokio::sync::Notify::new(),
@@ -561,8 +576,6 @@ impl Drop for Queued<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::Breaker;
-    use crate::retry::RetryBudget;
 
     fn key(url: &str) -> String {
         let url = Url::parse(url).expect("test URLs parse");
@@ -597,14 +610,7 @@ mod tests {
     #[test]
     fn the_lane_and_the_lock_share_one_schedule() {
         let limit = Limit::per(40, Duration::from_millis(100)).burst(8);
-        let config = HostConfig {
-            limit: Some(limit),
-            generation: 0,
-            partition: None,
-            max_in_flight: None,
-            breaker: Breaker::disabled(),
-            retry_budget: RetryBudget::default(),
-        };
+        let config = HostConfig::test(Some(limit));
         let host = Host::new("http://test", &config, Instant::now());
         host.state().pacing.quota.assume_unmetered();
         let until = Instant::now() + Duration::from_millis(400);

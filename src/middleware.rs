@@ -818,14 +818,7 @@ mod tests {
     /// A host paced by `limit` that has answered once without quota headers (no first-contact
     /// gate), as the pacing tests need.
     fn host(limit: Limit) -> Arc<Host> {
-        let config = crate::host::HostConfig {
-            generation: 0,
-            partition: None,
-            limit: Some(limit),
-            max_in_flight: None,
-            breaker: crate::Breaker::disabled(),
-            retry_budget: crate::RetryBudget::default(),
-        };
+        let config = crate::host::HostConfig::test(Some(limit));
         let host = Arc::new(Host::new("http://test", &config, Instant::now()));
         host.state().pacing.quota.assume_unmetered();
         host
@@ -1047,14 +1040,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_held_behind_a_first_contact_probe_respects_its_deadline() {
         let t0 = Instant::now();
-        let config = crate::host::HostConfig {
-            generation: 0,
-            partition: None,
-            limit: None,
-            max_in_flight: None,
-            breaker: crate::Breaker::disabled(),
-            retry_budget: crate::RetryBudget::default(),
-        };
+        let config = crate::host::HostConfig::test(None);
         let host = Arc::new(Host::new("http://new", &config, t0));
         let mut probe =
             admit(&host, &Config::default(), &opts(1, None), 0).expect("breaker disabled");

@@ -14,6 +14,8 @@ use http::{Method, StatusCode};
 use rand::Rng;
 use tokio::time::Instant;
 
+use crate::window::Window;
+
 // ---------------------------------------------------------------------------------------------
 // Backoff and jitter
 // ---------------------------------------------------------------------------------------------
@@ -486,31 +488,17 @@ pub enum InvalidRetryBudget {
     Ratio(f64),
 }
 
-/// Number of time buckets a budget window is divided into.
-const BUCKETS: usize = 10;
-
-/// Counts for one slice of the window.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    /// Which slice (in bucket widths since `BudgetState::start`) these counts belong to.
-    slot: u64,
-    requests: u32,
-    retries: u32,
-}
-
 /// The runtime state of a [`RetryBudget`] for one host.
 ///
-/// The window is split into 10 buckets in a fixed array (no allocation per call); an entry is
-/// forgotten between 0.9 and 1.0 windows after it was recorded, never later.
+/// Requests and retries are counted in one sliding [`Window`] (fixed buckets, no allocation
+/// per call); an entry is forgotten between 0.9 and 1.0 windows after it was recorded, never
+/// later.
 #[derive(Debug, Clone)]
 pub struct BudgetState {
     config: RetryBudget,
     start: Instant,
-    /// Width of one bucket: `window / 10`, at least 1 ns.
-    width: Duration,
-    /// Latest slot seen, so an out-of-order `now` cannot rewind the window.
-    latest: u64,
-    buckets: [Bucket; BUCKETS],
+    /// Requests (`[0]`) and retries (`[1]`) over the window.
+    counts: Window<2>,
 }
 
 impl BudgetState {
@@ -520,20 +508,17 @@ impl BudgetState {
             BudgetKind::Limited { window, .. } => window,
             BudgetKind::Unlimited => Duration::from_secs(10),
         };
-        let buckets_u32 = BUCKETS as u32;
         Self {
             config: *config,
             start: now,
-            width: (window / buckets_u32).max(Duration::from_nanos(1)),
-            latest: 0,
-            buckets: [Bucket::default(); BUCKETS],
+            counts: Window::new(window),
         }
     }
 
     /// Records one original request (not a retry): each adds `ratio` to the retries allowed.
     pub fn deposit(&mut self, now: Instant) {
-        let bucket = self.current(now);
-        bucket.requests = bucket.requests.saturating_add(1);
+        let now = self.nanos(now);
+        self.counts.add_each(now, [1, 0]);
     }
 
     /// Asks for one retry: `true`, and counted, if the budget allows it; `false`, and not
@@ -543,8 +528,8 @@ impl BudgetState {
         if remaining == 0 {
             return false;
         }
-        let bucket = self.current(now);
-        bucket.retries = bucket.retries.saturating_add(1);
+        let now = self.nanos(now);
+        self.counts.add_each(now, [0, 1]);
         true
     }
 
@@ -552,17 +537,7 @@ impl BudgetState {
     ///
     /// For an unlimited budget, retries still allowed is `u32::MAX`.
     pub fn snapshot(&self, now: Instant) -> (u32, u32, u32) {
-        let slot = self.slot(now);
-        let (requests, retries) = self
-            .buckets
-            .iter()
-            .filter(|b| in_window(b.slot, slot))
-            .fold((0u32, 0u32), |(req, ret), b| {
-                (
-                    req.saturating_add(b.requests),
-                    ret.saturating_add(b.retries),
-                )
-            });
+        let [requests, retries] = self.counts.totals_at(self.nanos(now));
         let allowed = match self.config.kind {
             BudgetKind::Unlimited => u32::MAX,
             BudgetKind::Limited {
@@ -585,32 +560,10 @@ impl BudgetState {
         requests == 0 && retries == 0
     }
 
-    /// The slot `now` falls in, never before the latest slot already written.
-    fn slot(&self, now: Instant) -> u64 {
-        let elapsed = now.saturating_duration_since(self.start).as_nanos();
-        let slot = u64::try_from(elapsed / self.width.as_nanos()).unwrap_or(u64::MAX);
-        slot.max(self.latest)
+    /// `now` in nanoseconds since the state was made.
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
     }
-
-    /// The bucket for `now`, cleared first if it last held an older slot.
-    fn current(&mut self, now: Instant) -> &mut Bucket {
-        let slot = self.slot(now);
-        self.latest = slot;
-        let index = usize::try_from(slot % BUCKETS as u64).unwrap_or(0);
-        let bucket = &mut self.buckets[index];
-        if bucket.slot != slot {
-            *bucket = Bucket {
-                slot,
-                ..Bucket::default()
-            };
-        }
-        bucket
-    }
-}
-
-/// Whether a bucket written in `bucket_slot` still counts at `now_slot`.
-fn in_window(bucket_slot: u64, now_slot: u64) -> bool {
-    bucket_slot <= now_slot && now_slot - bucket_slot < BUCKETS as u64
 }
 
 #[cfg(test)]

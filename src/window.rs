@@ -9,17 +9,18 @@ use std::time::Duration;
 /// Buckets per window: the count is exact to a tenth of the window.
 const BUCKETS: usize = 10;
 
-/// Events in the last `window`, counted in [`BUCKETS`] buckets of `window / BUCKETS`.
+/// Events in the last `window`, counted in [`BUCKETS`] buckets of `window / BUCKETS`; `K`
+/// counters side by side (calls and failures, requests and retries).
 #[derive(Debug, Clone)]
-pub(crate) struct Window {
+pub(crate) struct Window<const K: usize = 1> {
     /// Bucket width in nanoseconds (at least 1).
     width: u64,
     /// Index (time / width) of the newest bucket written.
     newest: u64,
-    counts: [u32; BUCKETS],
+    counts: [[u32; K]; BUCKETS],
 }
 
-impl Window {
+impl<const K: usize> Window<K> {
     pub(crate) fn new(window: Duration) -> Self {
         let width = u64::try_from(window.as_nanos() / BUCKETS as u128)
             .unwrap_or(u64::MAX)
@@ -27,7 +28,7 @@ impl Window {
         Window {
             width,
             newest: 0,
-            counts: [0; BUCKETS],
+            counts: [[0; K]; BUCKETS],
         }
     }
 
@@ -39,28 +40,61 @@ impl Window {
         }
         let passed = index - self.newest;
         if passed >= BUCKETS as u64 {
-            self.counts = [0; BUCKETS];
+            self.counts = [[0; K]; BUCKETS];
         } else {
             for i in 1..=passed {
-                self.counts[((self.newest + i) % BUCKETS as u64) as usize] = 0;
+                self.counts[((self.newest + i) % BUCKETS as u64) as usize] = [0; K];
             }
         }
         self.newest = index;
     }
 
+    /// Count `n[k]` events of each counter `k` at `now_ns` (nanoseconds on any monotonic
+    /// scale; a time before the newest bucket counts in the newest).
+    pub(crate) fn add_each(&mut self, now_ns: u64, n: [u32; K]) {
+        self.advance(now_ns);
+        let bucket = &mut self.counts[(self.newest % BUCKETS as u64) as usize];
+        for (count, n) in bucket.iter_mut().zip(n) {
+            *count = count.saturating_add(n);
+        }
+    }
+
+    /// Events of each counter in the window ending at `now_ns`.
+    pub(crate) fn totals(&mut self, now_ns: u64) -> [u32; K] {
+        self.advance(now_ns);
+        self.counts.iter().fold([0; K], |mut sum, bucket| {
+            for (total, &c) in sum.iter_mut().zip(bucket) {
+                *total = total.saturating_add(c);
+            }
+            sum
+        })
+    }
+
+    /// [`Window::totals`] without moving the ring: for readers that hold it shared.
+    pub(crate) fn totals_at(&self, now_ns: u64) -> [u32; K] {
+        let index = now_ns / self.width;
+        let newest = self.newest;
+        (0..BUCKETS as u64)
+            .filter(|age| newest >= *age && index.saturating_sub(newest - age) < BUCKETS as u64)
+            .map(|age| self.counts[((newest - age) % BUCKETS as u64) as usize])
+            .fold([0; K], |mut sum, bucket| {
+                for (total, c) in sum.iter_mut().zip(bucket) {
+                    *total = total.saturating_add(c);
+                }
+                sum
+            })
+    }
+}
+
+impl Window {
     /// Count `n` events at `now_ns` (nanoseconds on any monotonic scale, never going back).
     pub(crate) fn add(&mut self, now_ns: u64, n: u32) {
-        self.advance(now_ns);
-        let slot = (self.newest % BUCKETS as u64) as usize;
-        self.counts[slot] = self.counts[slot].saturating_add(n);
+        self.add_each(now_ns, [n]);
     }
 
     /// Events in the window ending at `now_ns`.
     pub(crate) fn count(&mut self, now_ns: u64) -> u32 {
-        self.advance(now_ns);
-        self.counts
-            .iter()
-            .fold(0u32, |sum, &c| sum.saturating_add(c))
+        self.totals(now_ns)[0]
     }
 
     /// True when the window holds nothing at `now_ns`: forgetting it changes nothing.
@@ -103,6 +137,26 @@ mod tests {
         w.add(500 * MS, 1);
         w.add(100 * MS, 1);
         assert_eq!(w.count(500 * MS), 2);
+    }
+
+    #[test]
+    fn counters_side_by_side_age_together() {
+        let mut w: Window<2> = Window::new(Duration::from_secs(1));
+        w.add_each(0, [3, 1]);
+        w.add_each(450 * MS, [2, 0]);
+        assert_eq!(w.totals_at(900 * MS), [5, 1]);
+        assert_eq!(
+            w.totals_at(1_050 * MS),
+            [2, 0],
+            "read without moving the ring"
+        );
+        assert_eq!(w.totals(1_050 * MS), [2, 0]);
+        assert_eq!(w.totals_at(1_500 * MS), [0, 0]);
+        assert_eq!(
+            w.totals_at(100 * MS),
+            [2, 0],
+            "a reading before the newest bucket"
+        );
     }
 
     #[test]

@@ -166,14 +166,7 @@ mod tests {
     use super::*;
 
     fn test_config() -> HostConfig {
-        HostConfig {
-            limit: None,
-            generation: 0,
-            partition: None,
-            max_in_flight: None,
-            breaker: crate::Breaker::default(),
-            retry_budget: crate::RetryBudget::default(),
-        }
+        HostConfig::test(None)
     }
 
     #[tokio::test(start_paused = true)]
