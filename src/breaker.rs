@@ -382,7 +382,7 @@ impl fmt::Display for BreakerPhase {
 
 /// The breaker's decision on one attempt; the middleware acts on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
+pub(crate) enum Admission {
     /// Closed: send the request, then [`BreakerState::record`] its outcome.
     Allow,
     /// Half-open: send the request as one of the probes. The caller should later call
@@ -408,14 +408,14 @@ pub enum Admission {
 
 impl Admission {
     /// True for [`Admission::Probe`].
-    pub fn is_probe(&self) -> bool {
+    pub(crate) fn is_probe(&self) -> bool {
         matches!(self, Admission::Probe { .. })
     }
 }
 
 /// A change of phase, for the caller to report (it knows the host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     /// The breaker opened: requests fail fast for `open_for`.
     Opened {
         /// The count that tripped it: consecutive failures if that trigger fired, otherwise the
@@ -526,7 +526,7 @@ impl RateWindow {
 /// the instant they were due, so the result does not depend on when that is. When one call
 /// applies several, it reports the last [`Transition`].
 #[derive(Debug, Clone)]
-pub struct BreakerState {
+pub(crate) struct BreakerState {
     config: Arc<Breaker>,
     phase: BreakerPhase,
     /// When the current phase began.
@@ -553,7 +553,7 @@ pub struct BreakerState {
 
 impl BreakerState {
     /// A closed breaker for one host, configured by `config`.
-    pub fn new(config: impl Into<Arc<Breaker>>, now: Instant) -> Self {
+    pub(crate) fn new(config: impl Into<Arc<Breaker>>, now: Instant) -> Self {
         let config = config.into();
         Self {
             phase: BreakerPhase::Closed,
@@ -579,7 +579,7 @@ impl BreakerState {
     /// (returning [`Transition::HalfOpened`]). Half-open: [`Admission::Probe`] while fewer than
     /// the configured number of probes are in flight, otherwise reject. What time alone changes
     /// (see [`BreakerState`]) is applied first.
-    pub fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
+    pub(crate) fn admit(&mut self, now: Instant) -> (Admission, Option<Transition>) {
         let settled = self.settle(now);
         let (admission, transition) = match self.phase {
             BreakerPhase::Closed => (Admission::Allow, None),
@@ -634,7 +634,7 @@ impl BreakerState {
     /// What time alone changes (see [`BreakerState`]) is applied first, so a probe answering
     /// after its hold ended finds that it already counted as failed; the transition returned is
     /// then the one that caused, if nothing else changed.
-    pub fn record(
+    pub(crate) fn record(
         &mut self,
         now: Instant,
         admission: &Admission,
@@ -703,7 +703,7 @@ impl BreakerState {
     /// Frees the slot of a probe that ended without an outcome (its request future was dropped
     /// or cancelled). No transition: nothing was learnt about the host. Nothing happens for
     /// other admissions, or for a probe whose half-open period is over (its slot went with it).
-    pub fn release(&mut self, admission: &Admission) {
+    pub(crate) fn release(&mut self, admission: &Admission) {
         if let Admission::Probe { period } = admission
             && self.is_current_probe(*period)
         {
@@ -781,13 +781,13 @@ impl BreakerState {
     /// The current phase, as last settled. An open breaker whose open time is over still
     /// reads [`BreakerPhase::Open`] until the next [`admit`](Self::admit), and one whose
     /// probes' hold has ended still reads [`BreakerPhase::HalfOpen`].
-    pub fn phase(&self) -> BreakerPhase {
+    pub(crate) fn phase(&self) -> BreakerPhase {
         self.phase
     }
 
     /// A snapshot of this breaker at `now`, for observability, with what time alone changes by
     /// `now` applied.
-    pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
+    pub(crate) fn snapshot(&self, now: Instant) -> BreakerSnapshot {
         let this = self.settled(now);
         let this = this.as_ref();
         let (window_calls, window_failures) =
@@ -814,7 +814,7 @@ impl BreakerState {
     /// [`BreakerState`]): with the default breaker, 60 s after its last failure, or 60 s after
     /// the end of its last open time (5 s, growing to 60 s after failed probes).
     #[cfg(test)]
-    pub fn is_idle(&self, now: Instant) -> bool {
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
         let this = self.settled(now);
         this.phase == BreakerPhase::Closed
             && this.consecutive == 0
@@ -829,7 +829,7 @@ impl BreakerState {
     /// not failing fast (open, with open time left) and no probe out. A host quiet for its record's idle time may
     /// then be evicted with its failure counts; the breaker of a host that is failing fast
     /// keeps its record.
-    pub fn is_quiet(&self, now: Instant) -> bool {
+    pub(crate) fn is_quiet(&self, now: Instant) -> bool {
         let this = self.settled(now);
         let failing_fast = this.phase == BreakerPhase::Open
             && now.saturating_duration_since(this.since) < this.open_time;

@@ -68,7 +68,7 @@
 //! # Time
 //! All timing uses `tokio::time`, so tests can run on paused time.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 #[cfg(feature = "bench")]
 #[doc(hidden)]

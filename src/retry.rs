@@ -282,7 +282,7 @@ pub enum Retryable {
 
 /// What happened on one attempt, as the classifier sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// A response arrived with this status.
     Status(StatusCode),
     /// The request never left: connection refused, DNS failure, TLS handshake failure.
@@ -298,7 +298,7 @@ pub enum Outcome {
 /// Only the outcome and the request's safety: the retry count, the budget and the deadline are
 /// the caller's to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Give this outcome back to the caller.
     Return,
     /// The outcome may be retried.
@@ -312,7 +312,7 @@ pub enum Verdict {
 /// `501 Not Implemented`, `505 HTTP Version Not Supported` and `511 Network Authentication
 /// Required` describe the server or network, not a passing condition. `408 Request Timeout` is
 /// treated like a timeout. Every other status below 500, except `429`, is returned.
-pub fn classify(
+pub(crate) fn classify(
     policy: Retryable,
     method: &Method,
     idempotency_key: bool,
@@ -346,7 +346,7 @@ pub fn classify(
 
 /// Whether sending a request with `method` twice has the same effect as sending it once
 /// (RFC 9110 §9.2.2): `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`.
-pub fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     [
         Method::GET,
         Method::HEAD,
@@ -494,7 +494,7 @@ pub enum InvalidRetryBudget {
 /// per call); an entry is forgotten between 0.9 and 1.0 windows after it was recorded, never
 /// later.
 #[derive(Debug, Clone)]
-pub struct BudgetState {
+pub(crate) struct BudgetState {
     config: RetryBudget,
     start: Instant,
     /// Requests (`[0]`) and retries (`[1]`) over the window.
@@ -503,7 +503,7 @@ pub struct BudgetState {
 
 impl BudgetState {
     /// Fresh state for one host: nothing counted yet.
-    pub fn new(config: &RetryBudget, now: Instant) -> Self {
+    pub(crate) fn new(config: &RetryBudget, now: Instant) -> Self {
         let window = match config.kind {
             BudgetKind::Limited { window, .. } => window,
             BudgetKind::Unlimited => Duration::from_secs(10),
@@ -516,14 +516,14 @@ impl BudgetState {
     }
 
     /// Records one original request (not a retry): each adds `ratio` to the retries allowed.
-    pub fn deposit(&mut self, now: Instant) {
+    pub(crate) fn deposit(&mut self, now: Instant) {
         let now = self.nanos(now);
         self.counts.add_each(now, [1, 0]);
     }
 
     /// Asks for one retry: `true`, and counted, if the budget allows it; `false`, and not
     /// counted, if the budget is spent.
-    pub fn withdraw(&mut self, now: Instant) -> bool {
+    pub(crate) fn withdraw(&mut self, now: Instant) -> bool {
         let (_, _, remaining) = self.snapshot(now);
         if remaining == 0 {
             return false;
@@ -536,7 +536,7 @@ impl BudgetState {
     /// `(requests, retries, retries still allowed)` within the window ending at `now`.
     ///
     /// For an unlimited budget, retries still allowed is `u32::MAX`.
-    pub fn snapshot(&self, now: Instant) -> (u32, u32, u32) {
+    pub(crate) fn snapshot(&self, now: Instant) -> (u32, u32, u32) {
         let [requests, retries] = self.counts.totals_at(self.nanos(now));
         let allowed = match self.config.kind {
             BudgetKind::Unlimited => u32::MAX,
@@ -555,7 +555,7 @@ impl BudgetState {
 
     /// Whether nothing was recorded within the window, so the host's state may be evicted.
     #[cfg(test)]
-    pub fn is_idle(&self, now: Instant) -> bool {
+    pub(crate) fn is_idle(&self, now: Instant) -> bool {
         let (requests, retries, _) = self.snapshot(now);
         requests == 0 && retries == 0
     }
