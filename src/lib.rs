@@ -88,6 +88,8 @@ mod retry;
 mod scope;
 #[cfg(feature = "redis")]
 mod shared;
+// `pub` items here are re-exported by `bench_support` (feature `bench`) only
+#[cfg_attr(not(feature = "bench"), allow(unreachable_pub))]
 mod signals;
 mod snapshot;
 mod store;

@@ -83,20 +83,40 @@ impl Polite {
             let retries_left = !opts.no_retry && *attempts < config.max_retries;
             let spare = if retries_left { req.try_clone() } else { None };
             let mut attempt = admit(host, config, &opts, *attempts)?;
-            let in_flight = in_flight_permit(host, config, &opts, *attempts).await?;
+            // the waits are boxed: the common case (a free place, a free slot) never builds
+            // them, and this future stays small
+            let in_flight = match host
+                .in_flight
+                .as_ref()
+                .map(|cap| Arc::clone(cap).try_acquire_owned())
+            {
+                None => None,
+                Some(Ok(permit)) => Some(permit),
+                Some(Err(_)) => Box::pin(in_flight_permit(host, config, &opts, *attempts)).await?,
+            };
+            let quiet = scopes.is_empty() && {
+                // a quiet host with a free slot: no lock, no queue (see `pacing::lane`)
+                let now = Instant::now();
+                let admitted = host.try_admit(now, opts.cost);
+                if admitted {
+                    attempt.sent_at = Some(now);
+                }
+                admitted
+            };
             // the server may name this route's quota while the request waits: pace again,
             // in that scope too
-            while let Err(learned) = pace(
-                host,
-                &scopes,
-                &path,
-                named.as_ref(),
-                config,
-                &opts,
-                &mut attempt,
-                *attempts,
-            )
-            .await?
+            while !quiet
+                && let Err(learned) = Box::pin(pace(
+                    host,
+                    &scopes,
+                    &path,
+                    named.as_ref(),
+                    config,
+                    &opts,
+                    &mut attempt,
+                    *attempts,
+                ))
+                .await?
             {
                 named = Some(learned);
                 scopes = scopes_for(named.as_ref());
@@ -401,14 +421,6 @@ async fn pace(
     attempt: &mut Attempt,
     attempts: u32,
 ) -> std::result::Result<std::result::Result<(), ServerScope>, Error> {
-    if scopes.is_empty() {
-        // a quiet host with a free slot: no lock, no queue (see `pacing::lane`)
-        let now = Instant::now();
-        if host.try_admit(now, opts.cost) {
-            attempt.sent_at = Some(now);
-            return Ok(Ok(()));
-        }
-    }
     fits(host, scopes)?;
     // with an observer, what held the attempt back last (and in which scope), and since when
     let watch = config
