@@ -243,6 +243,12 @@ impl HostState {
             observed.rate_change = self.adaptive.on_success(now, now_ns, cost);
         }
         let accepted_any = self.adaptive.accepted_any(now_ns);
+        if scout && self.limit.is_some() && self.pacing.quota.in_first_contact() {
+            // the scout may have reached the server as late as now (a slow first connection):
+            // the schedule starts from its answer, so no window the server counts holds more
+            self.pacing
+                .first_answer(now.saturating_duration_since(sent_at));
+        }
         let spent = if named {
             if scout {
                 self.pacing.quota.release_scout();

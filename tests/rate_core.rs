@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Reply, burst, client, polite_error, serve};
+use common::{Reply, SlidingWindow, burst, client, polite_error, serve};
 use reqwest_polite::{Limit, Polite};
 
 #[tokio::test]
@@ -225,4 +225,27 @@ async fn hosts_that_failed_or_were_refused_are_evicted_once_quiet() {
         "only the new host is left: {:#?}",
         polite.snapshot()
     );
+}
+
+/// A configured host's first request can reach the server late (a TCP or TLS handshake, a busy
+/// client): the schedule starts from its answer, so the server never counts more than the
+/// limit in a window that begins with it.
+#[tokio::test]
+async fn a_first_request_that_reaches_the_server_late_does_not_crowd_its_window() {
+    let limiter = SlidingWindow::new(3, Duration::from_secs(1));
+    let first = AtomicBool::new(true);
+    let server = serve(move |_, _| {
+        if first.swap(false, Ordering::SeqCst) {
+            // the limiter sees the first request 300 ms after it was sent
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        limiter.reply()
+    });
+    let polite = Polite::builder()
+        .limit(Limit::per_second(3))
+        .max_retries(0)
+        .build();
+    let statuses = burst(&client(&polite), &server.url("/"), 7).await;
+    assert_eq!(server.stats.refused(), 0, "statuses: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
 }

@@ -285,6 +285,16 @@ impl Pacer {
         }
     }
 
+    /// Move the schedule `by` nanoseconds later, as if everything taken so far had started
+    /// that much later.
+    pub(crate) fn postpone(&mut self, by: u64) {
+        if self.interval == 0 {
+            return;
+        }
+        self.tat = self.tat.saturating_add(by);
+        self.last_start = self.last_start.map(|last| last.saturating_add(by));
+    }
+
     /// The same schedule under a new limit (set at run time): what was taken stands, so the
     /// next slot never comes earlier than the old limit had it.
     pub(crate) fn relimit(&self, limit: Option<&Limit>) -> Self {

@@ -156,6 +156,13 @@ impl Pacing {
         self.closure.until(now).map(|(until, _)| until)
     }
 
+    /// The first answer of a configured scope came `latency` after its scout was sent: the
+    /// server may have seen the scout as late as now, so the schedule starts from here.
+    pub(crate) fn first_answer(&mut self, latency: Duration) {
+        let by = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.pacer.postpone(by);
+    }
+
     /// Read an answer's quota; a quota it says is spent closes the scope until its reset,
     /// which is returned.
     pub(crate) fn observe_quota(

@@ -10,9 +10,13 @@
 //!   headers, a refusal, or the window reaching 32 (about 30 round trips without either) end
 //!   it; so does a scout that takes longer than [`SCOUT_HOLD`] to answer. The same when a
 //!   quota window has expired.
-//! - A scope with a configured limit skips first contact, and trusts its limit over the quota
-//!   headers of *successful* answers (a server that rounds its reset up to whole seconds would
-//!   otherwise cost up to half the throughput); refusals saying nothing is left still count.
+//! - A scope with a configured limit sends one scout first and starts its schedule from that
+//!   scout's answer (see `HostState::observe`): a first request slowed by opening its
+//!   connection (a TCP or TLS handshake, a busy client) would otherwise reach the server late,
+//!   and the server would count it in a window with requests sent a window after it. From the
+//!   first answer on, it trusts its limit over the quota headers of *successful* answers (a
+//!   server that rounds its reset up to whole seconds would otherwise cost up to half the
+//!   throughput); refusals saying nothing is left still count.
 
 use std::time::Duration;
 
@@ -86,10 +90,10 @@ impl QuotaTracker {
     /// `first_contact`: the quota is unknown until scouts have read it.
     pub(crate) fn new(now: Instant, configured: bool, first_contact: bool) -> Self {
         QuotaTracker {
-            state: if configured || !first_contact {
-                State::Unmetered
-            } else {
+            state: if first_contact {
                 self::first_contact(now)
+            } else {
+                State::Unmetered
             },
             configured,
             scouts: first_contact,
@@ -116,6 +120,11 @@ impl QuotaTracker {
         if matches!(self.state, State::FirstContact { .. }) {
             self.state = State::Unmetered;
         }
+    }
+
+    /// True while first contact holds the scope to a window of scouts.
+    pub(crate) fn in_first_contact(&self) -> bool {
+        matches!(self.state, State::FirstContact { .. })
     }
 
     /// True when the answers carry no quota to count or learn.
@@ -189,6 +198,10 @@ impl QuotaTracker {
     ) -> Option<Instant> {
         if scout {
             self.release_scout();
+        }
+        if self.configured {
+            // one scout was all a configured scope sends before its first answer
+            self.end_first_contact();
         }
         let refused = status == 429 || status == 403;
         if self.configured && !(refused && hint.remaining == Some(0)) {
@@ -411,8 +424,19 @@ mod tests {
     fn a_configured_limit_is_trusted_over_successful_answers_but_not_over_refusals() {
         let t0 = Instant::now();
         let mut q = QuotaTracker::new(t0, true, true);
-        assert_eq!(q.gate(t0), Gate::Go { scout: false }, "no first contact");
-        assert_eq!(q.observe(t0, false, 200, &hint(0, 2 * S), true), None);
+        assert_eq!(q.gate(t0), Gate::Go { scout: true }, "one scout first");
+        assert_eq!(q.on_send(t0, 1, true), None);
+        assert_eq!(
+            q.gate(t0),
+            Gate::Hold(t0 + SCOUT_HOLD),
+            "the others wait for its answer"
+        );
+        assert_eq!(q.observe(t0, true, 200, &hint(0, 2 * S), true), None);
+        assert_eq!(
+            q.gate(t0),
+            Gate::Go { scout: false },
+            "first contact ends at the first answer"
+        );
         assert_eq!(q.spread(t0), None);
         let reset = t0 + 2 * S + RESET_MARGIN;
         assert_eq!(
