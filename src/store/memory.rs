@@ -1,6 +1,7 @@
 //! The default store: host records in this process's memory, idle ones evicted.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,14 +14,26 @@ use crate::host::HostConfig;
 use crate::host::{Host, HostSnapshot};
 use crate::scope::{Scope, ScopeSnapshot};
 
-/// Host records in a map; records idle for `idle_after` are swept out when new hosts arrive,
-/// so memory follows the hosts in use, not every host ever called.
+/// The host map's shards: requests to hosts in different shards take different locks, so
+/// threads looking up their hosts do not all write the same lock word (as dashmap does).
+const SHARDS: usize = 16;
+
+/// One shard of host records, on its own cache lines.
+///
+/// foldhash, seeded per map: the lookup runs on every request, and SipHash costs twice as much
+/// for keys this short; the per-map seed still keeps the layout unpredictable to whoever
+/// chooses the URLs.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(RwLock<HashMap<Box<str>, Arc<Host>, RandomState>>);
+
+/// Host records in a sharded map; records idle for `idle_after` are swept out when new hosts
+/// arrive, so memory follows the hosts in use, not every host ever called.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
-    /// foldhash, seeded per map: the lookup runs on every request, and SipHash costs twice as
-    /// much for keys this short; the per-map seed still keeps the layout unpredictable to
-    /// whoever chooses the URLs.
-    hosts: RwLock<HashMap<Box<str>, Arc<Host>, RandomState>>,
+    hosts: Box<[Shard; SHARDS]>,
+    /// Picks a key's shard (its own seed: independent of the shards' maps).
+    shard_of: RandomState,
     /// Scopes beside host records (host-wide, route, unit, server-named), swept the same way.
     scopes: RwLock<HashMap<Box<str>, Arc<Scope>, RandomState>>,
     idle_after: Duration,
@@ -30,52 +43,62 @@ pub(crate) struct MemoryStore {
 impl MemoryStore {
     pub(crate) fn new(idle_after: Duration) -> Self {
         MemoryStore {
-            hosts: RwLock::new(HashMap::default()),
+            hosts: Box::default(),
+            shard_of: RandomState::default(),
             scopes: RwLock::new(HashMap::default()),
             idle_after,
             last_sweep: Mutex::new(Instant::now()),
         }
     }
 
+    /// The shard `key` lives in.
+    fn shard(&self, key: &str) -> &RwLock<HashMap<Box<str>, Arc<Host>, RandomState>> {
+        // the hash's top bits: the maps inside use the low ones
+        let i = (self.shard_of.hash_one(key) >> (64 - SHARDS.trailing_zeros())) as usize;
+        &self.hosts[i % SHARDS].0
+    }
+
     /// The record for `key`, made by `make` if there is none.
     pub(crate) fn host(&self, key: &str, make: impl FnOnce(Instant) -> Host) -> Arc<Host> {
-        if let Some(host) = self
-            .hosts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-        {
+        let shard = self.shard(key);
+        if let Some(host) = shard.read().unwrap_or_else(|p| p.into_inner()).get(key) {
             return Arc::clone(host);
         }
         let now = Instant::now();
-        let mut hosts = self.hosts.write().unwrap_or_else(|p| p.into_inner());
+        if self.sweep_due(now) {
+            self.sweep(now);
+        }
+        let mut hosts = shard.write().unwrap_or_else(|p| p.into_inner());
         if let Some(host) = hosts.get(key) {
             return Arc::clone(host);
         }
-        self.maybe_sweep(&mut hosts, now);
         let host = Arc::new(make(now));
         hosts.insert(key.into(), Arc::clone(&host));
         host
     }
 
-    /// Drop the records nobody holds that carry nothing worth keeping. Runs at most once per
-    /// `idle_after / 2`, under the write lock a new host takes anyway.
-    fn maybe_sweep(&self, hosts: &mut HashMap<Box<str>, Arc<Host>, RandomState>, now: Instant) {
-        if !self.sweep_due(now) {
-            return;
+    /// Drop the records nobody holds that carry nothing worth keeping, shard by shard. Runs at
+    /// most once per `idle_after / 2`, when a new host arrives.
+    fn sweep(&self, now: Instant) {
+        let (mut evicted, mut kept) = (0, 0);
+        for shard in self.hosts.iter() {
+            let mut hosts = shard.0.write().unwrap_or_else(|p| p.into_inner());
+            let before = hosts.len();
+            // strong_count == 1: only the map holds it, and nobody can clone it while we hold
+            // the shard's write lock, so no request is using the record we drop.
+            hosts.retain(|_, host| {
+                Arc::strong_count(host) > 1 || !host.is_idle(now, self.idle_after)
+            });
+            // a crawl that touched many hosts once leaves a table sized for all of them
+            let left = hosts.len();
+            if hosts.capacity() > 4 * left + 64 {
+                hosts.shrink_to(2 * left);
+            }
+            evicted += before - left;
+            kept += left;
         }
-        let before = hosts.len();
-        // strong_count == 1: only the map holds it, and nobody can clone it while we hold the
-        // write lock, so no request is using the record we drop.
-        hosts.retain(|_, host| Arc::strong_count(host) > 1 || !host.is_idle(now, self.idle_after));
-        // a crawl that touched many hosts once leaves a table sized for all of them
-        let kept = hosts.len();
-        if hosts.capacity() > 4 * kept + 64 {
-            hosts.shrink_to(2 * kept);
-        }
-        let evicted = before - hosts.len();
         if evicted > 0 {
-            tracing::debug!(evicted, kept = hosts.len(), "evicted idle host records");
+            tracing::debug!(evicted, kept, "evicted idle host records");
         }
     }
 
@@ -143,17 +166,21 @@ impl MemoryStore {
 
     /// Number of host records held.
     pub(crate) fn len(&self) -> usize {
-        self.hosts.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.hosts
+            .iter()
+            .map(|shard| shard.0.read().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     pub(crate) fn snapshot(&self) -> Vec<HostSnapshot> {
         let now = Instant::now();
         let hosts: Vec<Arc<Host>> = self
             .hosts
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
+            .iter()
+            .flat_map(|shard| {
+                let hosts = shard.0.read().unwrap_or_else(|p| p.into_inner());
+                hosts.values().cloned().collect::<Vec<_>>()
+            })
             .collect();
         let mut snapshots: Vec<HostSnapshot> = hosts.iter().map(|h| h.snapshot(now)).collect();
         snapshots.sort_by(|a, b| a.key.cmp(&b.key));
