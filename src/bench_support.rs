@@ -25,12 +25,15 @@ pub fn pacing_decision(polite: &Polite, url: &Url) -> bool {
     let Some(host) = polite.host_for(url, None) else {
         return false;
     };
-    let now = Instant::now();
-    if host.try_admit(now, 1) {
+    if host.try_admit(Instant::now(), 1) {
         return true;
     }
+    // another thread may have taken the slot after this one read the clock: read it again
     let mut state = host.state();
-    matches!(state.decide(now, 1, &mut []).0, Decision::Admit { .. })
+    matches!(
+        state.decide(Instant::now(), 1, &mut []).0,
+        Decision::Admit { .. }
+    )
 }
 
 /// Mark a URL's host as learned and unmetered (no first-contact gate), as a host is after
