@@ -447,8 +447,6 @@ pub(crate) struct Host {
     pub(crate) turnstile: Semaphore,
     /// The in-flight cap, when configured: held from before pacing until the answer.
     pub(crate) in_flight: Option<Arc<Semaphore>>,
-    /// Waits for a slot end on the slot, not on the timer tick after it (see the pacer).
-    pub(crate) precise_wakes: bool,
 }
 
 impl Host {
@@ -456,7 +454,6 @@ impl Host {
         let limit = config.limit;
         let pacing = Pacing::new(limit.as_ref(), now, true);
         Host {
-            precise_wakes: pacing.wants_precise_wakes(),
             lane: Lane::new(pacing.clock()),
             key: Arc::from(key),
             partition: config.partition,

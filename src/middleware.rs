@@ -468,7 +468,7 @@ async fn pace(
         tokio::pin!(answered);
         answered.as_mut().enable(); // before deciding, so an answer in between is not missed
         let now = Instant::now();
-        let (decision, blocker) = {
+        let (decision, blocker, precise) = {
             let mut state = host.state();
             if let Some(learned) = state.named_scope(path)
                 && Some(learned) != named
@@ -483,7 +483,8 @@ async fn pace(
                 _ if queued.is_none() => queued = Some(Queued::join(host, &mut state, opts.cost)),
                 _ => {}
             }
-            (decision, blocker)
+            // read under the lock: a limit set at run time changes it
+            (decision, blocker, state.pacing.wants_precise_wakes())
         };
         let waits = match decision {
             Decision::Admit { scout } => {
@@ -528,7 +529,7 @@ async fn pace(
             }
         }
         match waits {
-            Decision::Wait(until) if host.precise_wakes => {
+            Decision::Wait(until) if precise => {
                 tracing::trace!(host = %host.key, reason = "pacing", wait = ?(until - now), "waiting for a pacing slot");
                 sleep_precisely(until).await;
             }
