@@ -198,7 +198,9 @@ async fn hosts_that_failed_or_were_refused_are_evicted_once_quiet() {
         })
         .collect();
     let polite = Polite::builder()
-        .idle_timeout(Duration::from_millis(300))
+        // long enough that the 40 first requests (slow on a busy machine) all land before a
+        // sweep could find the first of them idle
+        .idle_timeout(Duration::from_secs(1))
         .max_retries(0)
         .breaker(
             reqwest_polite::Breaker::consecutive_failures(1).open_for(Duration::from_millis(100)),
@@ -216,7 +218,7 @@ async fn hosts_that_failed_or_were_refused_are_evicted_once_quiet() {
         );
     }
     assert_eq!(polite.host_count(), 40);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let fresh = serve(|_, _| Reply::ok());
     client.get(fresh.url("/")).send().await.expect("answered");
     assert_eq!(
