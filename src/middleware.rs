@@ -28,7 +28,7 @@ use crate::pacing::Decision;
 use crate::pacing::closure::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify};
 use crate::scope::{Scope, ScopeKind};
-use crate::signals::{MAX_HINT, ServerHint, ServerScope};
+use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 
 type Result<T> = reqwest_middleware::Result<T>;
 
@@ -677,7 +677,11 @@ fn record(
     if let (Some(observer), Ok(resp)) = (config.observers.get(), result)
         && crate::host::is_refusal(resp.status(), &hint)
     {
-        let scope = named.map(|n| n.name.as_str());
+        // the policy that says it is spent, if one does
+        let spent = hint.policies.iter().find(|p| p.remaining == 0);
+        let scope = named
+            .and_then(|n| spent.map(|p| &p.id).or(n.quotas.first()))
+            .map(|quota| quota.name.as_str());
         let resend_count = answer.resend_count;
         observe::refused(
             observer,
@@ -727,21 +731,42 @@ fn feed_scopes(
 ) {
     let code = status.as_u16();
     if let Some(named) = named {
-        let scope = polite.named_scope(host, named);
-        let mut state = scope.state();
-        state.last_used = now;
         let refused = code == 429 || code == 403;
-        if let Some(retry_after) = hint
+        let retry_after = hint
             .retry_after
-            .filter(|_| (refused || code == 503) && !hint.global)
-        {
-            state.pacing.close(
-                crate::pacing::far_add(now, retry_after.min(MAX_HINT)),
-                Why::RetryAfter,
-            );
-            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope closed");
+            .filter(|_| (refused || code == 503) && !hint.global);
+        // IETF policies each take their own count; a Retry-After goes to the policies that say
+        // they are spent, or to every policy of the answer when none does
+        let any_spent = hint.policies.iter().any(|policy| policy.remaining == 0);
+        for (i, quota) in named.quotas.iter().enumerate() {
+            let own;
+            let mut renewal = None;
+            let (quota_hint, retry_after) = match hint.policies.get(i) {
+                Some(policy) if named.kind == ServerScopeKind::Policy => {
+                    own = policy.hint();
+                    renewal = policy.limit.zip(policy.window);
+                    let closes = !any_spent || policy.remaining == 0;
+                    (&own, retry_after.filter(|_| closes))
+                }
+                _ => (hint, retry_after),
+            };
+            let scope = polite.named_scope(host, named.kind, quota);
+            let mut state = scope.state();
+            state.last_used = now;
+            if renewal.is_some() {
+                state.renewal = renewal;
+            }
+            if let Some(retry_after) = retry_after {
+                state.pacing.close(
+                    crate::pacing::far_add(now, retry_after.min(MAX_HINT)),
+                    Why::RetryAfter,
+                );
+                tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope closed");
+            }
+            state
+                .pacing
+                .observe_quota(now, false, code, quota_hint, true);
         }
-        state.pacing.observe_quota(now, false, code, hint, true);
     }
     if let Some(tokens) = hint.tokens {
         let unit = answer

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Reply, client, polite_error, serve, serve_with_headers};
+use common::{FixedWindowPolicies, Reply, burst, client, polite_error, serve, serve_with_headers};
 use reqwest_polite::{Limit, Polite, ScopeKind, Units};
 
 /// Most instants of `at` within any span of `window`.
@@ -452,5 +452,66 @@ async fn set_host_limit_takes_effect_from_the_next_request() {
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "cleared: no limit (beyond what was already taken)"
+    );
+}
+
+#[tokio::test]
+async fn each_ietf_policy_is_its_own_quota_and_all_count_every_request() {
+    // a short "burst" policy (4 per 1 s) inside a longer "daily" one (10 per 3 s, scaled
+    // down), fixed windows from the server's start; 14 requests at once
+    let second = Duration::from_secs(1);
+    let started = Instant::now();
+    let policies = FixedWindowPolicies::new(&[("burst", 4, second), ("daily", 10, 3 * second)]);
+    let server = serve(move |_, _| policies.reply());
+    let polite = Polite::builder().max_retries(0).build();
+    let client = client(&polite);
+    let results = burst(&client, &server.url("/v1/things"), 14).await;
+    assert!(
+        results.iter().all(|r| r == &Ok(200)),
+        "every request answered 200: {results:?} {:?}",
+        server
+            .stats
+            .arrivals()
+            .iter()
+            .map(|&t| t - started)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(server.stats.refused(), 0, "neither policy was exceeded");
+    let arrivals: Vec<Duration> = server
+        .stats
+        .arrivals()
+        .iter()
+        .map(|&t| t - started)
+        .collect();
+    let within = |from: u32, to: u32| {
+        arrivals
+            .iter()
+            .filter(|&&t| t >= from * second && t < to * second)
+            .count()
+    };
+    assert_eq!(within(0, 1), 4, "the burst quota at once: {arrivals:?}");
+    assert!(
+        within(1, 2) >= 1,
+        "a spent burst waits for its own reset, not the daily one: {arrivals:?}"
+    );
+    assert!(
+        within(0, 3) <= 10,
+        "the daily policy kept its own count across burst windows: {arrivals:?}"
+    );
+    assert!(
+        within(3, 10) >= 4,
+        "a spent daily policy holds everything until its reset: {arrivals:?}"
+    );
+    let scopes = polite.scope_snapshot();
+    let mut policies: Vec<_> = scopes
+        .iter()
+        .filter(|s| s.kind == ScopeKind::Policy)
+        .map(|s| s.scope.rsplit(' ').next().unwrap_or_default().to_string())
+        .collect();
+    policies.sort();
+    assert_eq!(
+        policies,
+        ["burst", "daily"],
+        "one scope per policy: {scopes:?}"
     );
 }
