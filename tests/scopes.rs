@@ -515,3 +515,34 @@ async fn each_ietf_policy_is_its_own_quota_and_all_count_every_request() {
         "one scope per policy: {scopes:?}"
     );
 }
+
+#[tokio::test]
+async fn a_configured_limit_is_trusted_over_a_named_quota_that_rounds_its_reset() {
+    // every answer says the `core` resource is spent until the next whole second, as a
+    // moving-window server reporting its count against a rounded reset does while paced at
+    // its quota; the user configured that quota: the schedule holds, not the headers
+    let server = serve(|_, _| {
+        Reply::ok()
+            .header("x-ratelimit-resource", "core")
+            .header("x-ratelimit-limit", 10)
+            .header("x-ratelimit-remaining", 0)
+            .header("x-ratelimit-reset", epoch_secs() + 1)
+    });
+    let authority = server.addr.to_string();
+    let polite = Polite::builder()
+        .host_limit(&authority, Limit::per_second(10))
+        .build();
+    let client = client(&polite);
+    let started = Instant::now();
+    let results = burst(&client, &server.url("/repos/a/b"), 12).await;
+    assert!(results.iter().all(|r| r == &Ok(200)), "{results:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "12 requests at 10/s took {:?}: the named quota's headers closed it once a second",
+        started.elapsed()
+    );
+    assert!(
+        server.stats.max_in_any_window(Duration::from_secs(1)) <= 10,
+        "the configured limit still holds"
+    );
+}
