@@ -18,7 +18,7 @@ use crate::scope::{
     Limits, Partition, Partitioner, RouteLimit, Scope, ScopeKind, ScopeSnapshot, UnitLimit,
     host_limit_key,
 };
-use crate::signals::{ServerScope, ServerScopeKind};
+use crate::signals::{QuotaName, ServerScope, ServerScopeKind};
 use crate::store::MemoryStore;
 
 /// The middleware: attach it with `reqwest_middleware::ClientBuilder::with`.
@@ -312,25 +312,41 @@ impl Polite {
             );
         }
         if let Some(named) = named {
-            scopes.push((self.named_scope(host, named), cost));
+            for quota in &named.quotas {
+                scopes.push((self.named_scope(host, named.kind, quota), cost));
+            }
         }
         scopes.sort_by(|a, b| a.0.key.cmp(&b.0.key));
         scopes.dedup_by(|a, b| a.0.key == b.0.key);
         scopes
     }
 
-    /// The scope the server named (made if it does not exist yet): the one requests on its
-    /// routes pace in, and the one its answers feed.
-    pub(crate) fn named_scope(&self, host: &Host, named: &ServerScope) -> Arc<Scope> {
+    /// A quota the server named (its scope is made if it does not exist yet): one requests on
+    /// its routes pace in, and one its answers feed. A policy's partition key (`pk`, hashed)
+    /// is part of its key and shows as its tag, never as the key itself.
+    pub(crate) fn named_scope(
+        &self,
+        host: &Host,
+        kind: ServerScopeKind,
+        quota: &QuotaName,
+    ) -> Arc<Scope> {
         let generation = self.generation();
         let tag = Partition::key_of(host.partition);
-        let (kind, word) = match named.kind {
+        let (kind, word) = match kind {
             ServerScopeKind::Resource => (ScopeKind::Resource, "resource"),
             ServerScopeKind::Bucket => (ScopeKind::Bucket, "bucket"),
+            ServerScopeKind::Policy => (ScopeKind::Policy, "policy"),
         };
-        let key = format!("{tag}|{word}|{}|{}", host.key, named.name);
+        let name = &quota.name;
+        let key = match quota.partition {
+            None => format!("{tag}|{word}|{}|{name}", host.key),
+            Some(pk) => format!("{tag}|{word}|{}|{name}|{}", host.key, pk.key()),
+        };
         self.inner.store.scope(&key, |now| {
-            let label = format!("{} {}", host.key, named.name);
+            let label = match quota.partition {
+                None => format!("{} {name}", host.key),
+                Some(pk) => format!("{} {name} pk {pk}", host.key),
+            };
             Scope::new(&key, kind, &label, host.partition, None, generation, now)
         })
     }

@@ -161,7 +161,7 @@ impl HostState {
             Err(decision) => return (decision, None),
         };
         for (i, (scope, units)) in scopes.iter_mut().enumerate() {
-            if let Err(decision) = scope.pacing.peek(now, *units, None) {
+            if let Err(decision) = scope.peek(now, *units) {
                 return (decision, Some(i));
             }
         }

@@ -28,7 +28,7 @@ use crate::pacing::Decision;
 use crate::pacing::closure::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify};
 use crate::scope::{Scope, ScopeKind};
-use crate::signals::{MAX_HINT, ServerHint, ServerScope};
+use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 
 type Result<T> = reqwest_middleware::Result<T>;
 
@@ -682,15 +682,21 @@ fn record(
         state.counters.failures += 1;
     }
     let transition = state.breaker.record(now, &attempt.admission, failure);
+    let host_limit = state.limit;
     drop(state);
     if let Ok(resp) = result {
+        let named = named.map(|named| (named, host_limit));
         feed_scopes(polite, host, answer, named, resp.status(), &hint, now);
     }
     report_transition(host, config, transition);
     if let (Some(observer), Ok(resp)) = (config.observers.get(), result)
         && crate::host::is_refusal(resp.status(), &hint)
     {
-        let scope = named.map(|n| n.name.as_str());
+        // the policy that says it is spent, if one does
+        let spent = hint.policies.iter().find(|p| p.remaining == 0);
+        let scope = named
+            .and_then(|n| spent.map(|p| &p.id).or(n.quotas.first()))
+            .map(|quota| quota.name.as_str());
         let resend_count = answer.resend_count;
         observe::refused(
             observer,
@@ -728,33 +734,82 @@ fn record(
 
 /// Give an answer's word about other scopes to them: a quota the server named takes its
 /// closure and quota (a global refusal closes the host instead, already done), and a unit's
-/// count (OpenAI's tokens) goes to that unit's scope.
+/// count (OpenAI's tokens) goes to that unit's scope. `named` comes with the host record's
+/// configured limit.
+///
+/// A configured limit is the user's word on the quota, here as for a host (see
+/// [`crate::pacing::quota`]): when one the request was paced by (the host's, a host-wide or a
+/// route limit) allows no more than the server's quota, the quota headers of *successful*
+/// answers are not acted on in the scope the server named. A server that rounds its reset up to
+/// the next second, or reports a moving window's count against a fixed reset, would otherwise
+/// close or slow the scope for up to a second per window. Refusals saying nothing is left
+/// still count.
 fn feed_scopes(
     polite: &Polite,
     host: &Host,
     answer: &Answer<'_>,
-    named: Option<&ServerScope>,
+    named: Option<(&ServerScope, Option<crate::Limit>)>,
     status: http::StatusCode,
     hint: &ServerHint,
     now: Instant,
 ) {
     let code = status.as_u16();
-    if let Some(named) = named {
-        let scope = polite.named_scope(host, named);
-        let mut state = scope.state();
-        state.last_used = now;
+    if let Some((named, host_limit)) = named {
+        // what the user configured for this request (each scope's lock taken on its own)
+        let configured: Vec<crate::Limit> = answer
+            .scopes
+            .iter()
+            .filter(|(scope, _)| matches!(scope.kind, ScopeKind::Host | ScopeKind::Route))
+            .filter_map(|(scope, _)| scope.state().limit)
+            .chain(host_limit)
+            .collect();
         let refused = code == 429 || code == 403;
-        if let Some(retry_after) = hint
+        let retry_after = hint
             .retry_after
-            .filter(|_| (refused || code == 503) && !hint.global)
-        {
-            state.pacing.close(
-                crate::pacing::far_add(now, retry_after.min(MAX_HINT)),
-                Why::RetryAfter,
-            );
-            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope closed");
+            .filter(|_| (refused || code == 503) && !hint.global);
+        // IETF policies each take their own count; a Retry-After goes to the policies that say
+        // they are spent, or to every policy of the answer when none does
+        let any_spent = hint.policies.iter().any(|policy| policy.remaining == 0);
+        for (i, quota) in named.quotas.iter().enumerate() {
+            let own;
+            let mut renewal = None;
+            let (quota_hint, retry_after, window) = match hint.policies.get(i) {
+                Some(policy) if named.kind == ServerScopeKind::Policy => {
+                    own = policy.hint();
+                    renewal = policy.limit.zip(policy.window);
+                    let closes = !any_spent || policy.remaining == 0;
+                    let window = policy.window.or(policy.reset_in);
+                    (&own, retry_after.filter(|_| closes), window)
+                }
+                _ => (hint, retry_after, hint.reset_in),
+            };
+            // the server's quota is `limit` per `window` at most (the time to its reset is
+            // within its window): a configured limit of no more, over at least as long, keeps it
+            let user_keeps_it = quota_hint.limit.zip(window).is_some_and(|(quota, window)| {
+                configured
+                    .iter()
+                    .any(|limit| u64::from(limit.count()) <= quota && limit.window() >= window)
+            });
+            let spent_refusal = refused && quota_hint.remaining == Some(0);
+            let scope = polite.named_scope(host, named.kind, quota);
+            let mut state = scope.state();
+            state.last_used = now;
+            if renewal.is_some() {
+                state.renewal = renewal;
+            }
+            if let Some(retry_after) = retry_after {
+                state.pacing.close(
+                    crate::pacing::far_add(now, retry_after.min(MAX_HINT)),
+                    Why::RetryAfter,
+                );
+                tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope closed");
+            }
+            if !user_keeps_it || spent_refusal {
+                state
+                    .pacing
+                    .observe_quota(now, false, code, quota_hint, true);
+            }
         }
-        state.pacing.observe_quota(now, false, code, hint, true);
     }
     if let Some(tokens) = hint.tokens {
         let unit = answer

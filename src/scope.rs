@@ -20,7 +20,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use crate::limit::Limit;
-use crate::pacing::Pacing;
+use crate::pacing::{Decision, Pacing};
 use crate::snapshot::ServerQuota;
 
 /// What a scope covers.
@@ -36,6 +36,9 @@ pub enum ScopeKind {
     Resource,
     /// A quota the server named: Discord's `x-ratelimit-bucket`.
     Bucket,
+    /// A quota the server named: one of the IETF `RateLimit` policies an answer lists (each
+    /// its own quota, every one counting each request), within the partition its `pk` names.
+    Policy,
     /// A unit other than requests ([`unit_limit`](crate::PoliteBuilder::unit_limit)).
     Unit,
 }
@@ -47,6 +50,7 @@ impl fmt::Display for ScopeKind {
             ScopeKind::Route => "route",
             ScopeKind::Resource => "resource",
             ScopeKind::Bucket => "bucket",
+            ScopeKind::Policy => "policy",
             ScopeKind::Unit => "unit",
         })
     }
@@ -186,7 +190,8 @@ pub(crate) fn host_limit_key(host: &str) -> String {
     host
 }
 
-/// One credential's share of the quotas: a keyed hash of a header's value.
+/// One credential's share of the quotas: a keyed hash of a header's value (or of the partition
+/// key a server names, IETF `pk`, which may be derived from one).
 ///
 /// The key is random per process, so the tag means nothing outside it and cannot be turned
 /// back into the credential; the credential itself is never kept.
@@ -194,6 +199,18 @@ pub(crate) fn host_limit_key(host: &str) -> String {
 pub(crate) struct Partition(u64);
 
 impl Partition {
+    /// The partition a server names with an IETF `RateLimit` `pk` parameter: the key's bytes
+    /// hashed with a secret key random per process, as credentials are. (Server-named quotas
+    /// are not shared across processes, so no fleet-wide key is needed.)
+    pub(crate) fn of_server_key(bytes: &[u8]) -> Partition {
+        static KEYS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+        let keys = KEYS.get_or_init(|| {
+            let random = std::hash::RandomState::new();
+            (random.hash_one(0u8), random.hash_one(1u8))
+        });
+        keyed_hash(*keys, [bytes])
+    }
+
     /// The partition's part of record and store keys: all 64 bits of the hash, so that two
     /// credentials share a record only if their hashes collide in full.
     pub(crate) fn key(&self) -> String {
@@ -257,17 +274,26 @@ impl Partitioner {
     pub(crate) fn of(&self, headers: &HeaderMap) -> Option<Partition> {
         let mut values = headers.get_all(&self.header).iter().peekable();
         values.peek()?;
-        // SipHash-2-4 is what `std` offers keyed; it is deprecated only as a `Hasher` for
-        // hash maps, which is not the use here
-        #[allow(deprecated)]
-        let mut hasher = std::hash::SipHasher::new_with_keys(self.keys.0, self.keys.1);
-        for value in values {
-            hasher.write(value.as_bytes());
-            hasher.write_u8(0xff); // not a byte of any header value: separates them
-        }
-        Some(Partition(hasher.finish()))
+        Some(keyed_hash(self.keys, values.map(|v| v.as_bytes())))
     }
 }
+
+/// SipHash-2-4 (a keyed pseudo-random function) of `values`, in order.
+fn keyed_hash<'a>(keys: (u64, u64), values: impl IntoIterator<Item = &'a [u8]>) -> Partition {
+    // SipHash-2-4 is what `std` offers keyed; it is deprecated only as a `Hasher` for hash
+    // maps, which is not the use here
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new_with_keys(keys.0, keys.1);
+    for value in values {
+        hasher.write(value);
+        hasher.write_u8(0xff); // not a byte of any header value: separates them
+    }
+    Partition(hasher.finish())
+}
+
+/// The end of a policy's fixed window in which it sends nothing (see [`ScopeState::peek`]):
+/// twice the margin our reset keeps past the server's.
+const RENEWAL_TAIL: Duration = crate::pacing::quota::RESET_MARGIN.saturating_mul(2);
 
 /// One scope's record: its pacing, behind one short-held lock.
 #[derive(Debug)]
@@ -293,9 +319,31 @@ pub(crate) struct ScopeState {
     /// Units taken so far (requests, or the scope's unit).
     pub(crate) taken: u64,
     pub(crate) last_used: Instant,
+    /// An IETF policy's quota and window (`q`, `w`): its windows are fixed, so at each reset
+    /// its count starts again at the quota.
+    pub(crate) renewal: Option<(u64, Duration)>,
 }
 
 impl ScopeState {
+    /// May `units` start here at `now`? As [`Pacing::peek`]; a policy's window that has reset
+    /// starts again at its quota first.
+    ///
+    /// Our reset of a fixed window runs a little behind the server's (a margin for clocks and
+    /// whole-second `t`), so a request sent in that tail lands in the server's next window,
+    /// which the renewal hands out in full: a policy sends nothing in the last
+    /// [`RENEWAL_TAIL`] of its window.
+    pub(crate) fn peek(&mut self, now: Instant, units: u32) -> Result<bool, Decision> {
+        if let Some((quota, window)) = self.renewal {
+            self.pacing.quota.renew(now, quota, window);
+            if let Some((_, resets_in)) = self.pacing.quota.remaining(now)
+                && resets_in < RENEWAL_TAIL
+            {
+                return Err(Decision::Closed(now + resets_in));
+            }
+        }
+        self.pacing.peek(now, units, None)
+    }
+
     /// Take the slot [`Pacing::peek`] allowed, `units` of it.
     pub(crate) fn take(&mut self, now: Instant, units: u32) {
         self.pacing.take(now, units, false, None);
@@ -336,6 +384,7 @@ impl Scope {
                 generation,
                 taken: 0,
                 last_used: now,
+                renewal: None,
             }),
             turnstile: tokio::sync::Semaphore::new(1),
         }

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue, header::RETRY_AFTER};
 use sfv::{BareItem, Dictionary, Item, List, ListEntry, Parser};
 
+use crate::scope::Partition;
+
 /// Longest delay any hint may express; larger values are capped to this (so `Instant + d` never overflows).
 ///
 /// One year (365 × 86 400 s): longer than any real quota window, far shorter than the point where
@@ -37,9 +39,14 @@ pub struct ServerHint {
     pub limit: Option<u64>,
     /// Time until the quota window resets.
     pub reset_in: Option<Duration>,
-    /// The quota the server says these headers are about: GitHub's `x-ratelimit-resource`
-    /// (`core`, `search`, ...) or Discord's `x-ratelimit-bucket`.
+    /// The quotas the server says these headers are about: GitHub's `x-ratelimit-resource`
+    /// (`core`, `search`, ...), Discord's `x-ratelimit-bucket`, or the IETF policies of
+    /// [`policies`](Self::policies).
     pub server_scope: Option<ServerScope>,
+    /// IETF `RateLimit` policies, each its own quota, when the answer lists several (or one
+    /// with a partition key, `pk`); empty otherwise (a single policy is the host's quota, in
+    /// `remaining`, `limit` and `reset_in`).
+    pub policies: Vec<PolicyQuota>,
     /// Discord: the refusal is global (`x-ratelimit-global: true`, `x-ratelimit-scope: global`),
     /// so it closes the whole host, not the bucket.
     pub global: bool,
@@ -49,13 +56,37 @@ pub struct ServerHint {
     pub tokens: Option<UnitQuota>,
 }
 
-/// A quota the server names in its headers.
+/// The quotas the server names in its headers, that an answer (and its route) counts in: one
+/// resource or bucket, or every IETF policy the answer lists (all count each request at once).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerScope {
-    /// Which dialect named it.
+    /// Which dialect named them.
     pub kind: ServerScopeKind,
+    /// One name for a resource or a bucket; one per policy, in the order the server lists them.
+    pub quotas: Vec<QuotaName>,
+}
+
+/// One quota a server names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaName {
     /// The name (at most 64 visible ASCII characters; longer or other values are ignored).
     pub name: String,
+    /// The partition an IETF policy's `pk` names, hashed (the key itself is never kept: a
+    /// server may derive it from the credential).
+    pub(crate) partition: Option<Partition>,
+}
+
+impl ServerScope {
+    /// A resource or a bucket: one quota, no partition.
+    pub(crate) fn one(kind: ServerScopeKind, name: &str) -> Self {
+        ServerScope {
+            kind,
+            quotas: vec![QuotaName {
+                name: name.to_owned(),
+                partition: None,
+            }],
+        }
+    }
 }
 
 /// Who names a [`ServerScope`].
@@ -65,7 +96,40 @@ pub enum ServerScopeKind {
     Resource,
     /// Discord `x-ratelimit-bucket`: routes that share one bucket.
     Bucket,
+    /// IETF `RateLimit` policies (draft -07 and later): several quotas at once.
+    Policy,
 }
+
+/// One IETF policy of an answer: its quota as the server counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyQuota {
+    /// The policy's name and partition.
+    pub id: QuotaName,
+    /// `r`: requests left in its window.
+    pub remaining: u64,
+    /// `q` of the `RateLimit-Policy` member with the same name and partition.
+    pub limit: Option<u64>,
+    /// `w` of that member: the policy's window.
+    pub window: Option<Duration>,
+    /// `t`: time until its window resets.
+    pub reset_in: Option<Duration>,
+}
+
+impl PolicyQuota {
+    /// The policy's quota as a hint of its own, for its scope.
+    pub(crate) fn hint(&self) -> ServerHint {
+        ServerHint {
+            remaining: Some(self.remaining),
+            limit: self.limit,
+            reset_in: self.reset_in,
+            ..ServerHint::default()
+        }
+    }
+}
+
+/// Most policies read from one answer; the rest are ignored (bounded work and memory for
+/// whatever a server sends).
+const MAX_POLICIES: usize = 8;
 
 /// A quota in another unit than requests (OpenAI tokens).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,8 +170,9 @@ impl ServerHint {
     /// IETF `RateLimit-Limit/-Remaining/-Reset`, `X-RateLimit-*`, OpenAI `x-ratelimit-*-requests`.
     /// The standard goes first because a server that sends it alongside a legacy family means it.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> ServerHint {
+        let (ietf, policies) = ietf_structured(headers);
         let sources = [
-            ietf_structured(headers),
+            ietf,
             ietf_separate(headers),
             x_ratelimit(headers, now),
             openai(headers, now),
@@ -121,7 +186,13 @@ impl ServerHint {
             remaining: sources.iter().find_map(|s| s.remaining),
             limit: sources.iter().find_map(|s| s.limit),
             reset_in: sources.iter().find_map(|s| s.reset_in),
-            server_scope: server_scope(headers),
+            server_scope: server_scope(headers).or_else(|| {
+                (!policies.is_empty()).then(|| ServerScope {
+                    kind: ServerScopeKind::Policy,
+                    quotas: policies.iter().map(|p| p.id.clone()).collect(),
+                })
+            }),
+            policies,
             global: text(headers, "x-ratelimit-global")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
                 || text(headers, "x-ratelimit-scope")
@@ -230,21 +301,33 @@ struct Quota {
     reset_in: Option<Duration>,
 }
 
-/// IETF `RateLimit` and `RateLimit-Policy` as structured fields (draft -05 and later).
+/// IETF `RateLimit` and `RateLimit-Policy` as structured fields (draft -05 and later): the
+/// most restrictive policy as the host's quota, and every policy on its own when there are
+/// several (or one names a partition).
 ///
 /// Draft -07 and later send a List of named policies, `"default";r=50;t=30`; drafts -05/-06 a
 /// Dictionary, `limit=100, remaining=50, reset=5`. The List form is tried first; a field that
 /// parses as a List but carries no `r` parameter is read as a Dictionary.
-fn ietf_structured(headers: &HeaderMap) -> Quota {
+fn ietf_structured(headers: &HeaderMap) -> (Quota, Vec<PolicyQuota>) {
     let rate_limit = joined(headers, "ratelimit");
     let policy = joined(headers, "ratelimit-policy");
+    let policy_list: Option<List> = policy.as_deref().and_then(|v| Parser::new(v).parse().ok());
 
     let mut quota = Quota::default();
-    let mut policy_name = None;
-    if let Some(current) = rate_limit.as_deref().and_then(most_restrictive) {
-        quota.remaining = Some(current.remaining);
-        quota.reset_in = current.reset_in;
-        policy_name = current.name;
+    let mut policies = Vec::new();
+    let current = rate_limit.as_deref().and_then(current_policies);
+    if let Some(current) = current {
+        // the most restrictive: smallest `r`, the first on a tie
+        let tightest = current
+            .iter()
+            .min_by_key(|policy| policy.remaining)
+            .expect("current_policies is never empty");
+        quota.remaining = Some(tightest.remaining);
+        quota.reset_in = tightest.reset_in;
+        quota.limit = policy_list
+            .as_ref()
+            .and_then(|list| policy_quota(list, tightest.name.as_deref(), tightest.partition));
+        policies = each_policy(&current, policy_list.as_ref());
     } else if let Some(dict) = rate_limit
         .as_deref()
         .and_then(|v| Parser::new(v).parse::<Dictionary>().ok())
@@ -258,50 +341,103 @@ fn ietf_structured(headers: &HeaderMap) -> Quota {
         quota.reset_in = member("reset").and_then(sf_seconds);
     }
     if quota.limit.is_none() {
-        quota.limit = policy
-            .as_deref()
-            .and_then(|v| policy_quota(v, policy_name.as_deref()));
+        quota.limit = policy_list
+            .as_ref()
+            .and_then(|list| policy_quota(list, None, None));
     }
-    quota
+    (quota, policies)
 }
 
-/// The policy of a draft -07+ `RateLimit` List with the fewest requests remaining.
+/// One policy of a draft -07+ `RateLimit` List.
 struct CurrentPolicy {
     name: Option<String>,
+    partition: Option<Partition>,
     remaining: u64,
     reset_in: Option<Duration>,
 }
 
-/// Picks the most restrictive policy (smallest `r`; the first on a tie) of a `RateLimit` List.
+/// The policies of a `RateLimit` List that carry a valid `r` (at most [`MAX_POLICIES`]).
 /// `None` when the value is not a List or no member has a valid `r`.
-fn most_restrictive(value: &[u8]) -> Option<CurrentPolicy> {
+fn current_policies(value: &[u8]) -> Option<Vec<CurrentPolicy>> {
     let list: List = Parser::new(value).parse().ok()?;
-    list_items(&list)
+    let current: Vec<_> = list_items(&list)
         .filter_map(|item| {
             let remaining = item.params.get("r").and_then(sf_count)?;
             Some(CurrentPolicy {
                 name: sf_name(&item.bare_item),
+                partition: sf_partition(item),
                 remaining,
                 reset_in: item.params.get("t").and_then(sf_seconds),
             })
         })
-        .min_by_key(|policy| policy.remaining)
+        .take(MAX_POLICIES)
+        .collect();
+    (!current.is_empty()).then_some(current)
 }
 
-/// The quota of a `RateLimit-Policy` List: the `q` of the policy called `name` when there is one,
-/// else the smallest quota listed. Draft -05/-06 policies are bare integers (`100;w=60`).
-fn policy_quota(value: &[u8], name: Option<&str>) -> Option<u64> {
-    let list: List = Parser::new(value).parse().ok()?;
+/// Every named policy on its own, each with its quota and window from `RateLimit-Policy`; empty
+/// unless there are several, or one names a partition (a single policy is the host's quota).
+/// A name and partition listed twice count once (the first).
+fn each_policy(current: &[CurrentPolicy], policy_list: Option<&List>) -> Vec<PolicyQuota> {
+    let mut policies: Vec<PolicyQuota> = Vec::new();
+    for policy in current {
+        let Some(name) = policy.name.as_deref().filter(|name| valid_name(name)) else {
+            continue;
+        };
+        let id = QuotaName {
+            name: name.to_owned(),
+            partition: policy.partition,
+        };
+        if policies.iter().any(|p| p.id == id) {
+            continue;
+        }
+        let member = policy_list.and_then(|list| {
+            list_items(list).find(|item| {
+                sf_name(&item.bare_item).as_deref() == Some(name)
+                    && sf_partition(item) == policy.partition
+            })
+        });
+        policies.push(PolicyQuota {
+            id,
+            remaining: policy.remaining,
+            limit: member
+                .and_then(|item| item.params.get("q"))
+                .and_then(sf_count),
+            window: member
+                .and_then(|item| item.params.get("w"))
+                .and_then(sf_seconds),
+            reset_in: policy.reset_in,
+        });
+    }
+    let several = policies.len() > 1 || policies.iter().any(|p| p.id.partition.is_some());
+    if !several {
+        policies.clear();
+    }
+    policies
+}
+
+/// The quota of a `RateLimit-Policy` List: the `q` of the policy called `name` (in the same
+/// partition) when there is one, else the smallest quota listed. Draft -05/-06 policies are
+/// bare integers (`100;w=60`).
+fn policy_quota(list: &List, name: Option<&str>, partition: Option<Partition>) -> Option<u64> {
     let quota = |item: &Item| match item.params.get("q") {
         Some(q) => sf_count(q),
         None => sf_count(&item.bare_item),
     };
     let named = name.and_then(|name| {
-        list_items(&list)
-            .find(|item| sf_name(&item.bare_item).as_deref() == Some(name))
+        list_items(list)
+            .find(|item| {
+                sf_name(&item.bare_item).as_deref() == Some(name) && sf_partition(item) == partition
+            })
             .and_then(quota)
     });
-    named.or_else(|| list_items(&list).filter_map(quota).min())
+    named.or_else(|| list_items(list).filter_map(quota).min())
+}
+
+/// The partition a policy's `pk` parameter (a Byte Sequence) names, hashed at once.
+fn sf_partition(item: &Item) -> Option<Partition> {
+    let key = item.params.get("pk")?.as_byte_sequence()?;
+    Some(Partition::of_server_key(key))
 }
 
 /// IETF `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (drafts up to -03).
@@ -382,14 +518,15 @@ fn shopify(headers: &HeaderMap) -> Quota {
 fn server_scope(headers: &HeaderMap) -> Option<ServerScope> {
     let named = |header: &str, kind| {
         let name = text(headers, header)?.trim();
-        let ok = !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic());
-        ok.then(|| ServerScope {
-            kind,
-            name: name.to_string(),
-        })
+        valid_name(name).then(|| ServerScope::one(kind, name))
     };
     named("x-ratelimit-resource", ServerScopeKind::Resource)
         .or_else(|| named("x-ratelimit-bucket", ServerScopeKind::Bucket))
+}
+
+/// A name a server gives a quota: 1 to 64 visible ASCII characters.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The first value of a header as text; `None` if absent or not visible ASCII.
@@ -856,6 +993,132 @@ mod tests {
     }
 
     #[test]
+    fn ietf_policies_are_each_their_own_quota() {
+        let now = at(RFC_DATE_SECS);
+        let hint = ServerHint::from_headers(
+            &headers(&[
+                ("ratelimit", r#""burst";r=50;t=30, "daily";r=999;t=3600"#),
+                (
+                    "ratelimit-policy",
+                    r#""burst";q=100;w=60, "daily";q=1000;w=86400"#,
+                ),
+            ]),
+            now,
+        );
+        let name = |name: &str| QuotaName {
+            name: name.into(),
+            partition: None,
+        };
+        assert_eq!(
+            hint.policies,
+            vec![
+                PolicyQuota {
+                    id: name("burst"),
+                    remaining: 50,
+                    limit: Some(100),
+                    window: Some(Duration::from_secs(60)),
+                    reset_in: Some(Duration::from_secs(30)),
+                },
+                PolicyQuota {
+                    id: name("daily"),
+                    remaining: 999,
+                    limit: Some(1000),
+                    window: Some(Duration::from_secs(86_400)),
+                    reset_in: Some(Duration::from_secs(3_600)),
+                },
+            ],
+            "each policy with its own count, quota and window"
+        );
+        assert_eq!(
+            hint.server_scope,
+            Some(ServerScope {
+                kind: ServerScopeKind::Policy,
+                quotas: vec![name("burst"), name("daily")],
+            }),
+            "both policies name the answer's quotas"
+        );
+        assert_eq!(
+            (hint.remaining, hint.limit),
+            (Some(50), Some(100)),
+            "the most restrictive still reads as the answer's quota"
+        );
+
+        let single = ServerHint::from_headers(
+            &headers(&[
+                ("ratelimit", r#""default";r=5;t=1"#),
+                ("ratelimit-policy", r#""default";q=10;w=1"#),
+            ]),
+            now,
+        );
+        assert!(
+            single.policies.is_empty() && single.server_scope.is_none(),
+            "a single policy stays the host's quota: {single:?}"
+        );
+        let github = ServerHint::from_headers(
+            &headers(&[
+                ("ratelimit", r#""a";r=5;t=1, "b";r=6;t=2"#),
+                ("x-ratelimit-resource", "core"),
+            ]),
+            now,
+        );
+        assert_eq!(
+            github.server_scope,
+            Some(ServerScope::one(ServerScopeKind::Resource, "core")),
+            "a resource the server names wins"
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("p{i};r=1")).collect();
+        let many = ServerHint::from_headers(&headers(&[("ratelimit", &many.join(", "))]), now);
+        assert_eq!(many.policies.len(), MAX_POLICIES, "bounded");
+    }
+
+    #[test]
+    fn ietf_partition_keys_split_policies_and_are_never_kept() {
+        let now = at(RFC_DATE_SECS);
+        // `pk` is a Byte Sequence: base64 of "user-alice-secret" and "user-bob-secret"
+        let alice = "dXNlci1hbGljZS1zZWNyZXQ=";
+        let bob = "dXNlci1ib2Itc2VjcmV0";
+        let hint = ServerHint::from_headers(
+            &headers(&[
+                (
+                    "ratelimit",
+                    &format!(r#""user";r=3;t=10;pk=:{alice}:, "user";r=7;t=10;pk=:{bob}:"#),
+                ),
+                (
+                    "ratelimit-policy",
+                    &format!(r#""user";q=5;w=10;pk=:{bob}:, "user";q=10;w=10;pk=:{alice}:"#),
+                ),
+            ]),
+            now,
+        );
+        assert_eq!(hint.policies.len(), 2, "two partitions, two quotas");
+        let (a, b) = (&hint.policies[0], &hint.policies[1]);
+        assert_ne!(a.id.partition, None);
+        assert_ne!(
+            a.id.partition, b.id.partition,
+            "distinct keys, distinct partitions"
+        );
+        assert_eq!(
+            (a.limit, b.limit),
+            (Some(10), Some(5)),
+            "each quota is the member with the same partition key"
+        );
+        let again = ServerHint::from_headers(
+            &headers(&[("ratelimit", &format!(r#""user";r=1;pk=:{alice}:"#))]),
+            now,
+        );
+        assert_eq!(
+            again.policies.len(),
+            1,
+            "one policy with a partition key is a quota of its own"
+        );
+        assert_eq!(again.policies[0].id, a.id, "stable within the process");
+        let shown = format!("{hint:?} {again:?}");
+        for secret in ["alice", "bob", alice, bob] {
+            assert!(!shown.contains(secret), "a partition key leaked: {shown}");
+        }
+    }
+
+    #[test]
     fn ietf_dictionary_form() {
         let now = at(RFC_DATE_SECS);
         let hint = ServerHint::from_headers(
@@ -917,10 +1180,7 @@ mod tests {
         );
         assert_eq!(
             github.server_scope,
-            Some(ServerScope {
-                kind: ServerScopeKind::Resource,
-                name: "search".into()
-            })
+            Some(ServerScope::one(ServerScopeKind::Resource, "search"))
         );
         assert_eq!(github.reset_in, Some(Duration::from_secs(30)));
         let discord = ServerHint::from_headers(
@@ -932,8 +1192,8 @@ mod tests {
             now,
         );
         assert_eq!(
-            discord.server_scope.map(|s| (s.kind, s.name)),
-            Some((ServerScopeKind::Bucket, "abcd1234".to_string()))
+            discord.server_scope,
+            Some(ServerScope::one(ServerScopeKind::Bucket, "abcd1234"))
         );
         assert_eq!(discord.reset_in, Some(Duration::from_millis(1250)));
         assert!(!discord.global);

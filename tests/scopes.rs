@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Reply, client, polite_error, serve, serve_with_headers};
+use common::{FixedWindowPolicies, Reply, burst, client, polite_error, serve, serve_with_headers};
 use reqwest_polite::{Limit, Polite, ScopeKind, Units};
 
 /// Most instants of `at` within any span of `window`.
@@ -452,5 +452,97 @@ async fn set_host_limit_takes_effect_from_the_next_request() {
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "cleared: no limit (beyond what was already taken)"
+    );
+}
+
+#[tokio::test]
+async fn each_ietf_policy_is_its_own_quota_and_all_count_every_request() {
+    // a short "burst" policy (4 per 1 s) inside a longer "daily" one (10 per 3 s, scaled
+    // down), fixed windows from the server's start; 14 requests at once
+    let second = Duration::from_secs(1);
+    let started = Instant::now();
+    let policies = FixedWindowPolicies::new(&[("burst", 4, second), ("daily", 10, 3 * second)]);
+    let server = serve(move |_, _| policies.reply());
+    let polite = Polite::builder().max_retries(0).build();
+    let client = client(&polite);
+    let results = burst(&client, &server.url("/v1/things"), 14).await;
+    assert!(
+        results.iter().all(|r| r == &Ok(200)),
+        "every request answered 200: {results:?} {:?}",
+        server
+            .stats
+            .arrivals()
+            .iter()
+            .map(|&t| t - started)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(server.stats.refused(), 0, "neither policy was exceeded");
+    let arrivals: Vec<Duration> = server
+        .stats
+        .arrivals()
+        .iter()
+        .map(|&t| t - started)
+        .collect();
+    let within = |from: u32, to: u32| {
+        arrivals
+            .iter()
+            .filter(|&&t| t >= from * second && t < to * second)
+            .count()
+    };
+    assert_eq!(within(0, 1), 4, "the burst quota at once: {arrivals:?}");
+    assert!(
+        within(1, 2) >= 1,
+        "a spent burst waits for its own reset, not the daily one: {arrivals:?}"
+    );
+    assert!(
+        within(0, 3) <= 10,
+        "the daily policy kept its own count across burst windows: {arrivals:?}"
+    );
+    assert!(
+        within(3, 10) >= 4,
+        "a spent daily policy holds everything until its reset: {arrivals:?}"
+    );
+    let scopes = polite.scope_snapshot();
+    let mut policies: Vec<_> = scopes
+        .iter()
+        .filter(|s| s.kind == ScopeKind::Policy)
+        .map(|s| s.scope.rsplit(' ').next().unwrap_or_default().to_string())
+        .collect();
+    policies.sort();
+    assert_eq!(
+        policies,
+        ["burst", "daily"],
+        "one scope per policy: {scopes:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_limit_is_trusted_over_a_named_quota_that_rounds_its_reset() {
+    // every answer says the `core` resource is spent until the next whole second, as a
+    // moving-window server reporting its count against a rounded reset does while paced at
+    // its quota; the user configured that quota: the schedule holds, not the headers
+    let server = serve(|_, _| {
+        Reply::ok()
+            .header("x-ratelimit-resource", "core")
+            .header("x-ratelimit-limit", 10)
+            .header("x-ratelimit-remaining", 0)
+            .header("x-ratelimit-reset", epoch_secs() + 1)
+    });
+    let authority = server.addr.to_string();
+    let polite = Polite::builder()
+        .host_limit(&authority, Limit::per_second(10))
+        .build();
+    let client = client(&polite);
+    let started = Instant::now();
+    let results = burst(&client, &server.url("/repos/a/b"), 12).await;
+    assert!(results.iter().all(|r| r == &Ok(200)), "{results:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "12 requests at 10/s took {:?}: the named quota's headers closed it once a second",
+        started.elapsed()
+    );
+    assert!(
+        server.stats.max_in_any_window(Duration::from_secs(1)) <= 10,
+        "the configured limit still holds"
     );
 }

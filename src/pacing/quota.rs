@@ -26,7 +26,7 @@ use crate::signals::ServerHint;
 
 /// Extra wait past a quota reset, for the server's clock and the whole-second resolution of
 /// most reset headers.
-const RESET_MARGIN: Duration = Duration::from_millis(50);
+pub(crate) const RESET_MARGIN: Duration = Duration::from_millis(50);
 
 /// "Little is left": at most this share (1/n) of the quota, or this many when the quota is
 /// unknown.
@@ -177,6 +177,25 @@ impl QuotaTracker {
             }
             _ => None,
         }
+    }
+
+    /// A quota whose windows are fixed and known (an IETF policy's `q` and `w`): once its
+    /// window has reset, the count starts again at `limit` until the next reset, one `window`
+    /// later, instead of the scope going unmetered until an answer says otherwise.
+    pub(crate) fn renew(&mut self, now: Instant, limit: u64, window: Duration) {
+        let State::Known { reset_at, .. } = self.state else {
+            return;
+        };
+        if now < reset_at || window.is_zero() {
+            return;
+        }
+        let windows = (now - reset_at).as_nanos() / window.as_nanos() + 1;
+        let ahead = window.saturating_mul(u32::try_from(windows).unwrap_or(u32::MAX));
+        self.state = State::Known {
+            remaining: limit,
+            limit: Some(limit),
+            reset_at: crate::pacing::far_add(reset_at, ahead),
+        };
     }
 
     /// A scout ended without an answer (error, cancellation): let the next one go.
@@ -445,6 +464,25 @@ mod tests {
             "a refusal saying 0 left closes the scope"
         );
         assert_eq!(q.gate(reset), Gate::Go { scout: false }, "no gate after");
+    }
+
+    #[test]
+    fn a_fixed_window_starts_again_at_its_quota() {
+        let t0 = Instant::now();
+        let mut q = QuotaTracker::new(t0, false, false);
+        q.renew(t0, 4, S);
+        assert!(q.is_unmetered(), "nothing known: nothing to renew");
+        q.observe(t0, false, 200, &hint(1, S), true);
+        let reset = t0 + S + RESET_MARGIN;
+        assert_eq!(q.on_send(t0, 1, false), Some(reset), "spent: closed");
+        q.renew(reset - RESET_MARGIN, 4, S);
+        assert_eq!(q.remaining(t0), Some((0, S + RESET_MARGIN)), "not yet");
+        q.renew(reset + 3 * S / 2, 4, S);
+        assert_eq!(
+            q.remaining(reset + 3 * S / 2),
+            Some((4, S / 2)),
+            "the quota again, until the next reset of the fixed windows"
+        );
     }
 
     #[test]

@@ -319,3 +319,62 @@ pub async fn burst(
     });
     futures::future::join_all(calls).await
 }
+
+/// IETF `RateLimit` policies metered on fixed windows from the server's start, all at once:
+/// a request counts in every policy, and is refused (429, no `Retry-After`) when any of them
+/// is spent. Every answer carries `RateLimit` (`r`, and `t` in whole seconds rounded up, as
+/// the draft sends it) and `RateLimit-Policy` (`q`, `w`) for each policy.
+pub struct FixedWindowPolicies {
+    started: Instant,
+    /// Name, quota, window.
+    policies: Vec<(&'static str, u64, Duration)>,
+    /// Each policy's current window (its index from the start) and what it accepted in it.
+    used: Mutex<Vec<(u128, u64)>>,
+}
+
+impl FixedWindowPolicies {
+    pub fn new(policies: &[(&'static str, u64, Duration)]) -> Self {
+        FixedWindowPolicies {
+            started: Instant::now(),
+            policies: policies.to_vec(),
+            used: Mutex::new(vec![(0, 0); policies.len()]),
+        }
+    }
+
+    pub fn reply(&self) -> Reply {
+        let now = Instant::now();
+        let elapsed = now - self.started;
+        let mut used = self.used.lock().expect("policies lock");
+        for ((_, _, window), (index, count)) in self.policies.iter().zip(used.iter_mut()) {
+            let current = elapsed.as_nanos() / window.as_nanos();
+            if current != *index {
+                (*index, *count) = (current, 0);
+            }
+        }
+        let spent = self
+            .policies
+            .iter()
+            .zip(used.iter())
+            .any(|((_, quota, _), (_, count))| count >= quota);
+        if !spent {
+            for (_, count) in used.iter_mut() {
+                *count += 1;
+            }
+        }
+        let (mut current, mut declared) = (Vec::new(), Vec::new());
+        for ((name, quota, window), (index, count)) in self.policies.iter().zip(used.iter()) {
+            let reset = window.as_nanos() * (index + 1) - elapsed.as_nanos();
+            let t = reset.div_ceil(1_000_000_000);
+            current.push(format!("\"{name}\";r={};t={t}", quota - count));
+            declared.push(format!("\"{name}\";q={quota};w={}", window.as_secs()));
+        }
+        let reply = if spent {
+            Reply::status(429)
+        } else {
+            Reply::ok()
+        };
+        reply
+            .header("ratelimit", current.join(", "))
+            .header("ratelimit-policy", declared.join(", "))
+    }
+}
