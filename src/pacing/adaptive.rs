@@ -24,9 +24,13 @@
 //! - **Never below half of a configured limit.** A refusal on a scope the user configured means
 //!   our timing was off, not that the quota is a fiftieth of the user's word.
 //! - **With nothing configured, a rate learned from a few answers is a guess** (fewer than five
-//!   accepted before the refusal): it starts at 95% of what was accepted (never below 2.5 per
+//!   accepted before the refusal): it starts at 95% of what was accepted (never below 5 per
 //!   second) and grows, tripling each second, until the next refusal, which tells the real
-//!   rate: it settles 15% below it. Five or more accepted at once are a window's worth: held,
+//!   rate: it settles 20% below it. The rate that was refused is up to a quarter above the
+//!   quota (the ramp grows between two sends, and the send after a raise still goes at the
+//!   spacing before it), so settling 15% below it could stay above the quota and be refused
+//!   again (measured on a leaky bucket of 10/s: a second refusal and a dip to 70%, 75% of the
+//!   quota over 50 requests). Five or more accepted at once are a window's worth: held,
 //!   after a pause as long as that window (a burst that filled it is refused until it passes).
 //! - What the server accepted is read as its rate only when ours did not ramp over the last
 //!   second (and, when held, has held for a whole second).
@@ -67,7 +71,7 @@ const PROBE_SHARE: f64 = 0.02;
 /// A guessed rate (nothing configured, few answers) grows by this factor per second...
 const RAMP_PER_SECOND: f64 = 3.0;
 /// ...and settles this far below the rate at which the next refusal came.
-const RAMP_SETTLE: f64 = 0.85;
+const RAMP_SETTLE: f64 = 0.8;
 /// Fewer answers than this accepted before a refusal are a guess, not a window's worth.
 const MIN_SAMPLE: f64 = 5.0;
 /// Refusals in a row (nothing accepted between them) pause the scope: this long after the
@@ -316,8 +320,8 @@ impl AdaptiveRate {
                 let window = Duration::from_secs_f64(accepted / rate.max(MIN_RATE));
                 (rate, self.hold(now), Some(window.min(MAX_PAUSE)))
             } else {
-                // a few answers: a guess, from no lower than a quarter of the start rate
-                let rate = rate.max(START_RATE / 4.0);
+                // a few answers: a guess, from no lower than half the start rate
+                let rate = rate.max(START_RATE / 2.0);
                 (rate, Phase::Ramp { from: rate }, None)
             };
         }
@@ -494,7 +498,7 @@ mod tests {
         d.a.on_success(d.t0, 0, 1);
         d.a.on_success(d.t0, 0, 1);
         let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
-        assert_eq!(change.to, Some(2.5), "2 accepted: a guess, from 2.5/s");
+        assert_eq!(change.to, Some(5.0), "2 accepted: a guess, from 5/s");
         let t = d.run(d.t0, 2.0, 1.0);
         let rate = d.a.rate().expect("throttled");
         assert!(rate > 20.0, "tripling each second: {rate}");
