@@ -128,8 +128,11 @@ impl Plain {
         let due = due_at(tat, cost, self.interval, self.tolerance);
         // a late start keeps its slot, but the next one still keeps the gap from it
         (due <= now).then(|| {
-            advanced(tat, due, now, self.slack, cost, self.interval)
-                .max(now.saturating_add(self.min_gap))
+            let next = advanced(tat, due, now, self.slack, cost, self.interval);
+            match self.min_gap {
+                0 => next,
+                gap => next.max(now.saturating_add(gap)),
+            }
         })
     }
 }
