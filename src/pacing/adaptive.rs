@@ -439,6 +439,29 @@ mod tests {
     }
 
     #[test]
+    fn jitter_refusals_on_a_configured_scope_dip_from_the_level_and_never_walk_it_far() {
+        // a refusal every 300 ms, everything else accepted: the server's quota is the limit,
+        // what it refuses is one request now and then arriving too close to the one before
+        let mut d = Drive::new(Some(200.0));
+        let mut t = d.t0;
+        let mut lowest = f64::MAX;
+        for _ in 0..30 {
+            t = d.run(t, 0.3, 200.0);
+            if let Some(change) = d.refuse(t) {
+                lowest = lowest.min(change.to.expect("throttled"));
+            }
+        }
+        let floor = 200.0 * ACCEPTED_CLEARLY_LESS * BELOW_QUOTA;
+        assert!(
+            lowest >= floor * DIP - 1e-9,
+            "never below a dip from 85.5% of the limit: {lowest}"
+        );
+        d.run(t, 1.5, 200.0);
+        let rate = d.a.rate().expect("recovering to the level");
+        assert!(rate >= floor - 1e-9, "back at the level within a second: {rate}");
+    }
+
+    #[test]
     fn a_quota_half_the_configured_one_is_found_and_held() {
         let mut d = Drive::new(Some(200.0));
         // a second at the configured rate, of which the server accepted 100

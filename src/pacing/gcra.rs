@@ -461,8 +461,9 @@ mod tests {
         let mut now = 0;
         let mut starts = Vec::new();
         for i in 0..1_000u64 {
-            // every 7th wake is 3 ms late, the others on the slot (precise wakes)
-            let late = if i % 7 == 0 { 3 * MS } else { 0 };
+            // every 7th wake is 1 ms late, the others on the slot (precise wakes); at 200/s the
+            // gap (5.25 ms) is longer than the interval (5.1 ms), so lateness is not caught up
+            let late = if i % 7 == 0 { MS } else { 0 };
             now = loop {
                 match p.acquire(now, 1, None) {
                     Pace::Admit => break now,
@@ -472,9 +473,69 @@ mod tests {
             starts.push(now);
         }
         let closest = starts.windows(2).map(|w| w[1] - w[0]).min().expect("gaps");
-        assert!(closest >= 5 * MS, "closest gap {closest} ns");
+        assert!(
+            closest >= 5 * MS + GAP_MARGIN_NANOS,
+            "closest gap {closest} ns: the server's 5 ms and the gap margin"
+        );
         let rate = 999.0 / ((starts[999] - starts[0]) as f64 / 1e9);
         assert!(rate >= 0.90 * 200.0, "sustained {rate:.1}/s");
+    }
+
+    #[test]
+    fn the_gap_margin_is_absolute_and_bounded_by_a_share_of_the_spacing() {
+        let gap = |limit: Limit| Pacer::new(Some(&limit)).min_gap;
+        assert_eq!(gap(Limit::per_second(200)), 5_250_000, "250 us on 5 ms");
+        assert_eq!(gap(Limit::per_second(100)), 10_250_000, "250 us on 10 ms");
+        assert_eq!(gap(Limit::per_second(10)), 101 * MS, "1% of 100 ms is more");
+        assert_eq!(gap(Limit::per_second(500)), 2_100_000, "capped at 5% of 2 ms");
+        assert_eq!(gap(Limit::per_second(1000)), 0, "batched per tick: no gap");
+        assert_eq!(gap(Limit::per_second(200).burst(2)), 0, "a burst: no gap");
+        assert_eq!(
+            sustained_interval(&Limit::per_second(200)),
+            5_250_000,
+            "the gap is longer than the interval (5.1 ms): it sets the rate"
+        );
+        assert_eq!(sustained_interval(&Limit::per_second(10)), 102 * MS);
+    }
+
+    #[test]
+    fn the_lane_keeps_the_gap_after_a_late_start() {
+        // 200/s: a start 3 ms late keeps its slot, but the next may not follow 2.1 ms later
+        let p = Pacer::new(Some(&Limit::per_second(200)));
+        let (plain, tat) = p.plain();
+        let late = tat + 3 * MS;
+        let next = plain.step(tat, late, 1).expect("due");
+        assert_eq!(next, late + 5_250_000, "the gap from the late start");
+        assert_eq!(plain.step(next, next - 1, 1), None, "not before it");
+        // at 5000/s (no gap) the late start's slot is kept and the next is due at once
+        let p = Pacer::new(Some(&Limit::per_second(5000)));
+        let (plain, tat) = p.plain();
+        let next = plain.step(tat, tat + 3 * MS, 1).expect("due");
+        assert!(next < tat + 3 * MS, "lateness is caught up");
+    }
+
+    #[test]
+    fn a_slowed_spaced_schedule_catches_up_lateness_as_the_configured_one_does() {
+        // 10/s (102 ms, gap 101 ms) slowed to 8/s: a start 0.5 ms late is followed by one on
+        // its slot, not 125 ms after the late start
+        let mut p = Pacer::new(Some(&Limit::per_second(10)));
+        let slow = Some(125 * MS);
+        assert_eq!(p.acquire(0, 1, slow), Pace::Admit);
+        assert_eq!(p.acquire(0, 1, slow), Pace::Wait(125 * MS));
+        let late = 125 * MS + MS / 2;
+        assert_eq!(p.acquire(late, 1, slow), Pace::Admit);
+        assert_eq!(
+            p.acquire(late, 1, slow),
+            Pace::Wait(250 * MS),
+            "the slot itself: the lateness is caught up"
+        );
+        // at 200/s the gap (5.25 ms) is longer than the interval (5.1 ms): nothing to catch up
+        // with, and slowed starts keep the slower spacing from the last one
+        let mut p = Pacer::new(Some(&Limit::per_second(200)));
+        let slow = Some(6 * MS);
+        assert_eq!(p.acquire(0, 1, slow), Pace::Admit);
+        assert_eq!(p.acquire(6 * MS + MS / 2, 1, slow), Pace::Admit);
+        assert_eq!(p.acquire(6 * MS + MS / 2, 1, slow), Pace::Wait(12 * MS + MS / 2));
     }
 
     #[test]
