@@ -458,7 +458,10 @@ mod tests {
         );
         d.run(t, 1.5, 200.0);
         let rate = d.a.rate().expect("recovering to the level");
-        assert!(rate >= floor - 1e-9, "back at the level within a second: {rate}");
+        assert!(
+            rate >= floor - 1e-9,
+            "back at the level within a second: {rate}"
+        );
     }
 
     #[test]

@@ -487,7 +487,11 @@ mod tests {
         assert_eq!(gap(Limit::per_second(200)), 5_250_000, "250 us on 5 ms");
         assert_eq!(gap(Limit::per_second(100)), 10_250_000, "250 us on 10 ms");
         assert_eq!(gap(Limit::per_second(10)), 101 * MS, "1% of 100 ms is more");
-        assert_eq!(gap(Limit::per_second(500)), 2_100_000, "capped at 5% of 2 ms");
+        assert_eq!(
+            gap(Limit::per_second(500)),
+            2_100_000,
+            "capped at 5% of 2 ms"
+        );
         assert_eq!(gap(Limit::per_second(1000)), 0, "batched per tick: no gap");
         assert_eq!(gap(Limit::per_second(200).burst(2)), 0, "a burst: no gap");
         assert_eq!(
@@ -535,7 +539,10 @@ mod tests {
         let slow = Some(6 * MS);
         assert_eq!(p.acquire(0, 1, slow), Pace::Admit);
         assert_eq!(p.acquire(6 * MS + MS / 2, 1, slow), Pace::Admit);
-        assert_eq!(p.acquire(6 * MS + MS / 2, 1, slow), Pace::Wait(12 * MS + MS / 2));
+        assert_eq!(
+            p.acquire(6 * MS + MS / 2, 1, slow),
+            Pace::Wait(12 * MS + MS / 2)
+        );
     }
 
     #[test]
