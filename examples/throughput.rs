@@ -16,7 +16,9 @@
 //!   of requests issued at once. Ours (`Limit::per_second(r)`, `max_in_flight(64)`), governor
 //!   with burst 1, governor with its documented burst (r), bare reqwest.
 //! - `leaky`: a leaky bucket like nginx `limit_req` (rate r, burst 0, millisecond accounting, bare
-//!   429): 1000 requests at 10/s and at 200/s... issued at once, the rate configured.
+//!   429): 100 requests at 10/s and 1000 at 200/s, issued at once, the rate configured. Below
+//!   each row: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
+//!   refusal, the gap to the last accepted arrival, in µs.
 //! - `stray`: `Limit::per_second(200)`, and the server refuses the 2nd request with a bare 429
 //!   (then accepts everything within its quota): what is left of the next seconds' throughput.
 //! - `half`: `Limit::per_second(200)` configured, the server's real quota is 100/s (strict window,
