@@ -18,7 +18,7 @@
 //! - `leaky`: a leaky bucket like nginx `limit_req` (rate r, burst 0, millisecond accounting, bare
 //!   429): 100 requests at 10/s and 1000 at 200/s, issued at once, the rate configured. Below
 //!   each row: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
-//!   refusal, the gap to the last accepted arrival, in µs.
+//!   refusal, its arrival number and the gap to the last accepted arrival, in µs.
 //! - `stray`: `Limit::per_second(200)`, and the server refuses the 2nd request with a bare 429
 //!   (then accepts everything within its quota): what is left of the next seconds' throughput.
 //! - `half`: `Limit::per_second(200)` configured, the server's real quota is 100/s (strict window,
@@ -315,10 +315,10 @@ fn print_gaps(log: &[(Instant, u16)], rate: u32) {
         .collect();
     let mut last_accepted: Option<Instant> = None;
     let mut refused: Vec<String> = Vec::new();
-    for (at, status) in log {
+    for (i, (at, status)) in log.iter().enumerate() {
         if *status == 429 {
             let gap = last_accepted.map_or(f64::NAN, |l| (*at - l).as_secs_f64() * 1e6);
-            refused.push(format!("{gap:.0}"));
+            refused.push(format!("#{} {gap:.0}", i + 1));
         } else {
             last_accepted = Some(*at);
         }
