@@ -16,7 +16,9 @@
 //!   of requests issued at once. Ours (`Limit::per_second(r)`, `max_in_flight(64)`), governor
 //!   with burst 1, governor with its documented burst (r), bare reqwest.
 //! - `leaky`: a leaky bucket like nginx `limit_req` (rate r, burst 0, millisecond accounting, bare
-//!   429): 1000 requests at 10/s and at 200/s... issued at once, the rate configured.
+//!   429): 100 requests at 10/s and 1000 at 200/s, issued at once, the rate configured. Below
+//!   each row: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
+//!   refusal, its arrival number and the gap to the last accepted arrival, in µs.
 //! - `stray`: `Limit::per_second(200)`, and the server refuses the 2nd request with a bare 429
 //!   (then accepts everything within its quota): what is left of the next seconds' throughput.
 //! - `half`: `Limit::per_second(200)` configured, the server's real quota is 100/s (strict window,
@@ -285,21 +287,53 @@ async fn leaky(rows: &mut Vec<Row>) {
     println!("leaky: nginx-like leaky bucket (burst 0, ms accounting, bare 429), rate configured");
     for rate in [10u32, 200] {
         for peer in [Peer::Polite, Peer::GovernorBurst1] {
-            let rule = Arc::new(LeakyBucket::new(rate, 0));
+            let rule = Arc::new(Logged::new(LeakyBucket::new(rate, 0)));
             let issued = if rate == 10 { 100 } else { 1000 };
             let row = run(
                 format!("leaky {rate}/s"),
                 peer,
-                rule,
+                Arc::clone(&rule) as Arc<dyn Rule>,
                 (rate, rate),
                 issued,
                 with_limit,
             )
             .await;
             row.print();
+            print_gaps(&rule.log(), rate);
             rows.push(row);
         }
     }
+}
+
+/// How close together requests reached a leaky bucket of `rate` per second: the gaps between
+/// consecutive arrivals, and the gap before each refusal (to the last accepted arrival).
+fn print_gaps(log: &[(Instant, u16)], rate: u32) {
+    let spacing = 1e6 / f64::from(rate);
+    let mut gaps: Vec<f64> = log
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).as_secs_f64() * 1e6)
+        .collect();
+    let mut last_accepted: Option<Instant> = None;
+    let mut refused: Vec<String> = Vec::new();
+    for (i, (at, status)) in log.iter().enumerate() {
+        if *status == 429 {
+            let gap = last_accepted.map_or(f64::NAN, |l| (*at - l).as_secs_f64() * 1e6);
+            refused.push(format!("#{} {gap:.0}", i + 1));
+        } else {
+            last_accepted = Some(*at);
+        }
+    }
+    gaps.sort_by(f64::total_cmp);
+    let pct = |p: usize| gaps.get(gaps.len() * p / 1000).copied().unwrap_or(f64::NAN);
+    let short = gaps.iter().filter(|&&g| g < spacing).count();
+    println!(
+        "    arrival gaps (us): min {:.0}, 0.1% {:.0}, 1% {:.0}, median {:.0}; {short} under {spacing:.0}; before each refusal: [{}]",
+        gaps.first().copied().unwrap_or(f64::NAN),
+        pct(1),
+        pct(10),
+        pct(500),
+        refused.join(", ")
+    );
 }
 
 async fn stray(rows: &mut Vec<Row>) {

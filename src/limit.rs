@@ -24,9 +24,12 @@ use std::time::Duration;
 ///
 /// For servers that judge every gap between two requests (a leaky bucket such as nginx
 /// `limit_req` without burst), what counts is the margin of one interval, which is small at
-/// high rates: 0.1 ms at 200 per second. Without a burst, and at intervals of 2 ms or more, two
-/// starts are therefore never closer than the server's spacing plus half that margin, and the
-/// wait for a slot ends on the slot itself rather than on the timer's next millisecond tick.
+/// high rates: 0.1 ms at 200 per second, less than two requests' delays on their way may
+/// differ. Without a burst, and at intervals of 2 ms or more, two starts are therefore never
+/// closer than the server's spacing plus a gap margin in absolute time (the larger of 1% of the
+/// spacing and 250 µs, at most 5% of it: 5.25 ms at 200 per second, so at most 95% of the rate
+/// there), and the wait for a slot ends on the slot itself rather than on the timer's next
+/// millisecond tick.
 pub const SAFETY_MARGIN_PERCENT: u32 = 2;
 
 /// How many requests a host may receive, per window of time: a promise to the server.

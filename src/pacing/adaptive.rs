@@ -7,10 +7,16 @@
 //!   less than we sent over the last second, its quota is what it accepted: the rate drops to
 //!   95% of that and holds there. When it accepted about what we sent (or we have not been
 //!   sending long enough to tell), the refusal says our timing was off, not that the quota is
-//!   lower: the rate drops to 70% and climbs back to where it was within two seconds. A second
-//!   refusal within ten seconds of the first lowers where it climbs back to by 5%, and so on:
-//!   a quota just below the level is found in a few refusals, and a refusal that was only
-//!   jitter costs 5% until the held level probes upward again.
+//!   lower: the rate drops to 70% and climbs back to where it was within two seconds; on a
+//!   configured scope, where the user's word says the quota is the limit, it dips to 85% and
+//!   climbs back within one second (a stray refusal costs under 1% of the next ten seconds,
+//!   where 70% for two seconds cost 3%). A second refusal within ten seconds of the first
+//!   lowers where it climbs back to by 5%, and so on: a quota just below the level is found in
+//!   a few refusals, and a refusal that was only jitter costs 5% until the held level probes
+//!   upward again. On a configured scope, that walk stops at 85.5% of the limit (95% of 90%):
+//!   a quota lower still shows in what the server accepted, and refusals that are only jitter
+//!   (a busy machine delays one request past the margin now and then, whatever the rate) must
+//!   not walk the rate down to half the limit.
 //! - **Refusals in a row pause the scope.** When nothing gets through between two refusals, the
 //!   server is counting a window we overran: the scope closes 100 ms, then 200 ms, 400 ms...
 //!   (up to 10 s) while refusals keep coming, so the window drains instead of being refused
@@ -18,9 +24,13 @@
 //! - **Never below half of a configured limit.** A refusal on a scope the user configured means
 //!   our timing was off, not that the quota is a fiftieth of the user's word.
 //! - **With nothing configured, a rate learned from a few answers is a guess** (fewer than five
-//!   accepted before the refusal): it starts at 95% of what was accepted (never below 2.5 per
+//!   accepted before the refusal): it starts at 95% of what was accepted (never below 5 per
 //!   second) and grows, tripling each second, until the next refusal, which tells the real
-//!   rate: it settles 15% below it. Five or more accepted at once are a window's worth: held,
+//!   rate: it settles 20% below it. The rate that was refused is up to a quarter above the
+//!   quota (the ramp grows between two sends, and the send after a raise still goes at the
+//!   spacing before it), so settling 15% below it could stay above the quota and be refused
+//!   again (measured on a leaky bucket of 10/s: a second refusal and a dip to 70%, 75% of the
+//!   quota over 50 requests). Five or more accepted at once are a window's worth: held,
 //!   after a pause as long as that window (a burst that filled it is refused until it passes).
 //! - What the server accepted is read as its rate only when ours did not ramp over the last
 //!   second (and, when held, has held for a whole second).
@@ -46,6 +56,12 @@ const BELOW_QUOTA: f64 = 0.95;
 const BACK_OFF: f64 = 0.7;
 /// ...which climbs back to where it was over this long.
 const RECOVERY: Duration = Duration::from_secs(2);
+/// On a configured scope the same refusal dips to this share, and climbs back over this long.
+const DIP: f64 = 0.85;
+const DIP_RECOVERY: Duration = Duration::from_secs(1);
+/// A configured scope sending below this share of its limit is paced by its caller's demand,
+/// not by the limit: a refusal is read against what it sent.
+const BELOW_DEMAND: f64 = 0.75;
 /// A second refusal this soon after a decrease means the quota is just below the refused rate.
 const RECENT: Duration = Duration::from_secs(10);
 /// A held rate probes upward after this long without refusal...
@@ -55,7 +71,7 @@ const PROBE_SHARE: f64 = 0.02;
 /// A guessed rate (nothing configured, few answers) grows by this factor per second...
 const RAMP_PER_SECOND: f64 = 3.0;
 /// ...and settles this far below the rate at which the next refusal came.
-const RAMP_SETTLE: f64 = 0.85;
+const RAMP_SETTLE: f64 = 0.8;
 /// Fewer answers than this accepted before a refusal are a guess, not a window's worth.
 const MIN_SAMPLE: f64 = 5.0;
 /// Refusals in a row (nothing accepted between them) pause the scope: this long after the
@@ -109,10 +125,13 @@ pub(crate) struct AdaptiveRate {
 }
 
 impl AdaptiveRate {
-    /// The adaptive rate of a scope paced by `limit`: bounded by the limit's rate, margin
-    /// included (`None`: nothing configured).
+    /// The adaptive rate of a scope paced by `limit`: bounded by the rate the limit's schedule
+    /// sustains, margins included (`None`: nothing configured).
     pub(crate) fn for_limit(now: Instant, limit: Option<&crate::limit::Limit>) -> Self {
-        Self::new(now, limit.map(|l| 1.0 / l.interval().as_secs_f64()))
+        Self::new(
+            now,
+            limit.map(|l| 1e9 / crate::pacing::gcra::sustained_interval(l) as f64),
+        )
     }
 
     pub(crate) fn new(now: Instant, ceiling: Option<f64>) -> Self {
@@ -208,7 +227,7 @@ impl AdaptiveRate {
         // the rate we were refused at: the configured one, unless we have been sending
         // clearly slower than it for a while (the caller's demand, not the limit, paced us)
         let current = self.rate.unwrap_or(match self.ceiling {
-            Some(ceiling) if sampled_long && sent < ACCEPTED_CLEARLY_LESS * ceiling => {
+            Some(ceiling) if sampled_long && sent < BELOW_DEMAND * ceiling => {
                 sent.max(ceiling / 2.0)
             }
             Some(ceiling) => ceiling,
@@ -219,12 +238,16 @@ impl AdaptiveRate {
         let floor = self.ceiling.map_or(MIN_RATE, |c| c / 2.0);
         let top = self.ceiling.unwrap_or(MAX_RATE).max(floor);
         let rate = rate.clamp(floor, top);
+        let recovery = match self.ceiling {
+            Some(_) => DIP_RECOVERY,
+            None => RECOVERY,
+        };
         self.phase = match phase {
             Phase::Recover { target, .. } => {
                 let target = target.clamp(rate, top);
                 Phase::Recover {
                     target,
-                    per_second: (target - rate) / RECOVERY.as_secs_f64(),
+                    per_second: (target - rate) / recovery.as_secs_f64(),
                 }
             }
             other => other,
@@ -297,27 +320,41 @@ impl AdaptiveRate {
                 let window = Duration::from_secs_f64(accepted / rate.max(MIN_RATE));
                 (rate, self.hold(now), Some(window.min(MAX_PAUSE)))
             } else {
-                // a few answers: a guess, from no lower than a quarter of the start rate
-                let rate = rate.max(START_RATE / 4.0);
+                // a few answers: a guess, from no lower than half the start rate
+                let rate = rate.max(START_RATE / 2.0);
                 (rate, Phase::Ramp { from: rate }, None)
             };
-        }
-        if recent && self.refusals_in_a_row > 0 {
-            // refused again with nothing accepted in between: back off and hold (and pause)
-            return (current * BACK_OFF, self.hold(now), None);
         }
         // No evidence of a lower quota: our timing was off. Back off and climb back; a second
         // refusal soon after lowers where we climb back to, 5% each time, so a quota just below
         // the level is found in a few refusals.
-        let target = if recent { level * BELOW_QUOTA } else { level };
-        (
-            current * BACK_OFF,
-            Phase::Recover {
-                target,
-                per_second: 0.0,
-            },
-            None,
-        )
+        let target = match self.ceiling {
+            // a quota clearly below the configured limit shows in what the server accepted;
+            // lowering the level finds the ones just below it, and no lower (refusals that are
+            // only jitter would walk it down to half the limit)
+            Some(ceiling) if recent => {
+                (level * BELOW_QUOTA).max(ceiling * ACCEPTED_CLEARLY_LESS * BELOW_QUOTA)
+            }
+            _ if recent => level * BELOW_QUOTA,
+            _ => level,
+        };
+        let recover = Phase::Recover {
+            target,
+            per_second: 0.0,
+        };
+        if recent && self.refusals_in_a_row > 0 {
+            // refused again with nothing accepted in between: back off and hold (and pause);
+            // on a configured scope the half-limit floor bounds it (climbing back instead was
+            // measured: 28 refusals where the quota was half the limit, instead of 4)
+            return (current * BACK_OFF, self.hold(now), None);
+        }
+        let rate = match self.ceiling {
+            // a dip from the level, not from the dip before it: refusals that keep coming
+            // while it recovers are the same jitter, not a lower quota
+            Some(_) => (target * DIP).min(current),
+            None => current * BACK_OFF,
+        };
+        (rate, recover, None)
     }
 
     fn hold(&self, now: Instant) -> Phase {
@@ -381,11 +418,11 @@ mod tests {
         let change = d.refuse(t + Duration::from_millis(5)).expect("lowered");
         assert_eq!(
             change.to,
-            Some(140.0),
-            "70% of the configured rate, not 1/s"
+            Some(170.0),
+            "85% of the configured rate, not 1/s"
         );
         assert_eq!(change.pause, None, "one refusal does not pause");
-        let end = d.run(t + Duration::from_millis(5), 2.5, 200.0);
+        let end = d.run(t + Duration::from_millis(5), 1.2, 200.0);
         assert_eq!(d.a.rate(), None, "back to the configured limit by {end:?}");
     }
 
@@ -399,6 +436,32 @@ mod tests {
                 assert!(change.to.is_some_and(|r| r >= 100.0), "{change:?}");
             }
         }
+    }
+
+    #[test]
+    fn jitter_refusals_on_a_configured_scope_dip_from_the_level_and_never_walk_it_far() {
+        // a refusal every 300 ms, everything else accepted: the server's quota is the limit,
+        // what it refuses is one request now and then arriving too close to the one before
+        let mut d = Drive::new(Some(200.0));
+        let mut t = d.t0;
+        let mut lowest = f64::MAX;
+        for _ in 0..30 {
+            t = d.run(t, 0.3, 200.0);
+            if let Some(change) = d.refuse(t) {
+                lowest = lowest.min(change.to.expect("throttled"));
+            }
+        }
+        let floor = 200.0 * ACCEPTED_CLEARLY_LESS * BELOW_QUOTA;
+        assert!(
+            lowest >= floor * DIP - 1e-9,
+            "never below a dip from 85.5% of the limit: {lowest}"
+        );
+        d.run(t, 1.5, 200.0);
+        let rate = d.a.rate().expect("recovering to the level");
+        assert!(
+            rate >= floor - 1e-9,
+            "back at the level within a second: {rate}"
+        );
     }
 
     #[test]
@@ -461,7 +524,7 @@ mod tests {
         d.a.on_success(d.t0, 0, 1);
         d.a.on_success(d.t0, 0, 1);
         let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
-        assert_eq!(change.to, Some(2.5), "2 accepted: a guess, from 2.5/s");
+        assert_eq!(change.to, Some(5.0), "2 accepted: a guess, from 5/s");
         let t = d.run(d.t0, 2.0, 1.0);
         let rate = d.a.rate().expect("throttled");
         assert!(rate > 20.0, "tripling each second: {rate}");

@@ -11,10 +11,11 @@
 //!   the safety margin and at most 5 ms; the rest covers network jitter. Later than that, the schedule restarts
 //!   from now (the host was idle, or the process stalled).
 //! - At rates the timer can space one by one (an interval of two ticks or more) and without a
-//!   burst, consecutive starts also keep `min_gap` apart (the server's own spacing plus half
-//!   the interval's margin), so a leaky-bucket server that judges every gap to the millisecond
-//!   (nginx `limit_req`, burst 0) never sees two requests closer than it allows; lateness is
-//!   caught up by the other half of the margin, a little per interval.
+//!   burst, consecutive starts also keep `min_gap` apart: the server's own spacing plus a
+//!   [gap margin](GAP_MARGIN_NANOS) in absolute time, so that a leaky-bucket server that judges
+//!   every gap to the millisecond (nginx `limit_req`, burst 0) does not see two requests closer
+//!   than it allows when one of them was delayed on the way more than the other. Lateness is
+//!   caught up by what is left of the interval's margin, a little per interval.
 //!
 //! A slower interval (server hints, the adaptive rate) stretches the increments but never the
 //! burst tolerance, so slowing down can only move the next slot later.
@@ -32,6 +33,43 @@ const MAX_SLACK_NANOS: u64 = 5 * TICK_NANOS;
 
 /// Below this interval the timer cannot space requests one by one: they go in batches per tick.
 const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
+
+/// The gap margin of a spaced schedule, in absolute time: how much more than the server's
+/// spacing (`window / n`) two consecutive starts keep apart, at least.
+///
+/// What it absorbs is the difference in delay between two requests on their way (our runtime
+/// handing the request to a connection, the kernel, the server's own scheduling), which does
+/// not shrink with the interval: on loopback, on this 2-core machine, tens of microseconds
+/// when idle, up to milliseconds when the cores are busy. A share of the interval is not
+/// enough at high rates: the 1% the interval's margin leaves is 50 µs at 200 per second. The
+/// gap margin is the larger of that 1% and 250 µs, but never more than
+/// [`GAP_MARGIN_MAX_PERCENT`] of the spacing: at 200 per second, 5.25 ms instead of 5 ms
+/// (95% of the rate at most, where the window margin alone allows 98%); at 100 per second,
+/// 97.6%; at 10 per second the 1% (1 ms) is larger and nothing changes; at 500 per second the
+/// cap (100 µs) binds. The cost falls on every spaced schedule, whatever the server counts
+/// (a sliding window would have taken 98%); a stray delay beyond the margin costs a refusal,
+/// which the [adaptive rate](super::adaptive) answers with a short dip.
+pub(crate) const GAP_MARGIN_NANOS: u64 = 250_000;
+
+/// The most the gap margin may take, in percent of the server's spacing.
+const GAP_MARGIN_MAX_PERCENT: u64 = 5;
+
+/// The nanoseconds per unit `limit` sustains: its interval, or the least gap between two
+/// starts where that is longer (see [`GAP_MARGIN_NANOS`]).
+pub(crate) fn sustained_interval(limit: &Limit) -> u64 {
+    let pacer = Pacer::new(Some(limit));
+    pacer.interval.max(pacer.min_gap)
+}
+
+/// The least gap between consecutive starts of a spaced schedule of `interval` (window margin
+/// included): the server's spacing plus the gap margin (see [`GAP_MARGIN_NANOS`]).
+fn min_gap(interval: u64) -> u64 {
+    let spacing = interval / u64::from(100 + SAFETY_MARGIN_PERCENT) * 100;
+    let margin = (spacing / 100)
+        .max(GAP_MARGIN_NANOS)
+        .min(spacing / 100 * GAP_MARGIN_MAX_PERCENT);
+    spacing + margin
+}
 
 /// The pacing decision for one request.
 #[cfg(test)]
@@ -73,6 +111,8 @@ pub(crate) struct Plain {
     pub(crate) slack: u64,
     /// The most units one request may take on this schedule.
     pub(crate) burst: u64,
+    /// Least gap between consecutive starts (0: none).
+    pub(crate) min_gap: u64,
 }
 
 impl Plain {
@@ -86,7 +126,14 @@ impl Plain {
             return Some(tat);
         }
         let due = due_at(tat, cost, self.interval, self.tolerance);
-        (due <= now).then(|| advanced(tat, due, now, self.slack, cost, self.interval))
+        // a late start keeps its slot, but the next one still keeps the gap from it
+        (due <= now).then(|| {
+            let next = advanced(tat, due, now, self.slack, cost, self.interval);
+            match self.min_gap {
+                0 => next,
+                gap => next.max(now.saturating_add(gap)),
+            }
+        })
     }
 }
 
@@ -133,15 +180,7 @@ impl Pacer {
             interval,
             tolerance: interval.saturating_mul(u64::from(limit.burst_size())),
             slack: (limit.margin_nanos() / 4).min(MAX_SLACK_NANOS),
-            // the server's own spacing plus half the margin: lateness is caught up by the
-            // other half, a little per interval
-            min_gap: if spaced {
-                interval
-                    - interval / (2 * u64::from(100 + SAFETY_MARGIN_PERCENT))
-                        * u64::from(SAFETY_MARGIN_PERCENT)
-            } else {
-                0
-            },
+            min_gap: if spaced { min_gap(interval) } else { 0 },
             last_start: None,
             limit: Some(*limit),
             burst: u64::from(limit.burst_size()),
@@ -202,9 +241,14 @@ impl Pacer {
     fn earliest(&self, cost: u64, interval: u64) -> u64 {
         let due = self.due(cost, interval);
         // slowed (by the server's word), a scope also keeps the slower spacing from its last
-        // start, which the schedule may not have counted at the configured rate (or at all)
+        // start, which the schedule may not have counted at the configured rate (or at all),
+        // less what a spaced schedule may catch up of lateness (as its own gap does)
         let gap = if interval > self.interval {
-            interval
+            let catch_up = match self.min_gap {
+                0 => 0,
+                gap => self.interval.saturating_sub(gap),
+            };
+            (interval - catch_up).max(self.min_gap)
         } else {
             self.min_gap
         };
@@ -268,6 +312,7 @@ impl Pacer {
             tolerance: self.tolerance,
             slack: self.slack,
             burst: self.burst,
+            min_gap: self.min_gap,
         };
         let tat = match self.last_start {
             Some(last) if self.min_gap > 0 => self.tat.max(last.saturating_add(self.min_gap)),
@@ -426,8 +471,9 @@ mod tests {
         let mut now = 0;
         let mut starts = Vec::new();
         for i in 0..1_000u64 {
-            // every 7th wake is 3 ms late, the others on the slot (precise wakes)
-            let late = if i % 7 == 0 { 3 * MS } else { 0 };
+            // every 7th wake is 1 ms late, the others on the slot (precise wakes); at 200/s the
+            // gap (5.25 ms) is longer than the interval (5.1 ms), so lateness is not caught up
+            let late = if i % 7 == 0 { MS } else { 0 };
             now = loop {
                 match p.acquire(now, 1, None) {
                     Pace::Admit => break now,
@@ -437,9 +483,76 @@ mod tests {
             starts.push(now);
         }
         let closest = starts.windows(2).map(|w| w[1] - w[0]).min().expect("gaps");
-        assert!(closest >= 5 * MS, "closest gap {closest} ns");
+        assert!(
+            closest >= 5 * MS + GAP_MARGIN_NANOS,
+            "closest gap {closest} ns: the server's 5 ms and the gap margin"
+        );
         let rate = 999.0 / ((starts[999] - starts[0]) as f64 / 1e9);
         assert!(rate >= 0.90 * 200.0, "sustained {rate:.1}/s");
+    }
+
+    #[test]
+    fn the_gap_margin_is_absolute_and_bounded_by_a_share_of_the_spacing() {
+        let gap = |limit: Limit| Pacer::new(Some(&limit)).min_gap;
+        assert_eq!(gap(Limit::per_second(200)), 5_250_000, "250 us on 5 ms");
+        assert_eq!(gap(Limit::per_second(100)), 10_250_000, "250 us on 10 ms");
+        assert_eq!(gap(Limit::per_second(10)), 101 * MS, "1% of 100 ms is more");
+        assert_eq!(
+            gap(Limit::per_second(500)),
+            2_100_000,
+            "capped at 5% of 2 ms"
+        );
+        assert_eq!(gap(Limit::per_second(1000)), 0, "batched per tick: no gap");
+        assert_eq!(gap(Limit::per_second(200).burst(2)), 0, "a burst: no gap");
+        assert_eq!(
+            sustained_interval(&Limit::per_second(200)),
+            5_250_000,
+            "the gap is longer than the interval (5.1 ms): it sets the rate"
+        );
+        assert_eq!(sustained_interval(&Limit::per_second(10)), 102 * MS);
+    }
+
+    #[test]
+    fn the_lane_keeps_the_gap_after_a_late_start() {
+        // 200/s: a start 3 ms late keeps its slot, but the next may not follow 2.1 ms later
+        let p = Pacer::new(Some(&Limit::per_second(200)));
+        let (plain, tat) = p.plain();
+        let late = tat + 3 * MS;
+        let next = plain.step(tat, late, 1).expect("due");
+        assert_eq!(next, late + 5_250_000, "the gap from the late start");
+        assert_eq!(plain.step(next, next - 1, 1), None, "not before it");
+        // at 5000/s (no gap) the late start's slot is kept and the next is due at once
+        let p = Pacer::new(Some(&Limit::per_second(5000)));
+        let (plain, tat) = p.plain();
+        let next = plain.step(tat, tat + 3 * MS, 1).expect("due");
+        assert!(next < tat + 3 * MS, "lateness is caught up");
+    }
+
+    #[test]
+    fn a_slowed_spaced_schedule_catches_up_lateness_as_the_configured_one_does() {
+        // 10/s (102 ms, gap 101 ms) slowed to 8/s: a start 0.5 ms late is followed by one on
+        // its slot, not 125 ms after the late start
+        let mut p = Pacer::new(Some(&Limit::per_second(10)));
+        let slow = Some(125 * MS);
+        assert_eq!(p.acquire(0, 1, slow), Pace::Admit);
+        assert_eq!(p.acquire(0, 1, slow), Pace::Wait(125 * MS));
+        let late = 125 * MS + MS / 2;
+        assert_eq!(p.acquire(late, 1, slow), Pace::Admit);
+        assert_eq!(
+            p.acquire(late, 1, slow),
+            Pace::Wait(250 * MS),
+            "the slot itself: the lateness is caught up"
+        );
+        // at 200/s the gap (5.25 ms) is longer than the interval (5.1 ms): nothing to catch up
+        // with, and slowed starts keep the slower spacing from the last one
+        let mut p = Pacer::new(Some(&Limit::per_second(200)));
+        let slow = Some(6 * MS);
+        assert_eq!(p.acquire(0, 1, slow), Pace::Admit);
+        assert_eq!(p.acquire(6 * MS + MS / 2, 1, slow), Pace::Admit);
+        assert_eq!(
+            p.acquire(6 * MS + MS / 2, 1, slow),
+            Pace::Wait(12 * MS + MS / 2)
+        );
     }
 
     #[test]

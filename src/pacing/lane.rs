@@ -54,6 +54,7 @@ pub(crate) struct Lane {
     tolerance: AtomicU64,
     slack: AtomicU64,
     burst: AtomicU64,
+    min_gap: AtomicU64,
     /// Packed sends (see [`COUNT_BITS`]), and the last start admitted.
     sends: AtomicU64,
     last: AtomicU64,
@@ -71,6 +72,7 @@ impl Lane {
             tolerance: AtomicU64::new(0),
             slack: AtomicU64::new(0),
             burst: AtomicU64::new(0),
+            min_gap: AtomicU64::new(0),
             sends: AtomicU64::new(0),
             last: AtomicU64::new(CLOSED),
             left: AtomicU64::new(CLOSED),
@@ -92,6 +94,7 @@ impl Lane {
                 tolerance: self.tolerance.load(Ordering::Relaxed),
                 slack: self.slack.load(Ordering::Relaxed),
                 burst: self.burst.load(Ordering::Relaxed),
+                min_gap: self.min_gap.load(Ordering::Relaxed),
             };
             let Some(next) = plain.step(tat, now, cost) else {
                 return false;
@@ -140,6 +143,7 @@ impl Lane {
             tolerance: self.tolerance.load(Ordering::Relaxed),
             slack: self.slack.load(Ordering::Relaxed),
             burst: self.burst.load(Ordering::Relaxed),
+            min_gap: self.min_gap.load(Ordering::Relaxed),
         };
         let mut tat = tat.min(CLOSED - 2);
         if plain != current {
@@ -147,6 +151,7 @@ impl Lane {
             self.tolerance.store(plain.tolerance, Ordering::Relaxed);
             self.slack.store(plain.slack, Ordering::Relaxed);
             self.burst.store(plain.burst, Ordering::Relaxed);
+            self.min_gap.store(plain.min_gap, Ordering::Relaxed);
             // a reader of the word the lane left must not swap in a step on the old
             // parameters: move the word
             if tat == self.left.load(Ordering::Relaxed) {
