@@ -14,8 +14,6 @@
 //!
 //! Run: `cargo bench --features bench,redis --bench redis -- --warm-up-time 1 --measurement-time 3`
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,37 +25,9 @@ use reqwest_polite::{Limit, RedisStore};
 const WORKERS: usize = 2;
 const TASKS: usize = 64;
 
-/// A `redis-server` of our own, killed on drop.
-struct Server(Child, u16);
-
-impl Server {
-    fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (apt-get install redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Server(child, port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
 /// A connection manager on `rt` (its driver task runs there) and a store on it.
 fn connect(rt: &tokio::runtime::Runtime, url: &str) -> (ConnectionManager, Arc<RedisStore>) {
@@ -138,8 +108,8 @@ fn paired_latency(
 }
 
 fn bench_redis(c: &mut Criterion) {
-    let server = Server::start();
-    let url = format!("redis://127.0.0.1:{}/", server.1);
+    let server = RedisServer::start().expect("redis-server");
+    let url = server.url();
     let limit = Limit::per_second(u32::MAX / 2);
 
     // one call at a time: a current-thread runtime, so no hand-over between workers is timed

@@ -318,54 +318,9 @@ fn most_in_any(sorted: &[Instant], window: Duration) -> usize {
     most
 }
 
-/// A `redis-server` of our own on a free loopback port, no persistence; killed on drop, so
-/// also when the example fails half-way.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Result<RedisServer, Failure> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|err| match err.kind() {
-                std::io::ErrorKind::NotFound => {
-                    "redis-server is not on PATH: install it (apt-get install redis-server, \
-                     brew install redis) and run the example again"
-                        .to_string()
-                }
-                _ => format!("could not start redis-server: {err}"),
-            })?;
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err("redis-server did not listen within 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(server)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server; // killed on drop, so also when the example fails half-way
+use redis_server::RedisServer;
 
 /// The worker processes still running: killed on drop (when the coordinator fails half-way).
 struct Workers(Vec<Child>);

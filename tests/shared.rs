@@ -4,65 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Reply, client, polite_error, serve};
 use reqwest_polite::{Fallback, Limit, Polite, RedisStore};
 
-/// A `redis-server` of our own on a free port: no persistence, killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server from PATH (apt-get install redis-server)");
-        let server = RedisServer { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.pings() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "support/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
 async fn store(redis: &RedisServer) -> RedisStore {
     // a generous timeout: on a busy test machine a call past the 50 ms default would fall
@@ -85,7 +34,7 @@ async fn process(redis: &RedisServer, limit: Limit) -> Polite {
 
 #[tokio::test]
 async fn two_processes_share_one_quota_and_its_closures() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     let server = common::sliding_window_server(5, Duration::from_secs(1));
     let a = process(&redis, Limit::per_second(5)).await;
     let b = process(&redis, Limit::per_second(5)).await;
@@ -121,7 +70,7 @@ async fn two_processes_share_one_quota_and_its_closures() {
 
 #[tokio::test]
 async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     let refused = std::sync::atomic::AtomicBool::new(false);
     let server = serve(move |_, _| {
         if refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
@@ -147,7 +96,7 @@ async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
 
 #[tokio::test]
 async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     let server = serve(|_, _| Reply::ok());
     let local_store = store(&redis).await.fallback(Fallback::Local);
     let closed_store = store(&redis).await.fallback(Fallback::FailClosed);

@@ -1,9 +1,8 @@
 //! The shared store against a real `redis-server`, started from PATH on a free port for each
 //! test and stopped when the test ends. Run with `cargo test --features redis`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant as StdInstant};
 
 use super::*;
@@ -11,103 +10,15 @@ use super::*;
 const MS: Duration = Duration::from_millis(1);
 const LONG: Duration = Duration::from_secs(3600);
 
-/// A `redis-server` of our own: no persistence, killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
+#[path = "../../../tests/support/redis_server.rs"]
+mod redis_server;
+use redis_server::RedisServer;
 
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        Self::on_port(port)
-    }
-
-    fn on_port(port: u16) -> Self {
-        Self::spawn(port, &["--port", &port.to_string()], true)
-    }
-
-    /// `args` choose the port(s); `ping`: wait for a plain-text PING, else for the port.
-    fn spawn(port: u16, args: &[&str], ping: bool) -> Self {
-        let child = Command::new("redis-server")
-            .args(args)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "could not start redis-server from PATH ({err}); the redis tests need it: \
-                     apt-get install redis-server"
-                )
-            });
-        let server = RedisServer {
-            child: Some(child),
-            port,
-        };
-        let deadline = StdInstant::now() + Duration::from_secs(10);
-        while !(if ping {
-            server.pings()
-        } else {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        }) {
-            assert!(
-                StdInstant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10 s"
-            );
-            std::thread::sleep(10 * MS);
-        }
-        server
-    }
-
-    fn pings(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// A plain connection for the test's own commands.
-    fn admin(&self) -> ::redis::Connection {
-        Client::open(self.url())
-            .and_then(|c| c.get_connection())
-            .expect("an admin connection")
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
-        let status = Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} {pid} failed");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // a stopped (SIGSTOP) server must be resumed to die cleanly
-        if self.child.is_some() {
-            self.signal("-CONT");
-        }
-        self.stop();
-    }
+/// A plain connection for the test's own commands.
+fn admin(server: &RedisServer) -> ::redis::Connection {
+    Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("an admin connection")
 }
 
 async fn store(server: &RedisServer) -> RedisStore {
@@ -148,7 +59,7 @@ async fn ask(
 
 #[tokio::test]
 async fn a_fresh_scope_admits_at_once_and_the_next_waits_exactly_one_interval() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await;
     let limit = Limit::per_second(10);
     let first = ask(&store, "api.example", &limit, 1, LONG).await;
@@ -169,7 +80,7 @@ async fn a_fresh_scope_admits_at_once_and_the_next_waits_exactly_one_interval() 
 
 #[tokio::test]
 async fn a_burst_goes_at_once_then_the_schedule_refills() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await;
     let limit = Limit::per_second(10).burst(4);
     let mut answers = Vec::new();
@@ -188,7 +99,7 @@ async fn a_burst_goes_at_once_then_the_schedule_refills() {
 
 #[tokio::test]
 async fn a_refusal_reserves_nothing_and_says_when() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await;
     let limit = Limit::per_second(10);
     let first = ask(&store, "s", &limit, 1, LONG).await;
@@ -223,7 +134,7 @@ async fn a_refusal_reserves_nothing_and_says_when() {
 
 #[tokio::test]
 async fn a_cost_takes_that_many_slots() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await;
     let limit = Limit::per_second(10);
     let interval = limit.interval_nanos();
@@ -244,7 +155,7 @@ async fn a_cost_takes_that_many_slots() {
 
 #[tokio::test]
 async fn a_slower_rate_stretches_the_spacing() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await;
     let limit = Limit::per_second(10);
     let slower = 500 * 1_000_000;
@@ -269,7 +180,7 @@ async fn a_slower_rate_stretches_the_spacing() {
 /// directly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_sharing_a_scope_never_reserve_more_than_n_in_any_window() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     // 120 calls at once on a shared 2-core machine can take longer than the 50 ms default:
     // this test is about the window, not about latency
     let a = store(&server).await.timeout(Duration::from_secs(5));
@@ -313,7 +224,7 @@ async fn two_stores_sharing_a_scope_never_reserve_more_than_n_in_any_window() {
 
 #[tokio::test]
 async fn closures_hold_every_process_back_and_are_never_shortened() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let a = store(&server).await;
     let b = store(&server).await;
     let limit = Limit::per_second(10);
@@ -373,9 +284,9 @@ async fn closures_hold_every_process_back_and_are_never_shortened() {
 
 #[tokio::test]
 async fn keys_expire_once_their_window_has_passed() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await.heartbeat(50 * MS);
-    let mut admin = server.admin();
+    let mut admin = admin(&server);
     let short = Limit::per(5, 100 * MS);
     ask(&store, "short", &short, 1, LONG).await;
     ask(&store, "hourly", &Limit::per_hour(5000), 1, LONG).await;
@@ -408,13 +319,13 @@ async fn keys_expire_once_their_window_has_passed() {
 
 #[tokio::test]
 async fn a_script_flush_reloads_the_script() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await;
     let limit = Limit::per_second(10);
     ask(&store, "s", &limit, 1, LONG).await;
     let _: () = ::redis::cmd("SCRIPT")
         .arg("FLUSH")
-        .query(&mut server.admin())
+        .query(&mut admin(&server))
         .expect("SCRIPT FLUSH");
     let after = store.ask("s", Some(&limit), None, 1, LONG).await;
     assert!(
@@ -425,13 +336,13 @@ async fn a_script_flush_reloads_the_script() {
 
 #[tokio::test]
 async fn a_key_of_the_wrong_type_is_a_typed_error_for_that_scope_only() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let strict = store(&server).await.fallback(Fallback::FailClosed);
     let local = strict.clone().fallback(Fallback::Local);
     let _: () = ::redis::cmd("SET")
         .arg("reqwest-polite:{s}:gcra")
         .arg("not a hash")
-        .query(&mut server.admin())
+        .query(&mut admin(&server))
         .expect("SET");
     let limit = Limit::per_second(10);
     match strict.reserve("s", Some(&limit), None, 1, LONG).await {
@@ -457,9 +368,9 @@ async fn a_key_of_the_wrong_type_is_a_typed_error_for_that_scope_only() {
 
 #[tokio::test]
 async fn out_of_memory_is_a_typed_error_and_sharing_resumes() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await.fallback(Fallback::FailClosed);
-    let mut admin = server.admin();
+    let mut admin = admin(&server);
     let limit = Limit::per_second(10);
     let config = |admin: &mut ::redis::Connection, max: &str| {
         let _: () = ::redis::cmd("CONFIG")
@@ -507,7 +418,7 @@ async fn eventually_go(store: &RedisStore, limit: &Limit) -> Duration {
 
 #[tokio::test]
 async fn a_killed_redis_falls_back_at_once_and_sharing_resumes_after_a_restart() {
-    let mut server = RedisServer::start();
+    let mut server = RedisServer::start().expect("redis-server");
     let port = server.port;
     let a = store(&server).await.heartbeat(50 * MS);
     let b = store(&server).await.heartbeat(50 * MS);
@@ -554,7 +465,7 @@ async fn a_killed_redis_falls_back_at_once_and_sharing_resumes_after_a_restart()
         "each of 2 processes paces at 5 per second"
     );
 
-    let _server = RedisServer::on_port(port);
+    let _server = RedisServer::on_port(port).expect("redis-server");
     let resumed = eventually_go(&a, &limit).await;
     assert!(
         resumed < Duration::from_secs(10),
@@ -565,7 +476,7 @@ async fn a_killed_redis_falls_back_at_once_and_sharing_resumes_after_a_restart()
 
 #[tokio::test]
 async fn a_stalled_redis_times_out_and_fails_closed_when_asked_to() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server)
         .await
         .timeout(50 * MS)
@@ -626,7 +537,7 @@ async fn connecting_to_nothing_fails_fast_with_a_typed_error() {
 
 #[tokio::test]
 async fn the_fleet_secret_is_shared_and_survives_a_flush() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let a = store(&server).await.heartbeat(20 * MS);
     let b = store(&server).await;
     let secret = a.fleet_secret().await.expect("secret");
@@ -637,7 +548,7 @@ async fn the_fleet_secret_is_shared_and_survives_a_flush() {
     );
     assert_ne!(secret, [0; 32]);
     let _: () = ::redis::cmd("FLUSHALL")
-        .query(&mut server.admin())
+        .query(&mut admin(&server))
         .expect("FLUSHALL");
     // a's heartbeat puts back the secret it holds, so a newcomer still hashes as the fleet
     tokio::time::sleep(100 * MS).await;
@@ -657,7 +568,7 @@ async fn the_fleet_secret_is_shared_and_survives_a_flush() {
 
 #[tokio::test]
 async fn a_cancelled_reservation_costs_one_slot_and_nothing_else() {
-    let server = RedisServer::start();
+    let server = RedisServer::start().expect("redis-server");
     let store = store(&server).await;
     let limit = Limit::per_second(10);
     let interval = limit.interval_nanos();
