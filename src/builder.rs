@@ -338,12 +338,16 @@ impl Polite {
             ServerScopeKind::Policy => (ScopeKind::Policy, "policy"),
         };
         let name = &quota.name;
-        let key = match quota.partition {
+        // a policy's `pk` splits its quota only where requests are partitioned by credential:
+        // a host record every credential shares cannot tell which `pk` its next request is
+        // for, so its policies of one name share one (conservative) count
+        let pk = quota.partition.filter(|_| host.partition.is_some());
+        let key = match pk {
             None => format!("{tag}|{word}|{}|{name}", host.key),
             Some(pk) => format!("{tag}|{word}|{}|{name}|{}", host.key, pk.key()),
         };
         self.inner.store.scope(&key, |now| {
-            let label = match quota.partition {
+            let label = match pk {
                 None => format!("{} {name}", host.key),
                 Some(pk) => format!("{} {name} pk {pk}", host.key),
             };

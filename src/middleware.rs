@@ -693,7 +693,12 @@ fn record(
             tracing::debug!(host = %host.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
         }
         if let Some(scope) = &hint.server_scope {
-            state.learn_route(answer.path, scope);
+            // unpartitioned, every credential's answers teach this route: without their
+            // `pk`s, so that one credential's answer does not move another's requests
+            match host.partition {
+                Some(_) => state.learn_route(answer.path, scope),
+                None => state.learn_route(answer.path, &scope.without_partitions()),
+            }
         }
     } else if attempt.scout {
         state.release_scout();

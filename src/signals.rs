@@ -77,6 +77,24 @@ pub struct QuotaName {
 }
 
 impl ServerScope {
+    /// The same quotas without the partitions their `pk` names, each name once: what a host
+    /// record shared by every credential learns (see `Polite::named_scope`).
+    pub(crate) fn without_partitions(&self) -> ServerScope {
+        let mut quotas: Vec<QuotaName> = Vec::with_capacity(self.quotas.len());
+        for quota in &self.quotas {
+            if !quotas.iter().any(|q| q.name == quota.name) {
+                quotas.push(QuotaName {
+                    name: quota.name.clone(),
+                    partition: None,
+                });
+            }
+        }
+        ServerScope {
+            kind: self.kind,
+            quotas,
+        }
+    }
+
     /// A resource or a bucket: one quota, no partition.
     pub(crate) fn one(kind: ServerScopeKind, name: &str) -> Self {
         ServerScope {
@@ -668,6 +686,35 @@ fn nanos_to_duration(nanos: u128) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_without_partitions_names_each_quota_once() {
+        let pk = |n: u8| Some(Partition::of_server_key(&[n]));
+        let scope = ServerScope {
+            kind: ServerScopeKind::Policy,
+            quotas: vec![
+                QuotaName {
+                    name: "user".into(),
+                    partition: pk(1),
+                },
+                QuotaName {
+                    name: "daily".into(),
+                    partition: None,
+                },
+                QuotaName {
+                    name: "user".into(),
+                    partition: pk(2),
+                },
+            ],
+        };
+        let shared = scope.without_partitions();
+        let names: Vec<_> = shared
+            .quotas
+            .iter()
+            .map(|q| (q.name.as_str(), q.partition))
+            .collect();
+        assert_eq!(names, [("user", None), ("daily", None)]);
+    }
     use proptest::prelude::*;
 
     /// 1994-11-06T08:49:37Z, the date of RFC 9110's examples, in Unix seconds.

@@ -78,8 +78,8 @@ pub(crate) enum Gate {
 #[derive(Debug, Clone)]
 pub(crate) struct QuotaTracker {
     state: State,
-    /// The scope has a configured limit: no first contact, and successful answers' quota
-    /// headers are not acted on.
+    /// The scope has a configured limit: one scout, then its schedule; successful answers'
+    /// quota headers are not acted on.
     configured: bool,
     /// The quota is learned by first contact (again after each window expires).
     scouts: bool,
@@ -198,10 +198,15 @@ impl QuotaTracker {
         };
     }
 
-    /// A scout ended without an answer (error, cancellation): let the next one go.
+    /// A scout ended without an answer (error, cancellation): let the next one go. A
+    /// configured scope stops holding its requests: its one scout is gone, and a host that
+    /// fails every request would otherwise be called one request at a time.
     pub(crate) fn release_scout(&mut self) {
         if let State::FirstContact { out, .. } = &mut self.state {
             *out = out.saturating_sub(1);
+        }
+        if self.configured {
+            self.end_first_contact();
         }
     }
 
@@ -455,6 +460,15 @@ mod tests {
             q.gate(t0),
             Gate::Go { scout: false },
             "first contact ends at the first answer"
+        );
+        let mut failed = QuotaTracker::new(t0, true, true);
+        assert_eq!(failed.gate(t0), Gate::Go { scout: true });
+        assert_eq!(failed.on_send(t0, 1, true), None);
+        failed.release_scout();
+        assert_eq!(
+            failed.gate(t0),
+            Gate::Go { scout: false },
+            "a scout that failed ends first contact: no request-at-a-time for a failing host"
         );
         assert_eq!(q.spread(t0), None);
         let reset = t0 + 2 * S + RESET_MARGIN;
