@@ -23,7 +23,7 @@ use crate::limiters::{GithubLike, Server};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::start(Arc::new(GithubLike::new(50, 5)))?;
     let base = server.url(); // http://127.0.0.1:<port>/
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let host = &server.authority(); // 127.0.0.1:<port>
 
     // what GitHub documents, scaled down: 5000/h core becomes 50/s, 30/min search 5/s
     let polite = Polite::builder()

@@ -22,7 +22,7 @@ use crate::limiters::{OpenAiLike, Server};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::start(Arc::new(OpenAiLike::new(20, 2000)))?;
     let base = server.url();
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let host = &server.authority(); // 127.0.0.1:<port>
 
     let polite = Polite::builder()
         .host_limit(host, Limit::per_second(20))

@@ -563,11 +563,7 @@ async fn github(rows: &mut Vec<Row>) {
         Peer::Bare,
     ] {
         let server = Server::start(Arc::new(GithubLike::new(50, 5))).expect("server");
-        let url = server.url();
-        let authority = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        let (url, authority) = (server.url(), server.authority());
         let polite = match peer {
             Peer::Polite => Some(
                 Polite::builder()
@@ -627,11 +623,7 @@ async fn openai(rows: &mut Vec<Row>) {
         Peer::Bare,
     ] {
         let server = Server::start(Arc::new(OpenAiLike::new(20, 2000))).expect("server");
-        let url = server.url();
-        let authority = url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        let (url, authority) = (server.url(), server.authority());
         let polite = match peer {
             Peer::Polite => Some(
                 Polite::builder()

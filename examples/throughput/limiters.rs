@@ -31,6 +31,14 @@ impl Server {
         self.0.url(0).to_string()
     }
 
+    /// `127.0.0.1:<port>`: the host a client configures its limits for.
+    pub fn authority(&self) -> String {
+        self.url()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
     /// The URL of every server, in the order of their rules.
     pub fn urls(&self) -> Vec<String> {
         self.0.urls().iter().map(ToString::to_string).collect()
