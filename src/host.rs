@@ -528,14 +528,7 @@ impl Host {
             queued: state.queued,
             interval: state.pacing.interval(now, state.adaptive.interval()),
             adaptive_rate: state.adaptive.rate(),
-            server_quota: state
-                .pacing
-                .quota
-                .remaining(now)
-                .map(|(remaining, resets_in)| ServerQuota {
-                    remaining,
-                    resets_in,
-                }),
+            server_quota: state.pacing.quota.remaining(now),
             breaker: state.breaker.snapshot(now),
             retry_budget: {
                 let (requests, retries, allowed) = state.budget.snapshot(now);

@@ -335,10 +335,10 @@ impl ScopeState {
     pub(crate) fn peek(&mut self, now: Instant, units: u32) -> Result<bool, Decision> {
         if let Some((quota, window)) = self.renewal {
             self.pacing.quota.renew(now, quota, window);
-            if let Some((_, resets_in)) = self.pacing.quota.remaining(now)
-                && resets_in < RENEWAL_TAIL
+            if let Some(quota) = self.pacing.quota.remaining(now)
+                && quota.resets_in < RENEWAL_TAIL
             {
-                return Err(Decision::Closed(now + resets_in));
+                return Err(Decision::Closed(now + quota.resets_in));
             }
         }
         self.pacing.peek(now, units, None)
@@ -413,14 +413,7 @@ impl Scope {
                 .pacing
                 .closed_until(now)
                 .map(|until| until.saturating_duration_since(now)),
-            server_quota: state
-                .pacing
-                .quota
-                .remaining(now)
-                .map(|(remaining, resets_in)| ServerQuota {
-                    remaining,
-                    resets_in,
-                }),
+            server_quota: state.pacing.quota.remaining(now),
             taken: state.taken,
         }
     }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::signals::ServerHint;
+use crate::snapshot::ServerQuota;
 
 /// Extra wait past a quota reset, for the server's clock and the whole-second resolution of
 /// most reset headers.
@@ -316,14 +317,17 @@ impl QuotaTracker {
         }
     }
 
-    /// The server's quota as we count it: (remaining, time to reset).
-    pub(crate) fn remaining(&self, now: Instant) -> Option<(u64, Duration)> {
+    /// The server's quota as we count it, while one is known (snapshots show it as it is).
+    pub(crate) fn remaining(&self, now: Instant) -> Option<ServerQuota> {
         match self.state {
             State::Known {
                 remaining,
                 reset_at,
                 ..
-            } if now < reset_at => Some((remaining, reset_at - now)),
+            } if now < reset_at => Some(ServerQuota {
+                remaining,
+                resets_in: reset_at - now,
+            }),
             _ => None,
         }
     }
@@ -490,10 +494,11 @@ mod tests {
         let reset = t0 + S + RESET_MARGIN;
         assert_eq!(q.on_send(t0, 1, false), Some(reset), "spent: closed");
         q.renew(reset - RESET_MARGIN, 4, S);
-        assert_eq!(q.remaining(t0), Some((0, S + RESET_MARGIN)), "not yet");
+        let left = |q: &QuotaTracker, at| q.remaining(at).map(|q| (q.remaining, q.resets_in));
+        assert_eq!(left(&q, t0), Some((0, S + RESET_MARGIN)), "not yet");
         q.renew(reset + 3 * S / 2, 4, S);
         assert_eq!(
-            q.remaining(reset + 3 * S / 2),
+            left(&q, reset + 3 * S / 2),
             Some((4, S / 2)),
             "the quota again, until the next reset of the fixed windows"
         );
