@@ -923,6 +923,16 @@ mod tests {
         attempts: u32,
     ) -> std::result::Result<(), Error> {
         let mut attempt = admit(host, &Config::default(), opts, attempts)?;
+        pace_attempt(host, opts, &mut attempt, attempts).await
+    }
+
+    /// Pace `attempt` (admitted by the caller) on the host alone, with the default config.
+    async fn pace_attempt(
+        host: &Arc<Host>,
+        opts: &RequestOptions,
+        attempt: &mut Attempt,
+        attempts: u32,
+    ) -> std::result::Result<(), Error> {
         super::pace(
             host,
             &[],
@@ -930,7 +940,7 @@ mod tests {
             None,
             &Config::default(),
             opts,
-            &mut attempt,
+            attempt,
             attempts,
         )
         .await
@@ -1083,19 +1093,9 @@ mod tests {
     async fn in_flight_counts_sent_attempts_only_and_a_dropped_one_leaves() {
         let host = host(Limit::per_second(10));
         let mut sent = admit(&host, &Config::default(), &opts(1, None), 0).expect("admitted");
-        super::pace(
-            &host,
-            &[],
-            "/",
-            None,
-            &Config::default(),
-            &opts(1, None),
-            &mut sent,
-            0,
-        )
-        .await
-        .map(|paced| paced.expect("no server-named scope"))
-        .expect("first slot");
+        pace_attempt(&host, &opts(1, None), &mut sent, 0)
+            .await
+            .expect("first slot");
         let waiting = tokio::spawn({
             let host = Arc::clone(&host);
             async move { pace(&host, &opts(1, None), 0).await }
@@ -1137,19 +1137,9 @@ mod tests {
         let host = Arc::new(Host::new("http://new", &config, t0));
         let mut probe =
             admit(&host, &Config::default(), &opts(1, None), 0).expect("breaker disabled");
-        super::pace(
-            &host,
-            &[],
-            "/",
-            None,
-            &Config::default(),
-            &opts(1, None),
-            &mut probe,
-            0,
-        )
-        .await
-        .expect("the first request goes as the probe")
-        .expect("no server-named scope");
+        pace_attempt(&host, &opts(1, None), &mut probe, 0)
+            .await
+            .expect("the first request goes as the probe");
         assert!(
             probe.scout,
             "the first request to an unknown host reads its quota"
