@@ -270,6 +270,7 @@ impl HostState {
             let closure_says_it_all =
                 spent.is_some() || (observed.retry_after.is_some() && !accepted_any);
             if !closure_says_it_all {
+                self.pacing.widen_gap(now, sent_at);
                 observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
                 if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
                     && observed.retry_after.is_none()
@@ -598,6 +599,43 @@ mod tests {
             "schemes are different hosts"
         );
         assert!(host_key(&Url::parse("data:text/plain,hi").expect("parses")).is_none());
+    }
+
+    /// A bare refusal on a spaced schedule (a leaky bucket judging every gap) widens the gap
+    /// between starts for good, where the adaptive rate's dip is over within a second.
+    #[test]
+    fn a_bare_refusal_on_a_spaced_schedule_widens_the_gap_between_starts() {
+        let t0 = Instant::now();
+        let config = HostConfig::test(Some(Limit::per_second(200)));
+        let host = Host::new("http://test", &config, t0);
+        let mut state = host.state();
+        let (mut t, mut starts) = (t0, Vec::new());
+        for i in 0..600 {
+            let scout = loop {
+                match state.decide(t, 1, &mut []).0 {
+                    Decision::Admit { scout } => break scout,
+                    Decision::Wait(at)
+                    | Decision::Slowed(at)
+                    | Decision::Closed(at)
+                    | Decision::Hold(at) => t = at.max(t + Duration::from_micros(1)),
+                }
+            };
+            starts.push(t);
+            let status = if i == 20 { 429 } else { 200 };
+            let status = http::StatusCode::from_u16(status).expect("valid");
+            state.observe(t, t, scout, 1, status, &ServerHint::default(), false);
+        }
+        let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+        let before = gaps[1..20].iter().min().expect("gaps");
+        let settled = gaps[400..].iter().min().expect("gaps");
+        assert!(
+            *before < Duration::from_micros(5_300),
+            "before: the configured gap, {before:?}"
+        );
+        assert!(
+            *settled >= Duration::from_micros(5_500),
+            "two seconds after the refusal: the widened gap, {settled:?}"
+        );
     }
 
     /// Threads taking slots through the lane and through the lock at once, while another

@@ -146,6 +146,13 @@ impl Pacing {
         }
     }
 
+    /// A refusal at `now` of an attempt that started at `sent_at`: on a spaced schedule, the
+    /// gap between starts widens (see [`Pacer::widen_gap`]). Returns whether it grew.
+    pub(crate) fn widen_gap(&mut self, now: Instant, sent_at: Instant) -> bool {
+        self.pacer
+            .widen_gap(self.clock.nanos(now), self.clock.nanos(sent_at))
+    }
+
     /// Close the scope until `until` (never shortens a closure in force).
     pub(crate) fn close(&mut self, until: Instant, why: Why) {
         self.closure.close(until, why);
