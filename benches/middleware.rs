@@ -8,16 +8,11 @@
 //!
 //! Run: `cargo bench --bench middleware -- --warm-up-time 1 --measurement-time 3`
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
+#[path = "support/loopback.rs"]
+mod loopback;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use reqwest_middleware::ClientWithMiddleware;
 use reqwest_polite::{Limit, Polite};
 use reqwest_retry::RetryTransientMiddleware;
@@ -30,38 +25,6 @@ use tokio::runtime::Runtime;
 /// take every client past it, so the steady state is what is measured.
 const WARM_UP_REQUESTS: usize = 1000;
 
-/// Serve 200 "ok" on 127.0.0.1 (a free port) until the process ends.
-fn serve() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let addr = listener.local_addr().expect("local addr");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let service = service_fn(|_req: hyper::Request<Incoming>| async {
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                            b"ok",
-                        ))))
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    });
-    addr
-}
-
 async fn get_bare(client: &reqwest::Client, url: &str) -> Bytes {
     let resp = client.get(url).send().await.expect("bare GET");
     resp.bytes().await.expect("bare body")
@@ -73,7 +36,7 @@ async fn get_stack(client: &ClientWithMiddleware, url: &str) -> Bytes {
 }
 
 fn middleware(c: &mut Criterion) {
-    let addr = serve();
+    let addr = loopback::serve_ok();
     let url = format!("http://{addr}/x");
     let rt: Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
