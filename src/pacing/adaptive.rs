@@ -76,8 +76,12 @@ const RAMP_SETTLE: f64 = 0.8;
 const MIN_SAMPLE: f64 = 5.0;
 /// Refusals in a row (nothing accepted between them) pause the scope: this long after the
 /// second, doubling with each one after it, up to `MAX_PAUSE`. A window the server counts
-/// (a strict sliding window we overran) must drain before anything gets through again.
+/// (a strict sliding window we overran) must drain before anything gets through again. On a
+/// configured scope the first pause is a quarter of the configured window, if longer: the
+/// user's word on how long the server's window is (a per-minute quota drains in about three
+/// refusals, not eight).
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const FIRST_PAUSE_SHARE_OF_WINDOW: u32 = 4;
 const MAX_PAUSE: Duration = Duration::from_secs(10);
 /// Rate bounds with nothing configured, in units per second.
 const MIN_RATE: f64 = 0.1;
@@ -122,16 +126,24 @@ pub(crate) struct AdaptiveRate {
     first_send: Option<u64>,
     /// Refusals counted since the last acceptance.
     refusals_in_a_row: u32,
+    /// The pause after the second refusal in a row, in milliseconds (see [`FIRST_PAUSE`]).
+    first_pause_ms: u32,
 }
 
 impl AdaptiveRate {
     /// The adaptive rate of a scope paced by `limit`: bounded by the rate the limit's schedule
     /// sustains, margins included (`None`: nothing configured).
     pub(crate) fn for_limit(now: Instant, limit: Option<&crate::limit::Limit>) -> Self {
-        Self::new(
+        let mut rate = Self::new(
             now,
             limit.map(|l| 1e9 / crate::pacing::gcra::sustained_interval(l) as f64),
-        )
+        );
+        if let Some(limit) = limit {
+            let pause =
+                (limit.window() / FIRST_PAUSE_SHARE_OF_WINDOW).clamp(FIRST_PAUSE, MAX_PAUSE);
+            rate.first_pause_ms = pause.as_millis() as u32; // at most MAX_PAUSE
+        }
+        rate
     }
 
     pub(crate) fn new(now: Instant, ceiling: Option<f64>) -> Self {
@@ -145,6 +157,7 @@ impl AdaptiveRate {
             sent: Window::new(SAMPLE),
             first_send: None,
             refusals_in_a_row: 0,
+            first_pause_ms: FIRST_PAUSE.as_millis() as u32,
         }
     }
 
@@ -258,7 +271,8 @@ impl AdaptiveRate {
         self.refusals_in_a_row += 1;
         let in_a_row = (self.refusals_in_a_row >= 2).then(|| {
             let doublings = (self.refusals_in_a_row - 2).min(16);
-            (FIRST_PAUSE * (1 << doublings)).min(MAX_PAUSE)
+            (Duration::from_millis(u64::from(self.first_pause_ms)) * (1 << doublings))
+                .min(MAX_PAUSE)
         });
         Some(RateChange {
             from: current,
@@ -560,6 +574,35 @@ mod tests {
             d.refuse(t).expect("new").pause,
             None,
             "an acceptance resets it"
+        );
+    }
+
+    #[test]
+    fn on_a_configured_scope_the_first_pause_is_a_quarter_of_its_window() {
+        let ms = Duration::from_millis;
+        let pauses = |limit: crate::Limit| {
+            let t0 = Instant::now();
+            let mut a = AdaptiveRate::for_limit(t0, Some(&limit));
+            (1..=4u64)
+                .map(|i| {
+                    let t = t0 + ms(10 * i);
+                    a.on_refusal(t, 10_000_000 * i, t).expect("new").pause
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pauses(crate::Limit::per_second(200)),
+            [None, Some(ms(250)), Some(ms(500)), Some(ms(1000))]
+        );
+        assert_eq!(
+            pauses(crate::Limit::per_minute(600)),
+            [None, Some(ms(10_000)), Some(ms(10_000)), Some(ms(10_000))],
+            "a quarter of a minute, capped at the longest pause"
+        );
+        assert_eq!(
+            pauses(crate::Limit::per(10, ms(200))),
+            [None, Some(ms(100)), Some(ms(200)), Some(ms(400))],
+            "never shorter than the unconfigured first pause"
         );
     }
 
