@@ -14,6 +14,9 @@
 //!   closure have passed (up to a sixteenth of a window later: the expiry is extended in steps,
 //!   so a busy scope rarely pays for a `PEXPIRE`), and never sooner than the limit's window, so
 //!   Redis memory follows the scopes in use.
+//! - **One node or a cluster**: [`RedisStore::connect`] talks to one node (or a proxy),
+//!   [`RedisStore::connect_cluster`] (feature `redis-cluster`) to a Redis Cluster, through the
+//!   same calls: each script touches only the keys it is given, all in one slot.
 //! - **Liveness**: each store heartbeats into `<prefix>:{fleet}:procs`, a sorted set scored by
 //!   expiry (Redis time), so any process can count the live ones: when Redis fails, the
 //!   fallback paces each process at its share of the limit.
@@ -34,6 +37,7 @@ use ::redis::{Client, ErrorKind, RedisError, RedisResult, Script};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use self::conn::Conn;
 use crate::limit::Limit;
 
 /// The default key prefix.
@@ -258,7 +262,7 @@ pub struct RedisStore {
 /// which holds the [`Shared`] state only weakly, so dropping the last store stops it.
 #[derive(Clone)]
 struct Link {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Arc<str>,
     timeout: Duration,
     fallback: Fallback,
@@ -298,6 +302,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // never the secret
         f.debug_struct("RedisStore")
+            .field("redis", &self.link.conn.kind())
             .field("prefix", &self.link.prefix)
             .field("timeout", &self.link.timeout)
             .field("fallback", &self.link.fallback)
@@ -348,9 +353,71 @@ impl RedisStore {
     /// A store on a connection manager you made (its reconnection settings are yours; every
     /// call is still bounded by the store's [timeout](RedisStore::timeout)).
     pub fn from_manager(manager: ConnectionManager) -> RedisStore {
+        Self::from_conn(Conn::Node(manager))
+    }
+
+    /// Connect to a Redis Cluster through any of its nodes (`redis://host:port` each, or
+    /// `rediss://` with the `redis-tls` feature; feature `redis-cluster`). The client learns
+    /// the slots from them and sends each call to the primary that holds its scope: every key
+    /// of one scope shares one hash slot (`{<scope>}`), and the fleet's keys another
+    /// (`{fleet}`).
+    ///
+    /// Fails if the cluster does not answer within 2 s, or if `nodes` is empty or a URL does
+    /// not parse. Once connected, failures fall back (see [`Fallback`]) as on one node.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), reqwest_polite::RedisStoreError> {
+    /// use reqwest_polite::RedisStore;
+    ///
+    /// let store = RedisStore::connect_cluster([
+    ///     "redis://10.0.0.1:6379/",
+    ///     "redis://10.0.0.2:6379/",
+    ///     "redis://10.0.0.3:6379/",
+    /// ])
+    /// .await?
+    /// .prefix("billing-workers");
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub async fn connect_cluster<I>(nodes: I) -> Result<RedisStore, RedisStoreError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let client = ::redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(RedisStoreError::InvalidUrl)?;
+        Self::from_cluster_client(client).await
+    }
+
+    /// Like [`RedisStore::connect_cluster`], from a [`redis::cluster::ClusterClient`] you made
+    /// (for settings URLs cannot carry: retries, TLS certificates, read routing...).
+    #[cfg(feature = "redis-cluster")]
+    pub async fn from_cluster_client(
+        client: ::redis::cluster::ClusterClient,
+    ) -> Result<RedisStore, RedisStoreError> {
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
+            .await
+            .map_err(|_| RedisStoreError::Timeout(CONNECT_TIMEOUT))?
+            .map_err(RedisStoreError::from_redis)?;
+        Ok(Self::from_cluster_connection(conn))
+    }
+
+    /// A store on a cluster connection you made (every call is still bounded by the store's
+    /// [timeout](RedisStore::timeout)).
+    #[cfg(feature = "redis-cluster")]
+    pub fn from_cluster_connection(conn: ::redis::cluster_async::ClusterConnection) -> RedisStore {
+        Self::from_conn(Conn::Cluster(conn))
+    }
+
+    fn from_conn(conn: Conn) -> RedisStore {
         RedisStore {
             link: Link {
-                conn: manager,
+                conn,
                 prefix: Arc::from(DEFAULT_PREFIX),
                 timeout: DEFAULT_TIMEOUT,
                 fallback: Fallback::default(),
@@ -867,5 +934,8 @@ fn process_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(all(test, feature = "redis-cluster"))]
+mod cluster_tests;
+mod conn;
 #[cfg(test)]
 mod tests;

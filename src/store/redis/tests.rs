@@ -7,11 +7,11 @@ use std::time::{Duration, Instant as StdInstant};
 
 use super::*;
 
-const MS: Duration = Duration::from_millis(1);
-const LONG: Duration = Duration::from_secs(3600);
+pub(super) const MS: Duration = Duration::from_millis(1);
+pub(super) const LONG: Duration = Duration::from_secs(3600);
 
 #[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
+pub(super) mod redis_server;
 use redis_server::RedisServer;
 
 /// A plain connection for the test's own commands.
@@ -28,11 +28,11 @@ async fn store(server: &RedisServer) -> RedisStore {
 }
 
 /// The reserved instant, in ns since the epoch on the Redis clock.
-fn slot(answer: &Answer) -> u64 {
+pub(super) fn slot(answer: &Answer) -> u64 {
     answer.now_us * 1_000 + answer.delay_ns
 }
 
-fn max_in_any_window(sorted: &[u64], window: u64) -> usize {
+pub(super) fn max_in_any_window(sorted: &[u64], window: u64) -> usize {
     let mut most = 0;
     let mut first = 0;
     for (i, &s) in sorted.iter().enumerate() {
