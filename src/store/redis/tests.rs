@@ -782,5 +782,14 @@ fn plans_follow_the_local_pacer() {
     let slowed = Plan::new(Some(&Limit::per_second(10)), Some(1_000_000), 1, LONG);
     assert_eq!(slowed.interval, 102_000_000, "never faster than the limit");
     let unpaced = Plan::new(None, None, 1, Duration::MAX);
-    assert_eq!((unpaced.interval, unpaced.max_wait), (0, u64::MAX));
+    assert_eq!(
+        (unpaced.interval, unpaced.advance(), unpaced.max_wait),
+        (0, 0, 1 << 62),
+        "unpaced; the longest wait asked for fits the script's integer reply"
+    );
+    let costly = Plan::new(Some(&Limit::per_second(10).burst(4)), None, 3, LONG);
+    assert_eq!(costly.interval, 145_714_286, "1.02 s over 7 slots");
+    assert_eq!(costly.advance(), 3 * 145_714_286, "cost 3: three intervals");
+    assert_eq!(costly.lead(), 4 * 145_714_286, "the burst's tolerance");
+    assert_eq!(smooth.lead(), 102_000_000, "at least one interval");
 }
