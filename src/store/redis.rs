@@ -15,7 +15,7 @@
 //!   so a busy scope rarely pays for a `PEXPIRE`), and never sooner than the limit's window, so
 //!   Redis memory follows the scopes in use.
 //! - **One node or a cluster**: [`RedisStore::connect`] talks to one node (or a proxy),
-//!   [`RedisStore::connect_cluster`] (feature `redis-cluster`) to a Redis Cluster, through the
+//!   `RedisStore::connect_cluster` (feature `redis-cluster`) to a Redis Cluster, through the
 //!   same calls: each script touches only the keys it is given, all in one slot.
 //! - **Liveness**: each store heartbeats into `<prefix>:{fleet}:procs`, a sorted set scored by
 //!   expiry (Redis time), so any process can count the live ones: when Redis fails, the
