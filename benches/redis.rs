@@ -1,8 +1,10 @@
 //! The shared store's decision through Redis, next to a plain `PING` on the same connection:
-//! - first, PING, the store's reservation, a bare `EVALSHA` of the same script and an `EVALSHA`
+//! - first, PING, the store's reservation, a bare `EVALSHA` of the same script, an `EVALSHA`
 //!   of a script that does nothing with the same arguments (the floor of any script: what the
-//!   call costs before our Lua does any work) interleaved call by call (printed medians: the
-//!   load of a shared machine weighs on each alike);
+//!   call costs before our Lua does any work) and one of a script that makes our three Redis
+//!   calls (TIME, HMGET, HSET) and nothing else (the floor of any script that reads Redis's
+//!   clock and one key and writes it), interleaved call by call (printed medians: the load of
+//!   a shared machine weighs on each alike);
 //! - `latency/ping` and `latency/reserve`: one call at a time from a current-thread runtime,
 //!   on loopback, so the difference is what the script costs over a round trip;
 //! - `throughput/reserve`: decisions per second from one process, 64 tasks on 2 worker
@@ -44,9 +46,9 @@ fn connect(rt: &tokio::runtime::Runtime, url: &str) -> (ConnectionManager, Arc<R
     (manager, Arc::new(store))
 }
 
-/// PING, the store's reservation, a bare `EVALSHA` of the same script and one of an empty
-/// script with the same arguments, interleaved call by call so that the load of a shared
-/// machine weighs on each alike; prints the medians.
+/// PING, the store's reservation, a bare `EVALSHA` of the same script, one of an empty
+/// script with the same arguments and one of the script's Redis calls alone, interleaved call
+/// by call so that the load of a shared machine weighs on each alike; prints the medians.
 fn paired_latency(
     rt: &tokio::runtime::Runtime,
     manager: &ConnectionManager,
@@ -56,7 +58,14 @@ fn paired_latency(
     const ROUNDS: usize = 20_000;
     let gcra = reqwest_polite::redis::Script::new(include_str!("../src/store/gcra.lua"));
     let empty = reqwest_polite::redis::Script::new("return {1, 0, 0, 0}");
-    let [mut ping, mut reserve, mut bare, mut floor] = [(); 4].map(|_| Vec::with_capacity(ROUNDS));
+    let calls = reqwest_polite::redis::Script::new(
+        "local t = redis.call('TIME') \
+         local s = redis.call('HMGET', KEYS[1], 'tu', 'tn', 'cu', 'xe') \
+         redis.call('HSET', KEYS[1], 'tu', t[1] * 1000000 + t[2], 'tn', 0) \
+         return {1, 0, 0, 0}",
+    );
+    let [mut ping, mut reserve, mut bare, mut floor, mut skeleton] =
+        [(); 5].map(|_| Vec::with_capacity(ROUNDS));
     rt.block_on(async {
         let mut conn = manager.clone();
         for _ in 0..ROUNDS {
@@ -69,15 +78,19 @@ fn paired_latency(
             let t = Instant::now();
             assert!(bench_support::redis_reserve(store, "paired", limit).await);
             reserve.push(t.elapsed());
-            for (script, times) in [(&gcra, &mut bare), (&empty, &mut floor)] {
+            for (script, times) in [
+                (&gcra, &mut bare),
+                (&empty, &mut floor),
+                (&calls, &mut skeleton),
+            ] {
                 let t = Instant::now();
+                // what the store sends: advance and lead (one interval each), slack, max
+                // wait, TTL floor
                 let _: Vec<i64> = script
                     .key("reqwest-polite:{bare}:gcra")
-                    .arg("reserve")
                     .arg(limit.interval().as_nanos() as u64)
                     .arg(limit.interval().as_nanos() as u64)
                     .arg(10_000_000u64)
-                    .arg(1u32)
                     .arg(3_600_000_000_000u64)
                     .arg(1_000u64)
                     .invoke_async(&mut conn)
@@ -91,19 +104,22 @@ fn paired_latency(
         v.sort_unstable();
         v[v.len() / 2]
     };
-    let (p, r, b, f) = (
+    let (p, r, b, f, k) = (
         median(&mut ping),
         median(&mut reserve),
         median(&mut bare),
         median(&mut floor),
+        median(&mut skeleton),
     );
     let x = |d: Duration| d.as_secs_f64() / p.as_secs_f64();
     println!(
         "paired medians over {ROUNDS} rounds: PING {p:?}, reserve {r:?} ({:.2}x PING), \
-         bare EVALSHA {b:?} ({:.2}x PING), empty script {f:?} ({:.2}x PING)",
+         bare EVALSHA {b:?} ({:.2}x PING), empty script {f:?} ({:.2}x PING), \
+         TIME+HMGET+HSET only {k:?} ({:.2}x PING)",
         x(r),
         x(b),
         x(f),
+        x(k),
     );
 }
 

@@ -121,6 +121,7 @@ pub use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
 #[cfg(feature = "redis")]
 pub use crate::store::{Fallback, RedisStore, RedisStoreError};
 /// The redis crate (redis-rs) the [`RedisStore`] is built on, for [`RedisStore::from_client`]
-/// and [`RedisStore::from_manager`].
+/// and [`RedisStore::from_manager`] (and, with feature `redis-cluster`,
+/// `RedisStore::from_cluster_client` and `from_cluster_connection`).
 #[cfg(feature = "redis")]
 pub use ::redis;

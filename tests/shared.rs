@@ -137,3 +137,100 @@ async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
         "nothing sent that was not admitted"
     );
 }
+
+/// The same through a Redis Cluster of three primaries (feature `redis-cluster`).
+#[cfg(feature = "redis-cluster")]
+mod cluster {
+    use super::*;
+    use redis_server::RedisCluster;
+
+    async fn process(cluster: &RedisCluster, limit: Limit, fallback: Fallback) -> Polite {
+        let store = RedisStore::connect_cluster(cluster.urls())
+            .await
+            .expect("the cluster answers")
+            .prefix("test")
+            .timeout(Duration::from_secs(1))
+            .fallback(fallback);
+        Polite::builder()
+            .limit(limit)
+            .partition_by_header("authorization")
+            .max_retries(0)
+            .store(store)
+            .build()
+    }
+
+    #[tokio::test]
+    async fn two_processes_on_a_cluster_share_one_quota() {
+        let cluster = RedisCluster::start().expect("a Redis Cluster");
+        let server = common::sliding_window_server(5, Duration::from_secs(1));
+        let a = process(&cluster, Limit::per_second(5), Fallback::Local).await;
+        let b = process(&cluster, Limit::per_second(5), Fallback::Local).await;
+        let (ca, cb) = (client(&a), client(&b));
+        let url = server.url("/");
+        let calls = (0..8).flat_map(|_| {
+            [
+                ca.get(&url)
+                    .header("authorization", "Bearer shared-KEY")
+                    .send(),
+                cb.get(&url)
+                    .header("authorization", "Bearer shared-KEY")
+                    .send(),
+            ]
+        });
+        let results = futures::future::join_all(calls).await;
+        for result in &results {
+            assert_eq!(result.as_ref().expect("answered").status(), 200);
+        }
+        assert_eq!(server.stats.hits(), 16, "every request reached the server");
+        assert_eq!(server.stats.refused(), 0, "one quota for both processes");
+        let most = server.stats.max_in_any_window(Duration::from_secs(1));
+        assert!(
+            most <= 5,
+            "{most} requests within one second from two processes sharing a cluster"
+        );
+        let tags: Vec<Option<String>> = [&a, &b]
+            .iter()
+            .map(|p| p.snapshot()[0].partition.clone())
+            .collect();
+        assert!(
+            tags[0].is_some() && tags[0] == tags[1],
+            "one fleet secret: {tags:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn when_the_cluster_goes_away_the_fallback_paces_locally_or_fails_closed() {
+        let mut cluster = RedisCluster::start().expect("a Redis Cluster");
+        let server = serve(|_, _| Reply::ok());
+        let local = process(&cluster, Limit::per_second(20), Fallback::Local).await;
+        let closed = process(&cluster, Limit::per_second(20), Fallback::FailClosed).await;
+        for polite in [&local, &closed] {
+            let resp = client(polite).get(server.url("/")).send().await;
+            assert_eq!(resp.expect("shared pacing").status(), 200);
+        }
+        cluster.stop();
+        let started = Instant::now();
+        for _ in 0..3 {
+            let resp = client(&local).get(server.url("/")).send().await;
+            assert_eq!(resp.expect("paced locally").status(), 200);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+        let err = client(&closed)
+            .get(server.url("/"))
+            .send()
+            .await
+            .expect_err("fails closed");
+        assert!(
+            matches!(
+                polite_error(&err),
+                Some(reqwest_polite::Error::StoreUnavailable { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            server.stats.hits(),
+            2 + 3,
+            "nothing sent that was not admitted"
+        );
+    }
+}

@@ -14,6 +14,9 @@
 //!   closure have passed (up to a sixteenth of a window later: the expiry is extended in steps,
 //!   so a busy scope rarely pays for a `PEXPIRE`), and never sooner than the limit's window, so
 //!   Redis memory follows the scopes in use.
+//! - **One node or a cluster**: [`RedisStore::connect`] talks to one node (or a proxy),
+//!   `RedisStore::connect_cluster` (feature `redis-cluster`) to a Redis Cluster, through the
+//!   same calls: each script touches only the keys it is given, all in one slot.
 //! - **Liveness**: each store heartbeats into `<prefix>:{fleet}:procs`, a sorted set scored by
 //!   expiry (Redis time), so any process can count the live ones: when Redis fails, the
 //!   fallback paces each process at its share of the limit.
@@ -30,10 +33,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, ErrorKind, RedisError, RedisResult, Script};
+use ::redis::{
+    Client, Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, RedisWrite, Script,
+    ToRedisArgs,
+};
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
+use self::conn::Conn;
 use crate::limit::Limit;
 
 /// The default key prefix.
@@ -49,6 +56,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Below this interval the timer cannot space requests one by one (as in `pacing::gcra`).
 const SPACED_MIN_NANOS: u64 = 2_000_000;
+/// The longest wait gcra.lua is asked to grant (2^62 ns: 146 years), so that every wait it
+/// answers fits its integer reply.
+const MAX_WAIT_NANOS: u64 = 1 << 62;
 
 static GCRA: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("gcra.lua")));
@@ -258,7 +268,7 @@ pub struct RedisStore {
 /// which holds the [`Shared`] state only weakly, so dropping the last store stops it.
 #[derive(Clone)]
 struct Link {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Arc<str>,
     timeout: Duration,
     fallback: Fallback,
@@ -298,6 +308,7 @@ impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // never the secret
         f.debug_struct("RedisStore")
+            .field("redis", &self.link.conn.kind())
             .field("prefix", &self.link.prefix)
             .field("timeout", &self.link.timeout)
             .field("fallback", &self.link.fallback)
@@ -348,9 +359,71 @@ impl RedisStore {
     /// A store on a connection manager you made (its reconnection settings are yours; every
     /// call is still bounded by the store's [timeout](RedisStore::timeout)).
     pub fn from_manager(manager: ConnectionManager) -> RedisStore {
+        Self::from_conn(Conn::Node(manager))
+    }
+
+    /// Connect to a Redis Cluster through any of its nodes (`redis://host:port` each, or
+    /// `rediss://` with the `redis-tls` feature; feature `redis-cluster`). The client learns
+    /// the slots from them and sends each call to the primary that holds its scope: every key
+    /// of one scope shares one hash slot (`{<scope>}`), and the fleet's keys another
+    /// (`{fleet}`).
+    ///
+    /// Fails if the cluster does not answer within 2 s, or if `nodes` is empty or a URL does
+    /// not parse. Once connected, failures fall back (see [`Fallback`]) as on one node.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), reqwest_polite::RedisStoreError> {
+    /// use reqwest_polite::RedisStore;
+    ///
+    /// let store = RedisStore::connect_cluster([
+    ///     "redis://10.0.0.1:6379/",
+    ///     "redis://10.0.0.2:6379/",
+    ///     "redis://10.0.0.3:6379/",
+    /// ])
+    /// .await?
+    /// .prefix("billing-workers");
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    pub async fn connect_cluster<I>(nodes: I) -> Result<RedisStore, RedisStoreError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        let client = ::redis::cluster::ClusterClient::builder(nodes)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(RedisStoreError::InvalidUrl)?;
+        Self::from_cluster_client(client).await
+    }
+
+    /// Like [`RedisStore::connect_cluster`], from a [`redis::cluster::ClusterClient`] you made
+    /// (for settings URLs cannot carry: retries, TLS certificates, read routing...).
+    #[cfg(feature = "redis-cluster")]
+    pub async fn from_cluster_client(
+        client: ::redis::cluster::ClusterClient,
+    ) -> Result<RedisStore, RedisStoreError> {
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_connection())
+            .await
+            .map_err(|_| RedisStoreError::Timeout(CONNECT_TIMEOUT))?
+            .map_err(RedisStoreError::from_redis)?;
+        Ok(Self::from_cluster_connection(conn))
+    }
+
+    /// A store on a cluster connection you made (every call is still bounded by the store's
+    /// [timeout](RedisStore::timeout)).
+    #[cfg(feature = "redis-cluster")]
+    pub fn from_cluster_connection(conn: ::redis::cluster_async::ClusterConnection) -> RedisStore {
+        Self::from_conn(Conn::Cluster(conn))
+    }
+
+    fn from_conn(conn: Conn) -> RedisStore {
         RedisStore {
             link: Link {
-                conn: manager,
+                conn,
                 prefix: Arc::from(DEFAULT_PREFIX),
                 timeout: DEFAULT_TIMEOUT,
                 fallback: Fallback::default(),
@@ -479,34 +552,29 @@ impl RedisStore {
     ) -> Result<Answer, RedisStoreError> {
         self.start_heartbeat();
         let plan = Plan::new(limit, slower, cost, max_wait);
-        let key = self.scope_key(scope);
+        // one command, written once: no script invocation to build and copy, the key written
+        // straight into it
+        let mut cmd = Cmd::new();
+        cmd.arg("EVALSHA")
+            .arg(GCRA.get_hash())
+            .arg(1)
+            .arg(self.scope_key(scope))
+            .arg(plan.advance())
+            .arg(plan.lead())
+            .arg(plan.slack)
+            .arg(plan.max_wait)
+            .arg(plan.ttl_ms);
         let mut conn = self.link.conn.clone();
-        let reply: Vec<i64> = self
+        let (granted, delay, closed, now): (i64, i64, i64, i64) = self
             .link
-            .call(&self.shared, async {
-                GCRA.key(&key)
-                    .arg("reserve")
-                    .arg(plan.interval)
-                    .arg(plan.tolerance)
-                    .arg(plan.slack)
-                    .arg(plan.cost)
-                    .arg(plan.max_wait)
-                    .arg(plan.ttl_ms)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+            .call(&self.shared, evalsha(&GCRA, &cmd, &mut conn))
             .await?;
-        match reply[..] {
-            [granted, delay, closed, now] => Ok(Answer {
-                granted: granted == 1,
-                delay_ns: non_negative(delay)?,
-                closed_ns: non_negative(closed)?,
-                now_us: non_negative(now)?,
-            }),
-            _ => Err(self.key_error(RedisStoreError::Reply(format!(
-                "gcra.lua answered {reply:?}"
-            )))),
-        }
+        Ok(Answer {
+            granted: granted == 1,
+            delay_ns: non_negative(delay)?,
+            closed_ns: non_negative(closed)?,
+            now_us: non_negative(now)?,
+        })
     }
 
     /// Close `scope` for every process for `until` from now (by the Redis clock), unless it is
@@ -523,26 +591,20 @@ impl RedisStore {
         until: Duration,
     ) -> Result<Option<Duration>, RedisStoreError> {
         self.start_heartbeat();
-        let key = self.scope_key(scope);
+        let mut cmd = Cmd::new();
+        cmd.arg("EVALSHA")
+            .arg(GCRA.get_hash())
+            .arg(1)
+            .arg(self.scope_key(scope))
+            .arg("close")
+            .arg(saturating_nanos(until))
+            .arg(1);
         let mut conn = self.link.conn.clone();
-        let until = saturating_nanos(until);
         let answer = self
             .link
-            .call(&self.shared, async {
-                GCRA.key(&key)
-                    .arg("close")
-                    .arg(until)
-                    .arg(1)
-                    .invoke_async::<Vec<i64>>(&mut conn)
-                    .await
-            })
+            .call(&self.shared, evalsha::<(i64, i64)>(&GCRA, &cmd, &mut conn))
             .await
-            .and_then(|reply| match reply[..] {
-                [closed, _now] => Ok(Duration::from_nanos(non_negative(closed)?)),
-                _ => Err(self.key_error(RedisStoreError::Reply(format!(
-                    "gcra.lua answered {reply:?}"
-                )))),
-            });
+            .and_then(|(closed, _now)| Ok(Duration::from_nanos(non_negative(closed)?)));
         match answer {
             Ok(closed) => Ok(Some(closed)),
             Err(err) => self.fall_back(err).map(|_| None),
@@ -600,8 +662,11 @@ impl RedisStore {
     }
 
     /// `<prefix>:{<scope>}:gcra`: the scope is the hash tag, so a scope's keys share a slot.
-    fn scope_key(&self, scope: &str) -> String {
-        format!("{}:{{{}}}:gcra", self.link.prefix, escape(scope))
+    fn scope_key<'a>(&'a self, scope: &'a str) -> ScopeKey<'a> {
+        ScopeKey {
+            prefix: &self.link.prefix,
+            scope,
+        }
     }
 
     /// The fallback for `err`: the divisor for local pacing, or the error.
@@ -610,12 +675,6 @@ impl RedisStore {
             Fallback::Local => Ok(self.live_processes()),
             Fallback::FailClosed => Err(err),
         }
-    }
-
-    /// Note a failure that concerns a key, not Redis (warned once per store).
-    fn key_error(&self, err: RedisStoreError) -> RedisStoreError {
-        self.shared.key_error(&err);
-        err
     }
 
     /// Start heartbeating, once per store (and its clones), if a tokio runtime is running.
@@ -773,6 +832,41 @@ impl Shared {
     }
 }
 
+/// `<prefix>:{<scope>}:gcra`, written straight into the command that names it (no `String`
+/// per call): the scope, escaped, is the key's hash tag.
+struct ScopeKey<'a> {
+    prefix: &'a str,
+    scope: &'a str,
+}
+
+impl ToRedisArgs for ScopeKey<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + RedisWrite,
+    {
+        use std::io::Write;
+        let mut arg = out.writer_for_next_arg();
+        // writing to the command's buffer cannot fail
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(b":{");
+        let _ = arg.write_all(escape(self.scope).as_bytes());
+        let _ = arg.write_all(b"}:gcra");
+    }
+}
+
+/// Run `cmd` (an `EVALSHA` of `script`), loading the script and running it again if Redis
+/// answers `NOSCRIPT` (after a `SCRIPT FLUSH` or a restart; in a cluster, on the node that
+/// lacks it), as redis-rs's `Script::invoke_async` does.
+async fn evalsha<T: FromRedisValue>(script: &Script, cmd: &Cmd, conn: &mut Conn) -> RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(err) if err.code() == Some("NOSCRIPT") => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        answer => answer,
+    }
+}
+
 /// What the script needs for one reservation, in its units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Plan {
@@ -791,7 +885,7 @@ struct Plan {
 impl Plan {
     fn new(limit: Option<&Limit>, slower: Option<u64>, cost: u32, max_wait: Duration) -> Plan {
         let cost = cost.max(1);
-        let max_wait = saturating_nanos(max_wait);
+        let max_wait = saturating_nanos(max_wait).min(MAX_WAIT_NANOS);
         let Some(limit) = limit else {
             return Plan {
                 interval: slower.unwrap_or(0),
@@ -818,6 +912,17 @@ impl Plan {
                 .unwrap_or(u64::MAX)
                 .max(1),
         }
+    }
+
+    /// How far one reservation moves the schedule: `cost` intervals, in ns (0: unpaced).
+    fn advance(&self) -> u64 {
+        self.interval.saturating_mul(u64::from(self.cost))
+    }
+
+    /// How far ahead of the schedule a start may be, in ns: the tolerance, and at least one
+    /// interval (a start is due one interval before the schedule's end).
+    fn lead(&self) -> u64 {
+        self.tolerance.max(self.interval)
     }
 }
 
@@ -867,5 +972,8 @@ fn process_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[cfg(all(test, feature = "redis-cluster"))]
+mod cluster_tests;
+mod conn;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! A `redis-server` of our own, for the tests, benches and examples that need one: started from
 //! PATH on a free loopback port, no persistence, killed on drop (resumed first if stopped).
+//! [`RedisCluster`]: three of them joined into a Redis Cluster by `redis-cli` (also from PATH).
 //!
 //! One file, included with `#[path]` by `tests/shared.rs`, `src/store/redis/tests.rs`,
 //! `benches/redis.rs` and `examples/fleet.rs`; each uses part of it.
@@ -106,5 +107,134 @@ impl Drop for RedisServer {
             self.signal("-CONT");
         }
         self.stop();
+    }
+}
+
+/// A Redis Cluster of our own: three primaries (no replicas) on free loopback ports, each a
+/// `redis-server` from PATH, joined by `redis-cli --cluster create`; killed on drop, their
+/// `nodes-<port>.conf` files removed.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    /// Start three nodes, form the cluster, and wait (at most 20 s) until every node says
+    /// `cluster_state:ok`.
+    pub fn start() -> Result<RedisCluster, String> {
+        Self::start_with(3)
+    }
+
+    /// The same with `n` primaries (3 at least: `redis-cli --cluster create` wants them).
+    pub fn start_with(n: usize) -> Result<RedisCluster, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "reqwest-polite-cluster-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+        // the guard from here on, so a failure below still kills what started
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            dir,
+        };
+        // hold every port until all are chosen, so no two nodes get the same one
+        let listeners: Vec<TcpListener> = (0..n)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(|err| format!("no free loopback port: {err}"))?;
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()
+            .map_err(|err| format!("no free loopback port: {err}"))?;
+        drop(listeners);
+        for &port in &ports {
+            let conf = cluster.dir.join(format!("nodes-{port}.conf"));
+            let dir = cluster.dir.to_string_lossy().into_owned();
+            let node = RedisServer::spawn(
+                port,
+                &[
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf.to_string_lossy(),
+                    "--dir",
+                    &dir,
+                ],
+                true,
+            )?;
+            cluster.nodes.push(node);
+        }
+        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let output = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| match err.kind() {
+                std::io::ErrorKind::NotFound => "redis-cli is not on PATH: install it \
+                     (apt-get install redis-tools, brew install redis)"
+                    .to_string(),
+                _ => format!("could not run redis-cli: {err}"),
+            })?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for &port in &ports {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "CLUSTER", "INFO"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .map_err(|err| format!("could not run redis-cli: {err}"))?;
+                if String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!(
+                        "the cluster on ports {ports:?} did not reach cluster_state:ok within \
+                         20 s (node {port}: {})",
+                        String::from_utf8_lossy(&info.stdout)
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// A `redis://` URL for each node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Kill every node now.
+    pub fn stop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear(); // each node kills its process
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

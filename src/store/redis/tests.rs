@@ -7,11 +7,11 @@ use std::time::{Duration, Instant as StdInstant};
 
 use super::*;
 
-const MS: Duration = Duration::from_millis(1);
-const LONG: Duration = Duration::from_secs(3600);
+pub(super) const MS: Duration = Duration::from_millis(1);
+pub(super) const LONG: Duration = Duration::from_secs(3600);
 
 #[path = "../../../tests/support/redis_server.rs"]
-mod redis_server;
+pub(super) mod redis_server;
 use redis_server::RedisServer;
 
 /// A plain connection for the test's own commands.
@@ -28,11 +28,11 @@ async fn store(server: &RedisServer) -> RedisStore {
 }
 
 /// The reserved instant, in ns since the epoch on the Redis clock.
-fn slot(answer: &Answer) -> u64 {
+pub(super) fn slot(answer: &Answer) -> u64 {
     answer.now_us * 1_000 + answer.delay_ns
 }
 
-fn max_in_any_window(sorted: &[u64], window: u64) -> usize {
+pub(super) fn max_in_any_window(sorted: &[u64], window: u64) -> usize {
     let mut most = 0;
     let mut first = 0;
     for (i, &s) in sorted.iter().enumerate() {
@@ -782,5 +782,14 @@ fn plans_follow_the_local_pacer() {
     let slowed = Plan::new(Some(&Limit::per_second(10)), Some(1_000_000), 1, LONG);
     assert_eq!(slowed.interval, 102_000_000, "never faster than the limit");
     let unpaced = Plan::new(None, None, 1, Duration::MAX);
-    assert_eq!((unpaced.interval, unpaced.max_wait), (0, u64::MAX));
+    assert_eq!(
+        (unpaced.interval, unpaced.advance(), unpaced.max_wait),
+        (0, 0, 1 << 62),
+        "unpaced; the longest wait asked for fits the script's integer reply"
+    );
+    let costly = Plan::new(Some(&Limit::per_second(10).burst(4)), None, 3, LONG);
+    assert_eq!(costly.interval, 145_714_286, "1.02 s over 7 slots");
+    assert_eq!(costly.advance(), 3 * 145_714_286, "cost 3: three intervals");
+    assert_eq!(costly.lead(), 4 * 145_714_286, "the burst's tolerance");
+    assert_eq!(smooth.lead(), 102_000_000, "at least one interval");
 }
