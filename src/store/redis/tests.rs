@@ -2,7 +2,6 @@
 //! test and stopped when the test ends. Run with `cargo test --features redis`.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant as StdInstant};
 
 use super::*;
@@ -607,10 +606,10 @@ async fn rediss_urls_connect_with_the_redis_tls_feature() {
     )
     .expect("ext");
     let openssl = |args: &[&str]| {
-        let status = Command::new("openssl")
+        let status = std::process::Command::new("openssl")
             .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .status()
             .expect("the TLS test needs the openssl command");
         assert!(status.success(), "openssl {args:?} failed");
