@@ -115,8 +115,9 @@ pub(crate) struct HostState {
     pub(crate) limit: Option<Limit>,
     pub(crate) generation: u64,
     /// Quotas the server named for this host's routes (first path segment), learned from its
-    /// answers (GitHub resources, Discord buckets).
-    routes: HashMap<Box<str>, ServerScope>,
+    /// answers (GitHub resources, Discord buckets). Boxed, and made on the first one: most hosts
+    /// name none, and a record stays small.
+    routes: Option<Box<HashMap<Box<str>, ServerScope>>>,
     /// Attempts sent and not answered yet.
     pub(crate) sent: u32,
     /// While a shared store is away: this process's share of the limit, its schedule, and
@@ -196,19 +197,20 @@ impl HostState {
 
     /// The quota the server named for a path's route, if it named one.
     pub(crate) fn named_scope(&self, path: &str) -> Option<&ServerScope> {
-        self.routes.get(route_of(path))
+        self.routes.as_ref()?.get(route_of(path))
     }
 
     /// Remember that the server counts `path`'s route in `scope`.
     pub(crate) fn learn_route(&mut self, path: &str, scope: &ServerScope) {
         let route = route_of(path);
-        if self.routes.get(route) == Some(scope) {
+        let routes = self.routes.get_or_insert_default();
+        if routes.get(route) == Some(scope) {
             return;
         }
-        if self.routes.len() >= MAX_ROUTES {
-            self.routes.clear();
+        if routes.len() >= MAX_ROUTES {
+            routes.clear();
         }
-        self.routes.insert(route.into(), scope.clone());
+        routes.insert(route.into(), scope.clone());
     }
 
     /// Read an answer to an attempt sent at `sent_at` into the host's owners. `named`: the
@@ -331,7 +333,7 @@ impl HostState {
     /// while nothing but the configured limit paces the host: nobody queued, no adaptive rate,
     /// no route quota learned, and the pacing itself quiet (not closed, no quota counted).
     fn quiet_schedule(&self) -> Option<(Plain, u64)> {
-        if self.queued > 0 || self.adaptive.rate().is_some() || !self.routes.is_empty() {
+        if self.queued > 0 || self.adaptive.rate().is_some() || self.routes.is_some() {
             return None;
         }
         self.pacing.quiet()
@@ -462,7 +464,7 @@ impl Host {
                 adaptive: AdaptiveRate::for_limit(now, limit.as_ref()),
                 limit,
                 generation: config.generation,
-                routes: HashMap::new(),
+                routes: None,
                 sent: 0,
                 #[cfg(feature = "redis")]
                 fallback: None,
