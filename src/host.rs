@@ -286,14 +286,14 @@ impl HostState {
     }
 
     /// Pace to a new configured limit (generation `generation`) from the next request on.
-    pub(crate) fn relimit(&mut self, limit: Option<Limit>, generation: u64, now: Instant) {
+    pub(crate) fn relimit(&mut self, limit: Option<Limit>, generation: u64) {
         self.generation = generation;
         if self.limit == limit {
             return;
         }
         self.limit = limit;
         self.pacing.relimit(limit.as_ref());
-        self.adaptive = AdaptiveRate::for_limit(now, limit.as_ref());
+        self.adaptive = AdaptiveRate::for_limit(limit.as_ref());
     }
 
     /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
@@ -461,7 +461,7 @@ impl Host {
             partition: config.partition,
             state: Mutex::new(HostState {
                 pacing,
-                adaptive: AdaptiveRate::for_limit(now, limit.as_ref()),
+                adaptive: AdaptiveRate::for_limit(limit.as_ref()),
                 limit,
                 generation: config.generation,
                 routes: None,
@@ -672,3 +672,4 @@ mod tests {
         assert_eq!(u64::from(state.sent), admitted, "each admission in flight");
     }
 }
+

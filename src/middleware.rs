@@ -207,7 +207,7 @@ fn begin(
     let mut state = host.state();
     if state.generation != polite.generation() {
         let (limits, generation) = polite.limits();
-        state.relimit(limits.authority(url), generation, now);
+        state.relimit(limits.authority(url), generation);
     }
     state.counters.requests += 1;
     state.budget.deposit(now);

@@ -109,17 +109,25 @@ pub(crate) struct RateChange {
 pub(crate) struct AdaptiveRate {
     /// The configured limit's rate (safety margin included), if any: the upper bound.
     ceiling: Option<f64>,
-    /// The throttled rate; `None`: not throttled.
-    rate: Option<f64>,
-    phase: Phase,
-    last_update: Instant,
-    last_decrease: Option<Instant>,
     /// Successful answers, and our sends, over the last `SAMPLE`.
     accepted: Window,
     sent: Window,
     /// When we started sending (nanoseconds on the scope's clock): a sample shorter than
     /// `SAMPLE` is not a rate.
     first_send: Option<u64>,
+    /// What refusals taught, from the first one on. Boxed: most scopes are never refused, and
+    /// a host record stays small.
+    learned: Option<Box<Learned>>,
+}
+
+/// What a scope's refusals taught its adaptive rate.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    /// The throttled rate; `None`: not throttled (any more).
+    rate: Option<f64>,
+    phase: Phase,
+    last_update: Instant,
+    last_decrease: Instant,
     /// Refusals counted since the last acceptance.
     refusals_in_a_row: u32,
 }
@@ -127,24 +135,17 @@ pub(crate) struct AdaptiveRate {
 impl AdaptiveRate {
     /// The adaptive rate of a scope paced by `limit`: bounded by the rate the limit's schedule
     /// sustains, margins included (`None`: nothing configured).
-    pub(crate) fn for_limit(now: Instant, limit: Option<&crate::limit::Limit>) -> Self {
-        Self::new(
-            now,
-            limit.map(|l| 1e9 / crate::pacing::gcra::sustained_interval(l) as f64),
-        )
+    pub(crate) fn for_limit(limit: Option<&crate::limit::Limit>) -> Self {
+        Self::new(limit.map(|l| 1e9 / crate::pacing::gcra::sustained_interval(l) as f64))
     }
 
-    pub(crate) fn new(now: Instant, ceiling: Option<f64>) -> Self {
+    pub(crate) fn new(ceiling: Option<f64>) -> Self {
         AdaptiveRate {
             ceiling,
-            rate: None,
-            phase: Phase::Hold { probe_at: now },
-            last_update: now,
-            last_decrease: None,
             accepted: Window::new(SAMPLE),
             sent: Window::new(SAMPLE),
             first_send: None,
-            refusals_in_a_row: 0,
+            learned: None,
         }
     }
 
@@ -161,12 +162,12 @@ impl AdaptiveRate {
 
     /// The spacing the rate asks for (nanoseconds per unit), when throttled.
     pub(crate) fn interval(&self) -> Option<u64> {
-        self.rate.map(|r| (1e9 / r) as u64)
+        self.rate().map(|r| (1e9 / r) as u64)
     }
 
     /// The throttled rate, for snapshots.
     pub(crate) fn rate(&self) -> Option<f64> {
-        self.rate
+        self.learned.as_ref()?.rate
     }
 
     /// A successful answer at `now` to an attempt sent at `sent_at`.
@@ -177,17 +178,18 @@ impl AdaptiveRate {
         cost: u32,
     ) -> Option<RateChange> {
         self.accepted.add(now_ns, cost);
-        self.refusals_in_a_row = 0;
-        let rate = self.rate?;
+        let learned = self.learned.as_deref_mut()?;
+        learned.refusals_in_a_row = 0;
+        let rate = learned.rate?;
         let dt = now
-            .saturating_duration_since(self.last_update)
+            .saturating_duration_since(learned.last_update)
             .as_secs_f64();
-        self.last_update = now;
-        let next = match self.phase {
+        learned.last_update = now;
+        let next = match learned.phase {
             Phase::Recover { target, per_second } => {
                 let next = rate + per_second * dt;
                 if next >= target {
-                    self.phase = Phase::Hold {
+                    learned.phase = Phase::Hold {
                         probe_at: now + PROBE_AFTER,
                     };
                     target
@@ -201,10 +203,10 @@ impl AdaptiveRate {
         };
         let next = (next != rate).then_some(next)?;
         let bound = self.ceiling.unwrap_or(MAX_RATE);
-        self.rate = (next < bound).then_some(next);
+        learned.rate = (next < bound).then_some(next);
         Some(RateChange {
             from: rate,
-            to: self.rate,
+            to: learned.rate,
             pause: None,
         })
     }
@@ -216,7 +218,11 @@ impl AdaptiveRate {
         now_ns: u64,
         sent_at: Instant,
     ) -> Option<RateChange> {
-        if self.last_decrease.is_some_and(|last| sent_at <= last) {
+        if self
+            .learned
+            .as_ref()
+            .is_some_and(|learned| sent_at <= learned.last_decrease)
+        {
             return None; // sent before the last decrease: the same signal
         }
         let sent = f64::from(self.sent.count(now_ns));
@@ -226,7 +232,7 @@ impl AdaptiveRate {
             .is_some_and(|first| now_ns.saturating_sub(first) >= SAMPLE.as_nanos() as u64);
         // the rate we were refused at: the configured one, unless we have been sending
         // clearly slower than it for a while (the caller's demand, not the limit, paced us)
-        let current = self.rate.unwrap_or(match self.ceiling {
+        let current = self.rate().unwrap_or(match self.ceiling {
             Some(ceiling) if sampled_long && sent < BELOW_DEMAND * ceiling => {
                 sent.max(ceiling / 2.0)
             }
@@ -242,7 +248,7 @@ impl AdaptiveRate {
             Some(_) => DIP_RECOVERY,
             None => RECOVERY,
         };
-        self.phase = match phase {
+        let phase = match phase {
             Phase::Recover { target, .. } => {
                 let target = target.clamp(rate, top);
                 Phase::Recover {
@@ -252,12 +258,20 @@ impl AdaptiveRate {
             }
             other => other,
         };
-        self.rate = Some(rate);
-        self.last_update = now;
-        self.last_decrease = Some(now);
-        self.refusals_in_a_row += 1;
-        let in_a_row = (self.refusals_in_a_row >= 2).then(|| {
-            let doublings = (self.refusals_in_a_row - 2).min(16);
+        let refusals_in_a_row = self.learned.as_ref().map_or(0, |l| l.refusals_in_a_row) + 1;
+        let learned = Learned {
+            rate: Some(rate),
+            phase,
+            last_update: now,
+            last_decrease: now,
+            refusals_in_a_row,
+        };
+        match self.learned.as_deref_mut() {
+            Some(known) => *known = learned,
+            None => self.learned = Some(Box::new(learned)),
+        }
+        let in_a_row = (refusals_in_a_row >= 2).then(|| {
+            let doublings = (refusals_in_a_row - 2).min(16);
             (FIRST_PAUSE * (1 << doublings)).min(MAX_PAUSE)
         });
         Some(RateChange {
@@ -277,30 +291,34 @@ impl AdaptiveRate {
         accepted: f64,
         sampled_long: bool,
     ) -> (f64, Phase, Option<Duration>) {
-        let recent = self
-            .last_decrease
-            .is_some_and(|last| now.saturating_duration_since(last) < RECENT);
+        let learned = self.learned.as_deref();
+        let since_decrease = learned.map(|l| now.saturating_duration_since(l.last_decrease));
+        let recent = since_decrease.is_some_and(|since| since < RECENT);
         // What was accepted is a rate only if ours did not ramp over the sample (a guess that
         // grows understates it), and, held, once it has held for a whole sample. With nothing
         // configured, a burst that met a window learns the window from what it accepted,
         // however short the sample; a configured scope wants a full second of it.
-        let steady = match (self.rate, self.phase) {
-            (None, _) | (Some(_), Phase::Recover { .. }) => true,
-            (Some(_), Phase::Ramp { .. }) => false,
-            (Some(_), Phase::Hold { .. }) => self
-                .last_decrease
-                .is_none_or(|last| now.saturating_duration_since(last) >= SAMPLE),
+        let throttled_phase = learned.and_then(|l| l.rate.map(|_| l.phase));
+        let steady = match throttled_phase {
+            None | Some(Phase::Recover { .. }) => true,
+            Some(Phase::Ramp { .. }) => false,
+            Some(Phase::Hold { .. }) => since_decrease.is_none_or(|since| since >= SAMPLE),
         };
         let accepted_less = steady
             && (sampled_long || self.ceiling.is_none())
             && accepted > 0.0
             && accepted < ACCEPTED_CLEARLY_LESS * sent;
         // the level we were recovering to, or holding at
-        let level = match self.phase {
-            Phase::Recover { target, .. } => target,
+        let level = match learned.map(|l| l.phase) {
+            Some(Phase::Recover { target, .. }) => target,
             _ => current,
         };
-        if let (Some(rate), Phase::Ramp { from }) = (self.rate, self.phase) {
+        if let Some(&Learned {
+            rate: Some(rate),
+            phase: Phase::Ramp { from },
+            ..
+        }) = learned
+        {
             return if rate > from {
                 // a guess grew past the quota: it lies between where we are and a little below
                 (current * RAMP_SETTLE, self.hold(now), None)
@@ -342,7 +360,7 @@ impl AdaptiveRate {
             target,
             per_second: 0.0,
         };
-        if recent && self.refusals_in_a_row > 0 {
+        if recent && learned.is_some_and(|l| l.refusals_in_a_row > 0) {
             // refused again with nothing accepted in between: back off and hold (and pause);
             // on a configured scope the half-limit floor bounds it (climbing back instead was
             // measured: 28 refusals where the quota was half the limit, instead of 4)
@@ -381,7 +399,7 @@ mod tests {
             let t0 = Instant::now();
             Drive {
                 t0,
-                a: AdaptiveRate::new(t0, ceiling),
+                a: AdaptiveRate::new(ceiling),
             }
         }
         fn ns(&self, at: Instant) -> u64 {
