@@ -415,7 +415,7 @@ pub(crate) struct HostConfig {
     pub(crate) partition: Option<Partition>,
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) breaker: Arc<Breaker>,
-    pub(crate) retry_budget: RetryBudget,
+    pub(crate) retry_budget: Arc<RetryBudget>,
 }
 
 #[cfg(test)]
@@ -428,7 +428,7 @@ impl HostConfig {
             partition: None,
             max_in_flight: None,
             breaker: Arc::new(Breaker::disabled()),
-            retry_budget: RetryBudget::default(),
+            retry_budget: Arc::new(RetryBudget::default()),
         }
     }
 }
@@ -473,7 +473,7 @@ impl Host {
                 counters: Counters::default(),
                 last_used: now,
                 breaker: BreakerState::new(Arc::clone(&config.breaker), now),
-                budget: BudgetState::new(&config.retry_budget, now),
+                budget: BudgetState::new(Arc::clone(&config.retry_budget), now),
             }),
             answered: tokio::sync::Notify::new(),
             turnstile: Semaphore::new(1),
@@ -672,4 +672,5 @@ mod tests {
         assert_eq!(u64::from(state.sent), admitted, "each admission in flight");
     }
 }
+
 
