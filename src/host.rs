@@ -111,8 +111,7 @@ pub struct HostSnapshot {
 pub(crate) struct HostState {
     pub(crate) pacing: Pacing,
     adaptive: AdaptiveRate,
-    /// The configured limit, if any, and the configuration generation it comes from.
-    pub(crate) limit: Option<Limit>,
+    /// The configuration generation the limit (the pacing's) comes from.
     pub(crate) generation: u64,
     /// Quotas the server named for this host's routes (first path segment), learned from its
     /// answers (GitHub resources, Discord buckets). Boxed, and made on the first one: most hosts
@@ -190,6 +189,11 @@ impl HostState {
             .fold(self.pacing.certain_wait(now, cost), Instant::max)
     }
 
+    /// The configured limit, if any (the pacing holds it).
+    pub(crate) fn limit(&self) -> Option<Limit> {
+        self.pacing.limit()
+    }
+
     /// The instant the host reopens, if the server closed it.
     pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
         self.pacing.closed_until(now)
@@ -245,7 +249,7 @@ impl HostState {
             observed.rate_change = self.adaptive.on_success(now, now_ns, cost);
         }
         let accepted_any = self.adaptive.accepted_any(now_ns);
-        if scout && self.limit.is_some() && self.pacing.quota.in_first_contact() {
+        if scout && self.limit().is_some() && self.pacing.quota.in_first_contact() {
             // the scout may have reached the server as late as now (a slow first connection):
             // the schedule starts from its answer, so no window the server counts holds more
             self.pacing
@@ -288,10 +292,9 @@ impl HostState {
     /// Pace to a new configured limit (generation `generation`) from the next request on.
     pub(crate) fn relimit(&mut self, limit: Option<Limit>, generation: u64) {
         self.generation = generation;
-        if self.limit == limit {
+        if self.limit() == limit {
             return;
         }
-        self.limit = limit;
         self.pacing.relimit(limit.as_ref());
         self.adaptive = AdaptiveRate::for_limit(limit.as_ref());
     }
@@ -462,7 +465,6 @@ impl Host {
             state: Mutex::new(HostState {
                 pacing,
                 adaptive: AdaptiveRate::for_limit(limit.as_ref()),
-                limit,
                 generation: config.generation,
                 routes: None,
                 sent: 0,
@@ -521,7 +523,7 @@ impl Host {
         HostSnapshot {
             key: self.key.to_string(),
             partition: self.partition.map(|p| p.to_string()),
-            limit: state.limit,
+            limit: state.limit(),
             next_slot_in: state.pacing.next_slot_in(now, state.adaptive.interval()),
             cooldown_in: state
                 .closed_until(now)
@@ -672,5 +674,7 @@ mod tests {
         assert_eq!(u64::from(state.sent), admitted, "each admission in flight");
     }
 }
+
+
 
 

@@ -211,7 +211,7 @@ fn begin(
     }
     state.counters.requests += 1;
     state.budget.deposit(now);
-    match state.limit {
+    match state.limit() {
         Some(limit) if opts.cost > limit.count() => {
             state.counters.rejected += 1;
             Err(Error::CostExceedsLimit {
@@ -707,7 +707,7 @@ fn record(
         state.counters.failures += 1;
     }
     let transition = state.breaker.record(now, &attempt.admission, failure);
-    let host_limit = state.limit;
+    let host_limit = state.limit();
     drop(state);
     if let Ok(resp) = result {
         let named = named.map(|named| (named, host_limit));

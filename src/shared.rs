@@ -50,7 +50,7 @@ pub(crate) async fn pace(
     max_wait: Duration,
     attempts: u32,
 ) -> Result<(), Error> {
-    let host_limit = host.state().limit;
+    let host_limit = host.state().limit();
     let mut schedules: Vec<(String, Limit, u32)> = Vec::new();
     if let Some(limit) = host_limit {
         schedules.push((host_key(host), limit, opts.cost));

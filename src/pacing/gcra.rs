@@ -375,6 +375,11 @@ impl Pacer {
         due.max(gap).max(now)
     }
 
+    /// The configured limit, if any.
+    pub(crate) fn limit(&self) -> Option<Limit> {
+        self.limit
+    }
+
     /// The spacing of the configured limit (0: unpaced).
     pub(crate) fn interval(&self) -> u64 {
         self.interval
