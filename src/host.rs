@@ -121,14 +121,16 @@ pub(crate) struct HostState {
     /// Attempts sent and not answered yet.
     pub(crate) sent: u32,
     /// While a shared store is away: this process's share of the limit, its schedule, and
-    /// that schedule's time origin (see `crate::shared`).
+    /// that schedule's time origin (see `crate::shared`). Boxed: made only while the store is
+    /// away, and a record stays small.
     #[cfg(feature = "redis")]
-    pub(crate) fallback: Option<(Limit, crate::pacing::gcra::Pacer, Instant)>,
+    pub(crate) fallback: Option<Box<(Limit, crate::pacing::gcra::Pacer, Instant)>>,
     /// Cost of the requests waiting in the pacing queue.
     pub(crate) queued_cost: u64,
     pub(crate) queued: u32,
     pub(crate) counters: Counters,
-    pub(crate) last_used: Instant,
+    /// When the host was last used, in nanoseconds on the pacing's clock.
+    last_used: u64,
     pub(crate) breaker: BreakerState,
     pub(crate) budget: BudgetState,
 }
@@ -188,6 +190,11 @@ impl HostState {
             .iter()
             .map(|(scope, units)| scope.pacing.certain_wait(now, *units))
             .fold(self.pacing.certain_wait(now, cost), Instant::max)
+    }
+
+    /// Mark the host as used at `now`.
+    pub(crate) fn touch(&mut self, now: Instant) {
+        self.last_used = self.pacing.nanos(now);
     }
 
     /// The configured limit, if any (the pacing holds it).
@@ -286,7 +293,7 @@ impl HostState {
                 }
             }
         }
-        self.last_used = now;
+        self.last_used = now_ns;
         observed
     }
 
@@ -474,7 +481,7 @@ impl Host {
                 queued_cost: 0,
                 queued: 0,
                 counters: Counters::default(),
-                last_used: now,
+                last_used: 0, // the clock starts now
                 breaker: BreakerState::new(Arc::clone(&config.breaker), now),
                 budget: BudgetState::new(Arc::clone(&config.retry_budget), now),
             }),
@@ -513,7 +520,8 @@ impl Host {
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
         let state = self.state();
         state.queued == 0
-            && now.saturating_duration_since(state.last_used) >= idle_after
+            && Duration::from_nanos(state.pacing.nanos(now).saturating_sub(state.last_used))
+                >= idle_after
             && state.pacing.is_idle(now)
             && state.breaker.is_quiet(now)
             && state.sent == 0

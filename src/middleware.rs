@@ -671,7 +671,7 @@ fn record(
         .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
     let mut closed_for = None;
     let mut state = host.state();
-    state.last_used = now;
+    state.touch(now);
     state.sent -= 1;
     if let Ok(resp) = result {
         let status = resp.status();
