@@ -20,9 +20,20 @@
 //! Then the example waits out `idle_timeout` (20 s), touches one new host (a new host is what
 //! sweeps idle records), and prints the record count and the process's resident memory (VmRSS)
 //! before, at the peak and after; then fills again with as many other hosts, to show whether
-//! the freed memory is reused (the allocator may keep freed pages rather than return them to the
-//! system, so RSS after eviction is an upper bound of what the records still cost).
+//! the freed memory is reused.
+//!
+//! Beside RSS, the example counts the bytes the program holds on the heap (a counting global
+//! allocator): at the peak, what that grew by per record is what a record costs with its key,
+//! its `Arc`, what it allocates and its share of the host map, without the allocator's own
+//! overhead and rounding (which RSS includes).
+//!
+//! glibc's allocator keeps most of what was freed (the records are small chunks spread over the
+//! heap), so RSS after the sweep is an upper bound of what the records still cost. On
+//! Linux/glibc the example then asks it to hand free pages back (`malloc_trim(0)`, which a
+//! long-running crawler can call as well) and prints RSS again: that figure is what is still in
+//! use.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +46,41 @@ use reqwest_polite::Polite;
 const IDLE: Duration = Duration::from_secs(20);
 /// Requests in flight at once while filling.
 const CONCURRENCY: usize = 256;
+
+/// The system allocator, counting the bytes held.
+struct Counting;
+
+/// Bytes allocated and not freed yet.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is passed through to the system allocator unchanged; only a counter is
+// updated beside it.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            HELD.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            HELD.fetch_add(new_size, Ordering::Relaxed);
+            HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 #[tokio::main]
 async fn main() {
@@ -58,11 +104,12 @@ async fn main() {
         "scale: {hosts} distinct hosts, one GET each ({how}), idle_timeout {IDLE:?}; a host record is {} bytes (size_of, without its key and map entry)",
         reqwest_polite::bench_support::host_record_size()
     );
-    let baseline = rss_kib();
+    let (baseline, held_before) = (rss_kib(), HELD.load(Ordering::Relaxed));
     println!(
-        "  before:        {:>8} records  RSS {:>8} KiB",
+        "  before:        {:>8} records  RSS {:>8} KiB  heap held {:>8} KiB",
         polite.host_count(),
-        baseline
+        baseline,
+        held_before / 1024
     );
 
     for round in 1..=2 {
@@ -70,10 +117,12 @@ async fn main() {
         let started = Instant::now();
         let failed = fill(&client, port, first..first + hosts).await;
         let took = started.elapsed();
-        let (records, peak) = (polite.host_count(), rss_kib());
+        let (records, peak, held) = (polite.host_count(), rss_kib(), HELD.load(Ordering::Relaxed));
         println!(
-            "  fill {round}, peak: {records:>8} records  RSS {peak:>8} KiB  ({:.0} B of RSS per record over the baseline; {hosts} requests in {:.1} s, {:.0}/s, {failed} failed)",
+            "  fill {round}, peak: {records:>8} records  RSS {peak:>8} KiB  heap held {:>8} KiB  ({:.0} B of RSS and {:.0} B of heap per record over the baseline; {hosts} requests in {:.1} s, {:.0}/s, {failed} failed)",
+            held / 1024,
             (peak.saturating_sub(baseline) * 1024) as f64 / records.max(1) as f64,
+            held.saturating_sub(held_before) as f64 / records.max(1) as f64,
             took.as_secs_f64(),
             hosts as f64 / took.as_secs_f64(),
         );
@@ -81,11 +130,33 @@ async fn main() {
         // a new host arriving is what sweeps the idle records
         let _ = fill(&client, port, 2 * hosts + round..2 * hosts + round + 1).await;
         println!(
-            "  fill {round}, after idle: {:>8} records  RSS {:>8} KiB",
+            "  fill {round}, after idle: {:>8} records  RSS {:>8} KiB  heap held {:>8} KiB",
             polite.host_count(),
-            rss_kib()
+            rss_kib(),
+            HELD.load(Ordering::Relaxed) / 1024
         );
+        if give_back_free_memory() {
+            println!(
+                "  fill {round}, trimmed:    {:>8} records  RSS {:>8} KiB  (baseline {baseline} KiB; after malloc_trim(0))",
+                polite.host_count(),
+                rss_kib()
+            );
+        }
     }
+}
+
+/// Ask the allocator to return the free pages it keeps to the system; `false` where there is
+/// no such call (anything but glibc).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn give_back_free_memory() -> bool {
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointer from us.
+    unsafe { libc::malloc_trim(0) };
+    true
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_free_memory() -> bool {
+    false
 }
 
 /// GET `http://h{i}.test:{port}/` for every `i` in `range`, `CONCURRENCY` at a time; returns

@@ -452,13 +452,11 @@ pub struct BreakerSnapshot {
     pub times_opened: u64,
 }
 
-/// The failure-rate trigger with its sliding window of calls (`[0]`) and failures (`[1]`): a
-/// fixed ring of buckets, so recording is allocation-free and memory is constant.
+/// The failure-rate trigger's sliding window of calls (`[0]`) and failures (`[1]`): a fixed
+/// ring of buckets, so recording is allocation-free and memory is constant. The trigger itself
+/// stays in the shared configuration.
 #[derive(Debug, Clone)]
 struct RateWindow {
-    ratio: f64,
-    min_calls: u32,
-    window: Duration,
     origin: Instant,
     counts: Window<2>,
 }
@@ -466,9 +464,6 @@ struct RateWindow {
 impl RateWindow {
     fn new(trigger: RateTrigger, origin: Instant) -> Self {
         Self {
-            ratio: trigger.ratio,
-            min_calls: trigger.min_calls,
-            window: trigger.window,
             origin,
             counts: Window::new(trigger.window),
         }
@@ -489,15 +484,15 @@ impl RateWindow {
         (calls, failures)
     }
 
-    /// The failure count if the rate trigger fires at `now`.
-    fn tripped(&self, now: Instant) -> Option<u32> {
+    /// The failure count if `trigger` fires at `now`.
+    fn tripped(&self, now: Instant, trigger: &RateTrigger) -> Option<u32> {
         let (calls, failures) = self.totals(now);
-        (calls >= self.min_calls && f64::from(failures) >= self.ratio * f64::from(calls))
+        (calls >= trigger.min_calls && f64::from(failures) >= trigger.ratio * f64::from(calls))
             .then_some(failures)
     }
 
     fn clear(&mut self) {
-        self.counts = Window::new(self.window);
+        self.counts.clear();
     }
 }
 
@@ -688,7 +683,11 @@ impl BreakerState {
         let mut tripped = None;
         if let Some(rate) = &mut self.rate {
             rate.record(now, true);
-            tripped = rate.tripped(now);
+            tripped = self
+                .config
+                .rate
+                .as_ref()
+                .and_then(|trigger| rate.tripped(now, trigger));
         }
         if self
             .config

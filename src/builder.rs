@@ -75,7 +75,7 @@ pub(crate) struct Config {
     pub(crate) max_retry_after: Duration,
     pub(crate) breaker: Arc<Breaker>,
     pub(crate) retryable: Retryable,
-    pub(crate) retry_budget: RetryBudget,
+    pub(crate) retry_budget: Arc<RetryBudget>,
     pub(crate) idle_timeout: Duration,
     pub(crate) is_failure: fn(Option<http::StatusCode>) -> bool,
     pub(crate) observers: Observers,
@@ -100,7 +100,7 @@ impl Default for Config {
             max_retry_after: Duration::from_secs(120),
             breaker: Arc::new(Breaker::default()),
             retryable: Retryable::SafeOnly,
-            retry_budget: RetryBudget::default(),
+            retry_budget: Arc::new(RetryBudget::default()),
             idle_timeout: Duration::from_secs(300),
             is_failure: default_is_failure,
             observers: Observers::default(),
@@ -241,7 +241,7 @@ impl Polite {
                 partition,
                 max_in_flight: config.max_in_flight,
                 breaker: Arc::clone(&config.breaker),
-                retry_budget: config.retry_budget,
+                retry_budget: Arc::clone(&config.retry_budget),
             };
             Host::new(&authority, &host_config, now)
         }))
@@ -557,7 +557,7 @@ impl PoliteBuilder {
 
     /// The per-host retry budget, which keeps an outage from turning into a retry storm.
     pub fn retry_budget(mut self, budget: RetryBudget) -> Self {
-        self.config.retry_budget = budget;
+        self.config.retry_budget = Arc::new(budget);
         self
     }
 

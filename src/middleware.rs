@@ -207,11 +207,11 @@ fn begin(
     let mut state = host.state();
     if state.generation != polite.generation() {
         let (limits, generation) = polite.limits();
-        state.relimit(limits.authority(url), generation, now);
+        state.relimit(limits.authority(url), generation);
     }
     state.counters.requests += 1;
     state.budget.deposit(now);
-    match state.limit {
+    match state.limit() {
         Some(limit) if opts.cost > limit.count() => {
             state.counters.rejected += 1;
             Err(Error::CostExceedsLimit {
@@ -671,7 +671,7 @@ fn record(
         .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
     let mut closed_for = None;
     let mut state = host.state();
-    state.last_used = now;
+    state.touch(now);
     state.sent -= 1;
     if let Ok(resp) = result {
         let status = resp.status();
@@ -707,7 +707,7 @@ fn record(
         state.counters.failures += 1;
     }
     let transition = state.breaker.record(now, &attempt.admission, failure);
-    let host_limit = state.limit;
+    let host_limit = state.limit();
     drop(state);
     if let Ok(resp) = result {
         let named = named.map(|named| (named, host_limit));

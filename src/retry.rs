@@ -8,6 +8,7 @@
 //! - [`Backoff`]: how long to wait before retry *i*, as an endless [`Iterator`] of delays.
 //! - [`BudgetState`]: has this host had too many retries lately (a [`RetryBudget`])?
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -495,7 +496,8 @@ pub enum InvalidRetryBudget {
 /// later.
 #[derive(Debug, Clone)]
 pub(crate) struct BudgetState {
-    config: RetryBudget,
+    /// Shared by every host of a client: one copy, not one per record.
+    config: Arc<RetryBudget>,
     start: Instant,
     /// Requests (`[0]`) and retries (`[1]`) over the window.
     counts: Window<2>,
@@ -503,13 +505,14 @@ pub(crate) struct BudgetState {
 
 impl BudgetState {
     /// Fresh state for one host: nothing counted yet.
-    pub(crate) fn new(config: &RetryBudget, now: Instant) -> Self {
+    pub(crate) fn new(config: impl Into<Arc<RetryBudget>>, now: Instant) -> Self {
+        let config = config.into();
         let window = match config.kind {
             BudgetKind::Limited { window, .. } => window,
             BudgetKind::Unlimited => Duration::from_secs(10),
         };
         Self {
-            config: *config,
+            config,
             start: now,
             counts: Window::new(window),
         }
@@ -922,7 +925,7 @@ mod tests {
     #[test]
     fn ratio_allows_exactly_its_share_of_deposits() {
         let t0 = Instant::now();
-        let mut budget = BudgetState::new(&RetryBudget::new(WINDOW, 0, 0.2), t0);
+        let mut budget = BudgetState::new(RetryBudget::new(WINDOW, 0, 0.2), t0);
         for _ in 0..100 {
             budget.deposit(t0);
         }
@@ -944,7 +947,7 @@ mod tests {
     fn ratio_is_exact_in_decimal() {
         // 0.29 * 100 is 28.999999999999996 in f64; the budget must still allow 29.
         let t0 = Instant::now();
-        let mut budget = BudgetState::new(&RetryBudget::new(WINDOW, 0, 0.29), t0);
+        let mut budget = BudgetState::new(RetryBudget::new(WINDOW, 0, 0.29), t0);
         for _ in 0..100 {
             budget.deposit(t0);
         }
@@ -954,7 +957,7 @@ mod tests {
     #[test]
     fn entries_age_out_after_the_window() {
         let t0 = Instant::now();
-        let mut budget = BudgetState::new(&RetryBudget::new(WINDOW, 0, 0.5), t0);
+        let mut budget = BudgetState::new(RetryBudget::new(WINDOW, 0, 0.5), t0);
         for _ in 0..10 {
             budget.deposit(t0);
         }
@@ -993,7 +996,7 @@ mod tests {
     #[test]
     fn window_slides_bucket_by_bucket() {
         let t0 = Instant::now();
-        let mut budget = BudgetState::new(&RetryBudget::new(WINDOW, 0, 1.0), t0);
+        let mut budget = BudgetState::new(RetryBudget::new(WINDOW, 0, 1.0), t0);
         // One request per second for 15 s: at most the last 10 seconds' count.
         for s in 0..15u64 {
             budget.deposit(t0 + Duration::from_secs(s));
@@ -1007,7 +1010,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn entries_age_out_on_paused_time() {
-        let mut budget = BudgetState::new(&RetryBudget::new(WINDOW, 0, 0.2), Instant::now());
+        let mut budget = BudgetState::new(RetryBudget::new(WINDOW, 0, 0.2), Instant::now());
         for _ in 0..5 {
             budget.deposit(Instant::now());
         }
@@ -1027,7 +1030,7 @@ mod tests {
     /// budget) must go away without new traffic, so the host's record can be evicted.
     #[tokio::test(start_paused = true)]
     async fn a_budget_spent_by_an_outage_is_idle_one_window_later() {
-        let mut budget = BudgetState::new(&RetryBudget::default(), Instant::now());
+        let mut budget = BudgetState::new(RetryBudget::default(), Instant::now());
         for _ in 0..50 {
             budget.deposit(Instant::now());
         }
@@ -1050,7 +1053,7 @@ mod tests {
     #[test]
     fn floor_allows_retries_without_deposits() {
         let t0 = Instant::now();
-        let mut budget = BudgetState::new(&RetryBudget::new(WINDOW, 2, 0.0), t0);
+        let mut budget = BudgetState::new(RetryBudget::new(WINDOW, 2, 0.0), t0);
         assert_eq!(
             budget.snapshot(t0),
             (0, 0, 20),
@@ -1077,7 +1080,7 @@ mod tests {
             "documented default"
         );
         let t0 = Instant::now();
-        let mut budget = BudgetState::new(&RetryBudget::default(), t0);
+        let mut budget = BudgetState::new(RetryBudget::default(), t0);
         for _ in 0..50 {
             budget.deposit(t0);
         }
@@ -1087,7 +1090,7 @@ mod tests {
     #[test]
     fn unlimited_never_denies() {
         let t0 = Instant::now();
-        let mut budget = BudgetState::new(&RetryBudget::unlimited(), t0);
+        let mut budget = BudgetState::new(RetryBudget::unlimited(), t0);
         for i in 0..10_000 {
             assert!(budget.withdraw(t0), "unlimited budget denied retry {i}");
         }
@@ -1098,7 +1101,7 @@ mod tests {
     fn time_going_backwards_does_not_rewind_the_window() {
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(5);
-        let mut budget = BudgetState::new(&RetryBudget::new(WINDOW, 0, 1.0), later);
+        let mut budget = BudgetState::new(RetryBudget::new(WINDOW, 0, 1.0), later);
         budget.deposit(later + Duration::from_secs(20));
         budget.deposit(t0);
         assert_eq!(

@@ -50,7 +50,7 @@ pub(crate) async fn pace(
     max_wait: Duration,
     attempts: u32,
 ) -> Result<(), Error> {
-    let host_limit = host.state().limit;
+    let host_limit = host.state().limit();
     let mut schedules: Vec<(String, Limit, u32)> = Vec::new();
     if let Some(limit) = host_limit {
         schedules.push((host_key(host), limit, opts.cost));
@@ -128,9 +128,9 @@ async fn local(
             let mut state = host.state();
             let fallback = state
                 .fallback
-                .get_or_insert_with(|| (share, Pacer::new(Some(&share)), now));
+                .get_or_insert_with(|| Box::new((share, Pacer::new(Some(&share)), now)));
             if fallback.0 != share {
-                *fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
+                **fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
             }
             let now_ns = u64::try_from(now.saturating_duration_since(fallback.2).as_nanos())
                 .unwrap_or(u64::MAX);

@@ -32,6 +32,12 @@ impl<const K: usize> Window<K> {
         }
     }
 
+    /// Forget everything counted, as a new window of the same length.
+    pub(crate) fn clear(&mut self) {
+        self.newest = 0;
+        self.counts = [[0; K]; BUCKETS];
+    }
+
     /// Move the ring forward to the bucket of `now_ns`, clearing the buckets passed over.
     fn advance(&mut self, now_ns: u64) {
         let index = now_ns / self.width;

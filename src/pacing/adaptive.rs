@@ -113,51 +113,43 @@ pub(crate) struct RateChange {
 pub(crate) struct AdaptiveRate {
     /// The configured limit's rate (safety margin included), if any: the upper bound.
     ceiling: Option<f64>,
-    /// The throttled rate; `None`: not throttled.
-    rate: Option<f64>,
-    phase: Phase,
-    last_update: Instant,
-    last_decrease: Option<Instant>,
     /// Successful answers, and our sends, over the last `SAMPLE`.
     accepted: Window,
     sent: Window,
     /// When we started sending (nanoseconds on the scope's clock): a sample shorter than
     /// `SAMPLE` is not a rate.
     first_send: Option<u64>,
+    /// What refusals taught, from the first one on. Boxed: most scopes are never refused, and
+    /// a host record stays small.
+    learned: Option<Box<Learned>>,
+}
+
+/// What a scope's refusals taught its adaptive rate.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    /// The throttled rate; `None`: not throttled (any more).
+    rate: Option<f64>,
+    phase: Phase,
+    last_update: Instant,
+    last_decrease: Instant,
     /// Refusals counted since the last acceptance.
     refusals_in_a_row: u32,
-    /// The pause after the second refusal in a row, in milliseconds (see [`FIRST_PAUSE`]).
-    first_pause_ms: u32,
 }
 
 impl AdaptiveRate {
     /// The adaptive rate of a scope paced by `limit`: bounded by the rate the limit's schedule
     /// sustains, margins included (`None`: nothing configured).
-    pub(crate) fn for_limit(now: Instant, limit: Option<&crate::limit::Limit>) -> Self {
-        let mut rate = Self::new(
-            now,
-            limit.map(|l| 1e9 / crate::pacing::gcra::sustained_interval(l) as f64),
-        );
-        if let Some(limit) = limit {
-            let pause =
-                (limit.window() / FIRST_PAUSE_SHARE_OF_WINDOW).clamp(FIRST_PAUSE, MAX_PAUSE);
-            rate.first_pause_ms = pause.as_millis() as u32; // at most MAX_PAUSE
-        }
-        rate
+    pub(crate) fn for_limit(limit: Option<&crate::limit::Limit>) -> Self {
+        Self::new(limit.map(|l| 1e9 / crate::pacing::gcra::sustained_interval(l) as f64))
     }
 
-    pub(crate) fn new(now: Instant, ceiling: Option<f64>) -> Self {
+    pub(crate) fn new(ceiling: Option<f64>) -> Self {
         AdaptiveRate {
             ceiling,
-            rate: None,
-            phase: Phase::Hold { probe_at: now },
-            last_update: now,
-            last_decrease: None,
             accepted: Window::new(SAMPLE),
             sent: Window::new(SAMPLE),
             first_send: None,
-            refusals_in_a_row: 0,
-            first_pause_ms: FIRST_PAUSE.as_millis() as u32,
+            learned: None,
         }
     }
 
@@ -174,12 +166,12 @@ impl AdaptiveRate {
 
     /// The spacing the rate asks for (nanoseconds per unit), when throttled.
     pub(crate) fn interval(&self) -> Option<u64> {
-        self.rate.map(|r| (1e9 / r) as u64)
+        self.rate().map(|r| (1e9 / r) as u64)
     }
 
     /// The throttled rate, for snapshots.
     pub(crate) fn rate(&self) -> Option<f64> {
-        self.rate
+        self.learned.as_ref()?.rate
     }
 
     /// A successful answer at `now` to an attempt sent at `sent_at`.
@@ -190,17 +182,18 @@ impl AdaptiveRate {
         cost: u32,
     ) -> Option<RateChange> {
         self.accepted.add(now_ns, cost);
-        self.refusals_in_a_row = 0;
-        let rate = self.rate?;
+        let learned = self.learned.as_deref_mut()?;
+        learned.refusals_in_a_row = 0;
+        let rate = learned.rate?;
         let dt = now
-            .saturating_duration_since(self.last_update)
+            .saturating_duration_since(learned.last_update)
             .as_secs_f64();
-        self.last_update = now;
-        let next = match self.phase {
+        learned.last_update = now;
+        let next = match learned.phase {
             Phase::Recover { target, per_second } => {
                 let next = rate + per_second * dt;
                 if next >= target {
-                    self.phase = Phase::Hold {
+                    learned.phase = Phase::Hold {
                         probe_at: now + PROBE_AFTER,
                     };
                     target
@@ -214,22 +207,29 @@ impl AdaptiveRate {
         };
         let next = (next != rate).then_some(next)?;
         let bound = self.ceiling.unwrap_or(MAX_RATE);
-        self.rate = (next < bound).then_some(next);
+        learned.rate = (next < bound).then_some(next);
         Some(RateChange {
             from: rate,
-            to: self.rate,
+            to: learned.rate,
             pause: None,
         })
     }
 
     /// A refusal that said nothing, at `now`, of an attempt sent at `sent_at`.
+    /// `window`: the configured limit's, which sets the first pause of refusals in a row (see
+    /// [`FIRST_PAUSE`]).
     pub(crate) fn on_refusal(
         &mut self,
         now: Instant,
         now_ns: u64,
         sent_at: Instant,
+        window: Option<Duration>,
     ) -> Option<RateChange> {
-        if self.last_decrease.is_some_and(|last| sent_at <= last) {
+        if self
+            .learned
+            .as_ref()
+            .is_some_and(|learned| sent_at <= learned.last_decrease)
+        {
             return None; // sent before the last decrease: the same signal
         }
         let sent = f64::from(self.sent.count(now_ns));
@@ -239,7 +239,7 @@ impl AdaptiveRate {
             .is_some_and(|first| now_ns.saturating_sub(first) >= SAMPLE.as_nanos() as u64);
         // the rate we were refused at: the configured one, unless we have been sending
         // clearly slower than it for a while (the caller's demand, not the limit, paced us)
-        let current = self.rate.unwrap_or(match self.ceiling {
+        let current = self.rate().unwrap_or(match self.ceiling {
             Some(ceiling) if sampled_long && sent < BELOW_DEMAND * ceiling => {
                 sent.max(ceiling / 2.0)
             }
@@ -255,7 +255,7 @@ impl AdaptiveRate {
             Some(_) => DIP_RECOVERY,
             None => RECOVERY,
         };
-        self.phase = match phase {
+        let phase = match phase {
             Phase::Recover { target, .. } => {
                 let target = target.clamp(rate, top);
                 Phase::Recover {
@@ -265,14 +265,24 @@ impl AdaptiveRate {
             }
             other => other,
         };
-        self.rate = Some(rate);
-        self.last_update = now;
-        self.last_decrease = Some(now);
-        self.refusals_in_a_row += 1;
-        let in_a_row = (self.refusals_in_a_row >= 2).then(|| {
-            let doublings = (self.refusals_in_a_row - 2).min(16);
-            (Duration::from_millis(u64::from(self.first_pause_ms)) * (1 << doublings))
-                .min(MAX_PAUSE)
+        let refusals_in_a_row = self.learned.as_ref().map_or(0, |l| l.refusals_in_a_row) + 1;
+        let learned = Learned {
+            rate: Some(rate),
+            phase,
+            last_update: now,
+            last_decrease: now,
+            refusals_in_a_row,
+        };
+        match self.learned.as_deref_mut() {
+            Some(known) => *known = learned,
+            None => self.learned = Some(Box::new(learned)),
+        }
+        let in_a_row = (refusals_in_a_row >= 2).then(|| {
+            let doublings = (refusals_in_a_row - 2).min(16);
+            let first = window.map_or(FIRST_PAUSE, |w| {
+                (w / FIRST_PAUSE_SHARE_OF_WINDOW).clamp(FIRST_PAUSE, MAX_PAUSE)
+            });
+            (first * (1 << doublings)).min(MAX_PAUSE)
         });
         Some(RateChange {
             from: current,
@@ -291,30 +301,34 @@ impl AdaptiveRate {
         accepted: f64,
         sampled_long: bool,
     ) -> (f64, Phase, Option<Duration>) {
-        let recent = self
-            .last_decrease
-            .is_some_and(|last| now.saturating_duration_since(last) < RECENT);
+        let learned = self.learned.as_deref();
+        let since_decrease = learned.map(|l| now.saturating_duration_since(l.last_decrease));
+        let recent = since_decrease.is_some_and(|since| since < RECENT);
         // What was accepted is a rate only if ours did not ramp over the sample (a guess that
         // grows understates it), and, held, once it has held for a whole sample. With nothing
         // configured, a burst that met a window learns the window from what it accepted,
         // however short the sample; a configured scope wants a full second of it.
-        let steady = match (self.rate, self.phase) {
-            (None, _) | (Some(_), Phase::Recover { .. }) => true,
-            (Some(_), Phase::Ramp { .. }) => false,
-            (Some(_), Phase::Hold { .. }) => self
-                .last_decrease
-                .is_none_or(|last| now.saturating_duration_since(last) >= SAMPLE),
+        let throttled_phase = learned.and_then(|l| l.rate.map(|_| l.phase));
+        let steady = match throttled_phase {
+            None | Some(Phase::Recover { .. }) => true,
+            Some(Phase::Ramp { .. }) => false,
+            Some(Phase::Hold { .. }) => since_decrease.is_none_or(|since| since >= SAMPLE),
         };
         let accepted_less = steady
             && (sampled_long || self.ceiling.is_none())
             && accepted > 0.0
             && accepted < ACCEPTED_CLEARLY_LESS * sent;
         // the level we were recovering to, or holding at
-        let level = match self.phase {
-            Phase::Recover { target, .. } => target,
+        let level = match learned.map(|l| l.phase) {
+            Some(Phase::Recover { target, .. }) => target,
             _ => current,
         };
-        if let (Some(rate), Phase::Ramp { from }) = (self.rate, self.phase) {
+        if let Some(&Learned {
+            rate: Some(rate),
+            phase: Phase::Ramp { from },
+            ..
+        }) = learned
+        {
             return if rate > from {
                 // a guess grew past the quota: it lies between where we are and a little below
                 (current * RAMP_SETTLE, self.hold(now), None)
@@ -356,7 +370,7 @@ impl AdaptiveRate {
             target,
             per_second: 0.0,
         };
-        if recent && self.refusals_in_a_row > 0 {
+        if recent && learned.is_some_and(|l| l.refusals_in_a_row > 0) {
             // refused again with nothing accepted in between: back off and hold (and pause);
             // on a configured scope the half-limit floor bounds it (climbing back instead was
             // measured: 28 refusals where the quota was half the limit, instead of 4)
@@ -395,7 +409,7 @@ mod tests {
             let t0 = Instant::now();
             Drive {
                 t0,
-                a: AdaptiveRate::new(t0, ceiling),
+                a: AdaptiveRate::new(ceiling),
             }
         }
         fn ns(&self, at: Instant) -> u64 {
@@ -409,7 +423,7 @@ mod tests {
         fn refuse(&mut self, at: Instant) -> Option<RateChange> {
             let ns = self.ns(at);
             self.a.on_send(ns, 1);
-            self.a.on_refusal(at, ns, at)
+            self.a.on_refusal(at, ns, at, None)
         }
         /// Send at the rate in force (or `unthrottled` per second) for `secs`, all accepted.
         fn run(&mut self, from: Instant, secs: f64, unthrottled: f64) -> Instant {
@@ -523,7 +537,7 @@ mod tests {
         for _ in 0..10 {
             d.a.on_success(d.t0, 0, 1);
         }
-        let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
+        let change = d.a.on_refusal(d.t0, 0, d.t0, None).expect("lowered");
         assert_eq!(change.to, Some(9.5), "95% of the 10 accepted");
         let pause = change.pause.expect("the burst filled a window");
         assert!((pause.as_secs_f64() - 10.0 / 9.5).abs() < 1e-6, "{pause:?}");
@@ -537,7 +551,7 @@ mod tests {
         d.a.on_send(0, 1);
         d.a.on_success(d.t0, 0, 1);
         d.a.on_success(d.t0, 0, 1);
-        let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
+        let change = d.a.on_refusal(d.t0, 0, d.t0, None).expect("lowered");
         assert_eq!(change.to, Some(5.0), "2 accepted: a guess, from 5/s");
         let t = d.run(d.t0, 2.0, 1.0);
         let rate = d.a.rate().expect("throttled");
@@ -582,11 +596,13 @@ mod tests {
         let ms = Duration::from_millis;
         let pauses = |limit: crate::Limit| {
             let t0 = Instant::now();
-            let mut a = AdaptiveRate::for_limit(t0, Some(&limit));
+            let mut a = AdaptiveRate::for_limit(Some(&limit));
             (1..=4u64)
                 .map(|i| {
                     let t = t0 + ms(10 * i);
-                    a.on_refusal(t, 10_000_000 * i, t).expect("new").pause
+                    a.on_refusal(t, 10_000_000 * i, t, Some(limit.window()))
+                        .expect("new")
+                        .pause
                 })
                 .collect::<Vec<_>>()
         };
@@ -610,9 +626,9 @@ mod tests {
     fn refusals_of_attempts_sent_before_a_decrease_are_the_same_signal() {
         let mut d = Drive::new(Some(8.0));
         let t0 = d.t0;
-        d.a.on_refusal(t0 + S, 1, t0)
+        d.a.on_refusal(t0 + S, 1, t0, None)
             .expect("the first lowers the rate");
-        assert!(d.a.on_refusal(t0 + 2 * S, 2, t0).is_none());
-        assert!(d.a.on_refusal(t0 + 3 * S, 3, t0 + 2 * S).is_some());
+        assert!(d.a.on_refusal(t0 + 2 * S, 2, t0, None).is_none());
+        assert!(d.a.on_refusal(t0 + 3 * S, 3, t0 + 2 * S, None).is_some());
     }
 }

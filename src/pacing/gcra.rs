@@ -162,13 +162,11 @@ pub(crate) struct Pacer {
     interval: u64,
     /// How far ahead of the schedule a start may be: the burst, at the configured interval.
     tolerance: u64,
-    /// How late after its slot a start may still keep it.
-    slack: u64,
+    /// How late after its slot a start may still keep it (at most `MAX_SLACK_NANOS`).
+    slack: u32,
     /// Least gap between consecutive starts in force (0: none): the configured one, widened
     /// by refusals (see [`Pacer::widen_gap`]).
     min_gap: u64,
-    /// The configured least gap, which a widened one relaxes back to.
-    base_gap: u64,
     /// When the gap was last widened.
     widened_at: u64,
     /// The last actual start.
@@ -176,7 +174,7 @@ pub(crate) struct Pacer {
     /// The configured limit, for requests that cost more than its burst.
     limit: Option<Limit>,
     /// The burst the schedule is spaced for: the limit's, or the largest cost met since.
-    burst: u64,
+    burst: u32,
 }
 
 impl Pacer {
@@ -189,7 +187,6 @@ impl Pacer {
                 tolerance: 0,
                 slack: 0,
                 min_gap: 0,
-                base_gap: 0,
                 widened_at: 0,
                 last_start: None,
                 limit: None,
@@ -203,13 +200,13 @@ impl Pacer {
             tat: 0,
             interval,
             tolerance: interval.saturating_mul(u64::from(limit.burst_size())),
-            slack: (limit.margin_nanos() / 4).min(MAX_SLACK_NANOS),
+            // at most MAX_SLACK_NANOS (5 ms): fits
+            slack: (limit.margin_nanos() / 4).min(MAX_SLACK_NANOS) as u32,
             min_gap: gap,
-            base_gap: gap,
             widened_at: 0,
             last_start: None,
             limit: Some(*limit),
-            burst: u64::from(limit.burst_size()),
+            burst: limit.burst_size(),
         }
     }
 
@@ -225,7 +222,7 @@ impl Pacer {
     /// before.
     fn schedule(&self, cost: u64) -> (u64, u64, u64) {
         match self.limit {
-            Some(limit) if cost > self.burst && cost <= u64::from(limit.count()) => {
+            Some(limit) if cost > u64::from(self.burst) && cost <= u64::from(limit.count()) => {
                 let grown = limit
                     .try_burst(u32::try_from(cost).unwrap_or(u32::MAX))
                     .unwrap_or(limit);
@@ -317,17 +314,19 @@ impl Pacer {
             return;
         }
         let (configured, tolerance, tat) = self.schedule(cost);
-        if cost > self.burst && configured != self.interval {
+        if cost > u64::from(self.burst) && configured != self.interval {
             // grow the burst to this cost for good (see `schedule`); bursts go at once, so
             // there is no gap to keep between starts any more
+            // `configured` differs only for a cost within the limit's count: a u32
+            let burst = u32::try_from(cost).unwrap_or(u32::MAX);
             (self.interval, self.tolerance, self.tat, self.burst) =
-                (configured, tolerance, tat, cost);
-            (self.min_gap, self.base_gap) = (0, 0);
+                (configured, tolerance, tat, burst);
+            self.min_gap = 0;
         }
         self.relax_gap(now);
         self.last_start = Some(now);
         let due = self.due(cost, interval);
-        self.tat = advanced(self.tat, due, now, self.slack, cost, interval);
+        self.tat = advanced(self.tat, due, now, u64::from(self.slack), cost, interval);
     }
 
     /// The schedule as the lock-free lane runs it while only the configured limit paces the
@@ -337,8 +336,8 @@ impl Pacer {
         let plain = Plain {
             interval: self.interval,
             tolerance: self.tolerance,
-            slack: self.slack,
-            burst: self.burst,
+            slack: u64::from(self.slack),
+            burst: u64::from(self.burst),
             min_gap: self.min_gap,
         };
         let tat = match self.last_start {
@@ -366,7 +365,8 @@ impl Pacer {
     /// Refusals of starts before the last widening are the same signal and change nothing.
     /// Returns whether the gap grew.
     pub(crate) fn widen_gap(&mut self, now: u64, sent: u64) -> bool {
-        if self.base_gap == 0 || (self.min_gap > self.base_gap && sent <= self.widened_at) {
+        let base = self.base_gap();
+        if base == 0 || (self.min_gap > base && sent <= self.widened_at) {
             return false;
         }
         let spacing = spacing(self.interval);
@@ -378,15 +378,24 @@ impl Pacer {
         wider > margin
     }
 
+    /// The configured least gap (0: none), which a widened one relaxes back to: a schedule
+    /// without a burst, spaced by the timer (see [`min_gap`]).
+    fn base_gap(&self) -> u64 {
+        match self.burst == 1 && self.interval >= SPACED_MIN_NANOS {
+            true => min_gap(self.interval),
+            false => 0,
+        }
+    }
+
     /// Halve a learned gap margin (towards the configured one) for every
     /// [`LEARNED_GAP_RELAX_NANOS`] since it last grew or halved.
     fn relax_gap(&mut self, now: u64) {
-        while self.min_gap > self.base_gap
-            && now.saturating_sub(self.widened_at) >= LEARNED_GAP_RELAX_NANOS
+        let base = self.base_gap();
+        while self.min_gap > base && now.saturating_sub(self.widened_at) >= LEARNED_GAP_RELAX_NANOS
         {
             let spacing = spacing(self.interval);
             let margin = self.min_gap.saturating_sub(spacing) / 2;
-            self.min_gap = (spacing + margin).max(self.base_gap);
+            self.min_gap = (spacing + margin).max(base);
             self.widened_at = self.widened_at.saturating_add(LEARNED_GAP_RELAX_NANOS);
         }
     }
@@ -434,6 +443,11 @@ impl Pacer {
             .last_start
             .map_or(0, |last| last.saturating_add(self.min_gap));
         due.max(gap).max(now)
+    }
+
+    /// The configured limit, if any.
+    pub(crate) fn limit(&self) -> Option<Limit> {
+        self.limit
     }
 
     /// The spacing of the configured limit (0: unpaced).

@@ -87,6 +87,11 @@ impl Pacing {
         self.clock.nanos(now)
     }
 
+    /// The configured limit, if any.
+    pub(crate) fn limit(&self) -> Option<Limit> {
+        self.pacer.limit()
+    }
+
     /// Pace to a new limit from the next request on; what was taken stands.
     pub(crate) fn relimit(&mut self, limit: Option<&Limit>) {
         self.pacer = self.pacer.relimit(limit);

@@ -25,7 +25,7 @@ const SHARDS: usize = 16;
 /// chooses the URLs.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard(RwLock<HashMap<Box<str>, Arc<Host>, RandomState>>);
+struct Shard(RwLock<HashMap<Arc<str>, Arc<Host>, RandomState>>);
 
 /// Host records in a sharded map; records idle for `idle_after` are swept out when new hosts
 /// arrive, so memory follows the hosts in use, not every host ever called.
@@ -52,7 +52,7 @@ impl MemoryStore {
     }
 
     /// The shard `key` lives in.
-    fn shard(&self, key: &str) -> &RwLock<HashMap<Box<str>, Arc<Host>, RandomState>> {
+    fn shard(&self, key: &str) -> &RwLock<HashMap<Arc<str>, Arc<Host>, RandomState>> {
         // the hash's top bits: the maps inside use the low ones
         let i = (self.shard_of.hash_one(key) >> (64 - SHARDS.trailing_zeros())) as usize;
         &self.hosts[i % SHARDS].0
@@ -73,7 +73,13 @@ impl MemoryStore {
             return Arc::clone(host);
         }
         let host = Arc::new(make(now));
-        hosts.insert(key.into(), Arc::clone(&host));
+        // the record's own key, unless the map's also names a partition: one copy per host
+        let map_key = if *host.key == *key {
+            Arc::clone(&host.key)
+        } else {
+            Arc::from(key)
+        };
+        hosts.insert(map_key, Arc::clone(&host));
         host
     }
 
