@@ -647,7 +647,7 @@ mod tests {
             "before: the configured gap, {before:?}"
         );
         assert!(
-            *settled >= Duration::from_micros(5_500),
+            *settled >= Duration::from_micros(5_375),
             "two seconds after the refusal: the widened gap, {settled:?}"
         );
     }
