@@ -90,7 +90,7 @@ fn main() {
         ("reqwest_retry", Client::Stack(&retry)),
     ];
 
-    // `OVERHEAD_ONLY=name`: that client alone (for a profiler)
+    // `OVERHEAD_ONLY=name`: that client alone, for a profiler (the ratios are then to itself)
     let only = std::env::var("OVERHEAD_ONLY").ok();
     let clients: Vec<_> = clients
         .into_iter()

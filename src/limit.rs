@@ -29,7 +29,10 @@ use std::time::Duration;
 /// closer than the server's spacing plus a gap margin in absolute time (the larger of 1% of the
 /// spacing and 250 µs, at most 5% of it: 5.25 ms at 200 per second, so at most 95% of the rate
 /// there), and the wait for a slot ends on the slot itself rather than on the timer's next
-/// millisecond tick.
+/// millisecond tick. Each bare refusal of such a schedule widens that gap margin by half, up to
+/// the spacing itself (half the rate), and it halves back after 30 s without one: a machine
+/// whose requests are delayed more than the margin covers learns its own jitter in a few
+/// refusals (see docs/promises.md).
 pub const SAFETY_MARGIN_PERCENT: u32 = 2;
 
 /// How many requests a host may receive, per window of time: a promise to the server.

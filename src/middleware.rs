@@ -692,6 +692,9 @@ fn record(
         if let Some(change) = observed.rate_change {
             tracing::debug!(host = %host.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
         }
+        if let Some(gap) = observed.gap {
+            tracing::debug!(host = %host.key, ?gap, "a bare refusal widened the gap between starts");
+        }
         if let Some(scope) = &hint.server_scope {
             // unpartitioned, every credential's answers teach this route: without their
             // `pk`s, so that one credential's answer does not move another's requests

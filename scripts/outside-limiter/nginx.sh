@@ -3,7 +3,7 @@
 # burst 0, bare 429s), on loopback. Needs the nginx binary (Debian: apt-get install nginx-light).
 # The limited location serves a file: a `return` would answer before `limit_req` runs.
 # The counts are nginx's: its access log, one line per request that reached it. ROUNDS="1 2"
-# sets the rounds of the configured runs (three by default).
+# sets the rounds of the configured runs (three by default). Ports 18090 and 18091 must be free.
 set -euo pipefail
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$nginx" ] || { echo "nginx not found: apt-get install -y nginx-light" >&2; exit 1; }
@@ -43,7 +43,14 @@ CONF
 "$nginx" -p "$dir" -c "$dir/nginx.conf" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$dir"' EXIT
-sleep 1
+# wait (at most 5 s) until both ports answer: a port already taken makes nginx exit
+for _ in $(seq 50); do
+  if curl -s -o /dev/null http://127.0.0.1:18090/reset/ && curl -s -o /dev/null http://127.0.0.1:18091/reset/; then
+    break
+  fi
+  kill -0 $server 2>/dev/null || { echo "nginx did not start: $(cat "$dir/logs/error.log")" >&2; exit 1; }
+  sleep 0.1
+done
 cd "$(dirname "$0")/../.."
 cargo build --release --example outside_limiter -q
 run=${CARGO_TARGET_DIR:-target}/release/examples/outside_limiter

@@ -8,8 +8,8 @@
 //!   a millisecond tick, a busy runtime polls late) keeps its slot while it is less than
 //!   `slack` late, so a waker that finds several slots due takes them all and lateness is not
 //!   capacity lost for good. Actual starts lag virtual ones by less than `slack`, a quarter of
-//!   the safety margin and at most 5 ms; the rest covers network jitter. Later than that, the schedule restarts
-//!   from now (the host was idle, or the process stalled).
+//!   the safety margin and at most 5 ms; the rest covers network jitter. Later than that, the
+//!   schedule restarts from now (the host was idle, or the process stalled).
 //! - At rates the timer can space one by one (an interval of two ticks or more) and without a
 //!   burst, consecutive starts also keep `min_gap` apart: the server's own spacing plus a
 //!   [gap margin](GAP_MARGIN_NANOS) in absolute time, so that a leaky-bucket server that judges
@@ -48,8 +48,8 @@ const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
 /// 97.6%; at 10 per second the 1% (1 ms) is larger and nothing changes; at 500 per second the
 /// cap (100 µs) binds. The cost falls on every spaced schedule, whatever the server counts
 /// (a sliding window would have taken 98%); a delay beyond the margin costs a refusal, which
-/// widens the margin by half (see [`Pacer::widen_gap`]) and dips the [adaptive rate](super::adaptive)
-/// for a second. How much jitter a machine has is learned from refusals, not assumed: against
+/// widens the margin by half (see [`Pacer::widen_gap`]) and dips the
+/// [adaptive rate](super::adaptive) for a second. How much jitter a machine has is learned from refusals, not assumed: against
 /// nginx `limit_req` at 200 per second on this 2-core VM with both cores kept busy, the fixed
 /// margin drew 37–53 refusals per 1000 requests, the learned one 9–15.
 pub(crate) const GAP_MARGIN_NANOS: u64 = 250_000;
@@ -173,7 +173,7 @@ pub(crate) struct Pacer {
     /// Least gap between consecutive starts in force (0: none): the configured one, widened
     /// by refusals (see [`Pacer::widen_gap`]).
     min_gap: u64,
-    /// When the gap was last widened.
+    /// When the gap last grew, or last halved back (see [`Pacer::relax_gap`]).
     widened_at: u64,
     /// The last actual start.
     last_start: Option<u64>,
@@ -366,8 +366,9 @@ impl Pacer {
     /// A refusal, at `now`, of a start at `sent`, on a spaced schedule: two requests reached
     /// the server closer together than its spacing, so the difference in their delays on the
     /// way was more than the gap margin covers (a busy machine, a server that reads its clock
-    /// once per event loop). The margin grows by half ([`LEARNED_GAP_GROWTH`]), up to [`LEARNED_GAP_MAX_PERCENT`] of the
-    /// spacing, and halves back after [`LEARNED_GAP_RELAX_NANOS`] without such a refusal.
+    /// once per event loop). The margin grows by half ([`LEARNED_GAP_GROWTH`]), up to
+    /// [`LEARNED_GAP_MAX_PERCENT`] of the spacing, and halves back after
+    /// [`LEARNED_GAP_RELAX_NANOS`] without such a refusal.
     /// Refusals of starts before the last widening are the same signal and change nothing.
     /// Returns whether the gap grew.
     pub(crate) fn widen_gap(&mut self, now: u64, sent: u64) -> bool {
@@ -381,28 +382,32 @@ impl Pacer {
         let (num, den) = LEARNED_GAP_GROWTH;
         let wider = (margin.saturating_mul(num) / den).min(widest).max(margin);
         self.widened_at = now;
-        self.min_gap = spacing + wider;
+        self.min_gap = spacing.saturating_add(wider);
         wider > margin
     }
 
     /// The configured least gap (0: none), which a widened one relaxes back to: a schedule
     /// without a burst, spaced by the timer (see [`min_gap`]).
     fn base_gap(&self) -> u64 {
-        match self.burst == 1 && self.interval >= SPACED_MIN_NANOS {
-            true => min_gap(self.interval),
-            false => 0,
+        if self.burst == 1 && self.interval >= SPACED_MIN_NANOS {
+            min_gap(self.interval)
+        } else {
+            0
         }
     }
 
     /// Halve a learned gap margin (towards the configured one) for every
     /// [`LEARNED_GAP_RELAX_NANOS`] since it last grew or halved.
     fn relax_gap(&mut self, now: u64) {
+        if now.saturating_sub(self.widened_at) < LEARNED_GAP_RELAX_NANOS {
+            return; // the common case: nothing to relax yet
+        }
         let base = self.base_gap();
         while self.min_gap > base && now.saturating_sub(self.widened_at) >= LEARNED_GAP_RELAX_NANOS
         {
             let spacing = spacing(self.interval);
             let margin = self.min_gap.saturating_sub(spacing) / 2;
-            self.min_gap = (spacing + margin).max(base);
+            self.min_gap = spacing.saturating_add(margin).max(base);
             self.widened_at = self.widened_at.saturating_add(LEARNED_GAP_RELAX_NANOS);
         }
     }
@@ -460,6 +465,17 @@ impl Pacer {
     /// The spacing of the configured limit (0: unpaced).
     pub(crate) fn interval(&self) -> u64 {
         self.interval
+    }
+
+    /// The least spacing of consecutive starts in force: the configured limit's, or the gap
+    /// between starts where that is longer (a spaced schedule, its gap widened by refusals).
+    pub(crate) fn spacing_in_force(&self) -> u64 {
+        self.interval.max(self.min_gap)
+    }
+
+    /// The least gap between consecutive starts in force (0: none).
+    pub(crate) fn min_gap(&self) -> u64 {
+        self.min_gap
     }
 
     /// True when forgetting this schedule changes nothing: the bucket is full at `now`.

@@ -152,10 +152,11 @@ impl Pacing {
     }
 
     /// A refusal at `now` of an attempt that started at `sent_at`: on a spaced schedule, the
-    /// gap between starts widens (see [`Pacer::widen_gap`]). Returns whether it grew.
-    pub(crate) fn widen_gap(&mut self, now: Instant, sent_at: Instant) -> bool {
+    /// gap between starts widens (see [`Pacer::widen_gap`]). Returns the new gap if it grew.
+    pub(crate) fn widen_gap(&mut self, now: Instant, sent_at: Instant) -> Option<Duration> {
         self.pacer
             .widen_gap(self.clock.nanos(now), self.clock.nanos(sent_at))
+            .then(|| Duration::from_nanos(self.pacer.min_gap()))
     }
 
     /// Close the scope until `until` (never shortens a closure in force).
@@ -208,12 +209,12 @@ impl Pacing {
         Duration::from_nanos(at - now_ns)
     }
 
-    /// The spacing in force (zero: unpaced).
+    /// The spacing in force (zero: unpaced), a spaced schedule's gap between starts included.
     pub(crate) fn interval(&self, now: Instant, extra: Option<u64>) -> Duration {
         Duration::from_nanos(
             self.slower(now, extra)
                 .unwrap_or(0)
-                .max(self.pacer.interval()),
+                .max(self.pacer.spacing_in_force()),
         )
     }
 

@@ -141,17 +141,37 @@ impl RedisCluster {
             nodes: Vec::new(),
             dir,
         };
-        // hold every port until all are chosen, so no two nodes get the same one
-        let listeners: Vec<TcpListener> = (0..n)
-            .map(|_| TcpListener::bind("127.0.0.1:0"))
-            .collect::<Result<_, _>>()
-            .map_err(|err| format!("no free loopback port: {err}"))?;
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().map(|a| a.port()))
-            .collect::<Result<_, _>>()
-            .map_err(|err| format!("no free loopback port: {err}"))?;
-        drop(listeners);
+        // A node also listens on its cluster bus, its port + 10000: a port above 55535 makes
+        // redis-server exit, and the bus port must be free too. Hold every port (and its bus
+        // port) until all are chosen, so no two nodes, nor a parallel test, get the same one.
+        let mut held: Vec<TcpListener> = Vec::new();
+        let mut ports: Vec<u16> = Vec::new();
+        for _ in 0..1000 {
+            if ports.len() == n {
+                break;
+            }
+            let listener = TcpListener::bind("127.0.0.1:0")
+                .map_err(|err| format!("no free loopback port: {err}"))?;
+            let port = listener
+                .local_addr()
+                .map_err(|err| format!("no free loopback port: {err}"))?
+                .port();
+            let bus = port
+                .checked_add(10_000)
+                .and_then(|bus| TcpListener::bind(("127.0.0.1", bus)).ok());
+            held.push(listener);
+            if let Some(bus) = bus {
+                held.push(bus);
+                ports.push(port);
+            }
+        }
+        if ports.len() < n {
+            return Err(format!(
+                "found {} of {n} loopback ports with a free bus port",
+                ports.len()
+            ));
+        }
+        drop(held);
         for &port in &ports {
             let conf = cluster.dir.join(format!("nodes-{port}.conf"));
             let dir = cluster.dir.to_string_lossy().into_owned();
