@@ -618,7 +618,7 @@ mod tests {
     }
 
     /// A bare refusal on a spaced schedule (a leaky bucket judging every gap) widens the gap
-    /// between starts for good, where the adaptive rate's dip is over within a second.
+    /// between starts for 30 s, where the adaptive rate's dip is over within a second.
     #[test]
     fn a_bare_refusal_on_a_spaced_schedule_widens_the_gap_between_starts() {
         let t0 = Instant::now();

@@ -49,9 +49,10 @@ const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
 /// cap (100 µs) binds. The cost falls on every spaced schedule, whatever the server counts
 /// (a sliding window would have taken 98%); a delay beyond the margin costs a refusal, which
 /// widens the margin by half (see [`Pacer::widen_gap`]) and dips the
-/// [adaptive rate](super::adaptive) for a second. How much jitter a machine has is learned from refusals, not assumed: against
-/// nginx `limit_req` at 200 per second on this 2-core VM with both cores kept busy, the fixed
-/// margin drew 37–53 refusals per 1000 requests, the learned one 9–15.
+/// [adaptive rate](super::adaptive) for a second. How much jitter a machine has is learned
+/// from refusals, not assumed: against nginx `limit_req` at 200 per second on this 2-core VM
+/// with both cores kept busy, the fixed margin drew 37–53 refusals per 1000 requests, the
+/// learned one 9–15.
 pub(crate) const GAP_MARGIN_NANOS: u64 = 250_000;
 
 /// The most the gap margin may take, in percent of the server's spacing.
