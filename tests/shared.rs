@@ -32,13 +32,12 @@ async fn process(redis: &RedisServer, limit: Limit) -> Polite {
         .build()
 }
 
-#[tokio::test]
-async fn two_processes_share_one_quota_and_its_closures() {
-    let redis = RedisServer::start().expect("redis-server");
+/// Two processes, `a` and `b`, each send 8 requests at once with one credential to a server
+/// that allows 5 per second: one shared quota (no refusal, never more than 5 in a second) and
+/// one partition tag in both (the fleet's key).
+async fn assert_one_quota_for_both(a: &Polite, b: &Polite) {
     let server = common::sliding_window_server(5, Duration::from_secs(1));
-    let a = process(&redis, Limit::per_second(5)).await;
-    let b = process(&redis, Limit::per_second(5)).await;
-    let (ca, cb) = (client(&a), client(&b));
+    let (ca, cb) = (client(a), client(b));
     let url = server.url("/");
     let calls = (0..8).flat_map(|_| {
         [
@@ -54,18 +53,64 @@ async fn two_processes_share_one_quota_and_its_closures() {
     for result in &results {
         assert_eq!(result.as_ref().expect("answered").status(), 200);
     }
+    assert_eq!(server.stats.hits(), 16, "every request reached the server");
     assert_eq!(server.stats.refused(), 0, "one quota for both processes");
     let most = server.stats.max_in_any_window(Duration::from_secs(1));
     assert!(
         most <= 5,
         "{most} requests within one second from two processes"
     );
-    // one credential, one partition tag in both processes (the fleet's key)
-    let tags: Vec<Option<String>> = [&a, &b]
+    let tags: Vec<Option<String>> = [a, b]
         .iter()
         .map(|p| p.snapshot()[0].partition.clone())
         .collect();
-    assert!(tags[0].is_some() && tags[0] == tags[1], "{tags:?}");
+    assert!(
+        tags[0].is_some() && tags[0] == tags[1],
+        "one fleet secret: {tags:?}"
+    );
+}
+
+/// `local` (falling back to local pacing) and `closed` (failing closed) share a store until
+/// `outage` takes it away: then `local` keeps sending, paced alone, without hanging, and
+/// `closed` fails with `StoreUnavailable`, sending nothing.
+async fn assert_fallbacks(local: &Polite, closed: &Polite, outage: impl FnOnce()) {
+    let server = serve(|_, _| Reply::ok());
+    for polite in [local, closed] {
+        let resp = client(polite).get(server.url("/")).send().await;
+        assert_eq!(resp.expect("shared pacing").status(), 200);
+    }
+    outage();
+    let started = Instant::now();
+    for _ in 0..3 {
+        let resp = client(local).get(server.url("/")).send().await;
+        assert_eq!(resp.expect("paced locally").status(), 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
+    let err = client(closed)
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect_err("fails closed");
+    assert!(
+        matches!(
+            polite_error(&err),
+            Some(reqwest_polite::Error::StoreUnavailable { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        server.stats.hits(),
+        2 + 3,
+        "nothing sent that was not admitted"
+    );
+}
+
+#[tokio::test]
+async fn two_processes_share_one_quota_and_its_closures() {
+    let redis = RedisServer::start().expect("redis-server");
+    let a = process(&redis, Limit::per_second(5)).await;
+    let b = process(&redis, Limit::per_second(5)).await;
+    assert_one_quota_for_both(&a, &b).await;
 }
 
 #[tokio::test]
@@ -97,7 +142,6 @@ async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
 #[tokio::test]
 async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
     let redis = RedisServer::start().expect("redis-server");
-    let server = serve(|_, _| Reply::ok());
     let local_store = store(&redis).await.fallback(Fallback::Local);
     let closed_store = store(&redis).await.fallback(Fallback::FailClosed);
     let local = Polite::builder()
@@ -108,34 +152,7 @@ async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
         .limit(Limit::per_second(20))
         .store(closed_store)
         .build();
-    for polite in [&local, &closed] {
-        let resp = client(polite).get(server.url("/")).send().await;
-        assert_eq!(resp.expect("shared pacing").status(), 200);
-    }
-    drop(redis); // killed
-    let started = Instant::now();
-    for _ in 0..3 {
-        let resp = client(&local).get(server.url("/")).send().await;
-        assert_eq!(resp.expect("paced locally").status(), 200);
-    }
-    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
-    let err = client(&closed)
-        .get(server.url("/"))
-        .send()
-        .await
-        .expect_err("fails closed");
-    assert!(
-        matches!(
-            polite_error(&err),
-            Some(reqwest_polite::Error::StoreUnavailable { .. })
-        ),
-        "{err}"
-    );
-    assert_eq!(
-        server.stats.hits(),
-        2 + 3,
-        "nothing sent that was not admitted"
-    );
+    assert_fallbacks(&local, &closed, move || drop(redis)).await; // killed
 }
 
 /// The same through a Redis Cluster of three primaries (feature `redis-cluster`).
@@ -162,75 +179,16 @@ mod cluster {
     #[tokio::test]
     async fn two_processes_on_a_cluster_share_one_quota() {
         let cluster = RedisCluster::start().expect("a Redis Cluster");
-        let server = common::sliding_window_server(5, Duration::from_secs(1));
         let a = process(&cluster, Limit::per_second(5), Fallback::Local).await;
         let b = process(&cluster, Limit::per_second(5), Fallback::Local).await;
-        let (ca, cb) = (client(&a), client(&b));
-        let url = server.url("/");
-        let calls = (0..8).flat_map(|_| {
-            [
-                ca.get(&url)
-                    .header("authorization", "Bearer shared-KEY")
-                    .send(),
-                cb.get(&url)
-                    .header("authorization", "Bearer shared-KEY")
-                    .send(),
-            ]
-        });
-        let results = futures::future::join_all(calls).await;
-        for result in &results {
-            assert_eq!(result.as_ref().expect("answered").status(), 200);
-        }
-        assert_eq!(server.stats.hits(), 16, "every request reached the server");
-        assert_eq!(server.stats.refused(), 0, "one quota for both processes");
-        let most = server.stats.max_in_any_window(Duration::from_secs(1));
-        assert!(
-            most <= 5,
-            "{most} requests within one second from two processes sharing a cluster"
-        );
-        let tags: Vec<Option<String>> = [&a, &b]
-            .iter()
-            .map(|p| p.snapshot()[0].partition.clone())
-            .collect();
-        assert!(
-            tags[0].is_some() && tags[0] == tags[1],
-            "one fleet secret: {tags:?}"
-        );
+        assert_one_quota_for_both(&a, &b).await;
     }
 
     #[tokio::test]
     async fn when_the_cluster_goes_away_the_fallback_paces_locally_or_fails_closed() {
         let mut cluster = RedisCluster::start().expect("a Redis Cluster");
-        let server = serve(|_, _| Reply::ok());
         let local = process(&cluster, Limit::per_second(20), Fallback::Local).await;
         let closed = process(&cluster, Limit::per_second(20), Fallback::FailClosed).await;
-        for polite in [&local, &closed] {
-            let resp = client(polite).get(server.url("/")).send().await;
-            assert_eq!(resp.expect("shared pacing").status(), 200);
-        }
-        cluster.stop();
-        let started = Instant::now();
-        for _ in 0..3 {
-            let resp = client(&local).get(server.url("/")).send().await;
-            assert_eq!(resp.expect("paced locally").status(), 200);
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "no hang");
-        let err = client(&closed)
-            .get(server.url("/"))
-            .send()
-            .await
-            .expect_err("fails closed");
-        assert!(
-            matches!(
-                polite_error(&err),
-                Some(reqwest_polite::Error::StoreUnavailable { .. })
-            ),
-            "{err}"
-        );
-        assert_eq!(
-            server.stats.hits(),
-            2 + 3,
-            "nothing sent that was not admitted"
-        );
+        assert_fallbacks(&local, &closed, || cluster.stop()).await;
     }
 }
