@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant as StdInstant};
 
 use super::tests::redis_server::RedisCluster;
-use super::tests::{LONG, MS, max_in_any_window, slot};
+use super::tests::{LONG, MS, max_in_any_window, slot, slots_reserved_by_both};
 use super::*;
 
 async fn store(cluster: &RedisCluster) -> RedisStore {
@@ -35,23 +35,7 @@ async fn two_stores_on_a_cluster_share_one_schedule_per_scope() {
     let a = store(&cluster).await;
     let b = store(&cluster).await;
     let limit = Limit::per(10, 300 * MS);
-    let mut tasks = Vec::new();
-    for i in 0..60 {
-        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move {
-            store
-                .ask("shared", Some(&limit), None, 1, LONG)
-                .await
-                .expect("the cluster answers")
-        }));
-    }
-    let mut slots = Vec::new();
-    for task in tasks {
-        let answer = task.await.expect("task");
-        assert!(answer.granted, "{answer:?}");
-        slots.push(slot(&answer));
-    }
-    slots.sort_unstable();
+    let slots = slots_reserved_by_both(&a, &b, "shared", limit, 60).await;
     let most = max_in_any_window(&slots, 300_000_000);
     assert!(
         most <= 10,

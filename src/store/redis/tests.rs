@@ -31,6 +31,36 @@ pub(super) fn slot(answer: &Answer) -> u64 {
     answer.now_us * 1_000 + answer.delay_ns
 }
 
+/// `n` reservations of one unit at once on `scope`, alternating between stores `a` and `b`
+/// (two processes); every one must be granted. Returns the reserved slots, sorted.
+pub(super) async fn slots_reserved_by_both(
+    a: &RedisStore,
+    b: &RedisStore,
+    scope: &'static str,
+    limit: Limit,
+    n: usize,
+) -> Vec<u64> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                store
+                    .ask(scope, Some(&limit), None, 1, LONG)
+                    .await
+                    .expect("Redis answers")
+            })
+        })
+        .collect();
+    let mut slots = Vec::new();
+    for task in tasks {
+        let answer = task.await.expect("task");
+        assert!(answer.granted, "{answer:?}");
+        slots.push(slot(&answer));
+    }
+    slots.sort_unstable();
+    slots
+}
+
 pub(super) fn max_in_any_window(sorted: &[u64], window: u64) -> usize {
     let mut most = 0;
     let mut first = 0;
@@ -188,23 +218,7 @@ async fn two_stores_sharing_a_scope_never_reserve_more_than_n_in_any_window() {
         (Limit::per(10, 300 * MS), "smooth"),
         (Limit::per(10, 300 * MS).burst(5), "bursty"),
     ] {
-        let mut tasks = Vec::new();
-        for i in 0..120 {
-            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tasks.push(tokio::spawn(async move {
-                store
-                    .ask(scope, Some(&limit), None, 1, LONG)
-                    .await
-                    .expect("Redis answers")
-            }));
-        }
-        let mut slots = Vec::new();
-        for task in tasks {
-            let answer = task.await.expect("task");
-            assert!(answer.granted, "{answer:?}");
-            slots.push(slot(&answer));
-        }
-        slots.sort_unstable();
+        let slots = slots_reserved_by_both(&a, &b, scope, limit, 120).await;
         let window = 300_000_000;
         let most = max_in_any_window(&slots, window);
         assert!(
