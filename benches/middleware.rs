@@ -14,9 +14,6 @@ mod loopback;
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use reqwest_middleware::ClientWithMiddleware;
-use reqwest_polite::{Limit, Polite};
-use reqwest_retry::RetryTransientMiddleware;
-use reqwest_retry::policies::ExponentialBackoff;
 use tokio::runtime::Runtime;
 
 /// Requests sent through each client before measuring. `Polite::new()` has no limit, so its
@@ -44,29 +41,7 @@ fn middleware(c: &mut Criterion) {
         .expect("client runtime");
 
     let bare = reqwest::Client::new();
-    let empty = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build();
-    let polite = Polite::new();
-    let polite_defaults = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(polite.clone())
-        .build();
-    let polite_with_limit = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(
-            Polite::builder()
-                .limit(Limit::per_second(1_000_000))
-                .build(),
-        )
-        .build();
-    let retry = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(RetryTransientMiddleware::new_with_policy(
-            ExponentialBackoff::builder().build_with_max_retries(3),
-        ))
-        .build();
-    let stacks = [
-        ("reqwest_middleware_empty", &empty),
-        ("polite_defaults", &polite_defaults),
-        ("polite_with_limit", &polite_with_limit),
-        ("reqwest_retry", &retry),
-    ];
+    let (polite, stacks) = loopback::stacks();
 
     // Warm up every client (connection, pool, and Polite's learning phase); check each answers.
     rt.block_on(async {
@@ -88,8 +63,8 @@ fn middleware(c: &mut Criterion) {
     group.bench_function("bare_reqwest", |b| {
         b.to_async(&rt).iter(|| get_bare(&bare, &url))
     });
-    for (name, client) in stacks {
-        group.bench_function(name, |b| b.to_async(&rt).iter(|| get_stack(client, &url)));
+    for (name, client) in &stacks {
+        group.bench_function(*name, |b| b.to_async(&rt).iter(|| get_stack(client, &url)));
     }
     group.finish();
 }

@@ -13,9 +13,6 @@ mod loopback;
 use std::time::Instant;
 
 use reqwest_middleware::ClientWithMiddleware;
-use reqwest_polite::{Limit, Polite};
-use reqwest_retry::RetryTransientMiddleware;
-use reqwest_retry::policies::ExponentialBackoff;
 
 /// Nanoseconds every thread of this process has run on a CPU (`/proc/self/task/*/schedstat`).
 fn cpu_nanos() -> u64 {
@@ -68,27 +65,10 @@ fn main() {
         .expect("client runtime");
 
     let bare = reqwest::Client::new();
-    let stack = |c| reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(c);
-    let empty = reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).build();
-    let polite_defaults = stack(Polite::new()).build();
-    let polite_with_limit = stack(
-        Polite::builder()
-            .limit(Limit::per_second(1_000_000))
-            .build(),
-    )
-    .build();
-    let retry = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(RetryTransientMiddleware::new_with_policy(
-            ExponentialBackoff::builder().build_with_max_retries(3),
-        ))
-        .build();
-    let clients = [
-        ("bare_reqwest", Client::Bare(&bare)),
-        ("reqwest_middleware_empty", Client::Stack(&empty)),
-        ("polite_defaults", Client::Stack(&polite_defaults)),
-        ("polite_with_limit", Client::Stack(&polite_with_limit)),
-        ("reqwest_retry", Client::Stack(&retry)),
-    ];
+    let (_, stacks) = loopback::stacks();
+    let clients: Vec<(&str, Client<'_>)> = std::iter::once(("bare_reqwest", Client::Bare(&bare)))
+        .chain(stacks.iter().map(|(name, c)| (*name, Client::Stack(c))))
+        .collect();
 
     // `OVERHEAD_ONLY=name`: that client alone, for a profiler (the ratios are then to itself)
     let only = std::env::var("OVERHEAD_ONLY").ok();

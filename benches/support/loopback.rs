@@ -1,5 +1,5 @@
-//! A loopback HTTP/1 server for the overhead benches: hyper on its own thread and runtime,
-//! answering 200 "ok" at once.
+//! What the overhead benches share: a loopback HTTP/1 server (hyper on its own thread and
+//! runtime, answering 200 "ok" at once) and the middleware stacks they compare.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,6 +10,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use reqwest_middleware::ClientWithMiddleware;
+use reqwest_polite::{Limit, Polite};
+use reqwest_retry::RetryTransientMiddleware;
+use reqwest_retry::policies::ExponentialBackoff;
 
 /// Serve 200 "ok" on 127.0.0.1 (a free port) until the process ends.
 pub fn serve_ok() -> SocketAddr {
@@ -41,4 +45,26 @@ pub fn serve_ok() -> SocketAddr {
         });
     });
     addr
+}
+
+/// The middleware stacks compared with bare reqwest, each on its own `reqwest::Client`: the
+/// empty reqwest-middleware stack, ours with defaults (its `Polite` is returned too, for its
+/// snapshot), ours with a limit so high that a slot is always free (the pacing overhead, not
+/// waiting), and reqwest-retry with 3 retries.
+pub fn stacks() -> (Polite, Vec<(&'static str, ClientWithMiddleware)>) {
+    let stack = || reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
+    let polite = Polite::new();
+    let with_limit = Polite::builder()
+        .limit(Limit::per_second(1_000_000))
+        .build();
+    let retry = RetryTransientMiddleware::new_with_policy(
+        ExponentialBackoff::builder().build_with_max_retries(3),
+    );
+    let stacks = vec![
+        ("reqwest_middleware_empty", stack().build()),
+        ("polite_defaults", stack().with(polite.clone()).build()),
+        ("polite_with_limit", stack().with(with_limit).build()),
+        ("reqwest_retry", stack().with(retry).build()),
+    ];
+    (polite, stacks)
 }
