@@ -236,7 +236,7 @@ impl Polite {
         Some(self.inner.store.host(&key, |now: Instant| {
             let (limits, generation) = self.limits();
             let host_config = HostConfig {
-                limit: limits.authority(url),
+                limits: limits.for_host(url),
                 generation,
                 partition,
                 max_in_flight: config.max_in_flight,

@@ -22,7 +22,7 @@ use crate::pacing::gcra::Plain;
 use crate::pacing::lane::{Admitted, Lane};
 use crate::pacing::{Decision, Pacing};
 use crate::retry::{BudgetState, RetryBudget};
-use crate::scope::{Partition, ScopeState};
+use crate::scope::{HostLimits, Partition, ScopeState};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope};
 use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
 
@@ -146,6 +146,9 @@ pub(crate) struct Observed {
     pub(crate) rate_change: Option<RateChange>,
     /// A bare refusal widened the gap between starts of the host's spaced schedule to this.
     pub(crate) gap: Option<Duration>,
+    /// A refusal that said nothing the closures could act on slowed the host (its gap and its
+    /// adaptive rate): a host-wide scope pacing the host from outside learns the same gap.
+    pub(crate) slowed: bool,
 }
 
 impl HostState {
@@ -286,9 +289,9 @@ impl HostState {
             let closure_says_it_all =
                 spent.is_some() || (observed.retry_after.is_some() && !accepted_any);
             if !closure_says_it_all {
+                observed.slowed = true;
                 observed.gap = self.pacing.widen_gap(now, sent_at);
-                let window = self.limit().map(|l| l.window());
-                observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at, window);
+                observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
                 if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
                     && observed.retry_after.is_none()
                 {
@@ -301,14 +304,16 @@ impl HostState {
         observed
     }
 
-    /// Pace to a new configured limit (generation `generation`) from the next request on.
-    pub(crate) fn relimit(&mut self, limit: Option<Limit>, generation: u64) {
+    /// Pace to newly configured limits (generation `generation`) from the next request on.
+    pub(crate) fn relimit(&mut self, limits: HostLimits, generation: u64) {
         self.generation = generation;
-        if self.limit() == limit {
+        let configured = limits.configured.as_ref();
+        if self.limit() == limits.own && self.adaptive.is_for(configured) {
             return;
         }
-        self.pacing.relimit(limit.as_ref());
-        self.adaptive = AdaptiveRate::for_limit(limit.as_ref());
+        self.pacing
+            .relimit(limits.own.as_ref(), limits.configured.is_some());
+        self.adaptive = AdaptiveRate::for_limit(configured);
     }
 
     /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
@@ -424,7 +429,7 @@ pub(crate) fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
 /// What a new host record is made from.
 #[derive(Debug, Clone)]
 pub(crate) struct HostConfig {
-    pub(crate) limit: Option<Limit>,
+    pub(crate) limits: HostLimits,
     /// The configuration generation `limit` comes from.
     pub(crate) generation: u64,
     pub(crate) partition: Option<Partition>,
@@ -438,7 +443,7 @@ impl HostConfig {
     /// A record's configuration for tests: `limit`, no breaker, the default retry budget.
     pub(crate) fn test(limit: Option<Limit>) -> Self {
         HostConfig {
-            limit,
+            limits: HostLimits::own(limit),
             generation: 0,
             partition: None,
             max_in_flight: None,
@@ -468,15 +473,15 @@ pub(crate) struct Host {
 
 impl Host {
     pub(crate) fn new(key: &str, config: &HostConfig, now: Instant) -> Self {
-        let limit = config.limit;
-        let pacing = Pacing::new(limit.as_ref(), now, true);
+        let HostLimits { own, configured } = config.limits;
+        let pacing = Pacing::new(own.as_ref(), configured.is_some(), now, true);
         Host {
             lane: Lane::new(pacing.clock()),
             key: Arc::from(key),
             partition: config.partition,
             state: Mutex::new(HostState {
                 pacing,
-                adaptive: AdaptiveRate::for_limit(limit.as_ref()),
+                adaptive: AdaptiveRate::for_limit(configured.as_ref()),
                 generation: config.generation,
                 routes: None,
                 sent: 0,
@@ -656,27 +661,38 @@ mod tests {
 
     /// Refusals in a row on a host configured per second pause it a quarter of that second
     /// (not the 100 ms of a host with nothing configured): the configured window reaches the
-    /// adaptive rate.
+    /// adaptive rate, whether the limit is the record's own or the host-wide one (a port-less
+    /// `host_limit`) that paces it from outside.
     #[test]
     fn refusals_in_a_row_on_a_configured_host_pause_a_quarter_of_its_window() {
-        let t0 = Instant::now();
-        let config = HostConfig::test(Some(Limit::per_second(200)));
-        let host = Host::new("http://test", &config, t0);
-        let mut state = host.state();
-        state.pacing.quota.assume_unmetered();
-        let refused = http::StatusCode::TOO_MANY_REQUESTS;
-        let none = ServerHint::default();
-        let mut t = t0;
-        for _ in 0..2 {
-            t += Duration::from_millis(10);
-            assert!(matches!(
-                state.decide(t, 1, &mut []).0,
-                Decision::Admit { .. }
-            ));
-            state.observe(t, t, false, 1, refused, &none, false);
+        let limit = Limit::per_second(200);
+        let outside = HostLimits {
+            own: None,
+            configured: Some(limit),
+        };
+        for limits in [HostLimits::own(Some(limit)), outside] {
+            let t0 = Instant::now();
+            let config = HostConfig {
+                limits,
+                ..HostConfig::test(None)
+            };
+            let host = Host::new("http://test", &config, t0);
+            let mut state = host.state();
+            state.pacing.quota.assume_unmetered();
+            let refused = http::StatusCode::TOO_MANY_REQUESTS;
+            let none = ServerHint::default();
+            let mut t = t0;
+            for _ in 0..2 {
+                t += Duration::from_millis(10);
+                assert!(matches!(
+                    state.decide(t, 1, &mut []).0,
+                    Decision::Admit { .. }
+                ));
+                state.observe(t, t, false, 1, refused, &none, false);
+            }
+            let closed = state.closed_until(t).map(|until| until - t);
+            assert_eq!(closed, Some(Duration::from_millis(250)), "{limits:?}");
         }
-        let closed = state.closed_until(t).map(|until| until - t);
-        assert_eq!(closed, Some(Duration::from_millis(250)));
     }
 
     /// The record's own size, a layout fact: the goal is 512 bytes, which needs the

@@ -207,7 +207,7 @@ fn begin(
     let mut state = host.state();
     if state.generation != polite.generation() {
         let (limits, generation) = polite.limits();
-        state.relimit(limits.authority(url), generation);
+        state.relimit(limits.for_host(url), generation);
     }
     state.counters.requests += 1;
     state.budget.deposit(now);
@@ -670,6 +670,7 @@ fn record(
         .as_ref()
         .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
     let mut closed_for = None;
+    let mut slowed = None;
     let mut state = host.state();
     state.touch(now);
     state.sent -= 1;
@@ -695,6 +696,9 @@ fn record(
         if let Some(gap) = observed.gap {
             tracing::debug!(host = %host.key, ?gap, "a bare refusal widened the gap between starts");
         }
+        if observed.slowed {
+            slowed = Some(sent_at);
+        }
         if let Some(scope) = &hint.server_scope {
             // unpartitioned, every credential's answers teach this route: without their
             // `pk`s, so that one credential's answer does not move another's requests
@@ -715,6 +719,9 @@ fn record(
     if let Ok(resp) = result {
         let named = named.map(|named| (named, host_limit));
         feed_scopes(polite, host, answer, named, resp.status(), &hint, now);
+    }
+    if let Some(sent_at) = slowed {
+        widen_host_wide_gaps(host, answer, now, sent_at);
     }
     report_transition(host, config, transition);
     if let (Some(observer), Ok(resp)) = (config.observers.get(), result)
@@ -772,6 +779,21 @@ fn record(
 /// the next second, or reports a moving window's count against a fixed reset, would otherwise
 /// close or slow the scope for up to a second per window. Refusals saying nothing is left
 /// still count.
+/// A bare refusal slowed the host: the host-wide scopes that pace it from outside (a
+/// port-less `host_limit`) widen the gap between their starts as the host's own schedule does
+/// (see `Pacer::widen_gap`).
+fn widen_host_wide_gaps(host: &Host, answer: &Answer<'_>, now: Instant, sent_at: Instant) {
+    for (scope, _) in answer
+        .scopes
+        .iter()
+        .filter(|(s, _)| s.kind == ScopeKind::Host)
+    {
+        if let Some(gap) = scope.state().pacing.widen_gap(now, sent_at) {
+            tracing::debug!(host = %host.key, scope = %scope.label, ?gap, "a bare refusal widened the gap between starts");
+        }
+    }
+}
+
 fn feed_scopes(
     polite: &Polite,
     host: &Host,

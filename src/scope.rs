@@ -86,6 +86,28 @@ pub(crate) struct UnitLimit {
     pub(crate) limit: Limit,
 }
 
+/// What the configuration says about one host record ([`Limits::for_host`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HostLimits {
+    /// The limit the record's own schedule paces by: `limit`, or a `host_limit` naming the
+    /// port.
+    pub(crate) own: Option<Limit>,
+    /// The user's word on the host's quota, which the record adapts around (refusals never
+    /// take it below half, refusals in a row pause a quarter of its window): `own`, or the
+    /// port-less `host_limit` whose scope paces the record from outside.
+    pub(crate) configured: Option<Limit>,
+}
+
+impl HostLimits {
+    /// A record paced by its own limit (or by nothing).
+    pub(crate) fn own(limit: Option<Limit>) -> Self {
+        HostLimits {
+            own: limit,
+            configured: limit,
+        }
+    }
+}
+
 /// A URL's host as [`host_limit_key`] spells keys, and `host:port`.
 fn host_names(url: &Url) -> (String, Option<String>) {
     let host = match url.host() {
@@ -106,20 +128,25 @@ impl Limits {
             || self.hosts.keys().any(|key| !has_port(key))
     }
 
-    /// The limit of a URL's host record: its `host:port` limit, or the default when no
-    /// host-wide limit covers its host.
-    pub(crate) fn authority(&self, url: &Url) -> Option<Limit> {
+    /// What the configuration says about a URL's host record: the limit it paces by (its
+    /// `host:port` limit, or the default when no host-wide limit covers its host), and the
+    /// limit it adapts around (that one, or the host-wide limit that paces it from outside).
+    pub(crate) fn for_host(&self, url: &Url) -> HostLimits {
         if self.hosts.is_empty() {
-            return self.default;
+            return HostLimits::own(self.default);
         }
         let (host, with_port) = host_names(url);
         if let Some(limit) = with_port.and_then(|key| self.hosts.get(&key)) {
-            return Some(*limit);
+            return HostLimits::own(Some(*limit));
         }
-        if self.hosts.contains_key(&host) {
-            return None; // the host-wide scope paces it
+        match self.hosts.get(&host) {
+            // the host-wide scope paces it; the record adapts around the same word
+            Some(limit) => HostLimits {
+                own: None,
+                configured: Some(*limit),
+            },
+            None => HostLimits::own(self.default),
         }
-        self.default
     }
 
     /// The host-wide scope a URL falls in: its host's name and limit.
@@ -356,7 +383,7 @@ impl ScopeState {
         self.generation = generation;
         if self.limit != limit {
             self.limit = limit;
-            self.pacing.relimit(limit.as_ref());
+            self.pacing.relimit(limit.as_ref(), limit.is_some());
         }
     }
 }
@@ -372,7 +399,7 @@ impl Scope {
         generation: u64,
         now: Instant,
     ) -> Self {
-        let pacing = Pacing::new(limit.as_ref(), now, false);
+        let pacing = Pacing::new(limit.as_ref(), limit.is_some(), now, false);
         Scope {
             key: Arc::from(key),
             kind,
@@ -409,6 +436,7 @@ impl Scope {
             partition: self.partition.map(|p| p.to_string()),
             limit: state.limit,
             next_slot_in: state.pacing.next_slot_in(now, None),
+            interval: state.pacing.interval(now, None),
             cooldown_in: state
                 .pacing
                 .closed_until(now)
@@ -435,6 +463,9 @@ pub struct ScopeSnapshot {
     pub limit: Option<Limit>,
     /// How long a new request would wait for a slot here now.
     pub next_slot_in: Duration,
+    /// The spacing between starts in force (zero: unpaced): the limit's, or slower when the
+    /// server's quota is spread; a spaced schedule's gap, widened by bare refusals, included.
+    pub interval: Duration,
     /// Time until the server's closure of this scope ends, if one is running.
     pub cooldown_in: Option<Duration>,
     /// The server's quota as we count it, while one is known.

@@ -12,6 +12,26 @@ use reqwest_polite::{Limit, Polite};
 
 #[tokio::test]
 async fn a_stray_refusal_never_takes_a_configured_host_below_half_its_limit() {
+    let limit = Limit::per_second(100);
+    a_stray_refusal(Polite::builder().limit(limit).build(), limit).await;
+}
+
+/// The same on a host configured by a port-less `host_limit` (the README's first example),
+/// whose host-wide scope paces the host record from outside: the record adapts around that
+/// limit, as a record with its own does. (It used to adapt as if nothing were configured:
+/// the refusal of its 2nd request made a guess of 5/s, a twentieth of the limit, still
+/// ramping back 3 s later.)
+#[tokio::test]
+async fn a_stray_refusal_never_takes_a_host_under_a_portless_host_limit_below_half() {
+    let limit = Limit::per_second(100);
+    a_stray_refusal(
+        Polite::builder().host_limit("127.0.0.1", limit).build(),
+        limit,
+    )
+    .await;
+}
+
+async fn a_stray_refusal(polite: Polite, limit: Limit) {
     // the server refuses its 2nd request with a bare 429 and accepts everything else
     let seen = AtomicU64::new(0);
     let server = serve(move |_, _| {
@@ -21,7 +41,6 @@ async fn a_stray_refusal_never_takes_a_configured_host_below_half_its_limit() {
             Reply::ok()
         }
     });
-    let polite = Polite::builder().limit(Limit::per_second(100)).build();
     let client = client(&polite);
     let url = server.url("/");
     let watched = polite.clone();
@@ -45,7 +64,7 @@ async fn a_stray_refusal_never_takes_a_configured_host_below_half_its_limit() {
         "three seconds of successes bring the configured rate back: {host:?}"
     );
     let lowest = lowest.await.expect("watcher");
-    let half = 0.5 / Limit::per_second(100).interval().as_secs_f64();
+    let half = 0.5 / limit.interval().as_secs_f64();
     assert!(
         lowest >= half - 1e-9,
         "lowest rate {lowest}/s, below half the configured {half}/s"

@@ -425,6 +425,42 @@ async fn a_route_limit_applies_to_its_paths_only() {
     assert_eq!(route.taken, 4);
 }
 
+/// A bare 429 on a host paced by a port-less `host_limit` widens the gap between the
+/// host-wide scope's starts, as it widens a host's own spaced schedule: the scope is what paces
+/// the host, so the learned margin must land there.
+#[tokio::test]
+async fn a_bare_refusal_widens_the_gap_of_a_portless_host_limit() {
+    let seen = AtomicU64::new(0);
+    let server = serve(move |_, _| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 19 {
+            Reply::status(429)
+        } else {
+            Reply::ok()
+        }
+    });
+    let polite = Polite::builder()
+        .host_limit("127.0.0.1", Limit::per_second(100))
+        .build();
+    let client = client(&polite);
+    let url = server.url("/");
+    let gap = |polite: &Polite| {
+        let scopes = polite.scope_snapshot();
+        let host_wide = scopes.iter().find(|s| s.kind == ScopeKind::Host);
+        host_wide.expect("the host-wide scope").interval
+    };
+    let statuses = burst(&client, &url, 10).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    let before = gap(&polite);
+    let statuses = burst(&client, &url, 20).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    assert_eq!(server.stats.refused(), 1);
+    let after = gap(&polite);
+    assert!(
+        before >= Limit::per_second(100).interval() && after > before,
+        "the gap was {before:?} before the refusal and {after:?} after it"
+    );
+}
+
 #[tokio::test]
 async fn set_host_limit_takes_effect_from_the_next_request() {
     let server = serve(|_, _| Reply::ok());

@@ -40,6 +40,7 @@
 //! Refusals of attempts sent before the last decrease are the same signal as the one that
 //! caused it (TCP counts one loss per window) and change nothing.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -111,8 +112,8 @@ pub(crate) struct RateChange {
 /// One scope's adaptive rate.
 #[derive(Debug, Clone)]
 pub(crate) struct AdaptiveRate {
-    /// The configured limit's rate (safety margin included), if any: the upper bound.
-    ceiling: Option<f64>,
+    /// What the user configured for the scope, if anything.
+    configured: Option<Configured>,
     /// Successful answers, and our sends, over the last `SAMPLE`.
     accepted: Window,
     sent: Window,
@@ -122,6 +123,16 @@ pub(crate) struct AdaptiveRate {
     /// What refusals taught, from the first one on. Boxed: most scopes are never refused, and
     /// a host record stays small.
     learned: Option<Box<Learned>>,
+}
+
+/// What a scope's configured limit says to its adaptive rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Configured {
+    /// The limit's rate (safety margin included): the upper bound, and half of it the floor.
+    ceiling: f64,
+    /// The first pause of refusals in a row (see [`FIRST_PAUSE`]), in microseconds (at most
+    /// [`MAX_PAUSE`]; never zero, which leaves `None` a spare value: a host record stays small).
+    first_pause_micros: NonZeroU32,
 }
 
 /// What a scope's refusals taught its adaptive rate.
@@ -140,17 +151,32 @@ impl AdaptiveRate {
     /// The adaptive rate of a scope paced by `limit`: bounded by the rate the limit's schedule
     /// sustains, margins included (`None`: nothing configured).
     pub(crate) fn for_limit(limit: Option<&crate::limit::Limit>) -> Self {
-        Self::new(limit.map(|l| 1e9 / crate::pacing::gcra::sustained_interval(l) as f64))
+        Self::configured(limit.map(|l| Configured {
+            ceiling: 1e9 / crate::pacing::gcra::sustained_interval(l) as f64,
+            first_pause_micros: micros(
+                (l.window() / FIRST_PAUSE_SHARE_OF_WINDOW).clamp(FIRST_PAUSE, MAX_PAUSE),
+            ),
+        }))
     }
 
-    pub(crate) fn new(ceiling: Option<f64>) -> Self {
+    /// True when [`AdaptiveRate::for_limit`] of `limit` would bound this rate the same way.
+    pub(crate) fn is_for(&self, limit: Option<&crate::limit::Limit>) -> bool {
+        self.configured == Self::for_limit(limit).configured
+    }
+
+    fn configured(configured: Option<Configured>) -> Self {
         AdaptiveRate {
-            ceiling,
+            configured,
             accepted: Window::new(SAMPLE),
             sent: Window::new(SAMPLE),
             first_send: None,
             learned: None,
         }
+    }
+
+    /// The configured limit's rate, the upper bound, if any.
+    fn ceiling(&self) -> Option<f64> {
+        self.configured.map(|c| c.ceiling)
     }
 
     /// `cost` units were sent at `now_ns`.
@@ -182,6 +208,7 @@ impl AdaptiveRate {
         cost: u32,
     ) -> Option<RateChange> {
         self.accepted.add(now_ns, cost);
+        let bound = self.ceiling().unwrap_or(MAX_RATE);
         let learned = self.learned.as_deref_mut()?;
         learned.refusals_in_a_row = 0;
         let rate = learned.rate?;
@@ -206,7 +233,6 @@ impl AdaptiveRate {
             Phase::Ramp { .. } => rate * RAMP_PER_SECOND.powf(dt.min(10.0)),
         };
         let next = (next != rate).then_some(next)?;
-        let bound = self.ceiling.unwrap_or(MAX_RATE);
         learned.rate = (next < bound).then_some(next);
         Some(RateChange {
             from: rate,
@@ -216,14 +242,11 @@ impl AdaptiveRate {
     }
 
     /// A refusal that said nothing, at `now`, of an attempt sent at `sent_at`.
-    /// `window`: the configured limit's, which sets the first pause of refusals in a row (see
-    /// [`FIRST_PAUSE`]).
     pub(crate) fn on_refusal(
         &mut self,
         now: Instant,
         now_ns: u64,
         sent_at: Instant,
-        window: Option<Duration>,
     ) -> Option<RateChange> {
         if self
             .learned
@@ -239,7 +262,7 @@ impl AdaptiveRate {
             .is_some_and(|first| now_ns.saturating_sub(first) >= SAMPLE.as_nanos() as u64);
         // the rate we were refused at: the configured one, unless we have been sending
         // clearly slower than it for a while (the caller's demand, not the limit, paced us)
-        let current = self.rate().unwrap_or(match self.ceiling {
+        let current = self.rate().unwrap_or(match self.ceiling() {
             Some(ceiling) if sampled_long && sent < BELOW_DEMAND * ceiling => {
                 sent.max(ceiling / 2.0)
             }
@@ -248,10 +271,10 @@ impl AdaptiveRate {
             None => START_RATE,
         });
         let (rate, phase, pause) = self.lower(now, current, sent, accepted, sampled_long);
-        let floor = self.ceiling.map_or(MIN_RATE, |c| c / 2.0);
-        let top = self.ceiling.unwrap_or(MAX_RATE).max(floor);
+        let floor = self.ceiling().map_or(MIN_RATE, |c| c / 2.0);
+        let top = self.ceiling().unwrap_or(MAX_RATE).max(floor);
         let rate = rate.clamp(floor, top);
-        let recovery = match self.ceiling {
+        let recovery = match self.ceiling() {
             Some(_) => DIP_RECOVERY,
             None => RECOVERY,
         };
@@ -279,8 +302,8 @@ impl AdaptiveRate {
         }
         let in_a_row = (refusals_in_a_row >= 2).then(|| {
             let doublings = (refusals_in_a_row - 2).min(16);
-            let first = window.map_or(FIRST_PAUSE, |w| {
-                (w / FIRST_PAUSE_SHARE_OF_WINDOW).clamp(FIRST_PAUSE, MAX_PAUSE)
+            let first = self.configured.map_or(FIRST_PAUSE, |c| {
+                Duration::from_micros(c.first_pause_micros.get().into())
             });
             (first * (1 << doublings)).min(MAX_PAUSE)
         });
@@ -315,7 +338,7 @@ impl AdaptiveRate {
             Some(Phase::Hold { .. }) => since_decrease.is_none_or(|since| since >= SAMPLE),
         };
         let accepted_less = steady
-            && (sampled_long || self.ceiling.is_none())
+            && (sampled_long || self.ceiling().is_none())
             && accepted > 0.0
             && accepted < ACCEPTED_CLEARLY_LESS * sent;
         // the level we were recovering to, or holding at
@@ -356,7 +379,7 @@ impl AdaptiveRate {
         // No evidence of a lower quota: our timing was off. Back off and climb back; a second
         // refusal soon after lowers where we climb back to, 5% each time, so a quota just below
         // the level is found in a few refusals.
-        let target = match self.ceiling {
+        let target = match self.ceiling() {
             // a quota clearly below the configured limit shows in what the server accepted;
             // lowering the level finds the ones just below it, and no lower (refusals that are
             // only jitter would walk it down to half the limit)
@@ -376,7 +399,7 @@ impl AdaptiveRate {
             // measured: 28 refusals where the quota was half the limit, instead of 4)
             return (current * BACK_OFF, self.hold(now), None);
         }
-        let rate = match self.ceiling {
+        let rate = match self.ceiling() {
             // a dip from the level, not from the dip before it: refusals that keep coming
             // while it recovers are the same jitter, not a lower quota
             Some(_) => (target * DIP).min(current),
@@ -390,6 +413,11 @@ impl AdaptiveRate {
             probe_at: now + PROBE_AFTER,
         }
     }
+}
+
+/// A pause in whole microseconds (at least one; a pause is at most [`MAX_PAUSE`]).
+fn micros(d: Duration) -> NonZeroU32 {
+    NonZeroU32::new(u32::try_from(d.as_micros()).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
 }
 
 #[cfg(test)]
@@ -409,7 +437,10 @@ mod tests {
             let t0 = Instant::now();
             Drive {
                 t0,
-                a: AdaptiveRate::new(ceiling),
+                a: AdaptiveRate::configured(ceiling.map(|ceiling| Configured {
+                    ceiling,
+                    first_pause_micros: micros(FIRST_PAUSE),
+                })),
             }
         }
         fn ns(&self, at: Instant) -> u64 {
@@ -423,7 +454,7 @@ mod tests {
         fn refuse(&mut self, at: Instant) -> Option<RateChange> {
             let ns = self.ns(at);
             self.a.on_send(ns, 1);
-            self.a.on_refusal(at, ns, at, None)
+            self.a.on_refusal(at, ns, at)
         }
         /// Send at the rate in force (or `unthrottled` per second) for `secs`, all accepted.
         fn run(&mut self, from: Instant, secs: f64, unthrottled: f64) -> Instant {
@@ -537,7 +568,7 @@ mod tests {
         for _ in 0..10 {
             d.a.on_success(d.t0, 0, 1);
         }
-        let change = d.a.on_refusal(d.t0, 0, d.t0, None).expect("lowered");
+        let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
         assert_eq!(change.to, Some(9.5), "95% of the 10 accepted");
         let pause = change.pause.expect("the burst filled a window");
         assert!((pause.as_secs_f64() - 10.0 / 9.5).abs() < 1e-6, "{pause:?}");
@@ -551,7 +582,7 @@ mod tests {
         d.a.on_send(0, 1);
         d.a.on_success(d.t0, 0, 1);
         d.a.on_success(d.t0, 0, 1);
-        let change = d.a.on_refusal(d.t0, 0, d.t0, None).expect("lowered");
+        let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
         assert_eq!(change.to, Some(5.0), "2 accepted: a guess, from 5/s");
         let t = d.run(d.t0, 2.0, 1.0);
         let rate = d.a.rate().expect("throttled");
@@ -600,9 +631,7 @@ mod tests {
             (1..=4u64)
                 .map(|i| {
                     let t = t0 + ms(10 * i);
-                    a.on_refusal(t, 10_000_000 * i, t, Some(limit.window()))
-                        .expect("new")
-                        .pause
+                    a.on_refusal(t, 10_000_000 * i, t).expect("new").pause
                 })
                 .collect::<Vec<_>>()
         };
@@ -626,9 +655,9 @@ mod tests {
     fn refusals_of_attempts_sent_before_a_decrease_are_the_same_signal() {
         let mut d = Drive::new(Some(8.0));
         let t0 = d.t0;
-        d.a.on_refusal(t0 + S, 1, t0, None)
+        d.a.on_refusal(t0 + S, 1, t0)
             .expect("the first lowers the rate");
-        assert!(d.a.on_refusal(t0 + 2 * S, 2, t0, None).is_none());
-        assert!(d.a.on_refusal(t0 + 3 * S, 3, t0 + 2 * S, None).is_some());
+        assert!(d.a.on_refusal(t0 + 2 * S, 2, t0).is_none());
+        assert!(d.a.on_refusal(t0 + 3 * S, 3, t0 + 2 * S).is_some());
     }
 }

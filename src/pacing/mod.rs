@@ -54,14 +54,20 @@ pub(crate) struct Pacing {
 }
 
 impl Pacing {
-    /// A scope paced by `limit` (or unpaced); `first_contact`: its quota is unknown, so it is
-    /// learned with scouts (see [`quota`]).
-    pub(crate) fn new(limit: Option<&Limit>, now: Instant, first_contact: bool) -> Self {
+    /// A scope paced by `limit` (or unpaced); `configured`: the user configured its quota (by
+    /// `limit`, or by a limit that paces it from outside); `first_contact`: its quota is
+    /// unknown, so it is learned with scouts (see [`quota`]).
+    pub(crate) fn new(
+        limit: Option<&Limit>,
+        configured: bool,
+        now: Instant,
+        first_contact: bool,
+    ) -> Self {
         Pacing {
             clock: Clock::starting(now),
             pacer: Pacer::new(limit),
             closure: Closure::default(),
-            quota: QuotaTracker::new(now, limit.is_some(), first_contact),
+            quota: QuotaTracker::new(now, configured, first_contact),
         }
     }
 
@@ -92,10 +98,11 @@ impl Pacing {
         self.pacer.limit()
     }
 
-    /// Pace to a new limit from the next request on; what was taken stands.
-    pub(crate) fn relimit(&mut self, limit: Option<&Limit>) {
+    /// Pace to a new limit from the next request on; what was taken stands. `configured` as
+    /// in [`Pacing::new`].
+    pub(crate) fn relimit(&mut self, limit: Option<&Limit>, configured: bool) {
         self.pacer = self.pacer.relimit(limit);
-        self.quota.set_configured(limit.is_some());
+        self.quota.set_configured(configured);
     }
 
     /// True when waits should end on the slot itself (see [`gcra`]).
