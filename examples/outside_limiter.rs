@@ -3,13 +3,15 @@
 //!
 //! ```text
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 quota 10
+//! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 host-quota 10
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 defaults
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 0 outage
 //! ```
 //!
 //! The server must expose `/` (rate limited), `/outage` (503 until healed, not rate limited),
 //! `/stats` (what reached it, as JSON) and `/reset/<seconds down>`, as `app.py` does. Only
-//! loopback addresses are accepted.
+//! loopback addresses are accepted. `quota` configures the limit for every host (`limit`),
+//! `host-quota` for the server's host name, every port (`host_limit("127.0.0.1", ...)`).
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use reqwest_polite::{Breaker, Limit, Polite};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: outside_limiter <http://127.0.0.1:PORT> <requests> <quota|defaults|outage> [quota per second]";
+    let usage = "usage: outside_limiter <http://127.0.0.1:PORT> <requests> <quota|host-quota|defaults|outage> [quota per second]";
     let (Some(base), Some(n), Some(mode)) = (args.get(1), args.get(2), args.get(3)) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -36,7 +38,9 @@ async fn main() {
     let plain = reqwest::Client::new();
     let result = match mode.as_str() {
         "outage" => outage(&plain, base).await,
-        "quota" | "defaults" => burst(&plain, base, n, (mode == "quota").then_some(quota)).await,
+        "quota" => burst(&plain, base, n, Some((Configured::Limit, quota))).await,
+        "host-quota" => burst(&plain, base, n, Some((Configured::HostLimit, quota))).await,
+        "defaults" => burst(&plain, base, n, None).await,
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);
@@ -57,26 +61,41 @@ async fn stats(plain: &reqwest::Client, base: &str) -> reqwest::Result<String> {
         .await
 }
 
+/// How the quota is configured.
+#[derive(Clone, Copy, PartialEq)]
+enum Configured {
+    /// `limit`: every host record.
+    Limit,
+    /// `host_limit` of the host's name without a port: a scope over every port of the host.
+    HostLimit,
+}
+
 /// `n` requests at once, with the quota configured or with defaults.
 async fn burst(
     plain: &reqwest::Client,
     base: &str,
     n: usize,
-    quota: Option<u32>,
+    configured: Option<(Configured, u32)>,
 ) -> reqwest::Result<()> {
     plain.get(format!("{base}/reset/0.0")).send().await?;
     tokio::time::sleep(Duration::from_millis(1_100)).await; // let the server's window empty
     let builder = Polite::builder();
-    let polite = match quota {
-        Some(q) => builder.limit(Limit::per_second(q)),
+    let url = format!("{base}/");
+    let host = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    let polite = match configured {
+        Some((Configured::Limit, q)) => builder.limit(Limit::per_second(q)),
+        Some((Configured::HostLimit, q)) => builder.host_limit(host, Limit::per_second(q)),
         None => builder,
     }
     .build();
+    let quota = configured.map(|(_, q)| q);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(polite)
         .build();
     let started = Instant::now();
-    let url = format!("{base}/");
     let calls = (0..n).map(|_| {
         let (client, url) = (client.clone(), url.clone());
         async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
@@ -88,10 +107,10 @@ async fn burst(
     let best = (n as f64 - 1.0) / f64::from(per_second);
     println!(
         "{}: {n} at once, {ok} ok, {elapsed:.2} s ({per_second}/s allows it in {best:.2} s: {:.0}% of the quota's throughput); server saw {}",
-        if quota.is_some() {
-            "quota configured"
-        } else {
-            "defaults"
+        match configured {
+            Some((Configured::Limit, _)) => "quota configured",
+            Some((Configured::HostLimit, _)) => "quota configured by a port-less host_limit",
+            None => "defaults",
         },
         100.0 * best / elapsed,
         stats(plain, base).await?

@@ -74,6 +74,8 @@ for round in ${ROUNDS:-1 2 3}; do
   $run http://127.0.0.1:18090 100 quota 10; seen "$dir/logs/10.log" 10
   echo "== nginx limit_req 200r/s burst 0, round $round"
   $run http://127.0.0.1:18091 1000 quota 200; seen "$dir/logs/200.log" 200
+  echo "== nginx limit_req 200r/s burst 0, the quota on a port-less host_limit, round $round"
+  $run http://127.0.0.1:18091 1000 host-quota 200; seen "$dir/logs/200.log" 200
 done
 echo "== nginx limit_req 10r/s burst 0, nothing configured (learning from bare 429s)"
 $run http://127.0.0.1:18090 50 defaults; seen "$dir/logs/10.log" 10
