@@ -93,14 +93,34 @@ async fn burst(
     .build();
     let quota = configured.map(|(_, q)| q);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(polite)
+        .with(polite.clone())
         .build();
     let started = Instant::now();
     let calls = (0..n).map(|_| {
         let (client, url) = (client.clone(), url.clone());
         async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
     });
-    let results = futures::future::join_all(calls).await;
+    let calls = futures::future::join_all(calls);
+    let results = if std::env::var_os("POLITE_WATCH").is_some() {
+        // print the host's and the scopes' state every 250 ms while the calls run (debugging aid)
+        tokio::pin!(calls);
+        loop {
+            tokio::select! {
+                results = &mut calls => break results,
+                () = tokio::time::sleep(Duration::from_millis(250)) => {
+                    let at = started.elapsed().as_secs_f64();
+                    for host in polite.snapshot() {
+                        eprintln!("    {at:>6.2} s  {host}");
+                    }
+                    for scope in polite.scope_snapshot() {
+                        eprintln!("    {at:>6.2} s  {scope} interval {:?}", scope.interval);
+                    }
+                }
+            }
+        }
+    } else {
+        calls.await
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
     let per_second = quota.unwrap_or(10);

@@ -16,7 +16,8 @@
 //!   of requests issued at once. Ours (`Limit::per_second(r)`, `max_in_flight(64)`), governor
 //!   with burst 1, governor with its documented burst (r), bare reqwest.
 //! - `leaky`: a leaky bucket like nginx `limit_req` (rate r, burst 0, millisecond accounting, bare
-//!   429): 100 requests at 10/s and 1000 at 200/s, issued at once, the rate configured. Below
+//!   429): 100 requests at 10/s and 1000 at 200/s, issued at once, the rate configured (ours
+//!   twice: by `limit`, and by a port-less `host_limit`, the README's first form). Below
 //!   each row: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
 //!   refusal, its arrival number and the gap to the last accepted arrival, in µs.
 //! - `stray`: `Limit::per_second(200)`, and the server refuses the 2nd request with a bare 429
@@ -258,6 +259,11 @@ fn with_limit(limit: Limit) -> Polite {
     Polite::builder().limit(limit).build()
 }
 
+/// The README's first form: a port-less `host_limit`, whose host-wide scope paces the host.
+fn with_host_limit(limit: Limit) -> Polite {
+    Polite::builder().host_limit("127.0.0.1", limit).build()
+}
+
 async fn sweep(rows: &mut Vec<Row>) {
     println!("sweep: strict sliding window of r per 1 s, 2 s worth of requests at once");
     for rate in [10u32, 100, 1000, 5000, 10_000] {
@@ -286,16 +292,21 @@ async fn sweep(rows: &mut Vec<Row>) {
 async fn leaky(rows: &mut Vec<Row>) {
     println!("leaky: nginx-like leaky bucket (burst 0, ms accounting, bare 429), rate configured");
     for rate in [10u32, 200] {
-        for peer in [Peer::Polite, Peer::GovernorBurst1] {
+        let peers: [(Peer, &str, fn(Limit) -> Polite); 3] = [
+            (Peer::Polite, "", with_limit),
+            (Peer::Polite, " host_limit", with_host_limit),
+            (Peer::GovernorBurst1, "", with_limit),
+        ];
+        for (peer, form, config) in peers {
             let rule = Arc::new(Logged::new(LeakyBucket::new(rate, 0)));
             let issued = if rate == 10 { 100 } else { 1000 };
             let row = run(
-                format!("leaky {rate}/s"),
+                format!("leaky {rate}/s{form}"),
                 peer,
                 Arc::clone(&rule) as Arc<dyn Rule>,
                 (rate, rate),
                 issued,
-                with_limit,
+                config,
             )
             .await;
             row.print();

@@ -149,6 +149,10 @@ pub(crate) struct Observed {
     /// A refusal that said nothing the closures could act on slowed the host (its gap and its
     /// adaptive rate): a host-wide scope pacing the host from outside learns the same gap.
     pub(crate) slowed: bool,
+    /// The first answer to an unpaced record's scout came this long after it was sent: a
+    /// host-wide scope pacing the host from outside starts its schedule from the answer, as
+    /// a record's own schedule does.
+    pub(crate) first_answer: Option<Duration>,
 }
 
 impl HostState {
@@ -195,6 +199,19 @@ impl HostState {
             .iter()
             .map(|(scope, units)| scope.pacing.certain_wait(now, *units))
             .fold(self.pacing.certain_wait(now, cost), Instant::max)
+    }
+
+    /// True when waits for this host's slots should end on the slot itself rather than on
+    /// the timer tick after it: its schedule is spaced one by one (see
+    /// [`Pacing::wants_precise_wakes`]), or the adaptive rate spaces it at a rate a tick
+    /// matters to (a host paced from outside by a port-less `host_limit`, or by nothing, is
+    /// spaced only by it after a refusal: 6.1 ms slots waking on 7 ms ticks cost 13%).
+    pub(crate) fn wants_precise_wakes(&self) -> bool {
+        self.pacing.wants_precise_wakes()
+            || self
+                .adaptive
+                .interval()
+                .is_some_and(crate::pacing::gcra::ticks_matter)
     }
 
     /// Mark the host as used at `now`.
@@ -262,11 +279,14 @@ impl HostState {
             observed.rate_change = self.adaptive.on_success(now, now_ns, cost);
         }
         let accepted_any = self.adaptive.accepted_any(now_ns);
-        if scout && self.limit().is_some() && self.pacing.quota.in_first_contact() {
+        if scout && self.pacing.quota.in_first_contact() {
             // the scout may have reached the server as late as now (a slow first connection):
             // the schedule starts from its answer, so no window the server counts holds more
-            self.pacing
-                .first_answer(now.saturating_duration_since(sent_at));
+            let latency = now.saturating_duration_since(sent_at);
+            match self.limit() {
+                Some(_) => self.pacing.first_answer(latency),
+                None => observed.first_answer = Some(latency),
+            }
         }
         let spent = if named {
             if scout {
@@ -693,6 +713,34 @@ mod tests {
             let closed = state.closed_until(t).map(|until| until - t);
             assert_eq!(closed, Some(Duration::from_millis(250)), "{limits:?}");
         }
+    }
+
+    /// A record paced from outside (a port-less `host_limit`) has no spaced schedule of its
+    /// own, but once a refusal throttles it, its adaptive rate spaces its requests: those waits
+    /// end on the slot, not on the timer tick after it (6.1 ms slots on 7 ms ticks cost 13%).
+    #[test]
+    fn a_throttled_record_wakes_precisely_for_its_slots() {
+        let t0 = Instant::now();
+        let config = HostConfig {
+            limits: HostLimits {
+                own: None,
+                configured: Some(Limit::per_second(200)),
+            },
+            ..HostConfig::test(None)
+        };
+        let host = Host::new("http://test", &config, t0);
+        let mut state = host.state();
+        state.pacing.quota.assume_unmetered();
+        assert!(!state.wants_precise_wakes(), "nothing spaces it yet");
+        let t = t0 + Duration::from_millis(10);
+        assert!(matches!(
+            state.decide(t, 1, &mut []).0,
+            Decision::Admit { .. }
+        ));
+        let refused = http::StatusCode::TOO_MANY_REQUESTS;
+        state.observe(t, t, false, 1, refused, &ServerHint::default(), false);
+        assert!(state.adaptive.rate().is_some(), "throttled");
+        assert!(state.wants_precise_wakes());
     }
 
     /// The record's own size, a layout fact: the goal is 512 bytes, which needs the

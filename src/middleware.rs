@@ -475,7 +475,15 @@ async fn pace(
             {
                 return Ok(Err(learned.clone()));
             }
-            let (decision, blocker) = state.decide(now, opts.cost, &mut lock_scopes());
+            let mut locked = lock_scopes();
+            let (decision, blocker) = state.decide(now, opts.cost, &mut locked);
+            // the schedule that holds the request back says how to wake for its slot; read
+            // under the lock: a limit set at run time changes it
+            let precise = match blocker {
+                Some(i) => locked[i].0.pacing.wants_precise_wakes(),
+                None => state.wants_precise_wakes(),
+            };
+            drop(locked);
             match decision {
                 Decision::Admit { .. } => {
                     state.counters.waited += u64::from(queued.is_some());
@@ -483,8 +491,7 @@ async fn pace(
                 _ if queued.is_none() => queued = Some(Queued::join(host, &mut state, opts.cost)),
                 _ => {}
             }
-            // read under the lock: a limit set at run time changes it
-            (decision, blocker, state.pacing.wants_precise_wakes())
+            (decision, blocker, precise)
         };
         let waits = match decision {
             Decision::Admit { scout } => {
@@ -670,7 +677,7 @@ fn record(
         .as_ref()
         .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
     let mut closed_for = None;
-    let mut slowed = None;
+    let mut host_wide_news = None;
     let mut state = host.state();
     state.touch(now);
     state.sent -= 1;
@@ -696,9 +703,7 @@ fn record(
         if let Some(gap) = observed.gap {
             tracing::debug!(host = %host.key, ?gap, "a bare refusal widened the gap between starts");
         }
-        if observed.slowed {
-            slowed = Some(sent_at);
-        }
+        host_wide_news = Some((observed, sent_at));
         if let Some(scope) = &hint.server_scope {
             // unpartitioned, every credential's answers teach this route: without their
             // `pk`s, so that one credential's answer does not move another's requests
@@ -720,8 +725,8 @@ fn record(
         let named = named.map(|named| (named, host_limit));
         feed_scopes(polite, host, answer, named, resp.status(), &hint, now);
     }
-    if let Some(sent_at) = slowed {
-        widen_host_wide_gaps(host, answer, now, sent_at);
+    if let Some((observed, sent_at)) = host_wide_news {
+        tell_host_wide_scopes(host, answer, &observed, now, sent_at);
     }
     report_transition(host, config, transition);
     if let (Some(observer), Ok(resp)) = (config.observers.get(), result)
@@ -767,6 +772,36 @@ fn record(
     (verdict, closed_for)
 }
 
+/// What the host-wide scopes that pace a host from outside (a port-less `host_limit`) learn
+/// from its answer, as a record's own schedule would: a bare refusal widens the gap between
+/// their starts (see `Pacer::widen_gap`), and the first answer starts their schedule.
+fn tell_host_wide_scopes(
+    host: &Host,
+    answer: &Answer<'_>,
+    observed: &crate::host::Observed,
+    now: Instant,
+    sent_at: Instant,
+) {
+    if !observed.slowed && observed.first_answer.is_none() {
+        return;
+    }
+    for (scope, _) in answer
+        .scopes
+        .iter()
+        .filter(|(s, _)| s.kind == ScopeKind::Host)
+    {
+        let mut state = scope.state();
+        if let Some(latency) = observed.first_answer {
+            state.pacing.first_answer(latency);
+        }
+        if observed.slowed
+            && let Some(gap) = state.pacing.widen_gap(now, sent_at)
+        {
+            tracing::debug!(host = %host.key, scope = %scope.label, ?gap, "a bare refusal widened the gap between starts");
+        }
+    }
+}
+
 /// Give an answer's word about other scopes to them: a quota the server named takes its
 /// closure and quota (a global refusal closes the host instead, already done), and a unit's
 /// count (OpenAI's tokens) goes to that unit's scope. `named` comes with the host record's
@@ -779,21 +814,6 @@ fn record(
 /// the next second, or reports a moving window's count against a fixed reset, would otherwise
 /// close or slow the scope for up to a second per window. Refusals saying nothing is left
 /// still count.
-/// A bare refusal slowed the host: the host-wide scopes that pace it from outside (a
-/// port-less `host_limit`) widen the gap between their starts as the host's own schedule does
-/// (see `Pacer::widen_gap`).
-fn widen_host_wide_gaps(host: &Host, answer: &Answer<'_>, now: Instant, sent_at: Instant) {
-    for (scope, _) in answer
-        .scopes
-        .iter()
-        .filter(|(s, _)| s.kind == ScopeKind::Host)
-    {
-        if let Some(gap) = scope.state().pacing.widen_gap(now, sent_at) {
-            tracing::debug!(host = %host.key, scope = %scope.label, ?gap, "a bare refusal widened the gap between starts");
-        }
-    }
-}
-
 fn feed_scopes(
     polite: &Polite,
     host: &Host,

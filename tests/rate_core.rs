@@ -253,6 +253,17 @@ async fn hosts_that_failed_or_were_refused_are_evicted_once_quiet() {
 /// limit in a window that begins with it.
 #[tokio::test]
 async fn a_first_request_that_reaches_the_server_late_does_not_crowd_its_window() {
+    a_first_request_late(Polite::builder().limit(Limit::per_second(3))).await;
+}
+
+/// The same when a port-less `host_limit` paces the host: the host-wide scope's schedule
+/// starts from the first answer too.
+#[tokio::test]
+async fn a_first_request_late_does_not_crowd_the_window_of_a_portless_host_limit() {
+    a_first_request_late(Polite::builder().host_limit("127.0.0.1", Limit::per_second(3))).await;
+}
+
+async fn a_first_request_late(builder: reqwest_polite::PoliteBuilder) {
     let limiter = SlidingWindow::new(3, Duration::from_secs(1));
     let first = AtomicBool::new(true);
     let server = serve(move |_, _| {
@@ -262,10 +273,7 @@ async fn a_first_request_that_reaches_the_server_late_does_not_crowd_its_window(
         }
         limiter.reply()
     });
-    let polite = Polite::builder()
-        .limit(Limit::per_second(3))
-        .max_retries(0)
-        .build();
+    let polite = builder.max_retries(0).build();
     let statuses = burst(&client(&polite), &server.url("/"), 7).await;
     assert_eq!(server.stats.refused(), 0, "statuses: {statuses:?}");
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");

@@ -34,6 +34,12 @@ const MAX_SLACK_NANOS: u64 = 5 * TICK_NANOS;
 /// Below this interval the timer cannot space requests one by one: they go in batches per tick.
 const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
 
+/// True when a timer tick matters to a spacing of `interval` nanoseconds (up to 100 ms): a wait
+/// that ends on the tick after the slot gives up a noticeable share of the rate.
+pub(crate) fn ticks_matter(interval: u64) -> bool {
+    interval <= 100 * TICK_NANOS
+}
+
 /// The gap margin of a spaced schedule, in absolute time: how much more than the server's
 /// spacing (`window / n`) two consecutive starts keep apart, at least.
 ///
@@ -257,7 +263,7 @@ impl Pacer {
     /// timer tick after it: the interval is short enough that a tick matters (up to 100 ms)
     /// and long enough that requests are spaced one by one.
     pub(crate) fn wants_precise_wakes(&self) -> bool {
-        self.min_gap > 0 && self.interval <= 100 * TICK_NANOS
+        self.min_gap > 0 && ticks_matter(self.interval)
     }
 
     /// When `cost` units at `interval` per unit are due: `cost` units past the schedule, less
