@@ -259,6 +259,9 @@ fn with_limit(limit: Limit) -> Polite {
     Polite::builder().limit(limit).build()
 }
 
+/// How a row's client is configured from the quota.
+type Configure = fn(Limit) -> Polite;
+
 /// The README's first form: a port-less `host_limit`, whose host-wide scope paces the host.
 fn with_host_limit(limit: Limit) -> Polite {
     Polite::builder().host_limit("127.0.0.1", limit).build()
@@ -292,7 +295,7 @@ async fn sweep(rows: &mut Vec<Row>) {
 async fn leaky(rows: &mut Vec<Row>) {
     println!("leaky: nginx-like leaky bucket (burst 0, ms accounting, bare 429), rate configured");
     for rate in [10u32, 200] {
-        let peers: [(Peer, &str, fn(Limit) -> Polite); 3] = [
+        let peers: [(Peer, &str, Configure); 3] = [
             (Peer::Polite, "", with_limit),
             (Peer::Polite, " host_limit", with_host_limit),
             (Peer::GovernorBurst1, "", with_limit),
