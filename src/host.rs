@@ -146,8 +146,9 @@ pub(crate) struct Observed {
     pub(crate) rate_change: Option<RateChange>,
     /// A bare refusal widened the gap between starts of the host's spaced schedule to this.
     pub(crate) gap: Option<Duration>,
-    /// A refusal that said nothing the closures could act on slowed the host (its gap and its
-    /// adaptive rate): a host-wide scope pacing the host from outside learns the same gap.
+    /// A refusal that said nothing the closures could act on slowed a record without a limit
+    /// of its own: a host-wide scope pacing it from outside learns the gap its own schedule
+    /// would.
     pub(crate) slowed: bool,
     /// The first answer to an unpaced record's scout came this long after it was sent: a
     /// host-wide scope pacing the host from outside starts its schedule from the answer, as
@@ -211,7 +212,7 @@ impl HostState {
             || self
                 .adaptive
                 .interval()
-                .is_some_and(crate::pacing::gcra::ticks_matter)
+                .is_some_and(crate::pacing::gcra::wakes_on_the_slot)
     }
 
     /// Mark the host as used at `now`.
@@ -309,7 +310,9 @@ impl HostState {
             let closure_says_it_all =
                 spent.is_some() || (observed.retry_after.is_some() && !accepted_any);
             if !closure_says_it_all {
-                observed.slowed = true;
+                // a host-wide scope that paces an unpaced record learns the gap its own
+                // schedule would (a record with a limit of its own is the one paced)
+                observed.slowed = self.limit().is_none();
                 observed.gap = self.pacing.widen_gap(now, sent_at);
                 observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
                 if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
@@ -718,29 +721,35 @@ mod tests {
     /// A record paced from outside (a port-less `host_limit`) has no spaced schedule of its
     /// own, but once a refusal throttles it, its adaptive rate spaces its requests: those waits
     /// end on the slot, not on the timer tick after it (6.1 ms slots on 7 ms ticks cost 13%).
+    /// Slots closer than two ticks go in batches per tick, as a configured schedule's do: a
+    /// task yielding its way to each would keep a core busy.
     #[test]
-    fn a_throttled_record_wakes_precisely_for_its_slots() {
-        let t0 = Instant::now();
-        let config = HostConfig {
-            limits: HostLimits {
-                own: None,
-                configured: Some(Limit::per_second(200)),
-            },
-            ..HostConfig::test(None)
+    fn a_throttled_record_wakes_precisely_for_spaced_slots() {
+        let throttled = |limit: Limit| {
+            let t0 = Instant::now();
+            let config = HostConfig {
+                limits: HostLimits {
+                    own: None,
+                    configured: Some(limit),
+                },
+                ..HostConfig::test(None)
+            };
+            let host = Host::new("http://test", &config, t0);
+            let mut state = host.state();
+            state.pacing.quota.assume_unmetered();
+            assert!(!state.wants_precise_wakes(), "nothing spaces it yet");
+            let t = t0 + Duration::from_millis(10);
+            assert!(matches!(
+                state.decide(t, 1, &mut []).0,
+                Decision::Admit { .. }
+            ));
+            let refused = http::StatusCode::TOO_MANY_REQUESTS;
+            state.observe(t, t, false, 1, refused, &ServerHint::default(), false);
+            assert!(state.adaptive.rate().is_some(), "throttled");
+            state.wants_precise_wakes()
         };
-        let host = Host::new("http://test", &config, t0);
-        let mut state = host.state();
-        state.pacing.quota.assume_unmetered();
-        assert!(!state.wants_precise_wakes(), "nothing spaces it yet");
-        let t = t0 + Duration::from_millis(10);
-        assert!(matches!(
-            state.decide(t, 1, &mut []).0,
-            Decision::Admit { .. }
-        ));
-        let refused = http::StatusCode::TOO_MANY_REQUESTS;
-        state.observe(t, t, false, 1, refused, &ServerHint::default(), false);
-        assert!(state.adaptive.rate().is_some(), "throttled");
-        assert!(state.wants_precise_wakes());
+        assert!(throttled(Limit::per_second(200)), "5.9 ms slots");
+        assert!(!throttled(Limit::per_second(2000)), "0.6 ms slots");
     }
 
     /// The record's own size, a layout fact: the goal is 512 bytes, which needs the

@@ -792,7 +792,7 @@ fn tell_host_wide_scopes(
     {
         let mut state = scope.state();
         if let Some(latency) = observed.first_answer {
-            state.pacing.first_answer(latency);
+            state.pacing.first_answer_of(sent_at, latency);
         }
         if observed.slowed
             && let Some(gap) = state.pacing.widen_gap(now, sent_at)

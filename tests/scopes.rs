@@ -430,6 +430,34 @@ async fn a_route_limit_applies_to_its_paths_only() {
 /// the host, so the learned margin must land there.
 #[tokio::test]
 async fn a_bare_refusal_widens_the_gap_of_a_portless_host_limit() {
+    let (before, after) = gaps_around_a_refusal(|_| {
+        Polite::builder().host_limit("127.0.0.1", Limit::per_second(100))
+    })
+    .await;
+    assert!(
+        before >= Limit::per_second(100).interval() && after > before,
+        "the gap was {before:?} before the refusal and {after:?} after it"
+    );
+}
+
+/// A port with a limit of its own is paced by its own record, which widens its own gap: the
+/// host-wide scope over every port is left as it was.
+#[tokio::test]
+async fn a_refusal_on_a_port_with_its_own_limit_leaves_the_host_wide_gap() {
+    let (before, after) = gaps_around_a_refusal(|authority| {
+        Polite::builder()
+            .host_limit("127.0.0.1", Limit::per_second(100))
+            .host_limit(authority, Limit::per_second(100))
+    })
+    .await;
+    assert_eq!(before, after);
+}
+
+/// The host-wide scope's interval before and after a bare 429 on the 20th request, with the
+/// client `build` makes for the server's authority.
+async fn gaps_around_a_refusal(
+    build: impl FnOnce(String) -> reqwest_polite::PoliteBuilder,
+) -> (Duration, Duration) {
     let seen = AtomicU64::new(0);
     let server = serve(move |_, _| {
         if seen.fetch_add(1, Ordering::SeqCst) == 19 {
@@ -438,9 +466,7 @@ async fn a_bare_refusal_widens_the_gap_of_a_portless_host_limit() {
             Reply::ok()
         }
     });
-    let polite = Polite::builder()
-        .host_limit("127.0.0.1", Limit::per_second(100))
-        .build();
+    let polite = build(server.addr.to_string()).build();
     let client = client(&polite);
     let url = server.url("/");
     let gap = |polite: &Polite| {
@@ -454,11 +480,36 @@ async fn a_bare_refusal_widens_the_gap_of_a_portless_host_limit() {
     let statuses = burst(&client, &url, 20).await;
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
     assert_eq!(server.stats.refused(), 1);
-    let after = gap(&polite);
-    assert!(
-        before >= Limit::per_second(100).interval() && after > before,
-        "the gap was {before:?} before the refusal and {after:?} after it"
-    );
+    (before, gap(&polite))
+}
+
+/// The first answer of a record's scout starts a host-wide scope's schedule only while that
+/// scout is still the scope's last start: a slow first answer on one port never stalls the
+/// other ports' slots.
+#[tokio::test]
+async fn a_slow_first_answer_on_one_port_does_not_stall_the_others() {
+    let fast = serve(|_, _| Reply::ok());
+    let slow = serve(|_, _| Reply::ok().delay(Duration::from_millis(800)));
+    let polite = Polite::builder()
+        .host_limit("127.0.0.1", Limit::per_second(10))
+        .build();
+    let client = client(&polite);
+    let scout = tokio::spawn({
+        let (client, url) = (client.clone(), slow.url("/"));
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    // the fast port's requests go one after another at 10/s, before and after the slow
+    // port's first answer (0.8 s in)
+    let mut done = Vec::new();
+    for _ in 0..15 {
+        let status = client.get(fast.url("/")).send().await.map(|r| r.status());
+        assert_eq!(status.ok(), Some(reqwest::StatusCode::OK));
+        done.push(Instant::now());
+    }
+    let longest = done.windows(2).map(|w| w[1] - w[0]).max().expect("gaps");
+    // 100 ms apart; a schedule postponed by the slow answer would hold the next one 0.8 s
+    assert!(longest < Duration::from_millis(500), "a gap of {longest:?}");
+    assert_eq!(scout.await.expect("scout task").ok(), Some(200));
 }
 
 #[tokio::test]

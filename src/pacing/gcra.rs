@@ -34,10 +34,12 @@ const MAX_SLACK_NANOS: u64 = 5 * TICK_NANOS;
 /// Below this interval the timer cannot space requests one by one: they go in batches per tick.
 const SPACED_MIN_NANOS: u64 = 2 * TICK_NANOS;
 
-/// True when a timer tick matters to a spacing of `interval` nanoseconds (up to 100 ms): a wait
-/// that ends on the tick after the slot gives up a noticeable share of the rate.
-pub(crate) fn ticks_matter(interval: u64) -> bool {
-    interval <= 100 * TICK_NANOS
+/// True when waits for slots `interval` nanoseconds apart should end on the slot itself
+/// rather than on the timer tick after it: the slots are spaced one by one (at least
+/// [`SPACED_MIN_NANOS`]; closer ones go in batches per tick) and a tick matters to them (up to
+/// 100 ms: a wait that ends on the tick after the slot gives up a noticeable share of the rate).
+pub(crate) fn wakes_on_the_slot(interval: u64) -> bool {
+    (SPACED_MIN_NANOS..=100 * TICK_NANOS).contains(&interval)
 }
 
 /// The gap margin of a spaced schedule, in absolute time: how much more than the server's
@@ -263,7 +265,7 @@ impl Pacer {
     /// timer tick after it: the interval is short enough that a tick matters (up to 100 ms)
     /// and long enough that requests are spaced one by one.
     pub(crate) fn wants_precise_wakes(&self) -> bool {
-        self.min_gap > 0 && ticks_matter(self.interval)
+        self.min_gap > 0 && wakes_on_the_slot(self.interval)
     }
 
     /// When `cost` units at `interval` per unit are due: `cost` units past the schedule, less
@@ -416,6 +418,14 @@ impl Pacer {
             let margin = self.min_gap.saturating_sub(spacing) / 2;
             self.min_gap = spacing.saturating_add(margin).max(base);
             self.widened_at = self.widened_at.saturating_add(LEARNED_GAP_RELAX_NANOS);
+        }
+    }
+
+    /// [`Pacer::postpone`], if the last start is still the one at `sent`: a schedule that
+    /// others have taken slots on since has moved on (a shared scope), and must not stall them.
+    pub(crate) fn postpone_after(&mut self, sent: u64, by: u64) {
+        if self.last_start == Some(sent) {
+            self.postpone(by);
         }
     }
 

@@ -183,6 +183,14 @@ impl Pacing {
         self.pacer.postpone(by);
     }
 
+    /// [`Pacing::first_answer`] for a scope shared with other records (a host-wide one) and
+    /// a scout sent at `sent_at`: only while the scout is still the scope's last start, so a
+    /// slow first answer on one port never stalls the others' slots.
+    pub(crate) fn first_answer_of(&mut self, sent_at: Instant, latency: Duration) {
+        let by = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.pacer.postpone_after(self.clock.nanos(sent_at), by);
+    }
+
     /// Read an answer's quota; a quota it says is spent closes the scope until its reset,
     /// which is returned.
     pub(crate) fn observe_quota(
