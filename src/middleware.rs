@@ -22,7 +22,7 @@ use crate::builder::{Config, Polite};
 use crate::error::Error;
 use crate::extensions::RequestOptions;
 use crate::extensions::Units;
-use crate::host::{Host, NoRetry, Queued};
+use crate::host::{Host, NoRetry, Queued, StateGuard};
 use crate::observe::{self, WaitReason};
 use crate::pacing::Decision;
 use crate::pacing::closure::Why;
@@ -70,19 +70,23 @@ impl Polite {
         let config = &self.inner.config;
         let opts = RequestOptions::from_extensions(extensions);
         let safety = Safety::of(&req);
-        let mut named = begin(self, host, req.url(), &opts)?;
-        let url = req.url().clone();
         let units = extensions.get::<Units>().cloned();
-        let scopes_for = |named: Option<&ServerScope>| {
-            self.scopes_for(host, &url, opts.cost, units.as_ref(), named)
+        // the request's own URL while it is here (no copy): before each send, req holds it
+        let scopes_for = |url: &reqwest::Url, named: Option<&ServerScope>| {
+            self.scopes_for(host, url, opts.cost, units.as_ref(), named)
         };
-        let mut scopes = scopes_for(named.as_ref());
-        let path: Box<str> = req.url().path().into();
+        // the first attempt: counted and admitted under one lock (see `begin`)
+        let (mut named, first) = begin(self, host, req.url(), &opts, config)?;
+        let mut first = Some(first);
+        let mut scopes = scopes_for(req.url(), named.as_ref());
         let mut backoff: Option<Delays<SmallRng>> = None;
         loop {
             let retries_left = !opts.no_retry && *attempts < config.max_retries;
             let spare = if retries_left { req.try_clone() } else { None };
-            let mut attempt = admit(host, config, &opts, *attempts)?;
+            let mut attempt = match first.take() {
+                Some(first) => first,
+                None => admit(host, config, &opts, *attempts)?,
+            };
             // the waits are boxed: the common case (a free place, a free slot) never builds
             // them, and this future stays small
             let in_flight = match host
@@ -109,7 +113,7 @@ impl Polite {
                 && let Err(learned) = Box::pin(pace(
                     host,
                     &scopes,
-                    &path,
+                    req.url().path(),
                     named.as_ref(),
                     config,
                     &opts,
@@ -119,7 +123,7 @@ impl Polite {
                 .await?
             {
                 named = Some(learned);
-                scopes = scopes_for(named.as_ref());
+                scopes = scopes_for(req.url(), named.as_ref());
             }
             #[cfg(feature = "redis")]
             if let Some(store) = self.shared() {
@@ -129,11 +133,18 @@ impl Polite {
             if *attempts > 0 {
                 observe::record_resend(*attempts);
             }
+            // the answer may teach its route's quota: the path is read from the copy kept for
+            // a retry, or kept here when there is none
+            let own_path: Option<Box<str>> = spare.is_none().then(|| req.url().path().into());
             let result = next.clone().run(req, extensions).await;
             drop(in_flight);
+            let path = match (&spare, &own_path) {
+                (Some(spare), _) => spare.url().path(),
+                (None, own) => own.as_deref().unwrap_or_default(),
+            };
             let answer = Answer {
                 scopes: &scopes,
-                path: &path,
+                path,
                 safety: &safety,
                 resend_count: *attempts,
             };
@@ -195,14 +206,16 @@ impl Safety {
     }
 }
 
-/// Bring the host's limit up to date, count the request, deposit in the retry budget, and
-/// refuse a cost that can never fit. Returns the quota the server named for its route, if any.
+/// Bring the host's limit up to date, count the request, deposit in the retry budget, refuse
+/// a cost that can never fit, and [admit](admit_locked) its first attempt: one lock for all.
+/// Returns the quota the server named for its route, if any, and the attempt.
 fn begin(
     polite: &Polite,
-    host: &Host,
+    host: &Arc<Host>,
     url: &reqwest::Url,
     opts: &RequestOptions,
-) -> std::result::Result<Option<ServerScope>, Error> {
+    config: &Config,
+) -> std::result::Result<(Option<ServerScope>, Attempt), Error> {
     let now = Instant::now();
     let mut state = host.state();
     if state.generation != polite.generation() {
@@ -211,17 +224,19 @@ fn begin(
     }
     state.counters.requests += 1;
     state.budget.deposit(now);
-    match state.limit() {
+    let named = match state.limit() {
         Some(limit) if opts.cost > limit.count() => {
             state.counters.rejected += 1;
-            Err(Error::CostExceedsLimit {
+            return Err(Error::CostExceedsLimit {
                 host: host.key.to_string(),
                 cost: opts.cost,
                 limit: limit.count(),
-            })
+            });
         }
-        _ => Ok(state.named_scope(url.path()).cloned()),
-    }
+        _ => state.named_scope(url.path()).cloned(),
+    };
+    let attempt = admit_locked(host, state, now, config, opts, 0)?;
+    Ok((named, attempt))
 }
 
 /// Refuse units that can never fit in one of the request's scopes (a cost above its limit's
@@ -291,15 +306,23 @@ fn admit(
     opts: &RequestOptions,
     attempts: u32,
 ) -> std::result::Result<Attempt, Error> {
-    let now = Instant::now();
-    let (admission, transition) = {
-        let mut state = host.state();
-        let (admission, transition) = state.breaker.admit(now);
-        if let Admission::Reject { .. } = admission {
-            state.counters.rejected += 1;
-        }
-        (admission, transition)
-    };
+    admit_locked(host, host.state(), Instant::now(), config, opts, attempts)
+}
+
+/// [`admit`], the host's lock already taken (`state`, released here).
+fn admit_locked(
+    host: &Arc<Host>,
+    mut state: StateGuard<'_>,
+    now: Instant,
+    config: &Config,
+    opts: &RequestOptions,
+    attempts: u32,
+) -> std::result::Result<Attempt, Error> {
+    let (admission, transition) = state.breaker.admit(now);
+    if let Admission::Reject { .. } = admission {
+        state.counters.rejected += 1;
+    }
+    drop(state);
     report_transition(host, config, transition);
     if let Admission::Reject { retry_in } = admission {
         tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: failing fast");
