@@ -26,7 +26,7 @@ use crate::host::{Host, NoRetry, Queued, StateGuard};
 use crate::observe::{self, WaitReason};
 use crate::pacing::Decision;
 use crate::pacing::closure::Why;
-use crate::retry::{Delays, Outcome, Verdict, classify};
+use crate::retry::{Delays, Outcome, Verdict, classify, is_idempotent};
 use crate::scope::{Scope, ScopeKind};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 
@@ -194,14 +194,16 @@ const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempot
 /// What the retry classifier needs to know about the request.
 struct Safety {
     method: Method,
+    /// Read only for a method that is not idempotent (for the others it changes nothing).
     idempotency_key: bool,
 }
 
 impl Safety {
     fn of(req: &Request) -> Self {
+        let method = req.method();
         Safety {
-            method: req.method().clone(),
-            idempotency_key: req.headers().contains_key(IDEMPOTENCY_KEY),
+            idempotency_key: !is_idempotent(method) && req.headers().contains_key(IDEMPOTENCY_KEY),
+            method: method.clone(),
         }
     }
 }
@@ -734,6 +736,10 @@ fn record(
     }
     let transition = state.breaker.record(now, &attempt.admission, failure);
     let host_limit = state.limit();
+    // the requests an answer may let go sleep in the pacing queue, which they joined under the
+    // lock they decided under: with nobody in it, one deciding from now on sees what this
+    // answer changed here without a wake-up (not so for what `feed_scopes` changes below)
+    let wake = state.queued > 0 || named.is_some() || hint.tokens.is_some();
     drop(state);
     if let Ok(resp) = result {
         let named = named.map(|named| (named, host_limit));
@@ -758,7 +764,9 @@ fn record(
             resend_count,
         );
     }
-    host.answered.notify_waiters();
+    if wake {
+        host.answered.notify_waiters();
+    }
     // a 403 that says it is a rate limit is a refusal, retried like a 429
     let outcome = match outcome {
         Outcome::Status(status) if crate::host::is_refusal(status, &hint) => {
