@@ -40,8 +40,14 @@ impl Middleware for Polite {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let partition = self.partition_of(req.headers()).await?;
-        let Some(host) = self.host_for(req.url(), partition) else {
+        // borrowed in this block only: a request borrowed in the body would stay in this future
+        // (boxed, and moved) beside the one `send` holds
+        let (host, req) = {
+            let req = req;
+            let partition = self.partition_of(req.headers()).await?;
+            (self.host_for(req.url(), partition), req)
+        };
+        let Some(host) = host else {
             return next.run(req, extensions).await; // no host: nothing to pace, reqwest decides
         };
         let mut attempts = 0;
@@ -59,121 +65,126 @@ impl Middleware for Polite {
 impl Polite {
     /// Admit, pace, send, record, and retry or return. `Err`: the middleware refused to send
     /// (nothing was sent for that attempt); `Ok`: the last attempt's outcome.
-    async fn send(
+    ///
+    /// Not an `async fn`: one keeps each argument twice in its future (as passed, and as bound
+    /// in its body), and a request is 264 bytes, moved with the future.
+    #[allow(clippy::manual_async_fn)]
+    fn send(
         &self,
         host: &Arc<Host>,
         mut req: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
         attempts: &mut u32,
-    ) -> std::result::Result<Result<Response>, Error> {
-        let config = &self.inner.config;
-        let opts = RequestOptions::from_extensions(extensions);
-        let safety = Safety::of(&req);
-        let units = extensions.get::<Units>().cloned();
-        // the request's own URL while it is here (no copy): before each send, req holds it
-        let scopes_for = |url: &reqwest::Url, named: Option<&ServerScope>| {
-            self.scopes_for(host, url, opts.cost, units.as_ref(), named)
-        };
-        // the first attempt: counted and admitted under one lock (see `begin`)
-        let (mut named, first) = begin(self, host, req.url(), &opts, config)?;
-        let mut first = Some(first);
-        let mut scopes = scopes_for(req.url(), named.as_ref());
-        let mut backoff: Option<Delays<SmallRng>> = None;
-        loop {
-            let retries_left = !opts.no_retry && *attempts < config.max_retries;
-            let spare = if retries_left { req.try_clone() } else { None };
-            let mut attempt = match first.take() {
-                Some(first) => first,
-                None => admit(host, config, &opts, *attempts)?,
+    ) -> impl Future<Output = std::result::Result<Result<Response>, Error>> {
+        async move {
+            let config = &self.inner.config;
+            let opts = RequestOptions::from_extensions(extensions);
+            let safety = Safety::of(&req);
+            let units = extensions.get::<Units>().cloned();
+            // the request's own URL while it is here (no copy): before each send, req holds it
+            let scopes_for = |url: &reqwest::Url, named: Option<&ServerScope>| {
+                self.scopes_for(host, url, opts.cost, units.as_ref(), named)
             };
-            // the waits are boxed: the common case (a free place, a free slot) never builds
-            // them, and this future stays small
-            let in_flight = match host
-                .in_flight
-                .as_ref()
-                .map(|cap| Arc::clone(cap).try_acquire_owned())
-            {
-                None => None,
-                Some(Ok(permit)) => Some(permit),
-                Some(Err(_)) => Box::pin(in_flight_permit(host, config, &opts, *attempts)).await?,
-            };
-            let quiet = scopes.is_empty() && {
-                // a quiet host with a free slot: no lock, no queue (see `pacing::lane`)
-                let now = Instant::now();
-                let admitted = host.try_admit(now, opts.cost);
-                if admitted {
-                    attempt.sent_at = Some(now);
+            // the first attempt: counted and admitted under one lock (see `begin`)
+            let (mut named, mut attempt) = begin(self, host, req.url(), &opts, config)?;
+            let mut scopes = scopes_for(req.url(), named.as_ref());
+            // made on the first retry, and boxed: most requests never need it
+            let mut backoff: Option<Box<Delays<SmallRng>>> = None;
+            loop {
+                let retries_left = !opts.no_retry && *attempts < config.max_retries;
+                let spare = if retries_left { req.try_clone() } else { None };
+                // the waits are boxed: the common case (a free place, a free slot) never builds
+                // them, and this future stays small
+                let in_flight = match host
+                    .in_flight
+                    .as_ref()
+                    .map(|cap| Arc::clone(cap).try_acquire_owned())
+                {
+                    None => None,
+                    Some(Ok(permit)) => Some(permit),
+                    Some(Err(_)) => {
+                        Box::pin(in_flight_permit(host, config, &opts, *attempts)).await?
+                    }
+                };
+                let quiet = scopes.is_empty() && {
+                    // a quiet host with a free slot: no lock, no queue (see `pacing::lane`)
+                    let now = Instant::now();
+                    let admitted = host.try_admit(now, opts.cost);
+                    if admitted {
+                        attempt.sent_at = Some(now);
+                    }
+                    admitted
+                };
+                // the server may name this route's quota while the request waits: pace again,
+                // in that scope too
+                while !quiet
+                    && let Err(learned) = Box::pin(pace(
+                        host,
+                        &scopes,
+                        req.url().path(),
+                        named.as_ref(),
+                        config,
+                        &opts,
+                        &mut attempt,
+                        *attempts,
+                    ))
+                    .await?
+                {
+                    named = Some(learned);
+                    scopes = scopes_for(req.url(), named.as_ref());
                 }
-                admitted
-            };
-            // the server may name this route's quota while the request waits: pace again,
-            // in that scope too
-            while !quiet
-                && let Err(learned) = Box::pin(pace(
-                    host,
-                    &scopes,
-                    req.url().path(),
-                    named.as_ref(),
-                    config,
-                    &opts,
-                    &mut attempt,
-                    *attempts,
-                ))
-                .await?
-            {
-                named = Some(learned);
-                scopes = scopes_for(req.url(), named.as_ref());
+                #[cfg(feature = "redis")]
+                if let Some(store) = self.shared() {
+                    let max_wait = config.max_retry_after;
+                    crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts).await?;
+                }
+                if *attempts > 0 {
+                    observe::record_resend(*attempts);
+                }
+                // the answer may teach its route's quota: the path is read from the copy kept for
+                // a retry, or kept here when there is none
+                let own_path: Option<Box<str>> = spare.is_none().then(|| req.url().path().into());
+                let result = next.clone().run(req, extensions).await;
+                drop(in_flight);
+                let path = match (&spare, &own_path) {
+                    (Some(spare), _) => spare.url().path(),
+                    (None, own) => own.as_deref().unwrap_or_default(),
+                };
+                let answer = Answer {
+                    scopes: &scopes,
+                    path,
+                    safety: &safety,
+                    resend_count: *attempts,
+                };
+                *attempts += 1;
+                let (verdict, closed_for) = record(self, host, attempt, &answer, &result);
+                #[cfg(feature = "redis")]
+                if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
+                    crate::shared::close(store, host, wait).await;
+                }
+                #[cfg(not(feature = "redis"))]
+                let _ = closed_for;
+                let Some(spare) = spare else {
+                    return Ok(result); // out of retries, or a body that cannot be cloned: sent once
+                };
+                let Some(delay) = plan_retry(host, config, &opts, verdict, *attempts, &mut backoff)
+                else {
+                    return Ok(result);
+                };
+                if let Some(observer) = config.observers.get() {
+                    observe::retrying(observer, host, &result, *attempts, delay);
+                }
+                drop(result);
+                let slept = Instant::now();
+                Box::pin(tokio::time::sleep(delay)).await; // boxed: most requests never sleep here
+                if let Some(observer) = config.observers.get() {
+                    let waited = slept.elapsed();
+                    observe::waited(observer, host, None, WaitReason::Backoff, waited, *attempts);
+                }
+                req = spare;
+                attempt = admit(host, config, &opts, *attempts)?;
             }
-            #[cfg(feature = "redis")]
-            if let Some(store) = self.shared() {
-                let max_wait = config.max_retry_after;
-                crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts).await?;
-            }
-            if *attempts > 0 {
-                observe::record_resend(*attempts);
-            }
-            // the answer may teach its route's quota: the path is read from the copy kept for
-            // a retry, or kept here when there is none
-            let own_path: Option<Box<str>> = spare.is_none().then(|| req.url().path().into());
-            let result = next.clone().run(req, extensions).await;
-            drop(in_flight);
-            let path = match (&spare, &own_path) {
-                (Some(spare), _) => spare.url().path(),
-                (None, own) => own.as_deref().unwrap_or_default(),
-            };
-            let answer = Answer {
-                scopes: &scopes,
-                path,
-                safety: &safety,
-                resend_count: *attempts,
-            };
-            *attempts += 1;
-            let (verdict, closed_for) = record(self, host, attempt, &answer, &result);
-            #[cfg(feature = "redis")]
-            if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
-                crate::shared::close(store, host, wait).await;
-            }
-            #[cfg(not(feature = "redis"))]
-            let _ = closed_for;
-            let Some(spare) = spare else {
-                return Ok(result); // out of retries, or a body that cannot be cloned: sent once
-            };
-            let Some(delay) = plan_retry(host, config, &opts, verdict, *attempts, &mut backoff)
-            else {
-                return Ok(result);
-            };
-            if let Some(observer) = config.observers.get() {
-                observe::retrying(observer, host, &result, *attempts, delay);
-            }
-            drop(result);
-            let slept = Instant::now();
-            tokio::time::sleep(delay).await;
-            if let Some(observer) = config.observers.get() {
-                let waited = slept.elapsed();
-                observe::waited(observer, host, None, WaitReason::Backoff, waited, *attempts);
-            }
-            req = spare;
         }
     }
 }
@@ -896,13 +907,13 @@ fn plan_retry(
     opts: &RequestOptions,
     verdict: Verdict,
     attempts: u32,
-    backoff: &mut Option<Delays<SmallRng>>,
+    backoff: &mut Option<Box<Delays<SmallRng>>>,
 ) -> Option<Duration> {
     if verdict == Verdict::Return {
         return None;
     }
     let delay = backoff
-        .get_or_insert_with(|| config.backoff.delays(SmallRng::from_os_rng()))
+        .get_or_insert_with(|| Box::new(config.backoff.delays(SmallRng::from_os_rng())))
         .next()
         .unwrap_or(config.backoff.max());
     let plan =
