@@ -22,11 +22,11 @@ use crate::builder::{Config, Polite};
 use crate::error::Error;
 use crate::extensions::RequestOptions;
 use crate::extensions::Units;
-use crate::host::{Host, NoRetry, Queued};
+use crate::host::{Host, NoRetry, Queued, StateGuard};
 use crate::observe::{self, WaitReason};
 use crate::pacing::Decision;
 use crate::pacing::closure::Why;
-use crate::retry::{Delays, Outcome, Verdict, classify};
+use crate::retry::{Delays, Outcome, Verdict, classify, is_idempotent};
 use crate::scope::{Scope, ScopeKind};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 
@@ -40,8 +40,14 @@ impl Middleware for Polite {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let partition = self.partition_of(req.headers()).await?;
-        let Some(host) = self.host_for(req.url(), partition) else {
+        // borrowed in this block only: a request borrowed in the body would stay in this future
+        // (boxed, and moved) beside the one `send` holds
+        let (host, req) = {
+            let req = req;
+            let partition = self.partition_of(req.headers()).await?;
+            (self.host_for(req.url(), partition), req)
+        };
+        let Some(host) = host else {
             return next.run(req, extensions).await; // no host: nothing to pace, reqwest decides
         };
         let mut attempts = 0;
@@ -59,110 +65,126 @@ impl Middleware for Polite {
 impl Polite {
     /// Admit, pace, send, record, and retry or return. `Err`: the middleware refused to send
     /// (nothing was sent for that attempt); `Ok`: the last attempt's outcome.
-    async fn send(
+    ///
+    /// Not an `async fn`: one keeps each argument twice in its future (as passed, and as bound
+    /// in its body), and a request is 264 bytes, moved with the future.
+    #[allow(clippy::manual_async_fn)]
+    fn send(
         &self,
         host: &Arc<Host>,
         mut req: Request,
         extensions: &mut Extensions,
         next: Next<'_>,
         attempts: &mut u32,
-    ) -> std::result::Result<Result<Response>, Error> {
-        let config = &self.inner.config;
-        let opts = RequestOptions::from_extensions(extensions);
-        let safety = Safety::of(&req);
-        let mut named = begin(self, host, req.url(), &opts)?;
-        let url = req.url().clone();
-        let units = extensions.get::<Units>().cloned();
-        let scopes_for = |named: Option<&ServerScope>| {
-            self.scopes_for(host, &url, opts.cost, units.as_ref(), named)
-        };
-        let mut scopes = scopes_for(named.as_ref());
-        let path: Box<str> = req.url().path().into();
-        let mut backoff: Option<Delays<SmallRng>> = None;
-        loop {
-            let retries_left = !opts.no_retry && *attempts < config.max_retries;
-            let spare = if retries_left { req.try_clone() } else { None };
-            let mut attempt = admit(host, config, &opts, *attempts)?;
-            // the waits are boxed: the common case (a free place, a free slot) never builds
-            // them, and this future stays small
-            let in_flight = match host
-                .in_flight
-                .as_ref()
-                .map(|cap| Arc::clone(cap).try_acquire_owned())
-            {
-                None => None,
-                Some(Ok(permit)) => Some(permit),
-                Some(Err(_)) => Box::pin(in_flight_permit(host, config, &opts, *attempts)).await?,
+    ) -> impl Future<Output = std::result::Result<Result<Response>, Error>> {
+        async move {
+            let config = &self.inner.config;
+            let opts = RequestOptions::from_extensions(extensions);
+            let safety = Safety::of(&req);
+            let units = extensions.get::<Units>().cloned();
+            // the request's own URL while it is here (no copy): before each send, req holds it
+            let scopes_for = |url: &reqwest::Url, named: Option<&ServerScope>| {
+                self.scopes_for(host, url, opts.cost, units.as_ref(), named)
             };
-            let quiet = scopes.is_empty() && {
-                // a quiet host with a free slot: no lock, no queue (see `pacing::lane`)
-                let now = Instant::now();
-                let admitted = host.try_admit(now, opts.cost);
-                if admitted {
-                    attempt.sent_at = Some(now);
+            // the first attempt: counted and admitted under one lock (see `begin`)
+            let (mut named, mut attempt) = begin(self, host, req.url(), &opts, config)?;
+            let mut scopes = scopes_for(req.url(), named.as_ref());
+            // made on the first retry, and boxed: most requests never need it
+            let mut backoff: Option<Box<Delays<SmallRng>>> = None;
+            loop {
+                let retries_left = !opts.no_retry && *attempts < config.max_retries;
+                let spare = if retries_left { req.try_clone() } else { None };
+                // the waits are boxed: the common case (a free place, a free slot) never builds
+                // them, and this future stays small
+                let in_flight = match host
+                    .in_flight
+                    .as_ref()
+                    .map(|cap| Arc::clone(cap).try_acquire_owned())
+                {
+                    None => None,
+                    Some(Ok(permit)) => Some(permit),
+                    Some(Err(_)) => {
+                        Box::pin(in_flight_permit(host, config, &opts, *attempts)).await?
+                    }
+                };
+                let quiet = scopes.is_empty() && {
+                    // a quiet host with a free slot: no lock, no queue (see `pacing::lane`)
+                    let now = Instant::now();
+                    let admitted = host.try_admit(now, opts.cost);
+                    if admitted {
+                        attempt.sent_at = Some(now);
+                    }
+                    admitted
+                };
+                // the server may name this route's quota while the request waits: pace again,
+                // in that scope too
+                while !quiet
+                    && let Err(learned) = Box::pin(pace(
+                        host,
+                        &scopes,
+                        req.url().path(),
+                        named.as_ref(),
+                        config,
+                        &opts,
+                        &mut attempt,
+                        *attempts,
+                    ))
+                    .await?
+                {
+                    named = Some(learned);
+                    scopes = scopes_for(req.url(), named.as_ref());
                 }
-                admitted
-            };
-            // the server may name this route's quota while the request waits: pace again,
-            // in that scope too
-            while !quiet
-                && let Err(learned) = Box::pin(pace(
-                    host,
-                    &scopes,
-                    &path,
-                    named.as_ref(),
-                    config,
-                    &opts,
-                    &mut attempt,
-                    *attempts,
-                ))
-                .await?
-            {
-                named = Some(learned);
-                scopes = scopes_for(named.as_ref());
+                #[cfg(feature = "redis")]
+                if let Some(store) = self.shared() {
+                    let max_wait = config.max_retry_after;
+                    crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts).await?;
+                }
+                if *attempts > 0 {
+                    observe::record_resend(*attempts);
+                }
+                // the answer may teach its route's quota: the path is read from the copy kept for
+                // a retry, or kept here when there is none
+                let own_path: Option<Box<str>> = spare.is_none().then(|| req.url().path().into());
+                let result = next.clone().run(req, extensions).await;
+                drop(in_flight);
+                let path = match (&spare, &own_path) {
+                    (Some(spare), _) => spare.url().path(),
+                    (None, own) => own.as_deref().unwrap_or_default(),
+                };
+                let answer = Answer {
+                    scopes: &scopes,
+                    path,
+                    safety: &safety,
+                    resend_count: *attempts,
+                };
+                *attempts += 1;
+                let (verdict, closed_for) = record(self, host, attempt, &answer, &result);
+                #[cfg(feature = "redis")]
+                if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
+                    crate::shared::close(store, host, wait).await;
+                }
+                #[cfg(not(feature = "redis"))]
+                let _ = closed_for;
+                let Some(spare) = spare else {
+                    return Ok(result); // out of retries, or a body that cannot be cloned: sent once
+                };
+                let Some(delay) = plan_retry(host, config, &opts, verdict, *attempts, &mut backoff)
+                else {
+                    return Ok(result);
+                };
+                if let Some(observer) = config.observers.get() {
+                    observe::retrying(observer, host, &result, *attempts, delay);
+                }
+                drop(result);
+                let slept = Instant::now();
+                Box::pin(tokio::time::sleep(delay)).await; // boxed: most requests never sleep here
+                if let Some(observer) = config.observers.get() {
+                    let waited = slept.elapsed();
+                    observe::waited(observer, host, None, WaitReason::Backoff, waited, *attempts);
+                }
+                req = spare;
+                attempt = admit(host, config, &opts, *attempts)?;
             }
-            #[cfg(feature = "redis")]
-            if let Some(store) = self.shared() {
-                let max_wait = config.max_retry_after;
-                crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts).await?;
-            }
-            if *attempts > 0 {
-                observe::record_resend(*attempts);
-            }
-            let result = next.clone().run(req, extensions).await;
-            drop(in_flight);
-            let answer = Answer {
-                scopes: &scopes,
-                path: &path,
-                safety: &safety,
-                resend_count: *attempts,
-            };
-            *attempts += 1;
-            let (verdict, closed_for) = record(self, host, attempt, &answer, &result);
-            #[cfg(feature = "redis")]
-            if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
-                crate::shared::close(store, host, wait).await;
-            }
-            #[cfg(not(feature = "redis"))]
-            let _ = closed_for;
-            let Some(spare) = spare else {
-                return Ok(result); // out of retries, or a body that cannot be cloned: sent once
-            };
-            let Some(delay) = plan_retry(host, config, &opts, verdict, *attempts, &mut backoff)
-            else {
-                return Ok(result);
-            };
-            if let Some(observer) = config.observers.get() {
-                observe::retrying(observer, host, &result, *attempts, delay);
-            }
-            drop(result);
-            let slept = Instant::now();
-            tokio::time::sleep(delay).await;
-            if let Some(observer) = config.observers.get() {
-                let waited = slept.elapsed();
-                observe::waited(observer, host, None, WaitReason::Backoff, waited, *attempts);
-            }
-            req = spare;
         }
     }
 }
@@ -183,26 +205,30 @@ const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempot
 /// What the retry classifier needs to know about the request.
 struct Safety {
     method: Method,
+    /// Read only for a method that is not idempotent (for the others it changes nothing).
     idempotency_key: bool,
 }
 
 impl Safety {
     fn of(req: &Request) -> Self {
+        let method = req.method();
         Safety {
-            method: req.method().clone(),
-            idempotency_key: req.headers().contains_key(IDEMPOTENCY_KEY),
+            idempotency_key: !is_idempotent(method) && req.headers().contains_key(IDEMPOTENCY_KEY),
+            method: method.clone(),
         }
     }
 }
 
-/// Bring the host's limit up to date, count the request, deposit in the retry budget, and
-/// refuse a cost that can never fit. Returns the quota the server named for its route, if any.
+/// Bring the host's limit up to date, count the request, deposit in the retry budget, refuse
+/// a cost that can never fit, and [admit](admit_locked) its first attempt: one lock for all.
+/// Returns the quota the server named for its route, if any, and the attempt.
 fn begin(
     polite: &Polite,
-    host: &Host,
+    host: &Arc<Host>,
     url: &reqwest::Url,
     opts: &RequestOptions,
-) -> std::result::Result<Option<ServerScope>, Error> {
+    config: &Config,
+) -> std::result::Result<(Option<ServerScope>, Attempt), Error> {
     let now = Instant::now();
     let mut state = host.state();
     if state.generation != polite.generation() {
@@ -211,17 +237,19 @@ fn begin(
     }
     state.counters.requests += 1;
     state.budget.deposit(now);
-    match state.limit() {
+    let named = match state.limit() {
         Some(limit) if opts.cost > limit.count() => {
             state.counters.rejected += 1;
-            Err(Error::CostExceedsLimit {
+            return Err(Error::CostExceedsLimit {
                 host: host.key.to_string(),
                 cost: opts.cost,
                 limit: limit.count(),
-            })
+            });
         }
-        _ => Ok(state.named_scope(url.path()).cloned()),
-    }
+        _ => state.named_scope(url.path()).cloned(),
+    };
+    let attempt = admit_locked(host, state, now, config, opts, 0)?;
+    Ok((named, attempt))
 }
 
 /// Refuse units that can never fit in one of the request's scopes (a cost above its limit's
@@ -291,15 +319,23 @@ fn admit(
     opts: &RequestOptions,
     attempts: u32,
 ) -> std::result::Result<Attempt, Error> {
-    let now = Instant::now();
-    let (admission, transition) = {
-        let mut state = host.state();
-        let (admission, transition) = state.breaker.admit(now);
-        if let Admission::Reject { .. } = admission {
-            state.counters.rejected += 1;
-        }
-        (admission, transition)
-    };
+    admit_locked(host, host.state(), Instant::now(), config, opts, attempts)
+}
+
+/// [`admit`], the host's lock already taken (`state`, released here).
+fn admit_locked(
+    host: &Arc<Host>,
+    mut state: StateGuard<'_>,
+    now: Instant,
+    config: &Config,
+    opts: &RequestOptions,
+    attempts: u32,
+) -> std::result::Result<Attempt, Error> {
+    let (admission, transition) = state.breaker.admit(now);
+    if let Admission::Reject { .. } = admission {
+        state.counters.rejected += 1;
+    }
+    drop(state);
     report_transition(host, config, transition);
     if let Admission::Reject { retry_in } = admission {
         tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: failing fast");
@@ -720,6 +756,10 @@ fn record(
     }
     let transition = state.breaker.record(now, &attempt.admission, failure);
     let host_limit = state.limit();
+    // the requests an answer may let go sleep in the pacing queue, which they joined under the
+    // lock they decided under: with nobody in it, one deciding from now on sees what this
+    // answer changed here without a wake-up (not so for what `feed_scopes` changes below)
+    let wake = state.queued > 0 || named.is_some() || hint.tokens.is_some();
     drop(state);
     if let Ok(resp) = result {
         let named = named.map(|named| (named, host_limit));
@@ -747,7 +787,9 @@ fn record(
             resend_count,
         );
     }
-    host.answered.notify_waiters();
+    if wake {
+        host.answered.notify_waiters();
+    }
     // a 403 that says it is a rate limit is a refusal, retried like a 429
     let outcome = match outcome {
         Outcome::Status(status) if crate::host::is_refusal(status, &hint) => {
@@ -907,13 +949,13 @@ fn plan_retry(
     opts: &RequestOptions,
     verdict: Verdict,
     attempts: u32,
-    backoff: &mut Option<Delays<SmallRng>>,
+    backoff: &mut Option<Box<Delays<SmallRng>>>,
 ) -> Option<Duration> {
     if verdict == Verdict::Return {
         return None;
     }
     let delay = backoff
-        .get_or_insert_with(|| config.backoff.delays(SmallRng::from_os_rng()))
+        .get_or_insert_with(|| Box::new(config.backoff.delays(SmallRng::from_os_rng())))
         .next()
         .unwrap_or(config.backoff.max());
     let plan =

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use reqwest_middleware::ClientWithMiddleware;
+use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use reqwest_polite::{Limit, Polite};
 use reqwest_retry::RetryTransientMiddleware;
 use reqwest_retry::policies::ExponentialBackoff;
@@ -52,7 +52,15 @@ pub fn serve_ok() -> SocketAddr {
 /// snapshot), ours with a limit so high that a slot is always free (the pacing overhead, not
 /// waiting), and reqwest-retry with 3 retries.
 pub fn stacks() -> (Polite, Vec<(&'static str, ClientWithMiddleware)>) {
-    let stack = || reqwest_middleware::ClientBuilder::new(reqwest::Client::new());
+    stacks_ending_with(|builder| builder)
+}
+
+/// [`stacks`], each ending with what `end` adds (a middleware that answers in the process, to
+/// measure the stacks' own CPU without the network).
+pub fn stacks_ending_with(
+    end: impl Fn(ClientBuilder) -> ClientBuilder,
+) -> (Polite, Vec<(&'static str, ClientWithMiddleware)>) {
+    let stack = || ClientBuilder::new(reqwest::Client::new());
     let polite = Polite::new();
     let with_limit = Polite::builder()
         .limit(Limit::per_second(1_000_000))
@@ -61,10 +69,10 @@ pub fn stacks() -> (Polite, Vec<(&'static str, ClientWithMiddleware)>) {
         ExponentialBackoff::builder().build_with_max_retries(3),
     );
     let stacks = vec![
-        ("reqwest_middleware_empty", stack().build()),
-        ("polite_defaults", stack().with(polite.clone()).build()),
-        ("polite_with_limit", stack().with(with_limit).build()),
-        ("reqwest_retry", stack().with(retry).build()),
+        ("reqwest_middleware_empty", end(stack()).build()),
+        ("polite_defaults", end(stack().with(polite.clone())).build()),
+        ("polite_with_limit", end(stack().with(with_limit)).build()),
+        ("reqwest_retry", end(stack().with(retry)).build()),
     ];
     (polite, stacks)
 }
