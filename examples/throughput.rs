@@ -22,6 +22,7 @@
 //!   refusal, its arrival number and the gap to the last accepted arrival, in µs.
 //! - `stray`: `Limit::per_second(200)`, and the server refuses the 2nd request with a bare 429
 //!   (then accepts everything within its quota): what is left of the next seconds' throughput.
+//!   Ours by `limit` and by a port-less `host_limit`, here and in `half`.
 //! - `half`: `Limit::per_second(200)` configured, the server's real quota is 100/s (strict window,
 //!   bare 429s): refusals until the client finds it, and the share of the real quota used.
 //! - `learn`: nothing configured, a 10/s limiter with bare 429s (a strict sliding window, and a
@@ -364,18 +365,23 @@ async fn stray(rows: &mut Vec<Row>) {
     .await;
     row.print();
     rows.push(row);
-    for peer in [Peer::Polite, Peer::GovernorBurst1] {
+    let peers: [(Peer, &str, Configure); 3] = [
+        (Peer::Polite, "", with_limit),
+        (Peer::Polite, " host_limit", with_host_limit),
+        (Peer::GovernorBurst1, "", with_limit),
+    ];
+    for (peer, form, config) in peers {
         let rule = Arc::new(StrayRefusal::new(
             SlidingWindow::new(200, Duration::from_secs(1)),
             2,
         ));
         let row = run(
-            "stray 429, 2000 at once".into(),
+            format!("stray 429, 2000 at once{form}"),
             peer,
             rule,
             (200, 200),
             2000,
-            with_limit,
+            config,
         )
         .await;
         row.print();
@@ -387,15 +393,20 @@ async fn half(rows: &mut Vec<Row>) {
     println!(
         "half: Limit::per_second(200) configured; the server's real quota is 100/s (bare 429)"
     );
-    for peer in [Peer::Polite, Peer::GovernorBurst1] {
+    let peers: [(Peer, &str, Configure); 3] = [
+        (Peer::Polite, "", with_limit),
+        (Peer::Polite, " host_limit", with_host_limit),
+        (Peer::GovernorBurst1, "", with_limit),
+    ];
+    for (peer, form, config) in peers {
         let rule = Arc::new(SlidingWindow::bare(100, Duration::from_secs(1)));
         let row = run(
-            "half quota, 1000 at once".into(),
+            format!("half quota, 1000 at once{form}"),
             peer,
             rule,
             (200, 100),
             1000,
-            with_limit,
+            config,
         )
         .await;
         row.print();
