@@ -758,7 +758,8 @@ fn record(
     let host_limit = state.limit();
     // the requests an answer may let go sleep in the pacing queue, which they joined under the
     // lock they decided under: with nobody in it, one deciding from now on sees what this
-    // answer changed here without a wake-up (not so for what `feed_scopes` changes below)
+    // answer changed here without a wake-up (not so for what `feed_scopes` changes below;
+    // `tell_host_wide_scopes` only ever moves slots later, which wakes nobody)
     let wake = state.queued > 0 || named.is_some() || hint.tokens.is_some();
     drop(state);
     if let Ok(resp) = result {

@@ -281,3 +281,68 @@ async fn a_probe_that_never_returns_does_not_block_the_host() {
     assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
     hung.abort();
 }
+
+/// A half-open probe that is refused after its admission (a unit cost no scope can hold; a
+/// pacing wait certain to pass its deadline) gives its probe slot back: the next request goes
+/// as the probe and closes the breaker. A probe slot kept would fail every later request fast.
+#[tokio::test]
+async fn a_probe_refused_before_it_is_sent_frees_the_probe_slot() {
+    const OPEN: Duration = Duration::from_millis(200);
+    let (server, healed) = flaky(Duration::ZERO);
+    let authority = server.addr.to_string();
+    let polite = Polite::builder()
+        .max_retries(0)
+        .limit(reqwest_polite::Limit::per_second(2))
+        .unit_limit(&authority, "tokens", reqwest_polite::Limit::per_second(10))
+        .breaker(Breaker::consecutive_failures(1).open_for(OPEN))
+        .build();
+    let client = client(&polite);
+    let url = server.url("/");
+    type Refusal = fn(&reqwest_polite::Error) -> bool;
+    let refusals: [(&str, Refusal); 2] = [
+        ("a cost no scope can hold", |e| {
+            matches!(e, reqwest_polite::Error::CostExceedsLimit { .. })
+        }),
+        ("a wait past the deadline", |e| {
+            matches!(e, reqwest_polite::Error::DeadlineExceeded { .. })
+        }),
+    ];
+    for (what, refused) in refusals {
+        healed.store(false, Ordering::SeqCst);
+        let tripped = client.get(&url).send().await.expect("answered");
+        assert_eq!(tripped.status(), 503);
+        assert!(is_circuit_open(&client.get(&url).send().await), "{what}");
+        tokio::time::sleep(OPEN + Duration::from_millis(20)).await;
+        healed.store(true, Ordering::SeqCst);
+        // the probe: admitted by the breaker, then refused before it is sent (the host's next
+        // slot is 500 ms after the tripping request, past a 10 ms deadline)
+        let probe = match what {
+            "a cost no scope can hold" => client
+                .get(&url)
+                .with_extension(reqwest_polite::Units::new("tokens", 1000)),
+            _ => client
+                .get(&url)
+                .with_extension(reqwest_polite::Deadline::after(Duration::from_millis(10))),
+        };
+        let result = probe.send().await;
+        assert!(
+            result
+                .as_ref()
+                .err()
+                .and_then(polite_error)
+                .is_some_and(refused),
+            "{what}: {result:?}"
+        );
+        let next = client.get(&url).send().await;
+        assert_eq!(
+            next.map(|r| r.status().as_u16()).ok(),
+            Some(200),
+            "{what}: the next request goes as the probe"
+        );
+        assert_eq!(
+            polite.snapshot()[0].breaker.phase,
+            BreakerPhase::Closed,
+            "{what}"
+        );
+    }
+}
