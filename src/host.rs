@@ -453,7 +453,7 @@ pub(crate) fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct HostConfig {
     pub(crate) limits: HostLimits,
-    /// The configuration generation `limit` comes from.
+    /// The configuration generation `limits` come from.
     pub(crate) generation: u64,
     pub(crate) partition: Option<Partition>,
     pub(crate) max_in_flight: Option<u32>,
