@@ -208,14 +208,16 @@ async fn hosts_that_failed_or_were_refused_are_evicted_once_quiet() {
     // tripped, all quiet for longer than the idle time: a new host sweeps them all out
     let refusing: Vec<common::TestServer> =
         (0..20).map(|_| serve(|_, _| Reply::status(429))).collect();
-    let dead: Vec<String> = (0..20)
-        .map(|_| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let url = format!("http://{}/", listener.local_addr().expect("addr"));
-            drop(listener); // nothing listens there now
-            url
-        })
+    // 20 distinct ports: every listener is held until all are bound (a port freed at once
+    // could be handed out again, making two of the "hosts" one), then dropped
+    let listeners: Vec<std::net::TcpListener> = (0..20)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
         .collect();
+    let dead: Vec<String> = listeners
+        .iter()
+        .map(|l| format!("http://{}/", l.local_addr().expect("addr")))
+        .collect();
+    drop(listeners); // nothing listens there now
     let polite = Polite::builder()
         // long enough that the 40 first requests (slow on a busy machine) all land before a
         // sweep could find the first of them idle
