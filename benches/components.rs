@@ -12,7 +12,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use failsafe::CircuitBreaker;
@@ -26,13 +26,11 @@ use tokio::runtime::Runtime;
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{HOSTS, governor_keyed, governor_keyed_std_clock, many_hosts, polite};
+#[path = "support/contended.rs"]
+mod contended;
 
-const WORKERS: usize = 2;
-const TASKS: usize = 64;
-/// Decisions per task in one timed batch.
-const PER_TASK: usize = 1000;
-const PER_BATCH: usize = TASKS * PER_TASK;
+use contended::{PER_BATCH, host_index, load, time_batches};
+use support::{governor_keyed, governor_keyed_std_clock};
 
 fn header_map(fields: &[(&'static str, String)]) -> HeaderMap {
     let mut map = HeaderMap::new();
@@ -128,55 +126,19 @@ fn breaker(c: &mut Criterion) {
     group.finish();
 }
 
-/// Time enough whole batches (`TASKS` tasks of `PER_TASK` calls of `decide`, spread over the
-/// runtime's workers) to cover `iters` decisions, and return the time scaled to `iters`: one
-/// criterion iteration is one decision. `decide(task, i)` makes decision `i` of `task` and
-/// returns whether it was admitted; every one must be.
+/// Time enough whole batches to cover `iters` decisions, and return the time scaled to
+/// `iters`: one criterion iteration is one decision.
 fn contended<F>(rt: &Runtime, iters: u64, decide: F) -> Duration
 where
     F: Fn(usize, usize) -> bool + Send + Sync + 'static,
 {
-    let decide = Arc::new(decide);
     let batches = iters.div_ceil(PER_BATCH as u64).max(1);
-    let start = Instant::now();
-    rt.block_on(async {
-        for _ in 0..batches {
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|task| {
-                    let decide = Arc::clone(&decide);
-                    tokio::spawn(async move { (0..PER_TASK).filter(|&i| decide(task, i)).count() })
-                })
-                .collect();
-            for task in tasks {
-                assert_eq!(task.await.expect("task"), PER_TASK, "all admitted");
-            }
-        }
-    });
-    let elapsed = start.elapsed();
+    let elapsed = time_batches(rt, batches, &Arc::new(decide));
     elapsed.mul_f64(iters as f64 / (batches * PER_BATCH as u64) as f64)
 }
 
-/// The host a task asks about for its `i`th decision: each task rotates over every host,
-/// starting at its own offset.
-fn host_index(task: usize, i: usize) -> usize {
-    (task * (HOSTS / TASKS) + i) % HOSTS
-}
-
 fn contention(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (urls, keys) = many_hosts();
-    let (urls, keys) = (Arc::new(urls), Arc::new(keys));
-
-    let polite = polite();
-    for url in urls.iter() {
-        bench_support::mark_answered(&polite, url);
-        assert!(bench_support::pacing_decision(&polite, url), "must admit");
-    }
-    assert_eq!(polite.host_count(), HOSTS);
+    let (rt, urls, keys, polite) = load();
 
     let limiter = Arc::new(governor_keyed());
     for key in keys.iter() {

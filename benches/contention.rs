@@ -13,47 +13,19 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use reqwest_polite::bench_support;
-use tokio::runtime::Runtime;
 
 #[path = "support/mod.rs"]
 mod support;
 
-use support::{HOSTS, governor_keyed, governor_keyed_std_clock, many_hosts, polite};
+#[path = "support/contended.rs"]
+mod contended;
 
-const WORKERS: usize = 2;
-const TASKS: usize = 64;
-const PER_TASK: usize = 1000;
+use contended::{PER_BATCH, PER_TASK, TASKS, WORKERS, host_index, load, time_batches};
+use support::{HOSTS, governor_keyed, governor_keyed_std_clock};
 
 type Decide = Arc<dyn Fn(usize, usize) -> bool + Send + Sync>;
-
-/// Time `batches` batches of `TASKS` tasks making `PER_TASK` decisions each; every one must
-/// be admitted.
-fn batch_time(rt: &Runtime, batches: usize, decide: &Decide) -> Duration {
-    let start = Instant::now();
-    rt.block_on(async {
-        for _ in 0..batches {
-            let tasks: Vec<_> = (0..TASKS)
-                .map(|task| {
-                    let decide = Arc::clone(decide);
-                    tokio::spawn(async move { (0..PER_TASK).filter(|&i| decide(task, i)).count() })
-                })
-                .collect();
-            for task in tasks {
-                assert_eq!(task.await.expect("task"), PER_TASK, "all admitted");
-            }
-        }
-    });
-    start.elapsed()
-}
-
-/// The host a task asks about for its `i`th decision: each task rotates over every host,
-/// starting at its own offset.
-fn host_index(task: usize, i: usize) -> usize {
-    (task * (HOSTS / TASKS) + i) % HOSTS
-}
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -75,18 +47,7 @@ fn main() {
     }
     let rounds = env_or("CONTENTION_ROUNDS", 30);
     let batches = env_or("CONTENTION_BATCHES", 3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (urls, keys) = many_hosts();
-    let (urls, keys) = (Arc::new(urls), Arc::new(keys));
-    let polite = polite();
-    for url in urls.iter() {
-        bench_support::mark_answered(&polite, url);
-        assert!(bench_support::pacing_decision(&polite, url), "must admit");
-    }
+    let (rt, urls, keys, polite) = load();
     let governor = Arc::new(governor_keyed());
     let std_clock = Arc::new(governor_keyed_std_clock());
     for key in keys.iter() {
@@ -116,10 +77,10 @@ fn main() {
             })
         }),
     ];
-    let decisions = (batches * TASKS * PER_TASK) as f64;
+    let decisions = (batches * PER_BATCH) as f64;
     // warm up every limiter once
     for (_, decide) in &limiters {
-        batch_time(&rt, 1, decide);
+        time_batches(&rt, 1, decide);
     }
     let mut nanos = vec![Vec::new(); limiters.len()];
     let (mut vs_governor, mut vs_std_clock) = (Vec::new(), Vec::new());
@@ -127,7 +88,7 @@ fn main() {
         let mut this = [0.0; 3];
         for k in 0..limiters.len() {
             let which = (round + k) % limiters.len();
-            let time = batch_time(&rt, batches, &limiters[which].1);
+            let time = time_batches(&rt, batches as u64, &limiters[which].1);
             this[which] = time.as_secs_f64() * 1e9 / decisions;
         }
         for (all, t) in nanos.iter_mut().zip(this) {
