@@ -263,6 +263,14 @@ fn with_limit(limit: Limit) -> Polite {
 /// How a row's client is configured from the quota.
 type Configure = fn(Limit) -> Polite;
 
+/// The rows of a scenario with the rate configured: ours by `limit` and by a port-less
+/// `host_limit` (the row's name gets the form's suffix), and governor.
+const CONFIGURED_PEERS: [(Peer, &str, Configure); 3] = [
+    (Peer::Polite, "", with_limit),
+    (Peer::Polite, " host_limit", with_host_limit),
+    (Peer::GovernorBurst1, "", with_limit),
+];
+
 /// The README's first form: a port-less `host_limit`, whose host-wide scope paces the host.
 fn with_host_limit(limit: Limit) -> Polite {
     Polite::builder().host_limit("127.0.0.1", limit).build()
@@ -296,12 +304,7 @@ async fn sweep(rows: &mut Vec<Row>) {
 async fn leaky(rows: &mut Vec<Row>) {
     println!("leaky: nginx-like leaky bucket (burst 0, ms accounting, bare 429), rate configured");
     for rate in [10u32, 200] {
-        let peers: [(Peer, &str, Configure); 3] = [
-            (Peer::Polite, "", with_limit),
-            (Peer::Polite, " host_limit", with_host_limit),
-            (Peer::GovernorBurst1, "", with_limit),
-        ];
-        for (peer, form, config) in peers {
+        for (peer, form, config) in CONFIGURED_PEERS {
             let rule = Arc::new(Logged::new(LeakyBucket::new(rate, 0)));
             let issued = if rate == 10 { 100 } else { 1000 };
             let row = run(
@@ -365,12 +368,7 @@ async fn stray(rows: &mut Vec<Row>) {
     .await;
     row.print();
     rows.push(row);
-    let peers: [(Peer, &str, Configure); 3] = [
-        (Peer::Polite, "", with_limit),
-        (Peer::Polite, " host_limit", with_host_limit),
-        (Peer::GovernorBurst1, "", with_limit),
-    ];
-    for (peer, form, config) in peers {
+    for (peer, form, config) in CONFIGURED_PEERS {
         let rule = Arc::new(StrayRefusal::new(
             SlidingWindow::new(200, Duration::from_secs(1)),
             2,
@@ -393,12 +391,7 @@ async fn half(rows: &mut Vec<Row>) {
     println!(
         "half: Limit::per_second(200) configured; the server's real quota is 100/s (bare 429)"
     );
-    let peers: [(Peer, &str, Configure); 3] = [
-        (Peer::Polite, "", with_limit),
-        (Peer::Polite, " host_limit", with_host_limit),
-        (Peer::GovernorBurst1, "", with_limit),
-    ];
-    for (peer, form, config) in peers {
+    for (peer, form, config) in CONFIGURED_PEERS {
         let rule = Arc::new(SlidingWindow::bare(100, Duration::from_secs(1)));
         let row = run(
             format!("half quota, 1000 at once{form}"),
