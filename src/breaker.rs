@@ -470,7 +470,7 @@ impl RateWindow {
     }
 
     fn nanos(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        crate::pacing::saturating_nanos(now.saturating_duration_since(self.origin))
     }
 
     fn record(&mut self, now: Instant, failure: bool) {

@@ -565,7 +565,7 @@ impl BudgetState {
 
     /// `now` in nanoseconds since the state was made.
     fn nanos(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+        crate::pacing::saturating_nanos(now.saturating_duration_since(self.start))
     }
 }
 

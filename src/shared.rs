@@ -132,8 +132,7 @@ async fn local(
             if fallback.0 != share {
                 **fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
             }
-            let now_ns = u64::try_from(now.saturating_duration_since(fallback.2).as_nanos())
-                .unwrap_or(u64::MAX);
+            let now_ns = crate::pacing::saturating_nanos(now.saturating_duration_since(fallback.2));
             match fallback.1.check(now_ns, cost.min(share.count()), None) {
                 None => {
                     fallback.1.take(now_ns, cost.min(share.count()), None);

@@ -113,10 +113,7 @@ impl Pacing {
     /// The spacing in force (nanoseconds per unit) when the server's word slows the scope:
     /// a low quota spread over its reset, or `extra` (the adaptive rate).
     fn slower(&self, now: Instant, extra: Option<u64>) -> Option<u64> {
-        let spread = self
-            .quota
-            .spread(now)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let spread = self.quota.spread(now).map(saturating_nanos);
         spread.max(extra)
     }
 
@@ -179,16 +176,15 @@ impl Pacing {
     /// The first answer of a configured scope came `latency` after its scout was sent: the
     /// server may have seen the scout as late as now, so the schedule starts from here.
     pub(crate) fn first_answer(&mut self, latency: Duration) {
-        let by = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.pacer.postpone(by);
+        self.pacer.postpone(saturating_nanos(latency));
     }
 
     /// [`Pacing::first_answer`] for a scope shared with other records (a host-wide one) and
     /// a scout sent at `sent_at`: only while the scout is still the scope's last start, so a
     /// slow first answer on one port never stalls the others' slots.
     pub(crate) fn first_answer_of(&mut self, sent_at: Instant, latency: Duration) {
-        let by = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.pacer.postpone_after(self.clock.nanos(sent_at), by);
+        let sent = self.clock.nanos(sent_at);
+        self.pacer.postpone_after(sent, saturating_nanos(latency));
     }
 
     /// Read an answer's quota; a quota it says is spent closes the scope until its reset,
@@ -255,7 +251,7 @@ impl Clock {
 
     /// `at` on this scale (instants before the origin read as 0; past 584 years, saturates).
     pub(crate) fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        saturating_nanos(at.saturating_duration_since(self.origin))
     }
 
     /// The instant of `nanos` on this scale, saturating far in the future rather than
@@ -263,6 +259,11 @@ impl Clock {
     pub(crate) fn instant(&self, nanos: u64) -> Instant {
         far_add(self.origin, Duration::from_nanos(nanos))
     }
+}
+
+/// `d` in nanoseconds, saturating (past 584 years).
+pub(crate) fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// `at + d`, or about 30 years from `at` when that would overflow the platform's instant.

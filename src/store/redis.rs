@@ -42,6 +42,7 @@ use tokio::time::Instant;
 
 use self::conn::Conn;
 use crate::limit::Limit;
+use crate::pacing::saturating_nanos;
 
 /// The default key prefix.
 const DEFAULT_PREFIX: &str = "reqwest-polite";
@@ -924,10 +925,6 @@ impl Plan {
     fn lead(&self) -> u64 {
         self.tolerance.max(self.interval)
     }
-}
-
-fn saturating_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn non_negative(v: i64) -> Result<u64, RedisStoreError> {
