@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     /// generation: records made from an older one take the new limits at their next request.
     limits: RwLock<Arc<Limits>>,
     generation: AtomicU64,
+    /// Retried requests so far that drew a jitter RNG from `Config::jitter_seed`.
+    pub(crate) jitter_draws: AtomicU64,
     partitioner: Option<Partitioner>,
     /// With a shared store, the partitioner keyed by the fleet's secret, made at the first
     /// partitioned request.
@@ -72,6 +74,7 @@ pub(crate) struct Config {
     pub(crate) max_in_flight: Option<u32>,
     pub(crate) max_retries: u32,
     pub(crate) backoff: Backoff,
+    pub(crate) jitter_seed: Option<u64>,
     pub(crate) max_retry_after: Duration,
     pub(crate) breaker: Arc<Breaker>,
     pub(crate) retryable: Retryable,
@@ -97,6 +100,7 @@ impl Default for Config {
             max_in_flight: None,
             max_retries: 3,
             backoff: Backoff::default(),
+            jitter_seed: None,
             max_retry_after: Duration::from_secs(120),
             breaker: Arc::new(Breaker::default()),
             retryable: Retryable::SafeOnly,
@@ -372,6 +376,7 @@ impl Default for Polite {
 /// | [`max_in_flight`](Self::max_in_flight) | none |
 /// | [`max_retries`](Self::max_retries) | 3 (4 attempts) |
 /// | [`backoff`](Self::backoff) | exponential, 100 ms to 20 s, full jitter |
+/// | [`jitter_seed`](Self::jitter_seed) | none: the jitter is drawn from the OS |
 /// | [`max_retry_after`](Self::max_retry_after) | 120 s |
 /// | [`breaker`](Self::breaker) | [`Breaker::default()`] |
 /// | [`breaker_failures`](Self::breaker_failures) | 5xx and transport errors |
@@ -518,6 +523,14 @@ impl PoliteBuilder {
         self
     }
 
+    /// Draw the backoff jitter from `seed` instead of the operating system, so that a run on
+    /// a paused clock replays exactly (tests, simulations): each retried request seeds its
+    /// jitter from `seed` and its number among this `Polite`'s retried requests.
+    pub fn jitter_seed(mut self, seed: u64) -> Self {
+        self.config.jitter_seed = Some(seed);
+        self
+    }
+
     /// The longest server-ordered wait (`Retry-After`, rate-limit reset) we sleep through.
     /// Past it, the response goes back to the caller, and later requests to the host fail fast
     /// with [`Error::CoolingDown`](crate::Error::CoolingDown) until the host reopens.
@@ -592,6 +605,7 @@ impl PoliteBuilder {
             inner: Arc::new(Inner {
                 limits: RwLock::new(Arc::new(self.config.limits.clone())),
                 generation: AtomicU64::new(0),
+                jitter_draws: AtomicU64::new(0),
                 partitioner: self.config.partition_header.clone().map(Partitioner::new),
                 #[cfg(feature = "redis")]
                 fleet_partitioner: tokio::sync::OnceCell::new(),

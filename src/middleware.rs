@@ -168,7 +168,7 @@ impl Polite {
                 let Some(spare) = spare else {
                     return Ok(result); // out of retries, or a body that cannot be cloned: sent once
                 };
-                let Some(delay) = plan_retry(host, config, &opts, verdict, *attempts, &mut backoff)
+                let Some(delay) = plan_retry(host, self, &opts, verdict, *attempts, &mut backoff)
                 else {
                     return Ok(result);
                 };
@@ -946,7 +946,7 @@ fn feed_scopes(
 /// Decide whether to retry, and after how long; `None` returns the last outcome to the caller.
 fn plan_retry(
     host: &Host,
-    config: &Config,
+    polite: &Polite,
     opts: &RequestOptions,
     verdict: Verdict,
     attempts: u32,
@@ -955,8 +955,16 @@ fn plan_retry(
     if verdict == Verdict::Return {
         return None;
     }
+    let config = &polite.inner.config;
+    let rng = || match config.jitter_seed {
+        None => SmallRng::from_os_rng(),
+        Some(seed) => {
+            let n = polite.inner.jitter_draws.fetch_add(1, Ordering::Relaxed);
+            SmallRng::seed_from_u64(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        }
+    };
     let delay = backoff
-        .get_or_insert_with(|| Box::new(config.backoff.delays(SmallRng::from_os_rng())))
+        .get_or_insert_with(|| Box::new(config.backoff.delays(rng())))
         .next()
         .unwrap_or(config.backoff.max());
     let plan =
