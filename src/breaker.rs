@@ -855,6 +855,8 @@ impl BreakerState {
         self.phase = BreakerPhase::Closed;
         self.since = now;
         self.consecutive = 0;
+        // probes still out count as sent before the close (they find no current period)
+        self.probes_out = 0;
         self.open_time = self.config.open_for;
         if let Some(rate) = &mut self.rate {
             rate.clear();

@@ -346,3 +346,58 @@ async fn a_probe_refused_before_it_is_sent_frees_the_probe_slot() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_record_whose_breaker_closed_while_a_second_probe_was_out_is_evicted_when_idle() {
+    // 503 until healed; `/slow` answers after 300 ms, so its probe is still out when the
+    // quick probe's success closes the breaker
+    let healed = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&healed);
+    let server = serve(move |_, path| {
+        let status = if flag.load(Ordering::SeqCst) {
+            200
+        } else {
+            503
+        };
+        let delay = if path == "/slow" { 300 } else { 0 };
+        Reply::status(status).delay(Duration::from_millis(delay))
+    });
+    let other = serve(|_, _| Reply::ok());
+    let open_for = Duration::from_millis(100);
+    let idle = Duration::from_millis(300);
+    let polite = Polite::builder()
+        .max_retries(0)
+        .idle_timeout(idle)
+        .breaker(
+            Breaker::consecutive_failures(1)
+                .open_for(open_for)
+                .half_open_probes(2),
+        )
+        .build();
+    let client = client(&polite);
+    let tripped = client.get(server.url("/")).send().await.expect("answered");
+    assert_eq!(tripped.status(), 503);
+    healed.store(true, Ordering::SeqCst);
+    tokio::time::sleep(open_for + Duration::from_millis(20)).await;
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let url = server.url("/slow");
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let quick = client.get(server.url("/")).send().await.expect("a probe");
+    assert_eq!(quick.status(), 200);
+    assert_eq!(polite.snapshot()[0].breaker.phase, BreakerPhase::Closed);
+    let slow = slow.await.expect("no panic").expect("the second probe");
+    assert_eq!(slow, 200);
+    tokio::time::sleep(idle + Duration::from_millis(100)).await;
+    // a new record sweeps the idle ones
+    let fresh = client.get(other.url("/")).send().await.expect("answered");
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(
+        polite.host_count(),
+        1,
+        "the healed host's record, idle for longer than idle_timeout, is kept: {:?}",
+        polite.snapshot()
+    );
+}
