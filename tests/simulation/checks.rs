@@ -294,6 +294,10 @@ fn requests_end(world: &World, log: &Log, ended: &[Option<Ended>], found: &mut V
             *last = (*last).max(a.at);
         }
     }
+    let mut last_status: HashMap<u32, Option<u16>> = HashMap::new();
+    for s in &log.starts {
+        last_status.insert(s.request, s.answer.and_then(|a| a.status));
+    }
     for (r, end) in world.requests.iter().zip(ended) {
         let Some(end) = end else {
             let detail = format!(
@@ -302,6 +306,23 @@ fn requests_end(world: &World, log: &Log, ended: &[Option<Ended>], found: &mut V
             );
             return violation(found, ENDS, detail);
         };
+        // the caller gets the last answer: retries refused or run out, it comes back
+        let returned = match &end.how {
+            Ending::Answer(status) => Some(Some(*status)),
+            Ending::Transport => Some(None),
+            // an error of ours after an answer: the answer is lost (0 matches no status)
+            Ending::Refused(_) if !open(Defect::LastAnswerLostWhenRetryRefused) => Some(Some(0)),
+            _ => None,
+        };
+        if let (Some(got), Some(last)) = (returned, last_status.get(&r.id))
+            && got != *last
+        {
+            let detail = format!(
+                "#{} {} {}{}: the server's last answer was {last:?}, the caller got {:?}",
+                r.id, r.method, r.authority, r.path, end.how
+            );
+            return violation(found, ENDS, detail);
+        }
         let Some(deadline) = r.deadline else { continue };
         if matches!(end.how, Ending::Cancelled) {
             continue;
@@ -415,8 +436,9 @@ pub async fn swept(
     }
     let (hosts, scopes) = (polite.host_count(), polite.scope_count());
     if hosts > 3 || scopes > 64 {
+        let held: Vec<String> = polite.snapshot().iter().map(|h| format!("{h:?}")).collect();
         let detail = format!(
-            "{hosts} host records and {scopes} scopes held after the load stopped and stayed idle"
+            "{hosts} host records and {scopes} scopes held after the load stopped and stayed idle: {held:?}"
         );
         violation(&mut found, SWEPT, detail);
     }

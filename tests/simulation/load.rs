@@ -26,7 +26,7 @@ pub fn current_request() -> Option<u32> {
 pub enum Ending {
     Answer(u16),
     /// The middleware refused (nothing sent for the attempt), as [`reqwest_polite::Error`].
-    Refused(reqwest_polite::Error),
+    Refused(#[allow(dead_code)] reqwest_polite::Error), // shown (Debug) in violations
     /// A transport error came back.
     Transport,
     /// The caller dropped it at `cancel_after`.

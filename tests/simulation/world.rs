@@ -29,6 +29,10 @@ pub enum Defect {
     /// (or its in-flight place) when it opened, is sent while the breaker is open. Left out: a
     /// start while the breaker is open counts only if its attempt began after it opened.
     QueuedRequestsSentWhileBreakerOpen,
+    /// A retry refused before it is sent (its deadline, a pause past `max_retry_after`, the
+    /// breaker opened during the backoff) ends the request with our error instead of the
+    /// last answer. Left out: an error of ours after an answer is not compared with it.
+    LastAnswerLostWhenRetryRefused,
 }
 
 /// Whether `defect` is listed as open.
@@ -204,6 +208,15 @@ pub struct World {
 }
 
 impl World {
+    /// Whether a server writes instants on the wall clock (an HTTP-date `Retry-After`, an
+    /// epoch reset): the middleware reads them against the wall clock, which moves while the
+    /// paused one stands, so such a world need not replay to the nanosecond.
+    pub fn reads_wall_clock(&self) -> bool {
+        self.servers.iter().any(|s| {
+            s.retry_after == RetryAfterForm::HttpDate || s.dialect == Dialect::XRateLimitEpoch
+        })
+    }
+
     pub fn server(&self, authority: &str) -> &Server {
         let i = self.authorities.iter().position(|a| a == authority);
         &self.servers[i.expect("a world's requests go to its own authorities")]
@@ -564,8 +577,29 @@ pub fn summary(world: &World) -> String {
             )
         })
         .collect();
+    let servers: Vec<String> = world
+        .servers
+        .iter()
+        .map(|s| {
+            format!(
+                "{:?} per credential {} refusal {} {:?} dialect {:?} errors {} 5xx burst {:?} outage {:?} hangs {} slowest {:?} stripe {} named {:?}",
+                s.quota,
+                s.per_credential,
+                s.refusal_status,
+                s.retry_after,
+                s.dialect,
+                s.error_rate,
+                s.burst_5xx,
+                s.outage,
+                s.hang_rate,
+                s.slowest,
+                s.stripe_rate,
+                s.named
+            )
+        })
+        .collect();
     format!(
-        "{} requests to {:?}; limits [{}]; partitioned {}; in-flight {:?}; retries {} {:?}; budget {}; max_retry_after {:?}; {:?}; {}",
+        "servers {servers:?}\n  {} requests to {:?}; limits [{}]; partitioned {}; in-flight {:?}; retries {} {:?}; budget {}; max_retry_after {:?}; {:?}; {}",
         world.requests.len(),
         world.authorities,
         limits.join(", "),
