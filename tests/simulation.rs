@@ -9,6 +9,8 @@
 
 #[path = "simulation/checks.rs"]
 mod checks;
+#[path = "simulation/limits.rs"]
+mod limits;
 #[path = "simulation/load.rs"]
 mod load;
 #[path = "simulation/server.rs"]
@@ -30,6 +32,8 @@ pub const OPEN_DEFECTS: &[world::Defect] = &[
     world::Defect::StripeShouldRetryObeyedWhereUnsafe,
     world::Defect::QueuedRequestsSentWhileBreakerOpen,
     world::Defect::LastAnswerLostWhenRetryRefused,
+    world::Defect::FreshScheduleOnFormChange,
+    world::Defect::ScopesPerCredentialNeverSwept,
 ];
 
 /// One world in this many is run twice, and must replay exactly.
@@ -87,7 +91,7 @@ fn run_world(seed: u64, client: &reqwest::Client) -> Run {
                 log: Arc::clone(&log),
             })
             .build();
-        let ended = load::run(&world, &client, &log, horizon(&world)).await;
+        let ended = load::run(&world, &polite, &client, &log, horizon(&world)).await;
         let mut found = checks::after_load(&world, &lock(&log), &ended);
         found.extend(checks::swept(&world, &polite, &log, &client).await);
         let mut log = lock(&log);

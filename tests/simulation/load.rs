@@ -47,6 +47,7 @@ pub struct Ended {
 /// `horizon` (measured from the world's start).
 pub async fn run(
     world: &Arc<World>,
+    polite: &reqwest_polite::Polite,
     client: &ClientWithMiddleware,
     log: &SharedLog,
     horizon: Duration,
@@ -65,6 +66,22 @@ pub async fn run(
             }))
         })
         .collect();
+    let relimits = tokio::spawn({
+        let (world, polite, log) = (Arc::clone(world), polite.clone(), Arc::clone(log));
+        async move {
+            for change in &world.relimits {
+                tokio::time::sleep_until(t0 + change.at).await;
+                match change.limit {
+                    Some(limit) => polite.set_host_limit(&change.key, limit),
+                    None => polite.clear_host_limit(&change.key),
+                }
+                let mut log = lock(&log);
+                let seq = log.next_seq();
+                log.relimits.push(seq);
+                log.note(|t| format!("{t:9.3} limit of {} now {:?}", change.key, change.limit));
+            }
+        }
+    });
     let mut ended = Vec::with_capacity(tasks.len());
     for (r, task) in world.requests.iter().zip(tasks) {
         let abort = task.abort_handle();
@@ -82,6 +99,7 @@ pub async fn run(
             }
         }
     }
+    relimits.abort();
     ended
 }
 

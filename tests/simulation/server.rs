@@ -88,6 +88,8 @@ pub struct Log {
     pub leaks: Vec<String>,
     /// When each request came into the middleware.
     pub entered: HashMap<u32, u64>,
+    /// When each run-time limit change was made.
+    pub relimits: Vec<u64>,
     pub trace: Vec<String>,
     rng: SmallRng,
     /// Per quota key, the arrivals it counts (sliding and fixed windows) or the leaky bucket's
@@ -106,6 +108,7 @@ impl Log {
             breaker: Vec::new(),
             leaks: Vec::new(),
             entered: HashMap::new(),
+            relimits: Vec::new(),
             trace: Vec::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5e4f_e400),
             counted: HashMap::new(),
@@ -195,11 +198,15 @@ impl Middleware for SimServer {
             url.host_str().unwrap_or(""),
             url.port().unwrap_or(0)
         );
-        if !self.world.authorities.contains(&authority) {
-            // the hosts called after the load, to sweep the records
+        let Some(request) = current_request() else {
+            // the requests after the load, which sweep the records
             let resp = http::Response::new(Vec::<u8>::new());
             return Ok(reqwest::Response::from(resp));
-        }
+        };
+        assert!(
+            self.world.authorities.contains(&authority),
+            "the load calls its world's authorities only"
+        );
         let credential = req
             .headers()
             .get(CREDENTIAL_HEADER)
@@ -209,7 +216,7 @@ impl Middleware for SimServer {
             seq: 0,
             entered_seq: 0,
             at: now,
-            request: current_request().unwrap_or(u32::MAX),
+            request,
             authority: authority.clone(),
             path: url.path().to_owned(),
             method: req.method().clone(),

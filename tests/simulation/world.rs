@@ -33,6 +33,14 @@ pub enum Defect {
     /// breaker opened during the backoff) ends the request with our error instead of the
     /// last answer. Left out: an error of ours after an answer is not compared with it.
     LastAnswerLostWhenRetryRefused,
+    /// A run-time change of the form of the limit that paces a host (its own or the default,
+    /// to or from a port-less `host_limit`) starts a fresh schedule, so a window across the
+    /// change sees more than `n`. Left out: across a change, only an unchanged form is
+    /// checked.
+    FreshScheduleOnFormChange,
+    /// Scope records (one per credential and scope) are swept only while 64 or more are held:
+    /// fewer stay once the load stops. Left out: after the load, up to 64 scopes may stay.
+    ScopesPerCredentialNeverSwept,
 }
 
 /// Whether `defect` is listed as open.
@@ -165,6 +173,26 @@ pub struct Named {
     pub w: Duration,
 }
 
+/// A run-time change: `set_host_limit(key, limit)`, or `clear_host_limit(key)` for `None`.
+#[derive(Debug, Clone)]
+pub struct Relimit {
+    pub at: Duration,
+    /// `"host"` or `"host:port"`.
+    pub key: String,
+    pub limit: Option<Limit>,
+}
+
+impl Relimit {
+    /// What the limit it sets covers.
+    pub fn on(&self) -> LimitOn {
+        if self.key.contains(':') {
+            LimitOn::Authority(self.key.clone())
+        } else {
+            LimitOn::Host(self.key.clone())
+        }
+    }
+}
+
 /// How long a hung answer holds before its connection is reset.
 pub const HANG: Duration = Duration::from_secs(30);
 
@@ -202,6 +230,8 @@ pub struct World {
     pub servers: Vec<Server>,
     pub credentials: Vec<String>,
     pub requests: Vec<Request>,
+    /// Run-time limit changes, in time order.
+    pub relimits: Vec<Relimit>,
     /// The server keeps exactly the one configured quota and nothing goes wrong: no refusal
     /// is allowed, and a backlog must use the quota.
     pub kept: bool,
@@ -304,8 +334,10 @@ pub fn generate(seed: u64) -> World {
         servers,
         credentials,
         requests: Vec::new(),
+        relimits: Vec::new(),
         kept: false,
     };
+    world.relimits = random_relimits(&mut rng, &world);
     world.requests = random_load(&mut rng, &world);
     world
 }
@@ -445,6 +477,37 @@ fn random_server(rng: &mut SmallRng, config: &Config) -> Server {
     }
 }
 
+fn random_relimits(rng: &mut SmallRng, world: &World) -> Vec<Relimit> {
+    if !rng.random_bool(0.25) {
+        return Vec::new();
+    }
+    let authority = world.authorities[0].clone();
+    let host = authority.split(':').next().unwrap_or_default().to_owned();
+    let mut changes: Vec<Relimit> = (0..rng.random_range(1..=3))
+        .map(|_| {
+            let key = if rng.random_bool(0.5) {
+                host.clone()
+            } else {
+                authority.clone()
+            };
+            // the same limit in the other form, a new one, or none
+            let same = world.config.limits.first().map(|c| c.limit);
+            let limit = match rng.random_range(0..10) {
+                0..=3 => same.or_else(|| Some(random_limit(rng))),
+                4..=7 => Some(random_limit(rng)),
+                _ => None,
+            };
+            Relimit {
+                at: millis(rng, 0, 60_000),
+                key,
+                limit,
+            }
+        })
+        .collect();
+    changes.sort_by_key(|c| c.at);
+    changes
+}
+
 fn random_load(rng: &mut SmallRng, world: &World) -> Vec<Request> {
     let count = if rng.random_bool(0.1) {
         rng.random_range(60..=200)
@@ -557,6 +620,7 @@ fn kept_world(seed: u64, rng: &mut SmallRng) -> World {
         servers: vec![server],
         credentials: Vec::new(),
         requests,
+        relimits: Vec::new(),
         kept: true,
     }
 }
@@ -599,7 +663,8 @@ pub fn summary(world: &World) -> String {
         })
         .collect();
     format!(
-        "servers {servers:?}\n  {} requests to {:?}; limits [{}]; partitioned {}; in-flight {:?}; retries {} {:?}; budget {}; max_retry_after {:?}; {:?}; {}",
+        "servers {servers:?}\n  changes {:?}\n  {} requests to {:?}; limits [{}]; partitioned {}; in-flight {:?}; retries {} {:?}; budget {}; max_retry_after {:?}; {:?}; {}",
+        world.relimits,
         world.requests.len(),
         world.authorities,
         limits.join(", "),
