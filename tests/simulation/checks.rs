@@ -355,7 +355,35 @@ pub async fn swept(
         latest.unwrap_or(log.t0).max(Instant::now())
     };
     let idle = world.config.idle_timeout;
-    tokio::time::sleep_until(quiet + idle + Duration::from_secs(600)).await;
+    // past the longest reset a server wrote (an hour) and the longest breaker open time
+    let longest = Duration::from_secs(3600 + 600);
+    tokio::time::sleep_until(quiet.max(Instant::now() + longest) + idle).await;
+    // every pause the servers ordered is over, every breaker's open time too: no path of any
+    // authority may still be refused by the middleware (2: pauses end)
+    // (an hour apart, so that no probe waits for another's slot, nor for a rate the load's
+    // refusals lowered)
+    let widest = world.config.limits.iter().map(|c| c.limit.window()).max();
+    let patience = widest.unwrap_or_default() * 2 + world.config.max_retry_after;
+    for authority in &world.authorities {
+        for path in super::world::PATHS {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            let req = client.get(format!("http://{authority}{path}"));
+            let sent = req.with_extension(reqwest_polite::NoRetry).send();
+            let refused = match tokio::time::timeout(patience, sent).await {
+                Ok(Ok(_)) => None,
+                Ok(Err(err)) => reqwest_polite::Error::of(&err).map(ToString::to_string),
+                Err(_) => Some(format!("not sent within {patience:?}")),
+            };
+            if let Some(refused) = refused {
+                let detail =
+                    format!("{authority}{path} still held long after every pause ended: {refused}");
+                violation(&mut found, PAUSES, detail);
+                return found;
+            }
+        }
+    }
+    // the probes above took slots: let them pass
+    tokio::time::sleep(patience).await;
     // records are swept when a new one is made, at most once per idle_timeout / 2: a fresh
     // host sweeps host records; a fresh credential's first request to the first authority
     // makes its record and host-wide scope, and, half an idle time later, its request on a
@@ -383,7 +411,9 @@ pub async fn swept(
         8
     };
     if hosts > 4 || scopes > handful {
-        let held: Vec<String> = polite.snapshot().iter().map(|h| format!("{h:?}")).collect();
+        let mut held: Vec<String> = polite.snapshot().iter().map(|h| format!("{h:?}")).collect();
+        let scope_views = polite.scope_snapshot();
+        held.extend(scope_views.iter().take(3).map(|s| format!("{s:?}")));
         let detail = format!(
             "{hosts} host records and {scopes} scopes held after the load stopped and stayed idle: {held:?}"
         );

@@ -410,7 +410,11 @@ fn answer(world: &World, log: &mut Log, start: &Start, now: Instant, since: Dura
     if let Some(n) = quota_count(server.quota) {
         dialect(&mut plan, server.dialect, n, remaining, reset);
         // IETF policies are quotas the server names: a closure holds their routes
-        plan.named = server.dialect == Dialect::IetfStructured;
+        // several IETF policies are quotas the server names (one alone is the host's)
+        plan.named = matches!(
+            server.dialect,
+            Dialect::IetfPolicies | Dialect::IetfTinyWindow
+        );
     }
     if plan.status == Some(403) && plan.retry_after.is_none() {
         // GitHub's rate-limit 403 without a Retry-After says nothing is left
@@ -514,6 +518,24 @@ fn dialect(plan: &mut Plan, dialect: Dialect, n: u32, remaining: u32, reset: Dur
     let mut add = |name: &'static str, value: String| plan.headers.push((name, value));
     match dialect {
         Dialect::None => {}
+        Dialect::IetfPolicies | Dialect::IetfTinyWindow => {
+            // the quota, and a second policy: a day's, or one of a tenth of a second
+            let (second, q, w) = match dialect {
+                Dialect::IetfPolicies => ("daily", 1_000_000, "86400"),
+                _ => ("tiny", n, "0.1"),
+            };
+            add(
+                "ratelimit",
+                format!("\"burst\";r={remaining};t={secs}, \"{second}\";r={q};t=0"),
+            );
+            add(
+                "ratelimit-policy",
+                format!(
+                    "\"burst\";q={n};w={}, \"{second}\";q={q};w={w}",
+                    secs.max(1)
+                ),
+            );
+        }
         Dialect::IetfStructured => {
             add("ratelimit", format!("\"default\";r={remaining};t={secs}"));
             add(

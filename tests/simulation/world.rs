@@ -92,6 +92,10 @@ pub struct Config {
 pub enum Dialect {
     None,
     IetfStructured,
+    /// Two named IETF policies: the quota and a day's.
+    IetfPolicies,
+    /// Two named IETF policies: the quota and one with a window of a tenth of a second.
+    IetfTinyWindow,
     IetfSeparate,
     XRateLimitDelta,
     XRateLimitEpoch,
@@ -448,6 +452,8 @@ fn random_server(rng: &mut SmallRng, config: &Config) -> Server {
                 Dialect::None,
                 Dialect::None,
                 Dialect::IetfStructured,
+                Dialect::IetfPolicies,
+                Dialect::IetfTinyWindow,
                 Dialect::IetfSeparate,
                 Dialect::XRateLimitDelta,
                 Dialect::XRateLimitEpoch,
