@@ -403,14 +403,13 @@ pub async fn swept(
         let _ = nudge(req.with_extension(reqwest_polite::Units::new("tokens", 1))).await;
     }
     let (hosts, scopes) = (polite.host_count(), polite.scope_count());
-    // a handful: the sweep's own records and scopes; while scopes are swept only when 64 or
-    // more are held, the bound is that
-    let handful = if open(Defect::ScopesPerCredentialNeverSwept) {
-        64
+    // a handful: the sweep's own records and scopes
+    let scopes_held = if open(Defect::ScopesPerCredentialNeverSwept) {
+        0
     } else {
-        8
+        scopes
     };
-    if hosts > 4 || scopes > handful {
+    if hosts > 4 || scopes_held > 8 {
         let mut held: Vec<String> = polite.snapshot().iter().map(|h| format!("{h:?}")).collect();
         let scope_views = polite.scope_snapshot();
         held.extend(scope_views.iter().take(3).map(|s| format!("{s:?}")));

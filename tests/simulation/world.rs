@@ -38,8 +38,9 @@ pub enum Defect {
     /// change sees more than `n`. Left out: across a change, only an unchanged form is
     /// checked.
     FreshScheduleOnFormChange,
-    /// Scope records (one per credential and scope) are swept only while 64 or more are held:
-    /// fewer stay once the load stops. Left out: after the load, up to 64 scopes may stay.
+    /// Scope records (one per credential and scope) stay once the load stops: they are swept
+    /// only when a new scope is made while 64 or more are held and no host record was made
+    /// since the last sweep. Left out: the scopes held after the load are not counted.
     ScopesPerCredentialNeverSwept,
 }
 
