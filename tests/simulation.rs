@@ -7,12 +7,18 @@
 //! world that breaks a promise. The last line printed is `SIMULATION seeds=N violations=V`;
 //! the run fails when V > 0.
 
+#[path = "simulation/answers.rs"]
+mod answers;
 #[path = "simulation/checks.rs"]
 mod checks;
+#[path = "simulation/generate.rs"]
+mod generate;
 #[path = "simulation/limits.rs"]
 mod limits;
 #[path = "simulation/load.rs"]
 mod load;
+#[path = "simulation/observer.rs"]
+mod observer;
 #[path = "simulation/server.rs"]
 mod server;
 #[path = "simulation/world.rs"]
@@ -22,7 +28,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use checks::Violation;
-use server::{Log, SimObserver, SimServer, lock};
+use observer::SimObserver;
+use server::{Log, SimServer, lock};
 use world::World;
 
 /// Defects known and being fixed, which the simulation finds: while one is listed here, the
