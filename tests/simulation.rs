@@ -4,7 +4,10 @@
 //!
 //! `POLITE_SIM_SEEDS=N` runs N worlds (default [`DEFAULT_SEEDS`]), from seed
 //! `POLITE_SIM_FIRST_SEED` (default 0); `POLITE_SIM_TRACE=1` prints the whole trace of each
-//! world that breaks a promise. The last line printed is `SIMULATION seeds=N violations=V`;
+//! world that breaks a promise, `POLITE_SIM_TRACING=1` prints it as it happens among the
+//! middleware's own tracing events. With feature `redis`, `POLITE_SIM_REDIS_SEEDS` worlds
+//! (default `shared::DEFAULT_SEEDS`) share their quotas through a redis-server of their own,
+//! on real time. The last line printed is `SIMULATION seeds=N violations=V`;
 //! the run fails when V > 0.
 
 #[path = "simulation/answers.rs"]
@@ -19,8 +22,14 @@ mod limits;
 mod load;
 #[path = "simulation/observer.rs"]
 mod observer;
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
 #[path = "simulation/server.rs"]
 mod server;
+#[cfg(feature = "redis")]
+#[path = "simulation/shared.rs"]
+mod shared;
 #[path = "simulation/world.rs"]
 mod world;
 
@@ -41,6 +50,8 @@ pub const OPEN_DEFECTS: &[world::Defect] = &[
     world::Defect::LastAnswerLostWhenRetryRefused,
     world::Defect::FreshScheduleOnFormChange,
     world::Defect::ScopesPerCredentialNeverSwept,
+    world::Defect::RetryAfterNotSharedUnlessOwnLimit,
+    world::Defect::FleetWaitersSentDuringPause,
 ];
 
 /// One world in this many is run twice, and must replay exactly.
@@ -70,10 +81,10 @@ fn horizon(world: &World) -> Duration {
 
 /// What one world did: its violations, its trace, and what reached its servers (request,
 /// nanoseconds from the start, status), which a replay of the seed must repeat exactly.
-struct Run {
-    found: Vec<Violation>,
-    trace: Vec<String>,
-    fingerprint: Vec<(u32, u128, Option<u16>)>,
+pub struct Run {
+    pub found: Vec<Violation>,
+    pub trace: Vec<String>,
+    pub fingerprint: Vec<(u32, u128, Option<u16>)>,
 }
 
 /// Run one world.
@@ -98,7 +109,14 @@ fn run_world(seed: u64, client: &reqwest::Client) -> Run {
                 log: Arc::clone(&log),
             })
             .build();
-        let ended = load::run(&world, &polite, &client, &log, horizon(&world)).await;
+        let ended = load::run(
+            &world,
+            &polite,
+            std::slice::from_ref(&client),
+            &log,
+            horizon(&world),
+        )
+        .await;
         let mut found = checks::after_load(&world, &lock(&log), &ended);
         found.extend(checks::swept(&world, &polite, &log, &client).await);
         let mut log = lock(&log);
@@ -118,6 +136,44 @@ fn run_world(seed: u64, client: &reqwest::Client) -> Run {
     })
 }
 
+/// What the worlds broke so far, by check.
+#[derive(Default)]
+struct Tally {
+    violations: usize,
+    by_check: std::collections::BTreeMap<&'static str, Vec<u64>>,
+}
+
+impl Tally {
+    /// Print what world `seed` (described by `summary`) broke, with the end of its trace.
+    fn report(&mut self, seed: u64, summary: impl FnOnce() -> String, run: &Run, full: bool) {
+        if run.found.is_empty() {
+            return;
+        }
+        println!("seed {seed}: {}", summary());
+        for v in &run.found {
+            println!("  VIOLATION {} (seed {seed}): {}", v.check, v.detail);
+            self.by_check.entry(v.check).or_default().push(seed);
+        }
+        let shown = if full { run.trace.len() } else { 12 };
+        for line in &run.trace[run.trace.len().saturating_sub(shown)..] {
+            println!("    {line}");
+        }
+        self.violations += run.found.len();
+    }
+}
+
+/// Run world `seed` with `run`; a panic is a violation of promise 6.
+fn guarded(run: impl FnOnce() -> Run) -> Run {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| Run {
+        found: vec![Violation {
+            check: checks::SECRETS,
+            detail: "the world panicked".into(),
+        }],
+        trace: Vec::new(),
+        fingerprint: Vec::new(),
+    })
+}
+
 fn main() {
     let seeds = env_u64("POLITE_SIM_SEEDS", DEFAULT_SEEDS);
     let first = env_u64("POLITE_SIM_FIRST_SEED", 0);
@@ -131,56 +187,51 @@ fn main() {
     }
     let client = reqwest::Client::new();
     let started = std::time::Instant::now();
-    let mut violations = 0;
-    let mut by_check: std::collections::BTreeMap<&str, Vec<u64>> = Default::default();
+    let mut tally = Tally::default();
     for seed in first..first + seeds {
-        let run =
-            || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_world(seed, &client)));
-        let Ok(Run {
-            mut found,
-            trace,
-            fingerprint,
-        }) = run()
-        else {
-            println!(
-                "  VIOLATION {} (seed {seed}): the world panicked",
-                checks::SECRETS
-            );
-            by_check.entry(checks::SECRETS).or_default().push(seed);
-            violations += 1;
-            continue;
-        };
+        let mut run = guarded(|| run_world(seed, &client));
         // one world in REPLAY_EVERY runs twice: a seed must replay exactly
         let replayed = seed % REPLAY_EVERY == 0 && !world::generate(seed).reads_wall_clock();
-        if replayed && run().is_ok_and(|again| again.fingerprint != fingerprint) {
-            found.push(Violation {
+        if replayed && guarded(|| run_world(seed, &client)).fingerprint != run.fingerprint {
+            run.found.push(Violation {
                 check: "0 replays_exactly",
                 detail: "a second run of the seed reached the servers differently".into(),
             });
         }
-        if found.is_empty() {
-            continue;
-        }
-        println!("seed {seed}: {}", world::summary(&world::generate(seed)));
-        for v in &found {
-            println!("  VIOLATION {} (seed {seed}): {}", v.check, v.detail);
-            by_check.entry(v.check).or_default().push(seed);
-        }
-        let shown = if full_trace { trace.len() } else { 12 };
-        for line in &trace[trace.len().saturating_sub(shown)..] {
-            println!("    {line}");
-        }
-        violations += found.len();
+        tally.report(
+            seed,
+            || world::summary(&world::generate(seed)),
+            &run,
+            full_trace,
+        );
     }
-    for (check, seeds) in &by_check {
+    eprintln!("{seeds} worlds in {:.1} s", started.elapsed().as_secs_f64());
+    let mut worlds = seeds;
+    #[cfg(feature = "redis")]
+    {
+        let shared = env_u64("POLITE_SIM_REDIS_SEEDS", shared::DEFAULT_SEEDS);
+        let started = std::time::Instant::now();
+        let redis = redis_server::RedisServer::start().expect("a redis-server of our own");
+        for seed in first..first + shared {
+            let run = guarded(|| shared::run_world(seed, &redis.url(), &client));
+            let summary = || world::summary(&shared::generate(seed));
+            tally.report(seed, summary, &run, full_trace);
+        }
+        eprintln!(
+            "{shared} worlds sharing Redis in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        worlds += shared;
+    }
+    for (check, seeds) in &tally.by_check {
         println!(
             "{check}: {} worlds, first seeds {:?}",
             seeds.len(),
             &seeds[..seeds.len().min(10)]
         );
     }
-    eprintln!("{seeds} worlds in {:.1} s", started.elapsed().as_secs_f64());
-    println!("SIMULATION seeds={seeds} violations={violations}");
+    let violations = tally.violations;
+    println!("SIMULATION seeds={worlds} violations={violations}");
     if violations > 0 {
         std::process::exit(1);
     }

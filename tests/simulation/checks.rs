@@ -57,7 +57,9 @@ pub fn elapsed(log: &Log, at: Instant) -> f64 {
 fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
     for closure in &log.closures {
         let early = log.starts.iter().find(|s| {
+            let fleet = Defect::FleetWaitersSentDuringPause;
             s.seq > closure.seq
+                && !(world.real_time && began_before(log, s, closure.seq, fleet))
                 && s.at < closure.until
                 && s.authority == closure.authority
                 && partition(world, s) == closure.partition.as_deref()
@@ -65,12 +67,15 @@ fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
         });
         if let Some(s) = early {
             let detail = format!(
-                "#{} {} {}{} started at t={:.4}, while a Retry-After held it until t={:.4}",
+                "#{} {} {}{} (came in at t={:.4}) started at t={:.4}, while a Retry-After answered to #{} at t={:.4} held it until t={:.4}",
                 s.request,
                 s.method,
                 s.authority,
                 s.path,
+                world.requests[s.request as usize].at.as_secs_f64(),
                 elapsed(log, s.at),
+                closure.request,
+                elapsed(log, closure.at),
                 elapsed(log, closure.until)
             );
             return violation(found, PAUSES, detail);
@@ -94,7 +99,9 @@ fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
         let host = format!("http://{}", s.authority);
         let key = (host.as_str(), partition(world, s));
         let open_now = open.get(&key).filter(|(_, until)| s.at < *until);
-        if let Some((since, _)) = open_now.filter(|(since, _)| !began_before(log, s, *since)) {
+        if let Some((since, _)) =
+            open_now.filter(|(since, _)| !began_before(log, s, *since, QUEUED))
+        {
             let opened = log.breaker.iter().find(|m| m.seq == *since).map(|m| m.at);
             let detail = format!(
                 "#{} {} {}{} (attempt {}, entered at t={:.4}) started at t={:.4} while its breaker was open (since t={:.4})",
@@ -113,11 +120,11 @@ fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
     half_open_probes(world, log, found);
 }
 
-/// Whether `start`'s attempt began before the event numbered `seq`, while
-/// [`Defect::QueuedRequestsSentWhileBreakerOpen`] is open: its request came in before (the
-/// first attempt), or its previous attempt was answered before (a retry).
-fn began_before(log: &Log, start: &Start, seq: u64) -> bool {
-    if !open(Defect::QueuedRequestsSentWhileBreakerOpen) {
+/// Whether `start`'s attempt began before the event numbered `seq`, while `defect` is open:
+/// its request came in before (the first attempt), or its previous attempt was answered
+/// before (a retry).
+fn began_before(log: &Log, start: &Start, seq: u64, defect: Defect) -> bool {
+    if !open(defect) {
         return false;
     }
     let earlier = log.starts.iter().take_while(|s| s.seq < start.seq);
@@ -126,6 +133,8 @@ fn began_before(log: &Log, start: &Start, seq: u64) -> bool {
         Some(previous) => previous.answer.is_some_and(|a| a.seq < seq),
     }
 }
+
+const QUEUED: Defect = Defect::QueuedRequestsSentWhileBreakerOpen;
 
 /// Which attempt of its request `start` is (1: the first).
 fn attempt_of(log: &Log, start: &Start) -> usize {
@@ -146,7 +155,7 @@ fn half_open_probes(world: &World, log: &Log, found: &mut Vec<Violation>) {
             .find(same)
             .map_or(u64::MAX, |m| m.seq);
         let probes = log.starts.iter().filter(|s| {
-            !began_before(log, s, mark.seq)
+            !began_before(log, s, mark.seq, QUEUED)
                 && s.seq > mark.seq
                 && s.seq < until
                 && format!("http://{}", s.authority) == mark.host
@@ -256,7 +265,9 @@ fn requests_end(world: &World, log: &Log, ended: &[Option<Ended>], found: &mut V
         }
         let due = end.entered + deadline;
         let bound = last_answer.get(&r.id).map_or(due, |a| due.max(*a));
-        if end.at > bound {
+        // on real time, a timer wakes up to a few milliseconds late
+        let slack = Duration::from_millis(if world.real_time { 50 } else { 0 });
+        if end.at > bound + slack {
             let detail = format!(
                 "#{} {} {}{} with a deadline at t={:.4} ended at t={:.4} ({:?})",
                 r.id,

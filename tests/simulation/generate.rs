@@ -59,6 +59,7 @@ pub fn generate(seed: u64) -> World {
         credentials,
         requests: Vec::new(),
         relimits: Vec::new(),
+        real_time: false,
         kept: false,
     };
     world.relimits = random_relimits(&mut rng, &world);
@@ -347,6 +348,7 @@ fn kept_world(seed: u64, rng: &mut SmallRng) -> World {
         credentials: Vec::new(),
         requests,
         relimits: Vec::new(),
+        real_time: false,
         kept: true,
     }
 }

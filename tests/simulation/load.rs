@@ -43,12 +43,13 @@ pub struct Ended {
     pub how: Ending,
 }
 
-/// Send every request of `world` through `client`; `None` for a request still running at
+/// Send every request of `world`, request `i` through `clients[i % clients.len()]` (one client
+/// per process); `None` for a request still running at
 /// `horizon` (measured from the world's start).
 pub async fn run(
     world: &Arc<World>,
     polite: &reqwest_polite::Polite,
-    client: &ClientWithMiddleware,
+    clients: &[ClientWithMiddleware],
     log: &SharedLog,
     horizon: Duration,
 ) -> Vec<Option<Ended>> {
@@ -57,7 +58,8 @@ pub async fn run(
         .requests
         .iter()
         .map(|r| {
-            let (world, client, log) = (Arc::clone(world), client.clone(), Arc::clone(log));
+            let client = clients[r.id as usize % clients.len()].clone();
+            let (world, log) = (Arc::clone(world), Arc::clone(log));
             let at = t0 + r.at;
             let id = r.id;
             tokio::spawn(REQUEST.scope(id, async move {

@@ -54,6 +54,9 @@ pub struct Answered {
 #[derive(Debug, Clone)]
 pub struct Closure {
     pub seq: u64,
+    /// The request whose answer it was, and when it was answered.
+    pub request: u32,
+    pub at: Instant,
     pub authority: String,
     pub partition: Option<String>,
     pub path: Option<String>,
@@ -258,6 +261,8 @@ impl Middleware for SimServer {
                 .filter(|_| self.world.config.partitioned);
             log.closures.push(Closure {
                 seq,
+                request: start.request,
+                at: answered,
                 authority: authority.clone(),
                 partition,
                 path: plan.named.then(|| start.path.clone()),
