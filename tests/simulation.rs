@@ -52,13 +52,15 @@ pub const OPEN_DEFECTS: &[world::Defect] = &[
     world::Defect::ScopesPerCredentialNeverSwept,
     world::Defect::RetryAfterNotSharedUnlessOwnLimit,
     world::Defect::FleetWaitersSentDuringPause,
+    world::Defect::PauseOfSeveralPoliciesNotHeld,
+    world::Defect::CostAboveOneStartsEarly,
 ];
 
 /// One world in this many is run twice, and must replay exactly.
 const REPLAY_EVERY: u64 = 25;
 
 /// Worlds run by a plain `cargo test`.
-const DEFAULT_SEEDS: u64 = 200;
+const DEFAULT_SEEDS: u64 = 1000;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -174,6 +176,23 @@ fn guarded(run: impl FnOnce() -> Run) -> Run {
     })
 }
 
+/// The worlds whose processes share a redis-server of their own (`POLITE_SIM_REDIS_SEEDS`);
+/// how many ran.
+#[cfg(feature = "redis")]
+fn run_shared(first: u64, client: &reqwest::Client, tally: &mut Tally, full_trace: bool) -> u64 {
+    let shared = env_u64("POLITE_SIM_REDIS_SEEDS", shared::DEFAULT_SEEDS);
+    let started = std::time::Instant::now();
+    let redis = redis_server::RedisServer::start().expect("a redis-server of our own");
+    for seed in first..first + shared {
+        let run = guarded(|| shared::run_world(seed, &redis.url(), client));
+        let summary = || world::summary(&shared::generate(seed));
+        tally.report(seed, summary, &run, full_trace);
+    }
+    let took = started.elapsed().as_secs_f64();
+    eprintln!("{shared} worlds sharing Redis in {took:.1} s");
+    shared
+}
+
 fn main() {
     let seeds = env_u64("POLITE_SIM_SEEDS", DEFAULT_SEEDS);
     let first = env_u64("POLITE_SIM_FIRST_SEED", 0);
@@ -206,23 +225,11 @@ fn main() {
         );
     }
     eprintln!("{seeds} worlds in {:.1} s", started.elapsed().as_secs_f64());
-    let mut worlds = seeds;
     #[cfg(feature = "redis")]
-    {
-        let shared = env_u64("POLITE_SIM_REDIS_SEEDS", shared::DEFAULT_SEEDS);
-        let started = std::time::Instant::now();
-        let redis = redis_server::RedisServer::start().expect("a redis-server of our own");
-        for seed in first..first + shared {
-            let run = guarded(|| shared::run_world(seed, &redis.url(), &client));
-            let summary = || world::summary(&shared::generate(seed));
-            tally.report(seed, summary, &run, full_trace);
-        }
-        eprintln!(
-            "{shared} worlds sharing Redis in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        worlds += shared;
-    }
+    let shared = run_shared(first, &client, &mut tally, full_trace);
+    #[cfg(not(feature = "redis"))]
+    let shared = 0;
+    let worlds = seeds + shared;
     for (check, seeds) in &tally.by_check {
         println!(
             "{check}: {} worlds, first seeds {:?}",

@@ -7,8 +7,8 @@ use rand::{Rng, SeedableRng};
 use reqwest_polite::{Backoff, Breaker, Jitter, Limit, Retryable};
 
 use super::world::{
-    Body, Config, Configured, Dialect, HOSTS, LimitOn, Named, PATHS, PORTS, Quota, Relimit,
-    Request, RetryAfterForm, SECRET_MARK, Server, World,
+    Body, Config, Configured, Defect, Dialect, HOSTS, LimitOn, Named, PATHS, PORTS, Quota, Relimit,
+    Request, RetryAfterForm, SECRET_MARK, Server, World, open,
 };
 
 fn pick<T: Copy>(rng: &mut SmallRng, items: &[T]) -> T {
@@ -277,7 +277,10 @@ fn random_load(rng: &mut SmallRng, world: &World) -> Vec<Request> {
                 credential: (!world.credentials.is_empty() && rng.random_bool(0.8))
                     .then(|| rng.random_range(0..world.credentials.len())),
                 body,
-                cost: rng.random_bool(0.1).then(|| rng.random_range(2..=3)),
+                cost: rng
+                    .random_bool(0.1)
+                    .then(|| rng.random_range(2..=3))
+                    .filter(|_| !open(Defect::CostAboveOneStartsEarly)),
                 units: (has_units && rng.random_bool(0.5)).then(|| rng.random_range(1..=5)),
                 deadline: rng.random_bool(0.3).then(|| millis(rng, 100, 60_000)),
                 no_retry: rng.random_bool(0.05),

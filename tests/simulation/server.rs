@@ -61,6 +61,8 @@ pub struct Closure {
     pub partition: Option<String>,
     pub path: Option<String>,
     pub until: Instant,
+    /// The answer named several IETF policies.
+    pub policies: bool,
 }
 
 /// The breaker of `host` (in `partition`) changed phase at `seq`.
@@ -267,6 +269,11 @@ impl Middleware for SimServer {
                 partition,
                 path: plan.named.then(|| start.path.clone()),
                 until: answered + wait,
+                policies: plan.named
+                    && matches!(
+                        self.world.server(&authority).dialect,
+                        Dialect::IetfPolicies | Dialect::IetfTinyWindow
+                    ),
             });
         }
         let status = plan.status;
@@ -278,8 +285,15 @@ impl Middleware for SimServer {
         let sent = (start.at - log.t0).as_secs_f64();
         log.note(|t| {
             format!(
-                "{t:9.3} #{} (sent {sent:.3}, credential {who:?}) {} {}{} -> {:?} {:?}",
-                start.request, start.method, authority, start.path, status, headers
+                "{t:9.3} #{} (sent {sent:.3}, credential {who:?}, cost {}, units {:?}) {} {}{} -> {:?} {:?}",
+                start.request,
+                start.cost,
+                start.units,
+                start.method,
+                authority,
+                start.path,
+                status,
+                headers
             )
         });
         drop(log);
