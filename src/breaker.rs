@@ -544,6 +544,9 @@ pub(crate) struct BreakerState {
     /// still closes the breaker.
     expired_period: u32,
     times_opened: u64,
+    /// How long the host's last answer took, in milliseconds (saturating): when a probe out
+    /// can be expected to decide.
+    answer_ms: u16,
 }
 
 impl BreakerState {
@@ -564,6 +567,7 @@ impl BreakerState {
             probes_out: 0,
             expired_period: 0,
             times_opened: 0,
+            answer_ms: 0,
         }
     }
 
@@ -782,6 +786,22 @@ impl BreakerState {
     /// probes' hold has ended still reads [`BreakerPhase::HalfOpen`].
     pub(crate) fn phase(&self) -> BreakerPhase {
         self.phase
+    }
+
+    /// Note how long an answer from the host took: a probe out is expected to take as long.
+    pub(crate) fn note_answer_time(&mut self, took: Duration) {
+        self.answer_ms = u16::try_from(took.as_millis()).unwrap_or(u16::MAX);
+    }
+
+    /// While half-open with probes out: how long until the last probe's answer can be
+    /// expected (the last answer's time after it was let through), at least `floor`, at most
+    /// the probes' hold. `None` otherwise.
+    pub(crate) fn probe_decides_in(&self, now: Instant, floor: Duration) -> Option<Duration> {
+        let hold_end = self.probe_hold_end()?;
+        let expected = Duration::from_millis(u64::from(self.answer_ms)).max(floor);
+        let answer = self.last_news.checked_add(expected).unwrap_or(hold_end);
+        let left = answer.min(hold_end).saturating_duration_since(now);
+        Some(left.max(floor).min(hold_end.saturating_duration_since(now)))
     }
 
     /// A snapshot of this breaker at `now`, for observability, with what time alone changes by

@@ -10,7 +10,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
-use crate::host::{Host, HostConfig, HostSnapshot};
+use crate::host::{Host, HostConfig, HostSnapshot, Moved};
 use crate::limit::Limit;
 use crate::observe::{Observer, Observers};
 use crate::retry::{Backoff, RetryBudget, Retryable};
@@ -279,7 +279,7 @@ impl Polite {
         };
         if let Some((name, limit)) = limits.host_wide(url) {
             add(
-                format!("{tag}|host|{name}"),
+                host_wide_key(&tag, &name),
                 ScopeKind::Host,
                 name,
                 Some(limit),
@@ -321,6 +321,31 @@ impl Polite {
         scopes
     }
 
+    /// A limit moved between `host`'s record and its host-wide scope at run time: the schedule
+    /// moves with it, so the change lets nothing through sooner than the old form allowed.
+    pub(crate) fn carry_schedule(&self, host: &Host, url: &Url, limits: &Limits, moved: Moved) {
+        let tag = Partition::key_of(host.partition);
+        match (moved, limits.host_wide(url)) {
+            (Moved::Out(position), Some((name, _))) => {
+                // made here if it does not exist yet, as the request's scopes will find it
+                let key = host_wide_key(&tag, &name);
+                let scope = self.inner.store.scope(&key, |now| {
+                    Scope::new(&key, ScopeKind::Host, &name, host.partition, None, 0, now)
+                });
+                scope.state().pacing.take_over(position);
+            }
+            (Moved::In, None) => {
+                let (name, _) = crate::scope::host_names(url);
+                let scope = self.inner.store.find_scope(&host_wide_key(&tag, &name));
+                let position = scope.and_then(|scope| scope.state().pacing.position());
+                if let Some(position) = position {
+                    host.state().pacing.take_over(position);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// A quota the server named (its scope is made if it does not exist yet): one requests on
     /// its routes pace in, and one its answers feed. A policy's partition key (`pk`, hashed)
     /// is part of its key and shows as its tag, never as the key itself.
@@ -354,6 +379,11 @@ impl Polite {
             Scope::new(&key, kind, &label, host.partition, None, generation, now)
         })
     }
+}
+
+/// The store key of the host-wide scope of host `name` (every port), in partition `tag`.
+fn host_wide_key(tag: &str, name: &str) -> String {
+    format!("{tag}|host|{name}")
 }
 
 impl Default for Polite {

@@ -116,12 +116,39 @@ impl Units {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoRetry;
 
+/// Wait for the host's circuit breaker to let this request through instead of failing fast
+/// with [`Error::CircuitOpen`](crate::Error::CircuitOpen): for batch jobs that would rather
+/// finish late than not at all.
+///
+/// The request waits while the breaker is open, and while a half-open breaker's probes are
+/// out, and goes as soon as the breaker admits it (it may be the next probe). The wait is
+/// bounded by the request's [`Deadline`], or else by
+/// [`max_retry_after`](crate::PoliteBuilder::max_retry_after); past it the request fails with
+/// `CircuitOpen` as it would have at once.
+///
+/// ```
+/// # async fn run(client: reqwest_middleware::ClientWithMiddleware) -> reqwest_middleware::Result<()> {
+/// use std::time::Duration;
+/// use reqwest_polite::{Deadline, WaitIfOpen};
+///
+/// client
+///     .get("http://127.0.0.1:8080/v1/report")
+///     .with_extension(WaitIfOpen)
+///     .with_extension(Deadline::after(Duration::from_secs(600)))
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitIfOpen;
+
 /// The overrides of one request, read once from its extensions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestOptions {
     pub(crate) cost: u32,
     pub(crate) deadline: Option<Instant>,
     pub(crate) no_retry: bool,
+    pub(crate) wait_if_open: bool,
 }
 
 impl RequestOptions {
@@ -130,6 +157,7 @@ impl RequestOptions {
             cost: ext.get::<Cost>().map_or(1, |c| c.0.max(1)),
             deadline: ext.get::<Deadline>().map(|d| d.0),
             no_retry: ext.get::<NoRetry>().is_some(),
+            wait_if_open: ext.get::<WaitIfOpen>().is_some(),
         }
     }
 
@@ -162,6 +190,7 @@ mod tests {
             cost: 1,
             deadline: Some(at),
             no_retry: false,
+            wait_if_open: false,
         };
         assert!(
             !options.past_deadline(now + Duration::from_secs(365 * 24 * 3600)),

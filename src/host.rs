@@ -328,15 +328,24 @@ impl HostState {
     }
 
     /// Pace to newly configured limits (generation `generation`) from the next request on.
-    pub(crate) fn relimit(&mut self, limits: HostLimits, generation: u64) {
+    /// Returns where the limit went when it moved between this record and the host-wide scope
+    /// (a `host:port` limit replaced by a port-less one, or the reverse): the schedule must
+    /// move with it (see [`Moved`]).
+    pub(crate) fn relimit(&mut self, limits: HostLimits, generation: u64) -> Option<Moved> {
         self.generation = generation;
         let configured = limits.configured.as_ref();
         if self.limit() == limits.own && self.adaptive.is_for(configured) {
-            return;
+            return None;
         }
+        let moved = match (self.limit(), limits.own) {
+            (Some(_), None) => self.pacing.position().map(Moved::Out),
+            (None, Some(_)) => Some(Moved::In),
+            _ => None,
+        };
         self.pacing
             .relimit(limits.own.as_ref(), limits.configured.is_some());
         self.adaptive = AdaptiveRate::for_limit(configured);
+        moved
     }
 
     /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
@@ -429,6 +438,16 @@ impl Drop for StateGuard<'_> {
 fn route_of(path: &str) -> &str {
     let path = path.trim_start_matches('/');
     path.split('/').next().unwrap_or_default()
+}
+
+/// A limit that moved at run time between a host's record and the host-wide scope of its host.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Moved {
+    /// The record's own limit is gone: the scope now pacing it takes over the record's schedule.
+    Out(crate::pacing::Position),
+    /// The record has a limit of its own now: it takes over the schedule of the host-wide
+    /// scope that paced it, if that scope no longer does.
+    In,
 }
 
 /// Why a failed attempt is not retried.

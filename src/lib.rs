@@ -104,7 +104,7 @@ mod readme_doctests {}
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
 pub use crate::builder::{Polite, PoliteBuilder};
 pub use crate::error::Error;
-pub use crate::extensions::{Cost, Deadline, NoRetry, Units};
+pub use crate::extensions::{Cost, Deadline, NoRetry, Units, WaitIfOpen};
 pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
 #[cfg(feature = "metrics")]

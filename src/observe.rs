@@ -509,6 +509,16 @@ pub(crate) fn breaker(observer: &dyn Observer, host: &Host, transition: Transiti
 }
 
 /// The end of a request: a rejection if the middleware refused to send, then its outcome.
+pub(crate) fn rejected(observer: &dyn Observer, host: &Host, error: &Error, resend_count: u32) {
+    observer.on_rejected(&RejectedEvent {
+        host: &host.key,
+        partition: tag(host),
+        reason: RejectReason::of(error),
+        error,
+        resend_count,
+    });
+}
+
 pub(crate) fn finished(
     observer: &dyn Observer,
     host: &Host,
@@ -516,15 +526,6 @@ pub(crate) fn finished(
     attempts: u32,
     elapsed: Duration,
 ) {
-    if let Err(error) = sent {
-        observer.on_rejected(&RejectedEvent {
-            host: &host.key,
-            partition: tag(host),
-            reason: RejectReason::of(error),
-            error,
-            resend_count: attempts,
-        });
-    }
     let (outcome, status) = match sent {
         Err(_) => (RequestOutcome::Rejected, None),
         Ok(Err(reqwest_middleware::Error::Reqwest(_))) => (RequestOutcome::TransportError, None),

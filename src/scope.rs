@@ -109,7 +109,7 @@ impl HostLimits {
 }
 
 /// A URL's host as [`host_limit_key`] spells keys, and `host:port`.
-fn host_names(url: &Url) -> (String, Option<String>) {
+pub(crate) fn host_names(url: &Url) -> (String, Option<String>) {
     let host = match url.host() {
         Some(url::Host::Ipv6(addr)) => format!("[{addr}]"),
         _ => url.host_str().unwrap_or_default().to_owned(),

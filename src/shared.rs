@@ -160,7 +160,6 @@ pub(crate) async fn close(store: &RedisStore, host: &Host, wait: Duration) {
 }
 
 fn unavailable(host: &Host, err: &crate::store::RedisStoreError) -> Error {
-    host.state().counters.rejected += 1;
     tracing::debug!(host = %host.key, %err, "shared store unavailable: failing closed");
     Error::StoreUnavailable {
         host: host.key.to_string(),

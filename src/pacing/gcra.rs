@@ -456,6 +456,19 @@ impl Pacer {
         }
     }
 
+    /// Where the schedule stands: its theoretical arrival time and last start (`None` while
+    /// unpaced: it holds no promise).
+    pub(crate) fn position(&self) -> Option<(u64, Option<u64>)> {
+        (self.interval > 0).then_some((self.tat, self.last_start))
+    }
+
+    /// Take over another schedule's position (a limit that moved here from another record):
+    /// nothing starts sooner than either schedule allows.
+    pub(crate) fn take_over(&mut self, tat: u64, last_start: Option<u64>) {
+        self.tat = self.tat.max(tat);
+        self.last_start = self.last_start.max(last_start);
+    }
+
     /// When `cost` units could start if `queued` units ahead of them go first (never before
     /// `now`).
     pub(crate) fn estimate(&self, now: u64, queued: u64, cost: u32, slower: Option<u64>) -> u64 {

@@ -44,6 +44,14 @@ pub(crate) enum Decision {
     Hold(Instant),
 }
 
+/// Where a schedule stands, in instants: what a limit carries when it moves between a host's
+/// record and its host-wide scope at run time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Position {
+    tat: Instant,
+    last_start: Option<Instant>,
+}
+
 /// One scope's pacing state: every owner, asked in order (closure, first contact, schedule).
 #[derive(Debug)]
 pub(crate) struct Pacing {
@@ -103,6 +111,24 @@ impl Pacing {
     pub(crate) fn relimit(&mut self, limit: Option<&Limit>, configured: bool) {
         self.pacer = self.pacer.relimit(limit);
         self.quota.set_configured(configured);
+    }
+
+    /// Where the schedule stands, for a limit that moves to another record (see
+    /// [`Pacing::take_over`]); `None` while unpaced.
+    pub(crate) fn position(&self) -> Option<Position> {
+        let (tat, last_start) = self.pacer.position()?;
+        Some(Position {
+            tat: self.clock.instant(tat),
+            last_start: last_start.map(|at| self.clock.instant(at)),
+        })
+    }
+
+    /// Take over the position of the schedule a limit moved from: nothing starts sooner than
+    /// either allows.
+    pub(crate) fn take_over(&mut self, from: Position) {
+        let tat = self.clock.nanos(from.tat);
+        let last_start = from.last_start.map(|at| self.clock.nanos(at));
+        self.pacer.take_over(tat, last_start);
     }
 
     /// True when waits should end on the slot itself (see [`gcra`]).
