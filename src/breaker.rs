@@ -5,12 +5,12 @@
 //! [`BreakerState`] per host under a lock, passes in `now`, acts on the [`Admission`] it gets back,
 //! and emits a `tracing` event (it knows the host name) for every [`Transition`].
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::snapshot::{BreakerPhase, BreakerSnapshot};
 use crate::window::Window;
 
 const DEFAULT_OPEN_FOR: Duration = Duration::from_secs(5);
@@ -359,27 +359,6 @@ pub enum BreakerConfigError {
     ZeroWindow,
 }
 
-/// Where a host's breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerPhase {
-    /// Requests go through; outcomes are counted.
-    Closed,
-    /// Requests fail fast without touching the network until the open time is over.
-    Open,
-    /// A limited number of probe requests go through to test whether the host has recovered.
-    HalfOpen,
-}
-
-impl fmt::Display for BreakerPhase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half-open",
-        })
-    }
-}
-
 /// The breaker's decision on one attempt; the middleware acts on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
@@ -432,26 +411,6 @@ pub(crate) enum Transition {
     Closed,
 }
 
-/// What a host's breaker looks like at one instant, for observability.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BreakerSnapshot {
-    /// The current phase.
-    pub phase: BreakerPhase,
-    /// How long the breaker has been in this phase (for a new, never-tripped breaker: since the
-    /// host record was created).
-    pub since: Duration,
-    /// Failures in a row among counted outcomes (0 after a success).
-    pub consecutive_failures: u32,
-    /// Failures in the failure-rate window (0 without a rate trigger).
-    pub window_failures: u32,
-    /// Calls in the failure-rate window (0 without a rate trigger).
-    pub window_calls: u32,
-    /// When open: time left before a probe may go through (zero once it is due).
-    pub retry_in: Option<Duration>,
-    /// How many times this breaker has opened, including reopenings after failed probes.
-    pub times_opened: u64,
-}
-
 /// The failure-rate trigger's sliding window of calls (`[0]`) and failures (`[1]`): a fixed
 /// ring of buckets, so recording is allocation-free and memory is constant. The trigger itself
 /// stays in the shared configuration.
@@ -470,7 +429,7 @@ impl RateWindow {
     }
 
     fn nanos(&self, now: Instant) -> u64 {
-        crate::pacing::saturating_nanos(now.saturating_duration_since(self.origin))
+        crate::time::saturating_nanos(now.saturating_duration_since(self.origin))
     }
 
     fn record(&mut self, now: Instant, failure: bool) {

@@ -10,15 +10,13 @@ use reqwest::Url;
 use tokio::time::Instant;
 
 use crate::breaker::Breaker;
-use crate::host::{Host, HostConfig, HostSnapshot, Moved};
+use crate::host::{Host, HostConfig, Moved};
 use crate::limit::Limit;
 use crate::observe::{Observer, Observers};
 use crate::retry::{Backoff, RetryBudget, Retryable};
-use crate::scope::{
-    Limits, Partition, Partitioner, RouteLimit, Scope, ScopeKind, ScopeSnapshot, UnitLimit,
-    host_limit_key,
-};
+use crate::scope::{Limits, Partition, Partitioner, RouteLimit, Scope, UnitLimit, host_limit_key};
 use crate::signals::{QuotaName, ServerScope, ServerScopeKind};
+use crate::snapshot::{HostSnapshot, ScopeKind, ScopeSnapshot};
 use crate::store::MemoryStore;
 
 /// The middleware: attach it with `reqwest_middleware::ClientBuilder::with`.
@@ -79,6 +77,9 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) is_failure: fn(Option<http::StatusCode>) -> bool,
     pub(crate) observers: Observers,
+    /// What the metrics' `host` label holds (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_host_label: crate::metrics::HostLabel,
 }
 
 /// The default breaker classification: 5xx and transport errors are failures; 4xx (429
@@ -104,6 +105,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             is_failure: default_is_failure,
             observers: Observers::default(),
+            #[cfg(feature = "metrics")]
+            metrics_host_label: crate::metrics::HostLabel::default(),
         }
     }
 }
@@ -610,13 +613,19 @@ impl PoliteBuilder {
     /// when a program calls many hosts.
     #[cfg(feature = "metrics")]
     pub fn metrics_host_label(mut self, label: crate::metrics::HostLabel) -> Self {
-        self.config.observers.set_host_label(label);
+        self.config.metrics_host_label = label;
         self
     }
 
     /// The middleware.
     pub fn build(mut self) -> Polite {
-        self.config.observers.resolve();
+        #[cfg(feature = "metrics")]
+        let metrics: Option<Arc<dyn Observer>> = Some(Arc::new(
+            crate::metrics::MetricsObserver::new(self.config.metrics_host_label),
+        ));
+        #[cfg(not(feature = "metrics"))]
+        let metrics = None;
+        self.config.observers.resolve(metrics);
         let store = MemoryStore::new(self.config.idle_timeout);
         Polite {
             inner: Arc::new(Inner {

@@ -37,10 +37,6 @@ pub struct Cost(pub u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub Instant);
 
-/// How far ahead a deadline is when the one asked for cannot be named on this platform's
-/// clock: about 100 years, which no request waits for.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 impl Deadline {
     /// `timeout` from now (on the tokio clock).
     ///
@@ -55,12 +51,7 @@ impl Deadline {
     /// assert!(forever.0 > tokio::time::Instant::now() + Duration::from_secs(50 * 365 * 24 * 3600));
     /// ```
     pub fn after(timeout: Duration) -> Self {
-        let now = Instant::now();
-        Deadline(
-            now.checked_add(timeout)
-                .or_else(|| now.checked_add(FAR_FUTURE))
-                .unwrap_or(now),
-        )
+        Deadline(crate::time::far_add(Instant::now(), timeout))
     }
 
     /// At `instant`.
@@ -177,7 +168,7 @@ mod tests {
         let now = Instant::now();
         let Deadline(at) = Deadline::after(Duration::MAX);
         assert!(
-            at >= now + FAR_FUTURE,
+            at >= now + crate::time::FAR_FUTURE,
             "Duration::MAX must mean a far-future deadline, got {:?} from now",
             at - now
         );

@@ -93,6 +93,7 @@ mod shared;
 mod signals;
 mod snapshot;
 mod store;
+mod time;
 mod window;
 
 /// Every Rust block of the README, compiled (and run, unless marked `no_run`) by `cargo test`.
@@ -101,11 +102,10 @@ mod window;
 #[doc = include_str!("../README.md")]
 mod readme_doctests {}
 
-pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
+pub use crate::breaker::{Breaker, BreakerConfigError};
 pub use crate::builder::{Polite, PoliteBuilder};
 pub use crate::error::Error;
 pub use crate::extensions::{Cost, Deadline, NoRetry, Units, WaitIfOpen};
-pub use crate::host::{Counters, HostSnapshot};
 pub use crate::limit::{InvalidLimit, Limit, SAFETY_MARGIN_PERCENT};
 #[cfg(feature = "metrics")]
 pub use crate::metrics::HostLabel;
@@ -116,8 +116,10 @@ pub use crate::observe::{
 pub use crate::retry::{
     Backoff, Delays, InvalidBackoff, InvalidRetryBudget, Jitter, RetryBudget, Retryable,
 };
-pub use crate::scope::{ScopeKind, ScopeSnapshot};
-pub use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
+pub use crate::snapshot::{
+    BreakerPhase, BreakerSnapshot, Counters, HostSnapshot, RetryBudgetSnapshot, ScopeKind,
+    ScopeSnapshot, ServerQuota,
+};
 #[cfg(feature = "redis")]
 pub use crate::store::{Fallback, RedisStore, RedisStoreError};
 /// The redis crate (redis-rs) the [`RedisStore`] is built on, for [`RedisStore::from_client`]

@@ -565,7 +565,7 @@ impl BudgetState {
 
     /// `now` in nanoseconds since the state was made.
     fn nanos(&self, now: Instant) -> u64 {
-        crate::pacing::saturating_nanos(now.saturating_duration_since(self.start))
+        crate::time::saturating_nanos(now.saturating_duration_since(self.start))
     }
 }
 

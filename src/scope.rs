@@ -21,40 +21,7 @@ use tokio::time::Instant;
 
 use crate::limit::Limit;
 use crate::pacing::{Decision, Pacing};
-use crate::snapshot::ServerQuota;
-
-/// What a scope covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum ScopeKind {
-    /// Every scheme and port of one host ([`host_limit`](crate::PoliteBuilder::host_limit)
-    /// without a port).
-    Host,
-    /// Paths under a prefix ([`route_limit`](crate::PoliteBuilder::route_limit)).
-    Route,
-    /// A quota the server named: GitHub's `x-ratelimit-resource`.
-    Resource,
-    /// A quota the server named: Discord's `x-ratelimit-bucket`.
-    Bucket,
-    /// A quota the server named: one of the IETF `RateLimit` policies an answer lists (each
-    /// its own quota, every one counting each request), within the partition its `pk` names.
-    Policy,
-    /// A unit other than requests ([`unit_limit`](crate::PoliteBuilder::unit_limit)).
-    Unit,
-}
-
-impl fmt::Display for ScopeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ScopeKind::Host => "host",
-            ScopeKind::Route => "route",
-            ScopeKind::Resource => "resource",
-            ScopeKind::Bucket => "bucket",
-            ScopeKind::Policy => "policy",
-            ScopeKind::Unit => "unit",
-        })
-    }
-}
+use crate::snapshot::{ScopeKind, ScopeSnapshot};
 
 /// Every configured quota: what the builder (and [`set_host_limit`](crate::Polite::set_host_limit))
 /// say, as data; the record of each host and scope is made from it.
@@ -444,61 +411,6 @@ impl Scope {
             server_quota: state.pacing.quota.remaining(now),
             taken: state.taken,
         }
-    }
-}
-
-/// A view of one scope beside the host records, from
-/// [`Polite::scope_snapshot`](crate::Polite::scope_snapshot).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ScopeSnapshot {
-    /// What the scope covers.
-    pub kind: ScopeKind,
-    /// Which one: `api.github.com`, `api.github.com /search/`, `api.openai.com tokens`,
-    /// `https://api.github.com:443 search`.
-    pub scope: String,
-    /// The partition tag (never the credential), when requests are partitioned.
-    pub partition: Option<String>,
-    /// The configured limit; `None` for a quota the server named (paced by what it says).
-    pub limit: Option<Limit>,
-    /// How long a new request would wait for a slot here now.
-    pub next_slot_in: Duration,
-    /// The spacing between starts in force (zero: unpaced): the limit's, or slower when the
-    /// server's quota is spread; a spaced schedule's gap, widened by bare refusals, included.
-    pub interval: Duration,
-    /// Time until the server's closure of this scope ends, if one is running.
-    pub cooldown_in: Option<Duration>,
-    /// The server's quota as we count it, while one is known.
-    pub server_quota: Option<ServerQuota>,
-    /// Units taken so far (requests, or the scope's unit).
-    pub taken: u64,
-}
-
-impl fmt::Display for ScopeSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.scope)?;
-        if let Some(partition) = &self.partition {
-            write!(f, " [{partition}]")?;
-        }
-        match &self.limit {
-            Some(limit) => write!(f, ": limit {limit:?}")?,
-            None => f.write_str(": named by the server")?,
-        }
-        write!(f, ", {} taken", self.taken)?;
-        if !self.next_slot_in.is_zero() {
-            write!(f, "; next slot in {:?}", self.next_slot_in)?;
-        }
-        if let Some(quota) = &self.server_quota {
-            write!(
-                f,
-                "; server quota {} left, resets in {:?}",
-                quota.remaining, quota.resets_in
-            )?;
-        }
-        if let Some(cooldown) = self.cooldown_in {
-            write!(f, "; closed for {cooldown:?}")?;
-        }
-        Ok(())
     }
 }
 

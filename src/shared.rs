@@ -93,7 +93,7 @@ async fn reserve(
         // nothing was reserved: the fleet's schedule (or a closure) is further away than this
         // request may wait, so it fails now rather than wait without a bound
         Reservation::Refused { earliest, closed } => {
-            if opts.past_deadline(crate::pacing::far_add(now, earliest)) {
+            if opts.past_deadline(crate::time::far_add(now, earliest)) {
                 Err(Error::DeadlineExceeded {
                     host: host.key.to_string(),
                     attempts,
@@ -132,13 +132,13 @@ async fn local(
             if fallback.0 != share {
                 **fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
             }
-            let now_ns = crate::pacing::saturating_nanos(now.saturating_duration_since(fallback.2));
+            let now_ns = crate::time::saturating_nanos(now.saturating_duration_since(fallback.2));
             match fallback.1.check(now_ns, cost.min(share.count()), None) {
                 None => {
                     fallback.1.take(now_ns, cost.min(share.count()), None);
                     return Ok(());
                 }
-                Some(at) => crate::pacing::far_add(fallback.2, Duration::from_nanos(at)),
+                Some(at) => crate::time::far_add(fallback.2, Duration::from_nanos(at)),
             }
         };
         if opts.past_deadline(wait) {

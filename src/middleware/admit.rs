@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::breaker::{Admission, BreakerPhase, Transition};
+use crate::breaker::{Admission, Transition};
 use crate::builder::{Config, Polite};
 use crate::error::Error;
 use crate::extensions::RequestOptions;
@@ -14,6 +14,7 @@ use crate::host::{Host, HostState};
 use crate::observe;
 use crate::scope::Scope;
 use crate::signals::ServerScope;
+use crate::snapshot::BreakerPhase;
 
 /// One attempt between admission and its recorded outcome. Dropped unrecorded (the request
 /// future was cancelled, or pacing failed), it gives back the probe and scout slots it held.
@@ -124,7 +125,7 @@ pub(super) async fn admit(
 ) -> Result<Attempt, Error> {
     let bound = opts
         .deadline
-        .unwrap_or_else(|| crate::pacing::far_add(Instant::now(), config.max_retry_after));
+        .unwrap_or_else(|| crate::time::far_add(Instant::now(), config.max_retry_after));
     loop {
         // made before asking, so an answer in between is not missed
         let answered = host.answered.notified();
@@ -149,7 +150,7 @@ pub(super) async fn admit(
         }
         tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: waiting for the host to heal");
         // a probe's answer decides sooner than the open period: wake on answers too
-        let until = crate::pacing::far_add(now, retry_in).min(bound);
+        let until = crate::time::far_add(now, retry_in).min(bound);
         let _ = tokio::time::timeout_at(until, answered).await;
     }
 }

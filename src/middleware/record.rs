@@ -16,8 +16,9 @@ use crate::host::{Host, NoRetry, Observed, is_refusal};
 use crate::observe;
 use crate::pacing::closure::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify};
-use crate::scope::{Scope, ScopeKind};
+use crate::scope::Scope;
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
+use crate::snapshot::ScopeKind;
 
 /// What [`record`] needs to know about the request beside its attempt.
 pub(super) struct Answer<'a> {
@@ -326,7 +327,7 @@ fn feed_scopes(
             }
             if let Some(retry_after) = retry_after {
                 state.pacing.close(
-                    crate::pacing::far_add(now, retry_after.min(MAX_HINT)),
+                    crate::time::far_add(now, retry_after.min(MAX_HINT)),
                     Why::RetryAfter,
                 );
                 tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope paused");
@@ -350,7 +351,7 @@ fn feed_scopes(
             && let Some(reset_in) = tokens.reset_in
         {
             scope.state().pacing.close(
-                crate::pacing::far_add(now, reset_in.min(MAX_HINT)),
+                crate::time::far_add(now, reset_in.min(MAX_HINT)),
                 Why::QuotaSpent,
             );
         }

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::limit::Limit;
 use crate::signals::ServerHint;
+use crate::time::{far_add, saturating_nanos};
 use closure::{Closure, Why};
 use gcra::{Pacer, Plain};
 use lane::Admitted;
@@ -285,17 +286,4 @@ impl Clock {
     pub(crate) fn instant(&self, nanos: u64) -> Instant {
         far_add(self.origin, Duration::from_nanos(nanos))
     }
-}
-
-/// `d` in nanoseconds, saturating (past 584 years).
-pub(crate) fn saturating_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// `at + d`, or about 30 years from `at` when that would overflow the platform's instant.
-pub(crate) fn far_add(at: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
-    at.checked_add(d.min(FAR))
-        .or_else(|| at.checked_add(Duration::from_secs(24 * 3600)))
-        .unwrap_or(at)
 }

@@ -195,7 +195,7 @@ impl QuotaTracker {
         self.state = State::Known {
             remaining: limit,
             limit: Some(limit),
-            reset_at: crate::pacing::far_add(reset_at, ahead),
+            reset_at: crate::time::far_add(reset_at, ahead),
         };
     }
 
@@ -234,7 +234,7 @@ impl QuotaTracker {
         }
         match (hint.remaining, hint.reset_in) {
             (Some(remaining), Some(reset_in)) => {
-                let reset_at = crate::pacing::far_add(now, reset_in.saturating_add(RESET_MARGIN));
+                let reset_at = crate::time::far_add(now, reset_in.saturating_add(RESET_MARGIN));
                 self.state = match self.state {
                     // same window: the lower count wins (our own count includes requests
                     // sent after the one this answer is for)

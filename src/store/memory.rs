@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::host::Host;
 #[cfg(test)]
 use crate::host::HostConfig;
-use crate::host::{Host, HostSnapshot};
-use crate::scope::{Scope, ScopeSnapshot};
+use crate::scope::Scope;
+use crate::snapshot::{HostSnapshot, ScopeSnapshot};
 
 /// The host map's shards: requests to hosts in different shards take different locks, so
 /// threads looking up their hosts do not all write the same lock word (as dashmap does).
