@@ -26,7 +26,7 @@ use crate::host::{Host, NoRetry, Queued, StateGuard};
 use crate::observe::{self, WaitReason};
 use crate::pacing::Decision;
 use crate::pacing::closure::Why;
-use crate::retry::{Delays, Outcome, Verdict, classify, is_idempotent};
+use crate::retry::{Delays, Outcome, Verdict, classify, heed_server, is_idempotent};
 use crate::scope::{Scope, ScopeKind};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 
@@ -804,14 +804,7 @@ fn record(
         answer.safety.idempotency_key,
         &outcome,
     );
-    // Stripe-Should-Retry overrides the classification either way: the server knows whether
-    // the request took effect (Stripe requests carry idempotency keys, and it vouches for a
-    // `true` on a POST)
-    let verdict = match hint.should_retry {
-        Some(true) => Verdict::Retry,
-        Some(false) => Verdict::Return,
-        None => verdict,
-    };
+    let verdict = heed_server(verdict, config.retryable, &outcome, hint.should_retry);
     (verdict, closed_for)
 }
 

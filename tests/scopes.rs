@@ -309,6 +309,76 @@ async fn stripe_should_retry_overrides_the_retry_decision_either_way() {
 }
 
 #[tokio::test]
+async fn stripe_should_retry_true_never_repeats_a_success_nor_overrides_the_users_no() {
+    // the path says what to answer; every answer says `Stripe-Should-Retry: true`
+    let server = serve(|_, path| {
+        let status = match path {
+            "/created" => 200,
+            "/moved" => 301, // no Location: reqwest hands it back as it is
+            _ => 503,
+        };
+        Reply::status(status).header("stripe-should-retry", "true")
+    });
+    let fast = || {
+        Polite::builder().backoff(reqwest_polite::Backoff::exponential(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+        ))
+    };
+    let default = client(&fast().build());
+    let sent = |path: &str| {
+        let hits = server.stats.hits();
+        let req = default.post(server.url(path)).body("order");
+        async move { (req.send().await.expect("answered").status(), hits) }
+    };
+    let (status, before) = sent("/created").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.stats.hits() - before,
+        1,
+        "a POST without an Idempotency-Key answered 200: it took effect, sent once"
+    );
+    let (status, before) = sent("/moved").await;
+    assert_eq!(status, 301);
+    assert_eq!(server.stats.hits() - before, 1, "a redirect is no failure");
+    let (status, before) = sent("/failed").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        server.stats.hits() - before,
+        4,
+        "a failure the server vouches for is retried (3 retries by default)"
+    );
+
+    let users_no = [
+        (
+            "Retryable::Never",
+            client(&fast().retryable(reqwest_polite::Retryable::Never).build()),
+            false,
+        ),
+        (
+            "max_retries(0)",
+            client(&fast().max_retries(0).build()),
+            false,
+        ),
+        ("NoRetry", client(&fast().build()), true),
+    ];
+    for (what, client, no_retry) in users_no {
+        let before = server.stats.hits();
+        let mut req = client.get(server.url("/failed"));
+        if no_retry {
+            req = req.with_extension(reqwest_polite::NoRetry);
+        }
+        let status = req.send().await.expect("answered").status();
+        assert_eq!(status, 503);
+        assert_eq!(
+            server.stats.hits() - before,
+            1,
+            "{what}: the server's `true` does not override the user's no"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_unit_limit_paces_tokens_beside_requests() {
     let server = serve(|_, _| Reply::ok());
     let polite = Polite::builder()
