@@ -319,8 +319,14 @@ fn keyed_hash<'a>(keys: (u64, u64), values: impl IntoIterator<Item = &'a [u8]>) 
 }
 
 /// The end of a policy's fixed window in which it sends nothing (see [`ScopeState::peek`]):
-/// twice the margin our reset keeps past the server's.
-const RENEWAL_TAIL: Duration = crate::pacing::quota::RESET_MARGIN.saturating_mul(2);
+/// twice the margin our reset keeps past the server's, and at most a quarter of the window.
+///
+/// A tail as long as the window would close the policy again at every renewal, for good (a
+/// `w=0.05` policy would never send after its first reset): windows up to 400 ms keep three
+/// quarters of each window open.
+fn renewal_tail(window: Duration) -> Duration {
+    (crate::pacing::quota::RESET_MARGIN * 2).min(window / 4)
+}
 
 /// One scope's record: its pacing, behind one short-held lock.
 #[derive(Debug)]
@@ -358,12 +364,12 @@ impl ScopeState {
     /// Our reset of a fixed window runs a little behind the server's (a margin for clocks and
     /// whole-second `t`), so a request sent in that tail lands in the server's next window,
     /// which the renewal hands out in full: a policy sends nothing in the last
-    /// [`RENEWAL_TAIL`] of its window.
+    /// [`renewal_tail`] of its window.
     pub(crate) fn peek(&mut self, now: Instant, units: u32) -> Result<bool, Decision> {
         if let Some((quota, window)) = self.renewal {
             self.pacing.quota.renew(now, quota, window);
             if let Some(quota) = self.pacing.quota.remaining(now)
-                && quota.resets_in < RENEWAL_TAIL
+                && quota.resets_in < renewal_tail(window)
             {
                 return Err(Decision::Closed(now + quota.resets_in));
             }
@@ -526,6 +532,57 @@ mod tests {
         assert_eq!(tag.len(), 9);
         let other = Partitioner::new(HeaderName::from_static("authorization"));
         assert_ne!(other.of(&a), Some(pa), "keyed: another key, another tag");
+    }
+
+    #[test]
+    fn a_policy_of_any_short_window_reopens_at_each_reset() {
+        // q=10 per `w`, spent at once; the first reset is a whole second away (`t` rounded up)
+        for window_us in [
+            1_000, 10_000, 50_000, 100_000, 250_000, 1_000_000, 60_000_000,
+        ] {
+            let window = Duration::from_micros(window_us);
+            let t0 = Instant::now();
+            let scope = Scope::new("p", ScopeKind::Policy, "p", None, None, 0, t0);
+            let mut state = scope.state();
+            state.renewal = Some((10, window));
+            let spent = crate::signals::ServerHint {
+                remaining: Some(0),
+                limit: Some(10),
+                reset_in: Some(Duration::from_secs(1)),
+                ..Default::default()
+            };
+            state.pacing.observe_quota(t0, false, 200, &spent, true);
+            // follow the scope's own word on when to ask again, for three windows past the
+            // first reset: 10 go in each
+            let (mut now, mut sent, mut asked) = (t0, 0, 0);
+            let until =
+                t0 + Duration::from_secs(1) + crate::pacing::quota::RESET_MARGIN + 3 * window;
+            while now < until {
+                asked += 1;
+                assert!(
+                    asked < 10_000,
+                    "w={window:?}: asked {asked} times, {sent} sent"
+                );
+                match state.peek(now, 1) {
+                    Ok(_) => {
+                        state.take(now, 1);
+                        sent += 1;
+                    }
+                    Err(Decision::Closed(at) | Decision::Wait(at) | Decision::Slowed(at)) => {
+                        assert!(at > now, "w={window:?}: a wait that ends now");
+                        now = at;
+                    }
+                    Err(other) => panic!("w={window:?}: {other:?}"),
+                }
+            }
+            // each window lets its quota go, but for the last unit, which the spread of a low
+            // quota may hold to the next reset
+            assert!(
+                sent >= 3 * 9,
+                "w={window:?}: {sent} sent in three windows after the first reset: the policy \
+                 did not reopen at each"
+            );
+        }
     }
 
     #[test]

@@ -674,6 +674,33 @@ async fn each_ietf_policy_is_its_own_quota_and_all_count_every_request() {
 }
 
 #[tokio::test]
+async fn an_ietf_policy_with_a_window_of_100_ms_or_less_reopens_at_each_reset() {
+    // a "fast" policy of 10 per 50 or 100 ms (`w=0.050`; `t` rounded up to a whole second, as
+    // the draft sends it) beside a "slow" one that never binds; 40 requests, 4 windows' worth
+    for window_ms in [50, 100] {
+        let window = Duration::from_millis(window_ms);
+        let policies = FixedWindowPolicies::new(&[
+            ("fast", 10, window),
+            ("slow", 1000, Duration::from_secs(60)),
+        ]);
+        let server = serve(move |_, _| policies.reply());
+        let polite = Polite::builder().max_retries(0).build();
+        let client = client(&polite);
+        let url = server.url("/v1/things");
+        let answered =
+            tokio::time::timeout(Duration::from_secs(20), burst(&client, &url, 40)).await;
+        let arrivals = server.stats.arrivals();
+        assert!(
+            answered.is_ok(),
+            "w={window:?}: 40 requests still waiting after 20 s, {} reached the server: the \
+             policy's scope never reopened",
+            arrivals.len()
+        );
+        assert_eq!(arrivals.len(), 40, "w={window:?}: every request went out");
+    }
+}
+
+#[tokio::test]
 async fn a_configured_limit_is_trusted_over_a_named_quota_that_rounds_its_reset() {
     // every answer says the `core` resource is spent until the next whole second, as a
     // moving-window server reporting its count against a rounded reset does while paced at

@@ -366,7 +366,12 @@ impl FixedWindowPolicies {
             let reset = window.as_nanos() * (index + 1) - elapsed.as_nanos();
             let t = reset.div_ceil(1_000_000_000);
             current.push(format!("\"{name}\";r={};t={t}", quota - count));
-            declared.push(format!("\"{name}\";q={quota};w={}", window.as_secs()));
+            // `w` in seconds, a Decimal below one (at most three fractional digits)
+            let w = match window.subsec_millis() {
+                0 => window.as_secs().to_string(),
+                ms => format!("{}.{ms:03}", window.as_secs()),
+            };
+            declared.push(format!("\"{name}\";q={quota};w={w}"));
         }
         let reply = if spent {
             Reply::status(429)
