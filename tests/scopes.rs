@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{FixedWindowPolicies, Reply, burst, client, polite_error, serve, serve_with_headers};
-use reqwest_polite::{Limit, Polite, ScopeKind, Units};
+use reqwest_polite::{Breaker, Limit, Polite, ScopeKind, Units};
 
 /// Most instants of `at` within any span of `window`.
 fn most_in_any_window(at: &[Instant], window: Duration) -> usize {
@@ -376,6 +376,24 @@ async fn stripe_should_retry_true_never_repeats_a_success_nor_overrides_the_user
             "{what}: the server's `true` does not override the user's no"
         );
     }
+}
+
+#[tokio::test]
+async fn a_credential_never_shows_in_debug_snapshots_or_errors() {
+    let polite = Polite::builder()
+        .partition_by_header("authorization")
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(1).open_for(Duration::from_secs(60)))
+        .build();
+    let shown = common::shown_after_a_credential(&polite, "Bearer sk-LOCAL-CREDENTIAL").await;
+    assert!(
+        shown.contains("authorization"),
+        "the header is shown: {shown}"
+    );
+    assert!(
+        !shown.contains("sk-LOCAL-CREDENTIAL"),
+        "a credential leaked: {shown}"
+    );
 }
 
 #[tokio::test]
