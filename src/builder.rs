@@ -696,6 +696,64 @@ mod tests {
         );
     }
 
+    /// Every way a 32-byte key could be printed: the whole key (bytes, hex), each 64-bit word
+    /// (either byte order, decimal and hex), and the XOR of its halves' words.
+    fn printed_forms(key: &[u8; 32]) -> Vec<String> {
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&key[at..at + 8]);
+            bytes
+        };
+        let mut words: Vec<u64> = (0..4)
+            .flat_map(|i| {
+                [
+                    u64::from_le_bytes(word(8 * i)),
+                    u64::from_be_bytes(word(8 * i)),
+                ]
+            })
+            .collect();
+        words.push(u64::from_le_bytes(word(0)) ^ u64::from_le_bytes(word(16)));
+        words.push(u64::from_le_bytes(word(8)) ^ u64::from_le_bytes(word(24)));
+        let mut forms = vec![
+            format!("{key:?}"),
+            key.iter().map(|b| format!("{b:02x}")).collect(),
+        ];
+        for w in words {
+            forms.extend([w.to_string(), format!("{w:x}"), format!("{w:016x}")]);
+        }
+        forms
+    }
+
+    #[test]
+    fn debug_of_a_partitioned_polite_never_shows_the_key_credentials_are_hashed_with() {
+        let builder = Polite::builder().partition_by_header("authorization");
+        let polite = builder.clone().build();
+        let key = *polite
+            .inner
+            .partitioner
+            .as_ref()
+            .expect("partitioned")
+            .key();
+        let shown = format!("{builder:?} {polite:?} {:?}", polite.inner.partitioner);
+        assert!(
+            shown.contains("authorization"),
+            "the header is shown: {shown}"
+        );
+        for form in printed_forms(&key) {
+            assert!(!shown.contains(&form), "the key shows as {form}: {shown}");
+        }
+        let secret = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+        let fleet =
+            Partitioner::with_secret(http::HeaderName::from_static("authorization"), &secret);
+        let shown = format!("{fleet:?}");
+        for form in printed_forms(&secret) {
+            assert!(
+                !shown.contains(&form),
+                "the fleet's secret shows as {form}: {shown}"
+            );
+        }
+    }
+
     #[test]
     fn host_limits_match_names_and_ipv4_as_before() {
         let limit = Limit::per_second(3);

@@ -345,6 +345,31 @@ pub(crate) fn classify(
     }
 }
 
+/// Weighs a server's own word on retrying (Stripe's `Stripe-Should-Retry`) into `verdict`.
+///
+/// `false` vetoes any retry. `true` turns a failure the server answered (a `4xx` or `5xx`
+/// status) into a retry: the server knows whether it acted on the request, and vouches that
+/// repeating it is harmless. It never turns a success or a redirect into a retry (the request
+/// took effect, and repeating a `POST` would act twice), and never overrides
+/// [`Retryable::Never`]: the user's word that each request is sent once comes first.
+pub(crate) fn heed_server(
+    verdict: Verdict,
+    policy: Retryable,
+    outcome: &Outcome,
+    should_retry: Option<bool>,
+) -> Verdict {
+    match (should_retry, outcome) {
+        (Some(false), _) => Verdict::Return,
+        (Some(true), Outcome::Status(status))
+            if policy != Retryable::Never
+                && (status.is_client_error() || status.is_server_error()) =>
+        {
+            Verdict::Retry
+        }
+        _ => verdict,
+    }
+}
+
 /// Whether sending a request with `method` twice has the same effect as sending it once
 /// (RFC 9110 §9.2.2): `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`.
 pub(crate) fn is_idempotent(method: &Method) -> bool {
@@ -888,6 +913,43 @@ mod tests {
                 classify(*policy, method, *key, outcome),
                 *want,
                 "classify({policy:?}, {method}, idempotency_key={key}, {outcome:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn stripe_should_retry_turns_only_answered_failures_into_retries() {
+        use Outcome::{Connect, Timeout};
+        use Retryable::{Always, Never, SafeOnly};
+        use Verdict::{Retry, Return};
+        #[rustfmt::skip]
+        let table: &[(Retryable, Outcome, Option<bool>, Verdict, Verdict)] = &[
+            // `true` on a failure the server answered: retried, even a POST's
+            (SafeOnly, status(409), Some(true),  Return, Retry),
+            (SafeOnly, status(500), Some(true),  Return, Retry),
+            (Always,   status(400), Some(true),  Return, Retry),
+            // never a success or a redirect: the request took effect
+            (SafeOnly, status(200), Some(true),  Return, Return),
+            (Always,   status(201), Some(true),  Return, Return),
+            (SafeOnly, status(301), Some(true),  Return, Return),
+            (SafeOnly, status(304), Some(true),  Return, Return),
+            // never against the user's `Never`
+            (Never,    status(503), Some(true),  Return, Return),
+            (Never,    status(409), Some(true),  Return, Return),
+            // `false` vetoes
+            (SafeOnly, status(503), Some(false), Retry,  Return),
+            (Always,   status(429), Some(false), Retry,  Return),
+            // no word: the classification stands
+            (SafeOnly, status(503), None,        Retry,  Retry),
+            (SafeOnly, status(200), None,        Return, Return),
+            (SafeOnly, Connect,     None,        Retry,  Retry),
+            (SafeOnly, Timeout,     Some(true),  Return, Return),
+        ];
+        for (policy, outcome, word, classified, want) in table {
+            assert_eq!(
+                heed_server(*classified, *policy, outcome, *word),
+                *want,
+                "heed_server({classified:?}, {policy:?}, {outcome:?}, {word:?})"
             );
         }
     }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -187,8 +187,9 @@ pub(crate) fn host_limit_key(host: &str) -> String {
 /// One credential's share of the quotas: a keyed hash of a header's value (or of the partition
 /// key a server names, IETF `pk`, which may be derived from one).
 ///
-/// The key is random per process, so the tag means nothing outside it and cannot be turned
-/// back into the credential; the credential itself is never kept.
+/// The key is random per process (or the fleet's secret, with a shared store) and never shown,
+/// so the tag cannot be recomputed from a guess at the credential nor turned back into it;
+/// the credential itself is never kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct Partition(u64);
 
@@ -197,12 +198,8 @@ impl Partition {
     /// hashed with a secret key random per process, as credentials are. (Server-named quotas
     /// are not shared across processes, so no fleet-wide key is needed.)
     pub(crate) fn of_server_key(bytes: &[u8]) -> Partition {
-        static KEYS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-        let keys = KEYS.get_or_init(|| {
-            let random = std::hash::RandomState::new();
-            (random.hash_one(0u8), random.hash_one(1u8))
-        });
-        keyed_hash(*keys, [bytes])
+        static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        keyed_hash(KEY.get_or_init(process_key), [bytes])
     }
 
     /// The partition's part of record and store keys: all 64 bits of the hash, so that two
@@ -224,22 +221,29 @@ impl fmt::Display for Partition {
     }
 }
 
-/// Hashes the partitioning header's value with a secret key: SipHash-2-4 (a keyed
-/// pseudo-random function), keyed at random per process, or with the fleet's secret when a
-/// shared store is in use, so that one credential maps to one shared quota in every process.
-#[derive(Debug, Clone)]
+/// Hashes the partitioning header's value with a secret key (see [`keyed_hash`]), random per
+/// process, or the fleet's secret when a shared store is in use, so that one credential maps
+/// to one shared quota in every process. Its `Debug` shows the header, never the key.
+#[derive(Clone)]
 pub(crate) struct Partitioner {
     header: HeaderName,
-    keys: (u64, u64),
+    key: [u8; 32],
+}
+
+impl fmt::Debug for Partitioner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partitioner")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Partitioner {
     /// Keyed at random for this process.
     pub(crate) fn new(header: HeaderName) -> Self {
-        let random = std::hash::RandomState::new();
         Partitioner {
             header,
-            keys: (random.hash_one(0u8), random.hash_one(1u8)),
+            key: process_key(),
         }
     }
 
@@ -249,17 +253,18 @@ impl Partitioner {
         &self.header
     }
 
+    /// The key, for tests that check it is never shown.
+    #[cfg(test)]
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     /// Keyed with a secret the fleet shares.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn with_secret(header: HeaderName, secret: &[u8; 32]) -> Self {
-        let word = |at: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&secret[at..at + 8]);
-            u64::from_le_bytes(bytes)
-        };
         Partitioner {
             header,
-            keys: (word(0) ^ word(16), word(8) ^ word(24)),
+            key: *secret,
         }
     }
 
@@ -268,26 +273,49 @@ impl Partitioner {
     pub(crate) fn of(&self, headers: &HeaderMap) -> Option<Partition> {
         let mut values = headers.get_all(&self.header).iter().peekable();
         values.peek()?;
-        Some(keyed_hash(self.keys, values.map(|v| v.as_bytes())))
+        Some(keyed_hash(&self.key, values.map(|v| v.as_bytes())))
     }
 }
 
-/// SipHash-2-4 (a keyed pseudo-random function) of `values`, in order.
-fn keyed_hash<'a>(keys: (u64, u64), values: impl IntoIterator<Item = &'a [u8]>) -> Partition {
-    // SipHash-2-4 is what `std` offers keyed; it is deprecated only as a `Hasher` for hash
-    // maps, which is not the use here
-    #[allow(deprecated)]
-    let mut hasher = std::hash::SipHasher::new_with_keys(keys.0, keys.1);
+/// Keyed BLAKE3 (a keyed pseudo-random function: without the key, no one can tell which
+/// credential a partition stands for, even by hashing guesses) of `values`, in order; the
+/// partition is the first 64 bits of the hash.
+fn keyed_hash<'a>(key: &[u8; 32], values: impl IntoIterator<Item = &'a [u8]>) -> Partition {
+    let mut hasher = blake3::Hasher::new_keyed(key);
     for value in values {
-        hasher.write(value);
-        hasher.write_u8(0xff); // not a byte of any header value: separates them
+        // each value after its length: a value may hold any byte from 0x80 up (obs-text), so
+        // with a separator byte, `["a\xff", "b"]` and `["a", "\xffb"]` would hash alike
+        hasher.update(&(value.len() as u64).to_le_bytes());
+        hasher.update(value);
     }
-    Partition(hasher.finish())
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    Partition(u64::from_le_bytes(first))
+}
+
+/// A key random per process: from the operating system's random source, or, should that
+/// fail, from the random seeds `std` draws for its hash maps.
+fn process_key() -> [u8; 32] {
+    use rand::TryRngCore;
+    let mut key = [0u8; 32];
+    if rand::rngs::OsRng.try_fill_bytes(&mut key).is_err() {
+        let random = std::hash::RandomState::new();
+        for (word, chunk) in key.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&random.hash_one(word).to_le_bytes());
+        }
+    }
+    key
 }
 
 /// The end of a policy's fixed window in which it sends nothing (see [`ScopeState::peek`]):
-/// twice the margin our reset keeps past the server's.
-const RENEWAL_TAIL: Duration = crate::pacing::quota::RESET_MARGIN.saturating_mul(2);
+/// twice the margin our reset keeps past the server's, and at most a quarter of the window.
+///
+/// A tail as long as the window would close the policy again at every renewal, for good (a
+/// `w=0.05` policy would never send after its first reset): windows up to 400 ms keep three
+/// quarters of each window open.
+fn renewal_tail(window: Duration) -> Duration {
+    (crate::pacing::quota::RESET_MARGIN * 2).min(window / 4)
+}
 
 /// One scope's record: its pacing, behind one short-held lock.
 #[derive(Debug)]
@@ -325,12 +353,12 @@ impl ScopeState {
     /// Our reset of a fixed window runs a little behind the server's (a margin for clocks and
     /// whole-second `t`), so a request sent in that tail lands in the server's next window,
     /// which the renewal hands out in full: a policy sends nothing in the last
-    /// [`RENEWAL_TAIL`] of its window.
+    /// [`renewal_tail`] of its window.
     pub(crate) fn peek(&mut self, now: Instant, units: u32) -> Result<bool, Decision> {
         if let Some((quota, window)) = self.renewal {
             self.pacing.quota.renew(now, quota, window);
             if let Some(quota) = self.pacing.quota.remaining(now)
-                && quota.resets_in < RENEWAL_TAIL
+                && quota.resets_in < renewal_tail(window)
             {
                 return Err(Decision::Closed(now + quota.resets_in));
             }
@@ -438,6 +466,74 @@ mod tests {
         assert_eq!(tag.len(), 9);
         let other = Partitioner::new(HeaderName::from_static("authorization"));
         assert_ne!(other.of(&a), Some(pa), "keyed: another key, another tag");
+    }
+
+    #[test]
+    fn a_policy_of_any_short_window_reopens_at_each_reset() {
+        // q=10 per `w`, spent at once; the first reset is a whole second away (`t` rounded up)
+        for window_us in [
+            1_000, 10_000, 50_000, 100_000, 250_000, 1_000_000, 60_000_000,
+        ] {
+            let window = Duration::from_micros(window_us);
+            let t0 = Instant::now();
+            let scope = Scope::new("p", ScopeKind::Policy, "p", None, None, 0, t0);
+            let mut state = scope.state();
+            state.renewal = Some((10, window));
+            let spent = crate::signals::ServerHint {
+                remaining: Some(0),
+                limit: Some(10),
+                reset_in: Some(Duration::from_secs(1)),
+                ..Default::default()
+            };
+            state.pacing.observe_quota(t0, false, 200, &spent, true);
+            // follow the scope's own word on when to ask again, for three windows past the
+            // first reset: 10 go in each
+            let (mut now, mut sent, mut asked) = (t0, 0, 0);
+            let until =
+                t0 + Duration::from_secs(1) + crate::pacing::quota::RESET_MARGIN + 3 * window;
+            while now < until {
+                asked += 1;
+                assert!(
+                    asked < 10_000,
+                    "w={window:?}: asked {asked} times, {sent} sent"
+                );
+                match state.peek(now, 1) {
+                    Ok(_) => {
+                        state.take(now, 1);
+                        sent += 1;
+                    }
+                    Err(Decision::Closed(at) | Decision::Wait(at) | Decision::Slowed(at)) => {
+                        assert!(at > now, "w={window:?}: a wait that ends now");
+                        now = at;
+                    }
+                    Err(other) => panic!("w={window:?}: {other:?}"),
+                }
+            }
+            // each window lets its quota go, but for the last unit, which the spread of a low
+            // quota may hold to the next reset
+            assert!(
+                sent >= 3 * 9,
+                "w={window:?}: {sent} sent in three windows after the first reset: the policy \
+                 did not reopen at each"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_values_keep_their_boundaries() {
+        let p = Partitioner::new(HeaderName::from_static("x-api-key"));
+        let of = |values: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(
+                    "x-api-key",
+                    http::HeaderValue::from_bytes(v).expect("valid"),
+                );
+            }
+            p.of(&h)
+        };
+        assert_ne!(of(&[b"a\xff", b"b"]), of(&[b"a", b"\xffb"]));
+        assert_ne!(of(&[b"ab"]), of(&[b"a", b"b"]));
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub struct ServerHint {
     /// Discord: the refusal is global (`x-ratelimit-global: true`, `x-ratelimit-scope: global`),
     /// so it closes the whole host, not the bucket.
     pub global: bool,
-    /// Stripe's `Stripe-Should-Retry: true|false`, which overrides the retry decision.
+    /// Stripe's `Stripe-Should-Retry: true|false`: a veto on a retry, or a failure the server
+    /// vouches is safe to retry (see `retry::heed_server`).
     pub should_retry: Option<bool>,
     /// OpenAI's token quota (`x-ratelimit-{limit,remaining,reset}-tokens`).
     pub tokens: Option<UnitQuota>,

@@ -361,8 +361,6 @@ impl fmt::Display for ScopeSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::BreakerSnapshot;
-    use crate::host::Counters;
 
     const MS: Duration = Duration::from_millis(1);
 

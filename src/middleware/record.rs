@@ -15,7 +15,7 @@ use crate::extensions::RequestOptions;
 use crate::host::{Host, NoRetry, Observed, is_refusal};
 use crate::observe;
 use crate::pacing::closure::Why;
-use crate::retry::{Delays, Outcome, Verdict, classify};
+use crate::retry::{Delays, Outcome, Verdict, classify, heed_server};
 use crate::scope::Scope;
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 use crate::snapshot::ScopeKind;
@@ -220,14 +220,7 @@ fn classify_answer(
         answer.safety.idempotency_key,
         &outcome,
     );
-    // Stripe-Should-Retry overrides the classification either way: the server knows whether
-    // the request took effect (Stripe requests carry idempotency keys, and it vouches for a
-    // `true` on a POST)
-    match hint.should_retry {
-        Some(true) => Verdict::Retry,
-        Some(false) => Verdict::Return,
-        None => verdict,
-    }
+    heed_server(verdict, config.retryable, &outcome, hint.should_retry)
 }
 
 /// What the host-wide scopes that pace a host from outside (a port-less `host_limit`) learn
