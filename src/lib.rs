@@ -95,11 +95,22 @@ mod snapshot;
 mod store;
 mod window;
 
-/// Every Rust block of the README, compiled (and run, unless marked `no_run`) by `cargo test`.
+/// Every Rust block of the README, compiled (and run, unless marked `no_run`) by `cargo test`,
+/// exactly as shown. Its Redis recipe is marked `ignore` here: it is `examples/shared_quota.rs`,
+/// compiled with feature `redis`, and `tests/readme.rs` checks the two are the same text.
 #[cfg(doctest)]
-#[doc(test(attr(deny(unused_variables, unused_imports, unused_mut))))]
 #[doc = include_str!("../README.md")]
-mod readme_doctests {}
+struct ReadmeDoctests;
+
+/// The Rust blocks of docs/observability.md (one needs feature `metrics`).
+#[cfg(all(doctest, feature = "metrics"))]
+#[doc = include_str!("../docs/observability.md")]
+struct ObservabilityDoctests;
+
+/// The Rust blocks of docs/redis.md (feature `redis`).
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../docs/redis.md")]
+struct RedisDoctests;
 
 pub use crate::breaker::{Breaker, BreakerConfigError, BreakerPhase, BreakerSnapshot};
 pub use crate::builder::{Polite, PoliteBuilder};
