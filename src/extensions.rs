@@ -25,6 +25,17 @@ use tokio::time::Instant;
 /// For APIs that meter work rather than calls: a request of cost 5 waits for five slots and
 /// takes them all. A cost of 0 counts as 1. A cost above the limit's count can never be sent
 /// and fails with [`Error::CostExceedsLimit`](crate::Error::CostExceedsLimit).
+///
+/// ```
+/// use reqwest_polite::{Cost, Polite};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(Polite::new())
+///     .build();
+/// // a batch call the API counts as 20 requests
+/// let request = client.post("https://api.example.com/batch").with_extension(Cost(20));
+/// drop(request);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost(pub u32);
 
@@ -113,6 +124,16 @@ impl Units {
 }
 
 /// Send this request once: no retry, whatever the outcome.
+///
+/// ```
+/// use reqwest_polite::{NoRetry, Polite};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(Polite::new())
+///     .build();
+/// let request = client.get("https://api.example.com/poll").with_extension(NoRetry);
+/// drop(request);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoRetry;
 

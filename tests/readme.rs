@@ -29,3 +29,30 @@ fn the_readme_has_no_hidden_lines_in_its_rust_blocks() {
         );
     }
 }
+
+/// The crate's rustdoc (docs.rs's first page) opens as the README does: the same first
+/// paragraph, word for word.
+#[test]
+fn the_crate_docs_open_with_the_readme_opening() {
+    let readme = include_str!("../README.md");
+    let lib = include_str!("../src/lib.rs");
+    let readme_opening: Vec<&str> = readme
+        .lines()
+        .skip_while(|line| line.starts_with('#') || line.is_empty())
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let lib_opening: Vec<&str> = lib
+        .lines()
+        .map_while(|line| line.strip_prefix("//!"))
+        .map(str::trim_start)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    assert!(
+        !readme_opening.is_empty(),
+        "the README has an opening paragraph"
+    );
+    assert_eq!(
+        lib_opening, readme_opening,
+        "src/lib.rs's crate docs must open with the README's first paragraph"
+    );
+}
