@@ -380,21 +380,6 @@ impl Default for Polite {
 /// | [`idle_timeout`](Self::idle_timeout) | 5 minutes |
 /// | [`observer`](Self::observer) | none |
 /// | `metrics_host_label` (feature `metrics`) | `HostLabel::Full` |
-///
-/// ```
-/// use std::time::Duration;
-/// use reqwest_polite::{Breaker, Limit, Polite};
-///
-/// let polite = Polite::builder()
-///     .host_limit("api.github.com", Limit::per_hour(5000)) // the documented quota
-///     .max_in_flight(8)
-///     .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_secs(10)))
-///     .build();
-/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-///     .with(polite)
-///     .build();
-/// drop(client);
-/// ```
 #[derive(Debug, Clone, Default)]
 pub struct PoliteBuilder {
     config: Config,
@@ -486,7 +471,6 @@ impl PoliteBuilder {
     /// schedule of every configured limit, and server-ordered closures, are kept in Redis and
     /// read with its clock. See [`RedisStore`](crate::RedisStore) for the failure modes.
     #[cfg(feature = "redis")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn store(mut self, store: crate::store::RedisStore) -> Self {
         self.config.shared = Some(Arc::new(store));
         self
@@ -595,7 +579,6 @@ impl PoliteBuilder {
     /// default), nothing, or a name of your choosing, to keep the number of series bounded
     /// when a program calls many hosts.
     #[cfg(feature = "metrics")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn metrics_host_label(mut self, label: crate::metrics::HostLabel) -> Self {
         self.config.observers.set_host_label(label);
         self

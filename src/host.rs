@@ -65,18 +65,7 @@ pub struct Counters {
     pub budget_denied: u64,
 }
 
-/// A view of one host's state, from [`Polite::snapshot`](crate::Polite::snapshot). Its
-/// `Display` is one line a person can read: the limit, waits, retries, refusals, the breaker.
-///
-/// ```
-/// use reqwest_polite::Polite;
-///
-/// let polite = Polite::new();
-/// for host in polite.snapshot() {
-///     println!("{host}");
-///     println!("{} requests, {} retries", host.counters.requests, host.counters.retries);
-/// }
-/// ```
+/// A view of one host's state, from [`Polite::snapshot`](crate::Polite::snapshot).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HostSnapshot {

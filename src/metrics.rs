@@ -39,7 +39,6 @@ use crate::observe::{
 /// let polite = Polite::builder().metrics_host_label(HostLabel::Map(api)).build();
 /// # let _ = polite;
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub enum HostLabel {

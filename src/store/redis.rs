@@ -69,20 +69,6 @@ static FLEET: std::sync::LazyLock<Script> =
 /// What a [`RedisStore`] does when Redis does not answer: unreachable, slower than the
 /// [timeout](RedisStore::timeout), or answering errors (out of memory, loading, a key of the
 /// wrong type).
-///
-/// ```no_run
-/// use reqwest_polite::{Fallback, RedisStore};
-///
-/// #[tokio::main]
-/// async fn main() -> Result<(), reqwest_polite::RedisStoreError> {
-///     let store = RedisStore::connect("redis://127.0.0.1/").await?;
-///     // send nothing the fleet's shared schedule did not admit
-///     let store = store.fallback(Fallback::FailClosed);
-///     drop(store);
-///     Ok(())
-/// }
-/// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fallback {
@@ -98,7 +84,6 @@ pub enum Fallback {
 }
 
 /// Why the [`RedisStore`] could not answer.
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisStoreError {
@@ -274,7 +259,6 @@ pub(crate) fn local_share(limit: &Limit, processes: u32) -> Limit {
 /// # Default
 /// Prefix `reqwest-polite`, timeout 50 ms, [`Fallback::Local`], a heartbeat every second, a
 /// fleet secret created in Redis on first use.
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 #[derive(Clone)]
 pub struct RedisStore {
     link: Link,
@@ -404,7 +388,6 @@ impl RedisStore {
     /// # }
     /// ```
     #[cfg(feature = "redis-cluster")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
     pub async fn connect_cluster<I>(nodes: I) -> Result<RedisStore, RedisStoreError>
     where
         I: IntoIterator,
@@ -421,7 +404,6 @@ impl RedisStore {
     /// Like [`RedisStore::connect_cluster`], from a [`redis::cluster::ClusterClient`] you made
     /// (for settings URLs cannot carry: retries, TLS certificates, read routing...).
     #[cfg(feature = "redis-cluster")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
     pub async fn from_cluster_client(
         client: ::redis::cluster::ClusterClient,
     ) -> Result<RedisStore, RedisStoreError> {
@@ -435,7 +417,6 @@ impl RedisStore {
     /// A store on a cluster connection you made (every call is still bounded by the store's
     /// [timeout](RedisStore::timeout)).
     #[cfg(feature = "redis-cluster")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
     pub fn from_cluster_connection(conn: ::redis::cluster_async::ClusterConnection) -> RedisStore {
         Self::from_conn(Conn::Cluster(conn))
     }
