@@ -164,7 +164,7 @@ impl RequestOptions {
 mod tests {
     use super::*;
 
-    /// Regression (issue 9): `Instant + Duration::MAX` overflows, and used to panic here.
+    /// Regression: `Instant + Duration::MAX` overflows; `Deadline::after` must saturate, not panic.
     #[tokio::test(start_paused = true)]
     async fn deadline_after_duration_max_saturates_instead_of_panicking() {
         let now = Instant::now();

@@ -634,11 +634,10 @@ static YIELDING: AtomicBool = AtomicBool::new(false);
 /// every gap (nginx `limit_req`) would see some too short, or the schedule would have to give
 /// up a tick per request. So the timer sleeps to two ticks before the slot (it wakes up to two
 /// ticks after the instant asked: the deadline is rounded up to a tick, and the driver's park
-/// rounds up once more; with one tick the wake came after the slot half the time, on average
-/// 0.6 ms late at 200 per second), and the task yields (cooperatively, letting every other
-/// task run) until the slot: at most two ticks of yielding per paced request, one on average
-/// (measured lateness then: about 20 µs), and one task in the process at a time; the others
-/// take the tick after. On a paused clock (tests) the timer does the whole wait.
+/// rounds up once more, so with one tick the wake would often come after the slot), and the
+/// task yields (cooperatively, letting every other task run) until the slot: at most two ticks
+/// of yielding per paced request, one on average, and one task in the process at a time; the
+/// others take the tick after. On a paused clock (tests) the timer does the whole wait.
 async fn sleep_precisely(until: Instant) {
     const TWO_TICKS: Duration = Duration::from_millis(2);
     if let Some(early) = until.checked_sub(TWO_TICKS)
@@ -1197,7 +1196,7 @@ mod tests {
         );
         drop(sent); // cancelled before its answer
         waiting.await.expect("joined").expect("its slot comes");
-        // the waiter went, and its attempt was dropped unanswered too (by the helper)
+        // the waiter went, and its attempt was dropped unanswered too (by `pace_attempt`)
         assert_eq!(host.snapshot(Instant::now()).in_flight, 0);
     }
 

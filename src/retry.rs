@@ -718,7 +718,7 @@ mod tests {
         );
     }
 
-    /// Issue 9: `Backoff::exponential(x, Duration::MAX)` must not make anything panic here;
+    /// Regression: `Backoff::exponential(x, Duration::MAX)` must not make anything panic here;
     /// every delay stays within `[0, max]`, whatever the jitter, for any number of retries.
     #[test]
     fn backoff_up_to_duration_max_never_panics() {
@@ -1053,7 +1053,7 @@ mod tests {
         );
     }
 
-    /// Issue 9 (eviction): what an outage leaves in the budget (requests, retries, a spent
+    /// Regression (eviction): what an outage leaves in the budget (requests, retries, a spent
     /// budget) must go away without new traffic, so the host's record can be evicted.
     #[tokio::test(start_paused = true)]
     async fn a_budget_spent_by_an_outage_is_idle_one_window_later() {
