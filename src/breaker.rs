@@ -1439,7 +1439,7 @@ mod tests {
         Duration::from_millis(ms)
     }
 
-    /// Regression (issue 9, defect 5): a probe that never answers (reqwest has no default
+    /// Regression: a probe that never answers (reqwest has no default
     /// timeout) must not hold its slot forever. Past the open time it counts as failed: the
     /// breaker reopens for the grown open time, and then the next probe goes.
     #[tokio::test(start_paused = true)]
@@ -1545,7 +1545,7 @@ mod tests {
         let _ = state.snapshot(t0 + secs(1));
     }
 
-    /// Regression (issue 9, defect 2): a host that failed and then went quiet must become idle
+    /// Regression: a host that failed and then went quiet must become idle
     /// so its record can be evicted, whatever state its breaker was left in.
     #[tokio::test(start_paused = true)]
     async fn a_run_of_failures_is_forgotten_after_the_longest_open_time_of_quiet() {

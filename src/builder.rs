@@ -650,8 +650,8 @@ mod tests {
         builder.config.limits.most_specific(&url)
     }
 
-    /// Regression (issue 9): `host_limit("::1")` never matched, because `Url::host_str` keeps
-    /// an IPv6 literal's brackets.
+    /// Regression: `host_limit("::1")` must match the host `[::1]`, though `Url::host_str`
+    /// keeps an IPv6 literal's brackets.
     #[test]
     fn ipv6_host_limits_match_with_or_without_brackets() {
         let limit = Limit::per_second(7);

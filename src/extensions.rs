@@ -25,6 +25,17 @@ use tokio::time::Instant;
 /// For APIs that meter work rather than calls: a request of cost 5 waits for five slots and
 /// takes them all. A cost of 0 counts as 1. A cost above the limit's count can never be sent
 /// and fails with [`Error::CostExceedsLimit`](crate::Error::CostExceedsLimit).
+///
+/// ```
+/// use reqwest_polite::{Cost, Polite};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(Polite::new())
+///     .build();
+/// // a batch call the API counts as 20 requests
+/// let request = client.post("https://api.example.com/batch").with_extension(Cost(20));
+/// drop(request);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost(pub u32);
 
@@ -104,6 +115,16 @@ impl Units {
 }
 
 /// Send this request once: no retry, whatever the outcome.
+///
+/// ```
+/// use reqwest_polite::{NoRetry, Polite};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(Polite::new())
+///     .build();
+/// let request = client.get("https://api.example.com/poll").with_extension(NoRetry);
+/// drop(request);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoRetry;
 
@@ -162,7 +183,7 @@ impl RequestOptions {
 mod tests {
     use super::*;
 
-    /// Regression (issue 9): `Instant + Duration::MAX` overflows, and used to panic here.
+    /// Regression: `Instant + Duration::MAX` overflows; `Deadline::after` must saturate, not panic.
     #[tokio::test(start_paused = true)]
     async fn deadline_after_duration_max_saturates_instead_of_panicking() {
         let now = Instant::now();

@@ -712,7 +712,7 @@ mod tests {
         assert!(!throttled(Limit::per_second(2000)), "0.6 ms slots");
     }
 
-    /// The record's own size, a layout fact: the goal is 512 bytes, which needs the
+    /// The record's own size, a layout fact: the goal is 512 bytes, which needs the
     /// windowed counts to shrink (see docs/measurements.md, "Scale"); this keeps it from growing
     /// back while that is open. 856 bytes, 864 with feature `redis` (the fallback's box).
     #[test]

@@ -231,6 +231,15 @@ impl<R: Rng> Iterator for Delays<R> {
 /// Why jitter at all: clients that failed together (one outage, one deploy) retry together, and
 /// without jitter every one of their retries lands on the server in the same instant. See
 /// AWS's "Exponential Backoff And Jitter" for the comparison behind these four.
+///
+/// ```
+/// use std::time::Duration;
+/// use reqwest_polite::{Backoff, Jitter};
+///
+/// let backoff = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(20))
+///     .jitter(Jitter::Equal); // half the ceiling fixed, half random
+/// assert_eq!(backoff.jitter_kind(), Jitter::Equal);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Jitter {
     /// No randomness: the delay is the ceiling. Predictable, and herds clients together; for
@@ -264,6 +273,14 @@ pub enum Jitter {
 /// # Default
 ///
 /// [`Retryable::SafeOnly`].
+///
+/// ```
+/// use reqwest_polite::{Polite, Retryable};
+///
+/// // this API deduplicates every write itself: retry POSTs after a 5xx too
+/// let polite = Polite::builder().retryable(Retryable::Always).build();
+/// assert_eq!(polite.host_count(), 0);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Retryable {
@@ -405,6 +422,16 @@ const NANOS_PER_SEC: u128 = 1_000_000_000;
 /// # Default
 ///
 /// Window 10 s, `min_per_sec` 10, ratio 0.2 (the same as `RetryBudget::new(10 s, 10, 0.2)`).
+///
+/// ```
+/// use std::time::Duration;
+/// use reqwest_polite::{Polite, RetryBudget};
+///
+/// // retries may add at most 10% to a host's requests over 30 s, and 1 a second when quiet
+/// let budget = RetryBudget::new(Duration::from_secs(30), 1, 0.1);
+/// let polite = Polite::builder().retry_budget(budget).build();
+/// assert_eq!(polite.host_count(), 0);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryBudget {
     kind: BudgetKind,
@@ -716,7 +743,7 @@ mod tests {
         );
     }
 
-    /// Issue 9: `Backoff::exponential(x, Duration::MAX)` must not make anything panic here;
+    /// Regression: `Backoff::exponential(x, Duration::MAX)` must not make anything panic here;
     /// every delay stays within `[0, max]`, whatever the jitter, for any number of retries.
     #[test]
     fn backoff_up_to_duration_max_never_panics() {
@@ -1088,7 +1115,7 @@ mod tests {
         );
     }
 
-    /// Issue 9 (eviction): what an outage leaves in the budget (requests, retries, a spent
+    /// Regression (eviction): what an outage leaves in the budget (requests, retries, a spent
     /// budget) must go away without new traffic, so the host's record can be evicted.
     #[tokio::test(start_paused = true)]
     async fn a_budget_spent_by_an_outage_is_idle_one_window_later() {

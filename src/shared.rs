@@ -18,8 +18,8 @@
 //! reserved: the request fails at once with `CoolingDown` (or `DeadlineExceeded`).
 //!
 //! Known limit: a request that falls in several shared schedules reserves them one after the
-//! other and starts at the last slot, which may be later than the slot it reserved in an
-//! earlier schedule; in that schedule a window can then hold one start more than its count.
+//! other and starts at the last slot, which may be later than the slot it reserved in the
+//! first; in that schedule a window can then hold one start more than its count.
 
 use std::sync::Arc;
 use std::time::Duration;

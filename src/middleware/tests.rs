@@ -219,7 +219,7 @@ async fn in_flight_counts_sent_attempts_only_and_a_dropped_one_leaves() {
     );
     drop(sent); // cancelled before its answer
     waiting.await.expect("joined").expect("its slot comes");
-    // the waiter went, and its attempt was dropped unanswered too (by the helper)
+    // the waiter went, and its attempt was dropped unanswered too (by `pace_attempt`)
     assert_eq!(host.snapshot(Instant::now()).in_flight, 0);
 }
 

@@ -402,7 +402,7 @@ mod tests {
             round_trips += 1;
             assert!(round_trips < 100, "first contact must end");
         }
-        // windows 1, 2, 4 (doubling), then 5, 6, ..., 31: the first answer of that round ends it
+        // windows 1, 2, 4 (doubling), then 5, 6, ..., 31: the first answer of that window ends it
         assert_eq!(round_trips, 30);
         assert_eq!(sent, 1 + 2 + (4..=31).sum::<u32>());
         assert!(q.is_idle(t0));
