@@ -21,8 +21,9 @@ use crate::pacing::closure::Why;
 use crate::pacing::gcra::Plain;
 use crate::pacing::lane::{Admitted, Lane};
 use crate::pacing::{Decision, Pacing};
+use crate::partition::Partition;
 use crate::retry::{BudgetState, RetryBudget};
-use crate::scope::{HostLimits, Partition, ScopeState};
+use crate::scope::{HostLimits, ScopeState};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope};
 use crate::snapshot::{Counters, HostSnapshot, RetryBudgetSnapshot};
 

@@ -104,6 +104,7 @@ mod metrics;
 mod middleware;
 mod observe;
 mod pacing;
+mod partition;
 mod retry;
 mod scope;
 #[cfg(feature = "redis")]

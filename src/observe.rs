@@ -20,7 +20,7 @@ use reqwest::Response;
 use crate::breaker::Transition;
 use crate::error::Error;
 use crate::host::Host;
-use crate::scope::Partition;
+use crate::partition::Partition;
 use crate::snapshot::BreakerPhase;
 
 /// Told of what the middleware does, as it does it. Every method has a default that does

@@ -31,7 +31,8 @@ use crate::extensions::RequestOptions;
 use crate::host::Host;
 use crate::limit::Limit;
 use crate::pacing::gcra::Pacer;
-use crate::scope::{Partition, Scope};
+use crate::partition::Partition;
+use crate::scope::Scope;
 use crate::store::RedisStore;
 use crate::store::redis::{Reservation, local_share};
 

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue, header::RETRY_AFTER};
 use sfv::{BareItem, Dictionary, Item, List, ListEntry, Parser};
 
-use crate::scope::Partition;
+use crate::partition::Partition;
 
 /// Longest delay any hint may express; larger values are capped to this (so `Instant + d` never overflows).
 ///
