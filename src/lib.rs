@@ -106,6 +106,7 @@ mod observe;
 mod pacing;
 mod partition;
 mod retry;
+mod routing;
 mod scope;
 #[cfg(feature = "redis")]
 mod shared;
