@@ -274,7 +274,6 @@ fn feed_scopes(
     hint: &ServerHint,
     now: Instant,
 ) {
-    let code = status.as_u16();
     if let Some((named, host_limit)) = named {
         // what the user configured for this request (each scope's lock taken on its own)
         let configured: Vec<crate::Limit> = answer
@@ -284,53 +283,7 @@ fn feed_scopes(
             .filter_map(|(scope, _)| scope.state().limit)
             .chain(host_limit)
             .collect();
-        let refused = code == 429 || code == 403;
-        let retry_after = hint
-            .retry_after
-            .filter(|_| (refused || code == 503) && !hint.global);
-        // IETF policies each take their own count; a Retry-After goes to the policies that say
-        // they are spent, or to every policy of the answer when none does
-        let any_spent = hint.policies.iter().any(|policy| policy.remaining == 0);
-        for (i, quota) in named.quotas.iter().enumerate() {
-            let own;
-            let mut renewal = None;
-            let (quota_hint, retry_after, window) = match hint.policies.get(i) {
-                Some(policy) if named.kind == ServerScopeKind::Policy => {
-                    own = policy.hint();
-                    renewal = policy.limit.zip(policy.window);
-                    let closes = !any_spent || policy.remaining == 0;
-                    let window = policy.window.or(policy.reset_in);
-                    (&own, retry_after.filter(|_| closes), window)
-                }
-                _ => (hint, retry_after, hint.reset_in),
-            };
-            // the server's quota is `limit` per `window` at most (the time to its reset is
-            // within its window): a configured limit of no more, over at least as long, keeps it
-            let user_keeps_it = quota_hint.limit.zip(window).is_some_and(|(quota, window)| {
-                configured
-                    .iter()
-                    .any(|limit| u64::from(limit.count()) <= quota && limit.window() >= window)
-            });
-            let spent_refusal = refused && quota_hint.remaining == Some(0);
-            let scope = polite.named_scope(host, named.kind, quota);
-            let mut state = scope.state();
-            state.last_used = now;
-            if renewal.is_some() {
-                state.renewal = renewal;
-            }
-            if let Some(retry_after) = retry_after {
-                state.pacing.close(
-                    crate::time::far_add(now, retry_after.min(MAX_HINT)),
-                    Why::RetryAfter,
-                );
-                tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope paused");
-            }
-            if !user_keeps_it || spent_refusal {
-                state
-                    .pacing
-                    .observe_quota(now, false, code, quota_hint, true);
-            }
-        }
+        feed_named(polite, host, named, &configured, status, hint, now);
     }
     if let Some(tokens) = hint.tokens {
         let unit = answer
@@ -338,7 +291,7 @@ fn feed_scopes(
             .iter()
             .find(|(scope, _)| scope.kind == ScopeKind::Unit && scope.label.ends_with(" tokens"));
         // the configured unit limit paces; the server's word counts when it says the unit
-        // is spent (any status): the scope closes until its reset
+        // is spent (any status): the scope is paused until its reset
         if let Some((scope, _)) = unit
             && tokens.remaining == Some(0)
             && let Some(reset_in) = tokens.reset_in
@@ -347,6 +300,65 @@ fn feed_scopes(
                 crate::time::far_add(now, reset_in.min(MAX_HINT)),
                 Why::QuotaSpent,
             );
+        }
+    }
+}
+
+/// Each quota the server named takes its pause and its count (see [`feed_scopes`]), unless a
+/// `configured` limit keeps it already.
+fn feed_named(
+    polite: &Polite,
+    host: &Host,
+    named: &ServerScope,
+    configured: &[crate::Limit],
+    status: http::StatusCode,
+    hint: &ServerHint,
+    now: Instant,
+) {
+    let code = status.as_u16();
+    let refused = is_refusal(status, hint);
+    let retry_after = hint
+        .retry_after
+        .filter(|_| (refused || code == 503) && !hint.global);
+    // IETF policies each take their own count; a Retry-After goes to the policies that say
+    // they are spent, or to every policy of the answer when none does
+    let any_spent = hint.policies.iter().any(|policy| policy.remaining == 0);
+    for (i, quota) in named.quotas.iter().enumerate() {
+        let own;
+        let mut renewal = None;
+        let (quota_hint, retry_after, window) = match hint.policies.get(i) {
+            Some(policy) if named.kind == ServerScopeKind::Policy => {
+                own = policy.hint();
+                renewal = policy.limit.zip(policy.window);
+                let pauses = !any_spent || policy.remaining == 0;
+                let window = policy.window.or(policy.reset_in);
+                (&own, retry_after.filter(|_| pauses), window)
+            }
+            _ => (hint, retry_after, hint.reset_in),
+        };
+        // the server's quota is `limit` per `window` at most (the time to its reset is within
+        // its window): a configured limit of no more, over at least as long, keeps it
+        let user_keeps_it = quota_hint.limit.zip(window).is_some_and(|(quota, window)| {
+            configured
+                .iter()
+                .any(|limit| u64::from(limit.count()) <= quota && limit.window() >= window)
+        });
+        let spent_refusal = refused && quota_hint.remaining == Some(0);
+        let scope = polite.named_scope(host, named.kind, quota);
+        let mut state = scope.state();
+        state.last_used = now;
+        if renewal.is_some() {
+            state.renewal = renewal;
+        }
+        if let Some(retry_after) = retry_after {
+            let until = crate::time::far_add(now, retry_after.min(MAX_HINT));
+            state.pacing.close(until, Why::RetryAfter);
+            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope paused");
+        }
+        if !user_keeps_it || spent_refusal {
+            state
+                .pacing
+                .observe_quota(now, false, code, quota_hint, true);
         }
     }
 }
