@@ -38,7 +38,7 @@ pub struct ServerQuota {
 /// and any server-ordered cooldown:
 ///
 /// ```text
-/// https://api.example.com: limit 10/s, paced at 98%; 3 queued, next slot in 80 ms; 120 requests, 14 waited, 2 retries, 1 throttled; breaker closed
+/// https://api.example.com: limit 10/s, paced at 98%; 3 queued, next slot in 80 ms; 120 requests, 122 attempts (14 waited for a slot, 2 retries), 1 refused by the server; breaker closed
 /// ```
 impl fmt::Display for HostSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -93,14 +93,14 @@ impl fmt::Display for HostSnapshot {
         let c = &self.counters;
         write!(
             f,
-            "; {} requests, {} waited, {} retries, {} throttled",
-            c.requests, c.waited, c.retries, c.throttled
+            "; {} requests, {} attempts ({} waited for a slot, {} retries), {} refused by the server",
+            c.requests, c.attempts, c.waited, c.retries, c.throttled
         )?;
         if c.failures > 0 {
-            write!(f, ", {} failed", c.failures)?;
+            write!(f, ", {} attempts failed", c.failures)?;
         }
         if c.rejected > 0 {
-            write!(f, ", {} refused unsent", c.rejected)?;
+            write!(f, ", {} not sent", c.rejected)?;
         }
 
         write!(f, "; breaker {}", self.breaker.phase)?;
@@ -108,7 +108,7 @@ impl fmt::Display for HostSnapshot {
             write!(f, ", probe in {}", Span(retry_in))?;
         }
         if let Some(cooldown) = self.cooldown_in {
-            write!(f, "; cooling down for {}", Span(cooldown))?;
+            write!(f, "; paused by the server for {}", Span(cooldown))?;
         }
         Ok(())
     }
@@ -178,15 +178,20 @@ pub struct Counters {
     pub requests: u64,
     /// Attempts sent to the network (retries included).
     pub attempts: u64,
-    /// Attempts that had to wait for a pacing slot or a cooldown.
+    /// Attempts that had to wait for a pacing slot or a server-ordered pause (a request and
+    /// its retries count once each).
     pub waited: u64,
     /// Retries sent.
     pub retries: u64,
-    /// `429 Too Many Requests` responses received.
+    /// Refusals the server answered: `429 Too Many Requests`, and `403`s that say they are a
+    /// rate limit (GitHub's).
     pub throttled: u64,
-    /// Attempts that failed (5xx responses, transport errors).
+    /// Attempts that failed (5xx responses, transport errors): a request that succeeded on a
+    /// retry counts its failed attempts here.
     pub failures: u64,
-    /// Requests refused without sending: circuit open, cooling down, deadline, cost.
+    /// Attempts the middleware did not send (circuit open, a pause past `max_retry_after`, a
+    /// deadline, a cost above the limit, the shared store unavailable): each is an
+    /// [`Error`](crate::Error) to the caller, or its last response when a retry was not sent.
     pub rejected: u64,
     /// Retries the retry budget refused.
     pub budget_denied: u64,
@@ -326,7 +331,9 @@ pub struct ScopeSnapshot {
     pub cooldown_in: Option<Duration>,
     /// The server's quota as we count it, while one is known.
     pub server_quota: Option<ServerQuota>,
-    /// Units taken so far (requests, or the scope's unit).
+    /// Units taken in this scope since it was made (requests, or the scope's unit). A scope the
+    /// server names is made from the answer that named it, so the request that learned it is
+    /// not counted here.
     pub taken: u64,
 }
 
@@ -340,7 +347,7 @@ impl fmt::Display for ScopeSnapshot {
             Some(limit) => write!(f, ": limit {limit:?}")?,
             None => f.write_str(": named by the server")?,
         }
-        write!(f, ", {} taken", self.taken)?;
+        write!(f, ", {} units taken since it was made", self.taken)?;
         if !self.next_slot_in.is_zero() {
             write!(f, "; next slot in {:?}", self.next_slot_in)?;
         }
@@ -352,7 +359,7 @@ impl fmt::Display for ScopeSnapshot {
             )?;
         }
         if let Some(cooldown) = self.cooldown_in {
-            write!(f, "; closed for {cooldown:?}")?;
+            write!(f, "; paused by the server for {cooldown:?}")?;
         }
         Ok(())
     }
@@ -396,7 +403,7 @@ mod tests {
         assert_eq!(
             fresh().to_string(),
             "https://api.example.com: limit 10/s, paced at 98%; \
-             0 requests, 0 waited, 0 retries, 0 throttled; breaker closed"
+             0 requests, 0 attempts (0 waited for a slot, 0 retries), 0 refused by the server; breaker closed"
         );
     }
 
@@ -457,8 +464,9 @@ mod tests {
             host.to_string(),
             "https://api.example.com: no limit, paced at 4.0/s, lowered to 4.0/s after refusals; \
              2 in flight; server quota 0 left, resets in 2.5 s; \
-             120 requests, 14 waited, 10 retries, 3 throttled, 5 failed, 7 refused unsent; \
-             breaker open, probe in 5.0 s; cooling down for 2 min 5 s"
+             120 requests, 130 attempts (14 waited for a slot, 10 retries), 3 refused by the server, \
+             5 attempts failed, 7 not sent; \
+             breaker open, probe in 5.0 s; paused by the server for 2 min 5 s"
         );
     }
 
