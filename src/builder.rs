@@ -439,7 +439,7 @@ impl PoliteBuilder {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::Url;
+    use url::Url;
 
     use super::*;
 

@@ -10,9 +10,9 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use reqwest::Url;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::limit::Limit;

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use reqwest::Url;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::builder::Polite;
 use crate::host::{Host, HostConfig, Moved};

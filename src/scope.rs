@@ -13,8 +13,8 @@ use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use reqwest::Url;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::limit::Limit;
 use crate::pacing::{Decision, Pacing};

@@ -75,7 +75,7 @@ impl Drop for Attempt {
 pub(super) fn begin(
     polite: &Polite,
     host: &Arc<Host>,
-    url: &reqwest::Url,
+    url: &url::Url,
     opts: &RequestOptions,
 ) -> Result<(Option<ServerScope>, Option<Attempt>), Error> {
     let now = Instant::now();

@@ -36,7 +36,7 @@ use crate::scope::Scope;
 use crate::signals::ServerScope;
 use admit::{Attempt, admit, begin};
 use pace::Paced;
-use record::{Answer, plan_retry, record};
+use record::{Answer, Reading, plan_retry, record};
 use refuse::refuse;
 
 type Result<T> = reqwest_middleware::Result<T>;
@@ -163,7 +163,7 @@ impl Polite {
                     resend_count: *attempts,
                 };
                 *attempts += 1;
-                let (verdict, closed_for) = record(self, host, attempt, &answer, &result);
+                let (verdict, closed_for) = record(self, host, attempt, &answer, read(&result));
                 #[cfg(feature = "redis")]
                 if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
                     crate::shared::close(store, host, wait).await;
@@ -255,6 +255,23 @@ impl Safety {
             method: method.clone(),
         }
     }
+}
+
+/// Read an attempt's result once, into what the engine needs (see [`Reading`]); `None` for
+/// another middleware's error.
+fn read(result: &Result<Response>) -> Option<Reading> {
+    use crate::retry::Outcome;
+    Some(match result {
+        Ok(resp) => Reading::answer(resp.status(), resp.headers()),
+        Err(reqwest_middleware::Error::Reqwest(err)) if err.is_connect() => {
+            Reading::failed(Outcome::Connect)
+        }
+        Err(reqwest_middleware::Error::Reqwest(err)) if err.is_timeout() => {
+            Reading::failed(Outcome::Timeout)
+        }
+        Err(reqwest_middleware::Error::Reqwest(_)) => Reading::failed(Outcome::Other),
+        Err(reqwest_middleware::Error::Middleware(_)) => return None,
+    })
 }
 
 /// A fresh jitter source for one request's retries.

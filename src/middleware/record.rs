@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
-use reqwest::Response;
 use tokio::time::Instant;
 
 use super::admit::{Attempt, report_transition};
-use super::{Result, Safety, jitter_rng};
+use super::{Safety, jitter_rng};
 use crate::builder::{Config, Polite};
 use crate::extensions::RequestOptions;
 use crate::host::{Host, NoRetry, Observed, is_refusal};
@@ -30,8 +29,35 @@ pub(super) struct Answer<'a> {
     pub(super) resend_count: u32,
 }
 
-/// Read the outcome of an attempt into the host's state (and the scopes the server named),
-/// and classify it.
+/// An attempt's outcome, read once by the adapter into what the engine needs: its status
+/// (or the transport error's kind) and what the server said about pacing.
+pub(super) struct Reading {
+    pub(super) outcome: Outcome,
+    /// Empty unless the server answered.
+    pub(super) hint: ServerHint,
+}
+
+impl Reading {
+    /// An answer with `status` and `headers`.
+    pub(super) fn answer(status: http::StatusCode, headers: &http::HeaderMap) -> Self {
+        Reading {
+            outcome: Outcome::Status(status),
+            hint: ServerHint::read(headers),
+        }
+    }
+
+    /// No answer: the transport failed (`outcome` says how).
+    pub(super) fn failed(outcome: Outcome) -> Self {
+        Reading {
+            outcome,
+            hint: ServerHint::default(),
+        }
+    }
+}
+
+/// Read an attempt's outcome into the host's state (and the scopes the server named), and
+/// classify it. `None`: another middleware failed, which is neither the host's doing nor ours
+/// to retry.
 ///
 /// Also returns how long the host was paused by a `Retry-After`, for sharing it.
 pub(super) fn record(
@@ -39,25 +65,14 @@ pub(super) fn record(
     host: &Host,
     mut attempt: Attempt,
     answer: &Answer<'_>,
-    result: &Result<Response>,
+    reading: Option<Reading>,
 ) -> (Verdict, Option<Duration>) {
     let config = &polite.inner.config;
     attempt.recorded = true;
     let now = Instant::now();
-    let outcome = match result {
-        Ok(resp) => Outcome::Status(resp.status()),
-        Err(reqwest_middleware::Error::Reqwest(err)) if err.is_connect() => Outcome::Connect,
-        Err(reqwest_middleware::Error::Reqwest(err)) if err.is_timeout() => Outcome::Timeout,
-        Err(reqwest_middleware::Error::Reqwest(_)) => Outcome::Other,
-        // another middleware failed: not the host's doing, and not ours to retry
-        Err(reqwest_middleware::Error::Middleware(_)) => {
-            attempt.release_slots();
-            return (Verdict::Return, None);
-        }
-    };
-    let hint = match result {
-        Ok(resp) => ServerHint::read(resp.headers()),
-        Err(_) => ServerHint::default(),
+    let Some(Reading { outcome, hint }) = reading else {
+        attempt.release_slots();
+        return (Verdict::Return, None);
     };
     // the quota the server named takes this answer's pause and quota, unless it has
     // neither (then the host does, so that every refusal slows something)
@@ -65,7 +80,10 @@ pub(super) fn record(
         .server_scope
         .as_ref()
         .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
-    let status = result.as_ref().ok().map(|resp| resp.status());
+    let status = match outcome {
+        Outcome::Status(status) => Some(status),
+        Outcome::Connect | Outcome::Timeout | Outcome::Other => None,
+    };
     let heard = hear(
         polite, host, &attempt, answer, status, &outcome, &hint, named, now,
     );
