@@ -108,7 +108,7 @@ impl fmt::Display for HostSnapshot {
             write!(f, ", probe in {}", Span(retry_in))?;
         }
         if let Some(cooldown) = self.cooldown_in {
-            write!(f, "; paused by the server for {}", Span(cooldown))?;
+            write!(f, "; cooling down for {}", Span(cooldown))?;
         }
         Ok(())
     }
@@ -359,7 +359,7 @@ impl fmt::Display for ScopeSnapshot {
             )?;
         }
         if let Some(cooldown) = self.cooldown_in {
-            write!(f, "; paused by the server for {cooldown:?}")?;
+            write!(f, "; cooling down for {cooldown:?}")?;
         }
         Ok(())
     }
@@ -466,7 +466,7 @@ mod tests {
              2 in flight; server quota 0 left, resets in 2.5 s; \
              120 requests, 130 attempts (14 waited for a slot, 10 retries), 3 refused by the server, \
              5 attempts failed, 7 not sent; \
-             breaker open, probe in 5.0 s; paused by the server for 2 min 5 s"
+             breaker open, probe in 5.0 s; cooling down for 2 min 5 s"
         );
     }
 

@@ -277,7 +277,7 @@ impl<'a> Waits<'a> {
                 }
             }
             Decision::Closed(until) => {
-                tracing::debug!(host = %key, reason = "cooldown", wait = ?(until - now), "paused by the server: waiting");
+                tracing::debug!(host = %key, reason = "cooldown", wait = ?(until - now), "cooling down at the server's word: waiting");
                 tokio::time::sleep_until(until).await;
             }
             Decision::Slowed(until) | Decision::Hold(until) => {

@@ -180,7 +180,7 @@ fn hear(
             named,
         );
         if let Some(retry_after) = observed.retry_after {
-            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host paused");
+            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host cooling down");
             heard.paused_for = Some(retry_after);
         }
         if let Some(change) = observed.rate_change {
@@ -371,7 +371,7 @@ fn feed_named(
         if let Some(retry_after) = retry_after {
             let until = crate::time::far_add(now, retry_after.min(MAX_HINT));
             state.pacing.close(until, Why::RetryAfter);
-            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope paused");
+            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
         }
         if !user_keeps_it || spent_refusal {
             state
