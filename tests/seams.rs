@@ -404,3 +404,49 @@ async fn wait_if_open_waits_for_the_host_to_heal() {
     assert!(started.elapsed() < Duration::from_millis(600));
     assert!(polite_error(&err).is_some(), "{err}");
 }
+
+/// `WaitIfOpen` requests already queued for pacing when the breaker opens wait for it too, and
+/// go once the host has healed.
+#[tokio::test]
+async fn wait_if_open_holds_for_requests_queued_when_the_breaker_opens() {
+    let failures_left = Arc::new(AtomicU64::new(3));
+    let left = Arc::clone(&failures_left);
+    let server = serve(move |_, _| {
+        let failing = left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let polite = Polite::builder()
+        .limit(Limit::per_second(10))
+        .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_millis(300)))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    let calls = (0..12).map(|_| {
+        client
+            .get(server.url("/"))
+            .with_extension(WaitIfOpen)
+            .with_extension(Deadline::after(Duration::from_secs(10)))
+            .send()
+    });
+    let results = futures::future::join_all(calls).await;
+    let statuses: Vec<_> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
+    assert_eq!(
+        ok, 9,
+        "the three failures, then every other request: {statuses:?}"
+    );
+    assert_eq!(server.stats.hits(), 12, "nothing was lost or sent twice");
+}

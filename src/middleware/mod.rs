@@ -133,6 +133,14 @@ impl Polite {
                             named = Some(learned);
                             scopes = scopes_for(req.url(), named.as_ref());
                         }
+                        // the breaker opened while the request waited for its slot: with
+                        // `WaitIfOpen`, wait for it to let the request through, then pace again
+                        Err(Error::CircuitOpen { .. }) if opts.wait_if_open => {
+                            match Box::pin(admit(host, config, &opts, *attempts)).await {
+                                Ok(admitted) => attempt = admitted,
+                                Err(refused) => break Err(refused),
+                            }
+                        }
                         other => break other,
                     }
                 };
