@@ -177,18 +177,24 @@ pub(super) fn recheck(
 
 /// The error for a breaker's refusal, if `admission` is one. While a probe is out, `retry_in`
 /// is when its answer can be expected (the host's last answer time), not the whole hold.
+#[inline]
 fn refusal(host: &Host, state: &HostState, admission: Admission, now: Instant) -> Option<Error> {
-    let Admission::Reject { retry_in } = admission else {
-        return None;
-    };
+    match admission {
+        Admission::Reject { retry_in } => Some(circuit_open(host, state, retry_in, now)),
+        Admission::Allow | Admission::Probe { .. } => None,
+    }
+}
+
+#[cold]
+fn circuit_open(host: &Host, state: &HostState, retry_in: Duration, now: Instant) -> Error {
     let retry_in = state
         .breaker
         .probe_decides_in(now, MIN_DECISION_WAIT)
         .map_or(retry_in, |decides_in| decides_in.min(retry_in));
-    Some(Error::CircuitOpen {
+    Error::CircuitOpen {
         host: host.key.to_string(),
         retry_in,
-    })
+    }
 }
 
 /// The shortest `retry_in` while a probe is out: a caller sleeping it does not spin.
@@ -213,10 +219,15 @@ pub(super) fn fits(scopes: &[(Arc<Scope>, u32)]) -> Result<(), Error> {
 }
 
 /// Report a breaker transition (to `tracing` and the observer); call it with no lock held.
+#[inline]
 pub(super) fn report_transition(host: &Host, config: &Config, transition: Option<Transition>) {
-    let Some(transition) = transition else {
-        return;
-    };
+    if let Some(transition) = transition {
+        report(host, config, transition);
+    }
+}
+
+#[cold]
+fn report(host: &Host, config: &Config, transition: Transition) {
     match transition {
         Transition::Opened { failures, open_for } => {
             tracing::warn!(host = %host.key, failures, ?open_for, "circuit breaker opened")

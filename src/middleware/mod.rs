@@ -32,9 +32,8 @@ use crate::extensions::{RequestOptions, Units};
 use crate::host::Host;
 use crate::observe::{self, WaitReason};
 use crate::retry::{Delays, is_idempotent};
-use crate::scope::Scope;
 use crate::signals::ServerScope;
-use admit::{Attempt, admit, begin};
+use admit::{admit, begin};
 use pace::Paced;
 use record::{Answer, Reading, plan_retry, record};
 use refuse::refuse;
@@ -110,22 +109,31 @@ impl Polite {
             // made on the first retry, and boxed: most requests never need it
             let mut backoff: Option<Box<Delays<SmallRng>>> = None;
             // the answer a retry was planned after, returned if the retry is refused unsent
-            let mut last: Option<Response> = None;
+            // (boxed: made only on a retry, and this future stays small)
+            let mut last: Option<Box<Response>> = None;
             loop {
                 let retries_left = !opts.no_retry && *attempts < config.max_retries;
                 let spare = if retries_left { req.try_clone() } else { None };
                 let paced = loop {
-                    let paced = self
-                        .ready(
-                            host,
-                            &scopes,
-                            req.url().path(),
-                            named.as_ref(),
-                            &opts,
-                            &mut attempt,
-                            *attempts,
-                        )
-                        .await;
+                    // a quiet host's free slot is taken without the lock or the queue; the
+                    // wait is boxed: most requests never build it
+                    let paced = match pace::quietly(host, &scopes, &mut attempt) {
+                        Some(in_flight) => Ok(Paced::Go(in_flight)),
+                        None => {
+                            let path = req.url().path();
+                            let named = named.as_ref();
+                            let waits = pace::Waits {
+                                host,
+                                scopes: &scopes,
+                                path,
+                                named,
+                                config,
+                                opts: &opts,
+                                attempts: *attempts,
+                            };
+                            Box::pin(waits.pace(&mut attempt)).await
+                        }
+                    };
                     match paced {
                         Ok(Paced::Renamed(learned)) => {
                             // the server named this route's quota while the request waited:
@@ -144,12 +152,22 @@ impl Polite {
                         other => break other,
                     }
                 };
+                #[cfg(feature = "redis")]
+                let paced = match (self.shared(), paced) {
+                    (Some(store), Ok(Paced::Go(in_flight))) => {
+                        let max_wait = config.max_retry_after;
+                        crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts)
+                            .await
+                            .map(|()| Paced::Go(in_flight))
+                    }
+                    (_, paced) => paced,
+                };
                 let in_flight = match paced {
                     Ok(Paced::Go(in_flight)) => in_flight,
                     Ok(Paced::Renamed(_)) => unreachable!("paced again above"),
                     Err(refused) => {
                         let refused = refuse(host, config, refused, *attempts);
-                        return last.map(Ok).ok_or(refused);
+                        return last.map(|resp| Ok(*resp)).ok_or(refused);
                     }
                 };
                 if *attempts > 0 {
@@ -188,7 +206,7 @@ impl Polite {
                 if let Some(observer) = config.observers.get() {
                     observe::retrying(observer, host, &result, *attempts, delay);
                 }
-                last = result.ok();
+                last = result.ok().map(Box::new);
                 let slept = Instant::now();
                 Box::pin(tokio::time::sleep(delay)).await; // boxed: most requests never sleep here
                 if let Some(observer) = config.observers.get() {
@@ -200,48 +218,11 @@ impl Polite {
                     Ok(attempt) => attempt,
                     Err(refused) => {
                         let refused = refuse(host, config, refused, *attempts);
-                        return last.map(Ok).ok_or(refused);
+                        return last.map(|resp| Ok(*resp)).ok_or(refused);
                     }
                 };
             }
         }
-    }
-
-    /// Everything between admission and the send: a pacing slot in every scope (waiting if
-    /// it must), a place under the in-flight cap, and the shared store's slot.
-    #[allow(clippy::too_many_arguments)]
-    async fn ready(
-        &self,
-        host: &Arc<Host>,
-        scopes: &[(Arc<Scope>, u32)],
-        path: &str,
-        named: Option<&ServerScope>,
-        opts: &RequestOptions,
-        attempt: &mut Attempt,
-        attempts: u32,
-    ) -> std::result::Result<Paced, Error> {
-        let config = &self.inner.config;
-        let paced = match pace::quietly(host, scopes, attempt) {
-            Some(in_flight) => Paced::Go(in_flight),
-            None => {
-                let waits = pace::Waits {
-                    host,
-                    scopes,
-                    path,
-                    named,
-                    config,
-                    opts,
-                    attempts,
-                };
-                Box::pin(waits.pace(attempt)).await?
-            }
-        };
-        #[cfg(feature = "redis")]
-        if let (Some(store), Paced::Go(_)) = (self.shared(), &paced) {
-            let max_wait = config.max_retry_after;
-            crate::shared::pace(store, host, scopes, opts, max_wait, attempts).await?;
-        }
-        Ok(paced)
     }
 }
 

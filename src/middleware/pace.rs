@@ -31,6 +31,7 @@ pub(super) enum Paced {
 
 /// A quiet host's free slot, without the lock or the queue (see `pacing::lane`): the in-flight
 /// place (if free) and the slot, or `None` to pace under the lock.
+#[inline]
 pub(super) fn quietly(
     host: &Host,
     scopes: &[(Arc<Scope>, u32)],
