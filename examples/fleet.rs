@@ -1,4 +1,6 @@
-//! A fleet of worker processes sharing one quota through Redis (feature `redis`).
+//! A measuring harness: a fleet of worker processes sharing one quota through Redis (feature
+//! `redis`), next to the same fleet without the store and to governor. For the program a user
+//! would write, see `examples/shared_quota.rs`.
 //!
 //! ```text
 //! cargo run --release --features redis --example fleet            # 3 workers

@@ -1,5 +1,5 @@
-//! Drive reqwest-polite against an outside server-side limiter running on loopback, one we do
-//! not ship: `scripts/outside-limiter/run.sh` starts Flask-Limiter and runs this.
+//! A measuring harness: drive reqwest-polite against an outside server-side limiter running on
+//! loopback, one we do not ship: `scripts/outside-limiter/run.sh` starts Flask-Limiter and runs this.
 //!
 //! ```text
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 quota 10

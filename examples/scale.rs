@@ -1,5 +1,5 @@
-//! A million hosts touched once, then idle: the host records and the process's memory come
-//! back down after `idle_timeout`.
+//! A measuring harness, not a program to copy: a million hosts touched once, then idle; the host
+//! records and the process's memory come back down after `idle_timeout`.
 //!
 //! ```text
 //! cargo run --release --features bench --example scale                       # 10^6 hosts, answered in process

@@ -6,8 +6,8 @@
 
 use std::time::SystemTime;
 
-use reqwest::Url;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::breaker::{Admission, Breaker, BreakerState};
 use crate::builder::Polite;

@@ -4,21 +4,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http::HeaderMap;
-
-use reqwest::Url;
-use tokio::time::Instant;
-
 use crate::breaker::Breaker;
-use crate::host::{Host, HostConfig, HostSnapshot};
 use crate::limit::Limit;
 use crate::observe::{Observer, Observers};
+use crate::partition::Partitioner;
 use crate::retry::{Backoff, RetryBudget, Retryable};
-use crate::scope::{
-    Limits, Partition, Partitioner, RouteLimit, Scope, ScopeKind, ScopeSnapshot, UnitLimit,
-    host_limit_key,
-};
-use crate::signals::{QuotaName, ServerScope, ServerScopeKind};
+use crate::scope::{Limits, RouteLimit, UnitLimit, host_limit_key};
+use crate::snapshot::{HostSnapshot, ScopeSnapshot};
 use crate::store::MemoryStore;
 
 /// The middleware: attach it with `reqwest_middleware::ClientBuilder::with`.
@@ -54,11 +46,11 @@ pub(crate) struct Inner {
     generation: AtomicU64,
     /// Retried requests so far that drew a jitter RNG from `Config::jitter_seed`.
     pub(crate) jitter_draws: AtomicU64,
-    partitioner: Option<Partitioner>,
+    pub(crate) partitioner: Option<Partitioner>,
     /// With a shared store, the partitioner keyed by the fleet's secret, made at the first
     /// partitioned request.
     #[cfg(feature = "redis")]
-    fleet_partitioner: tokio::sync::OnceCell<Partitioner>,
+    pub(crate) fleet_partitioner: tokio::sync::OnceCell<Partitioner>,
     pub(crate) store: MemoryStore,
 }
 
@@ -82,6 +74,9 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Duration,
     pub(crate) is_failure: fn(Option<http::StatusCode>) -> bool,
     pub(crate) observers: Observers,
+    /// What the metrics' `host` label holds (feature `metrics`).
+    #[cfg(feature = "metrics")]
+    pub(crate) metrics_host_label: crate::metrics::HostLabel,
 }
 
 /// The default breaker classification: 5xx and transport errors are failures; 4xx (429
@@ -108,6 +103,8 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             is_failure: default_is_failure,
             observers: Observers::default(),
+            #[cfg(feature = "metrics")]
+            metrics_host_label: crate::metrics::HostLabel::default(),
         }
     }
 }
@@ -189,174 +186,6 @@ impl Polite {
     /// The generation of the configured quotas in force (cheap: no lock).
     pub(crate) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
-    }
-
-    /// The partition of a request, when requests are partitioned: keyed per process, or by
-    /// the fleet's secret when a shared store is in use (an error if it cannot be had: a
-    /// per-process key would split one credential's shared quota).
-    pub(crate) async fn partition_of(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Option<Partition>, crate::Error> {
-        let Some(local) = &self.inner.partitioner else {
-            return Ok(None);
-        };
-        #[cfg(feature = "redis")]
-        if let Some(store) = &self.inner.config.shared {
-            let fleet = self
-                .inner
-                .fleet_partitioner
-                .get_or_try_init(|| async {
-                    let secret = store.fleet_secret().await?;
-                    Ok::<_, crate::store::RedisStoreError>(Partitioner::with_secret(
-                        local.header().clone(),
-                        &secret,
-                    ))
-                })
-                .await
-                .map_err(|err| crate::Error::StoreUnavailable {
-                    host: String::new(),
-                    reason: format!("no fleet-wide key for partitions: {err}"),
-                })?;
-            return Ok(fleet.of(headers));
-        }
-        Ok(local.of(headers))
-    }
-
-    /// The shared store, if quotas are shared across processes.
-    #[cfg(feature = "redis")]
-    pub(crate) fn shared(&self) -> Option<&crate::store::RedisStore> {
-        self.inner.config.shared.as_deref()
-    }
-
-    /// The record for a URL's host (in `partition`), or `None` for URLs without a host.
-    pub(crate) fn host_for(&self, url: &Url, partition: Option<Partition>) -> Option<Arc<Host>> {
-        let authority = crate::host::host_key(url)?;
-        let key = match partition {
-            None => authority.clone(),
-            Some(p) => std::borrow::Cow::Owned(format!("{authority} {}", p.key())),
-        };
-        let config = &self.inner.config;
-        Some(self.inner.store.host(&key, |now: Instant| {
-            let (limits, generation) = self.limits();
-            let host_config = HostConfig {
-                limits: limits.for_host(url),
-                generation,
-                partition,
-                max_in_flight: config.max_in_flight,
-                breaker: Arc::clone(&config.breaker),
-                retry_budget: Arc::clone(&config.retry_budget),
-            };
-            Host::new(&authority, &host_config, now)
-        }))
-    }
-
-    /// Every scope a request falls in beside its host record, with the units it takes in
-    /// each, sorted by key (the order their locks are taken in). Empty, without allocating,
-    /// when nothing but host records is configured and the server named no quota.
-    pub(crate) fn scopes_for(
-        &self,
-        host: &Host,
-        url: &Url,
-        cost: u32,
-        units: Option<&crate::extensions::Units>,
-        named: Option<&ServerScope>,
-    ) -> Vec<(Arc<Scope>, u32)> {
-        let (limits, generation) = self.limits();
-        if !limits.has_scopes() && named.is_none() {
-            return Vec::new();
-        }
-        let p = host.partition;
-        let tag = Partition::key_of(p);
-        let mut scopes = Vec::new();
-        let mut add = |key: String, kind, label: String, limit: Option<Limit>, units: u32| {
-            let scope = self.inner.store.scope(&key, |now| {
-                Scope::new(&key, kind, &label, p, limit, generation, now)
-            });
-            {
-                let mut state = scope.state();
-                if state.generation != generation && limit.is_some() {
-                    state.relimit(limit, generation);
-                }
-            }
-            scopes.push((scope, units));
-        };
-        if let Some((name, limit)) = limits.host_wide(url) {
-            add(
-                format!("{tag}|host|{name}"),
-                ScopeKind::Host,
-                name,
-                Some(limit),
-                cost,
-            );
-        }
-        for route in limits.routes(url) {
-            let RouteLimit {
-                host,
-                prefix,
-                limit,
-            } = route;
-            add(
-                format!("{tag}|route|{host}|{prefix}"),
-                ScopeKind::Route,
-                format!("{host} {prefix}"),
-                Some(*limit),
-                cost,
-            );
-        }
-        if let Some(units) = units
-            && let Some(UnitLimit { host, unit, limit }) = limits.unit(url, units.unit())
-        {
-            add(
-                format!("{tag}|unit|{host}|{unit}"),
-                ScopeKind::Unit,
-                format!("{host} {unit}"),
-                Some(*limit),
-                units.count(),
-            );
-        }
-        if let Some(named) = named {
-            for quota in &named.quotas {
-                scopes.push((self.named_scope(host, named.kind, quota), cost));
-            }
-        }
-        scopes.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-        scopes.dedup_by(|a, b| a.0.key == b.0.key);
-        scopes
-    }
-
-    /// A quota the server named (its scope is made if it does not exist yet): one requests on
-    /// its routes pace in, and one its answers feed. A policy's partition key (`pk`, hashed)
-    /// is part of its key and shows as its tag, never as the key itself.
-    pub(crate) fn named_scope(
-        &self,
-        host: &Host,
-        kind: ServerScopeKind,
-        quota: &QuotaName,
-    ) -> Arc<Scope> {
-        let generation = self.generation();
-        let tag = Partition::key_of(host.partition);
-        let (kind, word) = match kind {
-            ServerScopeKind::Resource => (ScopeKind::Resource, "resource"),
-            ServerScopeKind::Bucket => (ScopeKind::Bucket, "bucket"),
-            ServerScopeKind::Policy => (ScopeKind::Policy, "policy"),
-        };
-        let name = &quota.name;
-        // a policy's `pk` splits its quota only where requests are partitioned by credential:
-        // a host record every credential shares cannot tell which `pk` its next request is
-        // for, so its policies of one name share one (conservative) count
-        let pk = quota.partition.filter(|_| host.partition.is_some());
-        let key = match pk {
-            None => format!("{tag}|{word}|{}|{name}", host.key),
-            Some(pk) => format!("{tag}|{word}|{}|{name}|{}", host.key, pk.key()),
-        };
-        self.inner.store.scope(&key, |now| {
-            let label = match pk {
-                None => format!("{} {name}", host.key),
-                Some(pk) => format!("{} {name} pk {pk}", host.key),
-            };
-            Scope::new(&key, kind, &label, host.partition, None, generation, now)
-        })
     }
 }
 
@@ -593,13 +422,19 @@ impl PoliteBuilder {
     /// when a program calls many hosts.
     #[cfg(feature = "metrics")]
     pub fn metrics_host_label(mut self, label: crate::metrics::HostLabel) -> Self {
-        self.config.observers.set_host_label(label);
+        self.config.metrics_host_label = label;
         self
     }
 
     /// The middleware.
     pub fn build(mut self) -> Polite {
-        self.config.observers.resolve();
+        #[cfg(feature = "metrics")]
+        let metrics: Option<Arc<dyn Observer>> = Some(Arc::new(
+            crate::metrics::MetricsObserver::new(self.config.metrics_host_label),
+        ));
+        #[cfg(not(feature = "metrics"))]
+        let metrics = None;
+        self.config.observers.resolve(metrics);
         let store = MemoryStore::new(self.config.idle_timeout);
         Polite {
             inner: Arc::new(Inner {
@@ -618,6 +453,8 @@ impl PoliteBuilder {
 
 #[cfg(test)]
 mod tests {
+    use url::Url;
+
     use super::*;
 
     fn limit_for(builder: PoliteBuilder, url: &str) -> Option<Limit> {
@@ -625,8 +462,8 @@ mod tests {
         builder.config.limits.most_specific(&url)
     }
 
-    /// Regression (issue 9): `host_limit("::1")` never matched, because `Url::host_str` keeps
-    /// an IPv6 literal's brackets.
+    /// Regression: `host_limit("::1")` must match the host `[::1]`, though `Url::host_str`
+    /// keeps an IPv6 literal's brackets.
     #[test]
     fn ipv6_host_limits_match_with_or_without_brackets() {
         let limit = Limit::per_second(7);
@@ -669,6 +506,64 @@ mod tests {
             None,
             "another address does not match"
         );
+    }
+
+    /// Every way a 32-byte key could be printed: the whole key (bytes, hex), each 64-bit word
+    /// (either byte order, decimal and hex), and the XOR of its halves' words.
+    fn printed_forms(key: &[u8; 32]) -> Vec<String> {
+        let word = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&key[at..at + 8]);
+            bytes
+        };
+        let mut words: Vec<u64> = (0..4)
+            .flat_map(|i| {
+                [
+                    u64::from_le_bytes(word(8 * i)),
+                    u64::from_be_bytes(word(8 * i)),
+                ]
+            })
+            .collect();
+        words.push(u64::from_le_bytes(word(0)) ^ u64::from_le_bytes(word(16)));
+        words.push(u64::from_le_bytes(word(8)) ^ u64::from_le_bytes(word(24)));
+        let mut forms = vec![
+            format!("{key:?}"),
+            key.iter().map(|b| format!("{b:02x}")).collect(),
+        ];
+        for w in words {
+            forms.extend([w.to_string(), format!("{w:x}"), format!("{w:016x}")]);
+        }
+        forms
+    }
+
+    #[test]
+    fn debug_of_a_partitioned_polite_never_shows_the_key_credentials_are_hashed_with() {
+        let builder = Polite::builder().partition_by_header("authorization");
+        let polite = builder.clone().build();
+        let key = *polite
+            .inner
+            .partitioner
+            .as_ref()
+            .expect("partitioned")
+            .key();
+        let shown = format!("{builder:?} {polite:?} {:?}", polite.inner.partitioner);
+        assert!(
+            shown.contains("authorization"),
+            "the header is shown: {shown}"
+        );
+        for form in printed_forms(&key) {
+            assert!(!shown.contains(&form), "the key shows as {form}: {shown}");
+        }
+        let secret = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+        let fleet =
+            Partitioner::with_secret(http::HeaderName::from_static("authorization"), &secret);
+        let shown = format!("{fleet:?}");
+        for form in printed_forms(&secret) {
+            assert!(
+                !shown.contains(&form),
+                "the fleet's secret shows as {form}: {shown}"
+            );
+        }
     }
 
     #[test]

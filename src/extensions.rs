@@ -25,6 +25,17 @@ use tokio::time::Instant;
 /// For APIs that meter work rather than calls: a request of cost 5 waits for five slots and
 /// takes them all. A cost of 0 counts as 1. A cost above the limit's count can never be sent
 /// and fails with [`Error::CostExceedsLimit`](crate::Error::CostExceedsLimit).
+///
+/// ```
+/// use reqwest_polite::{Cost, Polite};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(Polite::new())
+///     .build();
+/// // a batch call the API counts as 20 requests
+/// let request = client.post("https://api.example.com/batch").with_extension(Cost(20));
+/// drop(request);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cost(pub u32);
 
@@ -36,10 +47,6 @@ pub struct Cost(pub u32);
 /// and then failing anyway would waste the caller's time and a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline(pub Instant);
-
-/// How far ahead a deadline is when the one asked for cannot be named on this platform's
-/// clock: about 100 years, which no request waits for.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Deadline {
     /// `timeout` from now (on the tokio clock).
@@ -55,12 +62,7 @@ impl Deadline {
     /// assert!(forever.0 > tokio::time::Instant::now() + Duration::from_secs(50 * 365 * 24 * 3600));
     /// ```
     pub fn after(timeout: Duration) -> Self {
-        let now = Instant::now();
-        Deadline(
-            now.checked_add(timeout)
-                .or_else(|| now.checked_add(FAR_FUTURE))
-                .unwrap_or(now),
-        )
+        Deadline(crate::time::far_add(Instant::now(), timeout))
     }
 
     /// At `instant`.
@@ -113,8 +115,44 @@ impl Units {
 }
 
 /// Send this request once: no retry, whatever the outcome.
+///
+/// ```
+/// use reqwest_polite::{NoRetry, Polite};
+///
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(Polite::new())
+///     .build();
+/// let request = client.get("https://api.example.com/poll").with_extension(NoRetry);
+/// drop(request);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoRetry;
+
+/// Wait for the host's circuit breaker to let this request through instead of failing fast
+/// with [`Error::CircuitOpen`](crate::Error::CircuitOpen): for batch jobs that would rather
+/// finish late than not at all.
+///
+/// The request waits while the breaker is open, and while a half-open breaker's probes are
+/// out, and goes as soon as the breaker admits it (it may be the next probe). The wait is
+/// bounded by the request's [`Deadline`], or else by
+/// [`max_retry_after`](crate::PoliteBuilder::max_retry_after); past it the request fails with
+/// `CircuitOpen` as it would have at once.
+///
+/// ```
+/// # async fn run(client: reqwest_middleware::ClientWithMiddleware) -> reqwest_middleware::Result<()> {
+/// use std::time::Duration;
+/// use reqwest_polite::{Deadline, WaitIfOpen};
+///
+/// client
+///     .get("http://127.0.0.1:8080/v1/report")
+///     .with_extension(WaitIfOpen)
+///     .with_extension(Deadline::after(Duration::from_secs(600)))
+///     .send()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitIfOpen;
 
 /// The overrides of one request, read once from its extensions.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +160,7 @@ pub(crate) struct RequestOptions {
     pub(crate) cost: u32,
     pub(crate) deadline: Option<Instant>,
     pub(crate) no_retry: bool,
+    pub(crate) wait_if_open: bool,
 }
 
 impl RequestOptions {
@@ -130,6 +169,7 @@ impl RequestOptions {
             cost: ext.get::<Cost>().map_or(1, |c| c.0.max(1)),
             deadline: ext.get::<Deadline>().map(|d| d.0),
             no_retry: ext.get::<NoRetry>().is_some(),
+            wait_if_open: ext.get::<WaitIfOpen>().is_some(),
         }
     }
 
@@ -143,13 +183,13 @@ impl RequestOptions {
 mod tests {
     use super::*;
 
-    /// Regression (issue 9): `Instant + Duration::MAX` overflows, and used to panic here.
+    /// Regression: `Instant + Duration::MAX` overflows; `Deadline::after` must saturate, not panic.
     #[tokio::test(start_paused = true)]
     async fn deadline_after_duration_max_saturates_instead_of_panicking() {
         let now = Instant::now();
         let Deadline(at) = Deadline::after(Duration::MAX);
         assert!(
-            at >= now + FAR_FUTURE,
+            at >= now + crate::time::FAR_FUTURE,
             "Duration::MAX must mean a far-future deadline, got {:?} from now",
             at - now
         );
@@ -162,6 +202,7 @@ mod tests {
             cost: 1,
             deadline: Some(at),
             no_retry: false,
+            wait_if_open: false,
         };
         assert!(
             !options.past_deadline(now + Duration::from_secs(365 * 24 * 3600)),

@@ -10,21 +10,22 @@ use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use reqwest::Url;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use url::Url;
 
-use crate::breaker::{Breaker, BreakerSnapshot, BreakerState};
+use crate::breaker::{Breaker, BreakerState};
 use crate::limit::Limit;
 use crate::pacing::adaptive::{AdaptiveRate, RateChange};
 use crate::pacing::closure::Why;
 use crate::pacing::gcra::Plain;
 use crate::pacing::lane::{Admitted, Lane};
 use crate::pacing::{Decision, Pacing};
+use crate::partition::Partition;
 use crate::retry::{BudgetState, RetryBudget};
-use crate::scope::{HostLimits, Partition, ScopeState};
+use crate::scope::{HostLimits, ScopeState};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope};
-use crate::snapshot::{RetryBudgetSnapshot, ServerQuota};
+use crate::snapshot::{Counters, HostSnapshot, RetryBudgetSnapshot};
 
 /// The key of a host record: `scheme://host:port` as the URL serialises it (default ports are
 /// omitted by the URL parser, so `http://a:80` and `http://a` share a record; user info is not
@@ -41,65 +42,6 @@ pub(crate) fn host_key(url: &Url) -> Option<Cow<'_, str>> {
     let scheme = &url[..url::Position::AfterScheme];
     let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
     Some(Cow::Owned(format!("{scheme}://{authority}")))
-}
-
-/// What one host's requests have done so far (since its record was created).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Counters {
-    /// Requests handed to the middleware for this host.
-    pub requests: u64,
-    /// Attempts sent to the network (retries included).
-    pub attempts: u64,
-    /// Attempts that had to wait for a pacing slot or a cooldown.
-    pub waited: u64,
-    /// Retries sent.
-    pub retries: u64,
-    /// `429 Too Many Requests` responses received.
-    pub throttled: u64,
-    /// Attempts that failed (5xx responses, transport errors).
-    pub failures: u64,
-    /// Requests refused without sending: circuit open, cooling down, deadline, cost.
-    pub rejected: u64,
-    /// Retries the retry budget refused.
-    pub budget_denied: u64,
-}
-
-/// A view of one host's state, from [`Polite::snapshot`](crate::Polite::snapshot).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct HostSnapshot {
-    /// The host key, `scheme://host:port`.
-    pub key: String,
-    /// The partition tag (a keyed hash of the credential, never the credential itself) when
-    /// requests are partitioned by a header; `None` for requests without it, or unpartitioned.
-    pub partition: Option<String>,
-    /// The configured limit, if any.
-    pub limit: Option<Limit>,
-    /// How long a new request would wait for a pacing slot (zero: one is free now). This is
-    /// the schedule, not a backlog: right after a request took the last free slot it is above
-    /// zero with nothing waiting; [`queued`](Self::queued) says whether anything waits.
-    pub next_slot_in: Duration,
-    /// Time until a server-ordered cooldown ends, if one is running.
-    pub cooldown_in: Option<Duration>,
-    /// Requests sent and not yet answered.
-    pub in_flight: u32,
-    /// Requests waiting for a pacing slot.
-    pub queued: u32,
-    /// The spacing in force between requests (zero: unpaced): the limit's, or longer when the
-    /// server's quota runs low or the rate was lowered after a refusal.
-    pub interval: Duration,
-    /// The rate (requests per second) we lowered to after refusals without a hint, while it
-    /// recovers; `None` when not throttled.
-    pub adaptive_rate: Option<f64>,
-    /// The server's quota as we count it, while one is known.
-    pub server_quota: Option<ServerQuota>,
-    /// The circuit breaker.
-    pub breaker: BreakerSnapshot,
-    /// The retry budget in its window.
-    pub retry_budget: RetryBudgetSnapshot,
-    /// What this host's requests have done so far.
-    pub counters: Counters,
 }
 
 /// The mutable part of a host record, behind one short-held lock.
@@ -273,7 +215,7 @@ impl HostState {
         {
             let wait = retry_after.min(MAX_HINT);
             self.pacing
-                .close(crate::pacing::far_add(now, wait), Why::RetryAfter);
+                .close(crate::time::far_add(now, wait), Why::RetryAfter);
             observed.retry_after = Some(wait);
         }
         if status.is_success() {
@@ -319,7 +261,7 @@ impl HostState {
                     && observed.retry_after.is_none()
                 {
                     self.pacing
-                        .close(crate::pacing::far_add(now, pause), Why::Refused);
+                        .close(crate::time::far_add(now, pause), Why::Refused);
                 }
             }
         }
@@ -328,15 +270,24 @@ impl HostState {
     }
 
     /// Pace to newly configured limits (generation `generation`) from the next request on.
-    pub(crate) fn relimit(&mut self, limits: HostLimits, generation: u64) {
+    /// Returns where the limit went when it moved between this record and the host-wide scope
+    /// (a `host:port` limit replaced by a port-less one, or the reverse): the schedule must
+    /// move with it (see [`Moved`]).
+    pub(crate) fn relimit(&mut self, limits: HostLimits, generation: u64) -> Option<Moved> {
         self.generation = generation;
         let configured = limits.configured.as_ref();
         if self.limit() == limits.own && self.adaptive.is_for(configured) {
-            return;
+            return None;
         }
+        let moved = match (self.limit(), limits.own) {
+            (Some(_), None) => self.pacing.position().map(Moved::Out),
+            (None, Some(_)) => Some(Moved::In),
+            _ => None,
+        };
         self.pacing
             .relimit(limits.own.as_ref(), limits.configured.is_some());
         self.adaptive = AdaptiveRate::for_limit(configured);
+        moved
     }
 
     /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
@@ -349,14 +300,14 @@ impl HostState {
         deadline: Option<Instant>,
         max_retry_after: Duration,
     ) -> Result<Duration, NoRetry> {
-        if self.breaker.phase() == crate::breaker::BreakerPhase::Open {
+        if self.breaker.phase() == crate::snapshot::BreakerPhase::Open {
             return Err(NoRetry::CircuitOpen);
         }
         let reopens = self.closed_until(now).unwrap_or(now);
         if reopens - now > max_retry_after {
             return Err(NoRetry::ServerWaitTooLong(reopens - now));
         }
-        if deadline.is_some_and(|d| crate::pacing::far_add(now, delay).max(reopens) > d) {
+        if deadline.is_some_and(|d| crate::time::far_add(now, delay).max(reopens) > d) {
             return Err(NoRetry::PastDeadline);
         }
         if !self.budget.withdraw(now) {
@@ -429,6 +380,16 @@ impl Drop for StateGuard<'_> {
 fn route_of(path: &str) -> &str {
     let path = path.trim_start_matches('/');
     path.split('/').next().unwrap_or_default()
+}
+
+/// A limit that moved at run time between a host's record and the host-wide scope of its host.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Moved {
+    /// The record's own limit is gone: the scope now pacing it takes over the record's schedule.
+    Out(crate::pacing::Position),
+    /// The record has a limit of its own now: it takes over the schedule of the host-wide
+    /// scope that paced it, if that scope no longer does.
+    In,
 }
 
 /// Why a failed attempt is not retried.
@@ -752,7 +713,7 @@ mod tests {
         assert!(!throttled(Limit::per_second(2000)), "0.6 ms slots");
     }
 
-    /// The record's own size, a layout fact: the goal is 512 bytes, which needs the
+    /// The record's own size, a layout fact: the goal is 512 bytes, which needs the
     /// windowed counts to shrink (see docs/measurements.md, "Scale"); this keeps it from growing
     /// back while that is open. 856 bytes, 864 with feature `redis` (the fallback's box).
     #[test]

@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use ::metrics::{Label, SharedString, counter, gauge, histogram};
 
-use crate::breaker::BreakerPhase;
 use crate::observe::{
     BreakerEvent, Observer, RefusalEvent, RejectedEvent, RequestEvent, RetryEvent, WaitEvent,
 };
+use crate::snapshot::BreakerPhase;
 
 /// What the `host` label of the metrics holds (feature `metrics`); set with
 /// [`PoliteBuilder::metrics_host_label`](crate::PoliteBuilder::metrics_host_label).

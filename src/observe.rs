@@ -17,10 +17,11 @@ use std::time::Duration;
 use http::StatusCode;
 use reqwest::Response;
 
-use crate::breaker::{BreakerPhase, Transition};
+use crate::breaker::Transition;
 use crate::error::Error;
 use crate::host::Host;
-use crate::scope::Partition;
+use crate::partition::Partition;
+use crate::snapshot::BreakerPhase;
 
 /// Told of what the middleware does, as it does it. Every method has a default that does
 /// nothing: implement the ones you need.
@@ -361,8 +362,6 @@ pub struct RequestEvent<'a> {
 #[derive(Clone, Default)]
 pub(crate) struct Observers {
     added: Vec<Arc<dyn Observer>>,
-    #[cfg(feature = "metrics")]
-    host_label: crate::metrics::HostLabel,
     /// What the middleware calls, set by [`Observers::resolve`] when the builder builds.
     active: Option<Arc<dyn Observer>>,
 }
@@ -380,20 +379,10 @@ impl Observers {
         self.added.push(observer);
     }
 
-    #[cfg(feature = "metrics")]
-    pub(crate) fn set_host_label(&mut self, label: crate::metrics::HostLabel) {
-        self.host_label = label;
-    }
-
-    /// Fix what the middleware calls: the metrics observer first (feature `metrics`), then
-    /// the added ones in order; one directly, several through a fan-out.
-    pub(crate) fn resolve(&mut self) {
-        #[allow(unused_mut)]
-        let mut all: Vec<Arc<dyn Observer>> = Vec::new();
-        #[cfg(feature = "metrics")]
-        all.push(Arc::new(crate::metrics::MetricsObserver::new(
-            self.host_label,
-        )));
+    /// Fix what the middleware calls: `first` (the metrics observer, with feature
+    /// `metrics`), then the added ones in order; one directly, several through a fan-out.
+    pub(crate) fn resolve(&mut self, first: Option<Arc<dyn Observer>>) {
+        let mut all: Vec<Arc<dyn Observer>> = first.into_iter().collect();
         all.extend(self.added.iter().cloned());
         self.active = match all.len() {
             0 => None,
@@ -509,6 +498,16 @@ pub(crate) fn breaker(observer: &dyn Observer, host: &Host, transition: Transiti
 }
 
 /// The end of a request: a rejection if the middleware refused to send, then its outcome.
+pub(crate) fn rejected(observer: &dyn Observer, host: &Host, error: &Error, resend_count: u32) {
+    observer.on_rejected(&RejectedEvent {
+        host: &host.key,
+        partition: tag(host),
+        reason: RejectReason::of(error),
+        error,
+        resend_count,
+    });
+}
+
 pub(crate) fn finished(
     observer: &dyn Observer,
     host: &Host,
@@ -516,15 +515,6 @@ pub(crate) fn finished(
     attempts: u32,
     elapsed: Duration,
 ) {
-    if let Err(error) = sent {
-        observer.on_rejected(&RejectedEvent {
-            host: &host.key,
-            partition: tag(host),
-            reason: RejectReason::of(error),
-            error,
-            resend_count: attempts,
-        });
-    }
     let (outcome, status) = match sent {
         Err(_) => (RequestOutcome::Rejected, None),
         Ok(Err(reqwest_middleware::Error::Reqwest(_))) => (RequestOutcome::TransportError, None),

@@ -1,4 +1,4 @@
-//! What one quota covers (a *scope*), which scopes a request falls in, and partitions.
+//! What one quota covers (a *scope*), and which scopes a request falls in.
 //!
 //! Every request is paced by its host record (scheme + host + port, see [`crate::host`]) and,
 //! on top of it, by every other scope it falls in: a host-wide limit shared by all the ports
@@ -9,52 +9,17 @@
 //! each credential has its own set of all of these.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv6Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName};
-use reqwest::Url;
 use tokio::time::Instant;
+use url::Url;
 
 use crate::limit::Limit;
 use crate::pacing::{Decision, Pacing};
-use crate::snapshot::ServerQuota;
-
-/// What a scope covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum ScopeKind {
-    /// Every scheme and port of one host ([`host_limit`](crate::PoliteBuilder::host_limit)
-    /// without a port).
-    Host,
-    /// Paths under a prefix ([`route_limit`](crate::PoliteBuilder::route_limit)).
-    Route,
-    /// A quota the server named: GitHub's `x-ratelimit-resource`.
-    Resource,
-    /// A quota the server named: Discord's `x-ratelimit-bucket`.
-    Bucket,
-    /// A quota the server named: one of the IETF `RateLimit` policies an answer lists (each
-    /// its own quota, every one counting each request), within the partition its `pk` names.
-    Policy,
-    /// A unit other than requests ([`unit_limit`](crate::PoliteBuilder::unit_limit)).
-    Unit,
-}
-
-impl fmt::Display for ScopeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ScopeKind::Host => "host",
-            ScopeKind::Route => "route",
-            ScopeKind::Resource => "resource",
-            ScopeKind::Bucket => "bucket",
-            ScopeKind::Policy => "policy",
-            ScopeKind::Unit => "unit",
-        })
-    }
-}
+use crate::partition::Partition;
+use crate::snapshot::{ScopeKind, ScopeSnapshot};
 
 /// Every configured quota: what the builder (and [`set_host_limit`](crate::Polite::set_host_limit))
 /// say, as data; the record of each host and scope is made from it.
@@ -109,7 +74,7 @@ impl HostLimits {
 }
 
 /// A URL's host as [`host_limit_key`] spells keys, and `host:port`.
-fn host_names(url: &Url) -> (String, Option<String>) {
+pub(crate) fn host_names(url: &Url) -> (String, Option<String>) {
     let host = match url.host() {
         Some(url::Host::Ipv6(addr)) => format!("[{addr}]"),
         _ => url.host_str().unwrap_or_default().to_owned(),
@@ -217,110 +182,15 @@ pub(crate) fn host_limit_key(host: &str) -> String {
     host
 }
 
-/// One credential's share of the quotas: a keyed hash of a header's value (or of the partition
-/// key a server names, IETF `pk`, which may be derived from one).
-///
-/// The key is random per process, so the tag means nothing outside it and cannot be turned
-/// back into the credential; the credential itself is never kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Partition(u64);
-
-impl Partition {
-    /// The partition a server names with an IETF `RateLimit` `pk` parameter: the key's bytes
-    /// hashed with a secret key random per process, as credentials are. (Server-named quotas
-    /// are not shared across processes, so no fleet-wide key is needed.)
-    pub(crate) fn of_server_key(bytes: &[u8]) -> Partition {
-        static KEYS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-        let keys = KEYS.get_or_init(|| {
-            let random = std::hash::RandomState::new();
-            (random.hash_one(0u8), random.hash_one(1u8))
-        });
-        keyed_hash(*keys, [bytes])
-    }
-
-    /// The partition's part of record and store keys: all 64 bits of the hash, so that two
-    /// credentials share a record only if their hashes collide in full.
-    pub(crate) fn key(&self) -> String {
-        format!("p{:016x}", self.0)
-    }
-
-    /// The partition part of a key, `-` for requests that are not partitioned.
-    pub(crate) fn key_of(partition: Option<Partition>) -> String {
-        partition.map_or_else(|| "-".to_string(), |p| p.key())
-    }
-}
-
-impl fmt::Display for Partition {
-    /// The tag shown in snapshots and events: 32 of the hash's 64 bits.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "p{:08x}", self.0 >> 32)
-    }
-}
-
-/// Hashes the partitioning header's value with a secret key: SipHash-2-4 (a keyed
-/// pseudo-random function), keyed at random per process, or with the fleet's secret when a
-/// shared store is in use, so that one credential maps to one shared quota in every process.
-#[derive(Debug, Clone)]
-pub(crate) struct Partitioner {
-    header: HeaderName,
-    keys: (u64, u64),
-}
-
-impl Partitioner {
-    /// Keyed at random for this process.
-    pub(crate) fn new(header: HeaderName) -> Self {
-        let random = std::hash::RandomState::new();
-        Partitioner {
-            header,
-            keys: (random.hash_one(0u8), random.hash_one(1u8)),
-        }
-    }
-
-    /// The header it reads.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn header(&self) -> &HeaderName {
-        &self.header
-    }
-
-    /// Keyed with a secret the fleet shares.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn with_secret(header: HeaderName, secret: &[u8; 32]) -> Self {
-        let word = |at: usize| {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(&secret[at..at + 8]);
-            u64::from_le_bytes(bytes)
-        };
-        Partitioner {
-            header,
-            keys: (word(0) ^ word(16), word(8) ^ word(24)),
-        }
-    }
-
-    /// The partition of a request; `None` when it does not carry the header (those share one).
-    /// Every value of a repeated header counts, in order.
-    pub(crate) fn of(&self, headers: &HeaderMap) -> Option<Partition> {
-        let mut values = headers.get_all(&self.header).iter().peekable();
-        values.peek()?;
-        Some(keyed_hash(self.keys, values.map(|v| v.as_bytes())))
-    }
-}
-
-/// SipHash-2-4 (a keyed pseudo-random function) of `values`, in order.
-fn keyed_hash<'a>(keys: (u64, u64), values: impl IntoIterator<Item = &'a [u8]>) -> Partition {
-    // SipHash-2-4 is what `std` offers keyed; it is deprecated only as a `Hasher` for hash
-    // maps, which is not the use here
-    #[allow(deprecated)]
-    let mut hasher = std::hash::SipHasher::new_with_keys(keys.0, keys.1);
-    for value in values {
-        hasher.write(value);
-        hasher.write_u8(0xff); // not a byte of any header value: separates them
-    }
-    Partition(hasher.finish())
-}
-
 /// The end of a policy's fixed window in which it sends nothing (see [`ScopeState::peek`]):
-/// twice the margin our reset keeps past the server's.
-const RENEWAL_TAIL: Duration = crate::pacing::quota::RESET_MARGIN.saturating_mul(2);
+/// twice the margin our reset keeps past the server's, and at most a quarter of the window.
+///
+/// A tail as long as the window would close the policy again at every renewal, for good (a
+/// `w=0.05` policy would never send after its first reset): windows up to 400 ms keep three
+/// quarters of each window open.
+fn renewal_tail(window: Duration) -> Duration {
+    (crate::pacing::quota::RESET_MARGIN * 2).min(window / 4)
+}
 
 /// One scope's record: its pacing, behind one short-held lock.
 #[derive(Debug)]
@@ -358,12 +228,12 @@ impl ScopeState {
     /// Our reset of a fixed window runs a little behind the server's (a margin for clocks and
     /// whole-second `t`), so a request sent in that tail lands in the server's next window,
     /// which the renewal hands out in full: a policy sends nothing in the last
-    /// [`RENEWAL_TAIL`] of its window.
+    /// [`renewal_tail`] of its window.
     pub(crate) fn peek(&mut self, now: Instant, units: u32) -> Result<bool, Decision> {
         if let Some((quota, window)) = self.renewal {
             self.pacing.quota.renew(now, quota, window);
             if let Some(quota) = self.pacing.quota.remaining(now)
-                && quota.resets_in < RENEWAL_TAIL
+                && quota.resets_in < renewal_tail(window)
             {
                 return Err(Decision::Closed(now + quota.resets_in));
             }
@@ -447,99 +317,58 @@ impl Scope {
     }
 }
 
-/// A view of one scope beside the host records, from
-/// [`Polite::scope_snapshot`](crate::Polite::scope_snapshot).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ScopeSnapshot {
-    /// What the scope covers.
-    pub kind: ScopeKind,
-    /// Which one: `api.github.com`, `api.github.com /search/`, `api.openai.com tokens`,
-    /// `https://api.github.com:443 search`.
-    pub scope: String,
-    /// The partition tag (never the credential), when requests are partitioned.
-    pub partition: Option<String>,
-    /// The configured limit; `None` for a quota the server named (paced by what it says).
-    pub limit: Option<Limit>,
-    /// How long a new request would wait for a slot here now.
-    pub next_slot_in: Duration,
-    /// The spacing between starts in force (zero: unpaced): the limit's, or slower when the
-    /// server's quota is spread; a spaced schedule's gap, widened by bare refusals, included.
-    pub interval: Duration,
-    /// Time until the server's closure of this scope ends, if one is running.
-    pub cooldown_in: Option<Duration>,
-    /// The server's quota as we count it, while one is known.
-    pub server_quota: Option<ServerQuota>,
-    /// Units taken so far (requests, or the scope's unit).
-    pub taken: u64,
-}
-
-impl fmt::Display for ScopeSnapshot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.kind, self.scope)?;
-        if let Some(partition) = &self.partition {
-            write!(f, " [{partition}]")?;
-        }
-        match &self.limit {
-            Some(limit) => write!(f, ": limit {limit:?}")?,
-            None => f.write_str(": named by the server")?,
-        }
-        write!(f, ", {} taken", self.taken)?;
-        if !self.next_slot_in.is_zero() {
-            write!(f, "; next slot in {:?}", self.next_slot_in)?;
-        }
-        if let Some(quota) = &self.server_quota {
-            write!(
-                f,
-                "; server quota {} left, resets in {:?}",
-                quota.remaining, quota.resets_in
-            )?;
-        }
-        if let Some(cooldown) = self.cooldown_in {
-            write!(f, "; closed for {cooldown:?}")?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn partitions_hash_values_and_never_show_them() {
-        let p = Partitioner::new(HeaderName::from_static("authorization"));
-        let mut a = HeaderMap::new();
-        a.insert("authorization", "Bearer secret-a".parse().expect("valid"));
-        let mut b = HeaderMap::new();
-        b.insert("authorization", "Bearer secret-b".parse().expect("valid"));
-        let (pa, pb) = (p.of(&a).expect("has it"), p.of(&b).expect("has it"));
-        assert_ne!(pa, pb, "distinct credentials, distinct partitions");
-        assert_eq!(p.of(&a), Some(pa), "stable within the process");
-        assert_eq!(
-            p.of(&HeaderMap::new()),
-            None,
-            "without it: the shared partition"
-        );
-        let tag = pa.to_string();
-        assert!(!tag.contains("secret"), "{tag}");
-        assert_eq!(tag.len(), 9);
-        let other = Partitioner::new(HeaderName::from_static("authorization"));
-        assert_ne!(other.of(&a), Some(pa), "keyed: another key, another tag");
-    }
-
-    #[test]
-    fn huge_and_non_utf8_values_partition_without_trouble() {
-        let p = Partitioner::new(HeaderName::from_static("x-api-key"));
-        let mut h = HeaderMap::new();
-        let huge = "k".repeat(64 * 1024);
-        h.insert("x-api-key", huge.parse().expect("valid"));
-        assert!(p.of(&h).is_some());
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-api-key",
-            http::HeaderValue::from_bytes(&[0xff, 0xfe, 0x80]).expect("obs-text is allowed"),
-        );
-        assert!(p.of(&h).is_some());
+    fn a_policy_of_any_short_window_reopens_at_each_reset() {
+        // q=10 per `w`, spent at once; the first reset is a whole second away (`t` rounded up)
+        for window_us in [
+            1_000, 10_000, 50_000, 100_000, 250_000, 1_000_000, 60_000_000,
+        ] {
+            let window = Duration::from_micros(window_us);
+            let t0 = Instant::now();
+            let scope = Scope::new("p", ScopeKind::Policy, "p", None, None, 0, t0);
+            let mut state = scope.state();
+            state.renewal = Some((10, window));
+            let spent = crate::signals::ServerHint {
+                remaining: Some(0),
+                limit: Some(10),
+                reset_in: Some(Duration::from_secs(1)),
+                ..Default::default()
+            };
+            state.pacing.observe_quota(t0, false, 200, &spent, true);
+            // follow the scope's own word on when to ask again, for three windows past the
+            // first reset: 10 go in each
+            let (mut now, mut sent, mut asked) = (t0, 0, 0);
+            let until =
+                t0 + Duration::from_secs(1) + crate::pacing::quota::RESET_MARGIN + 3 * window;
+            while now < until {
+                asked += 1;
+                assert!(
+                    asked < 10_000,
+                    "w={window:?}: asked {asked} times, {sent} sent"
+                );
+                match state.peek(now, 1) {
+                    Ok(_) => {
+                        state.take(now, 1);
+                        sent += 1;
+                    }
+                    Err(Decision::Closed(at) | Decision::Wait(at) | Decision::Slowed(at)) => {
+                        assert!(at > now, "w={window:?}: a wait that ends now");
+                        now = at;
+                    }
+                    Err(other) => panic!("w={window:?}: {other:?}"),
+                }
+            }
+            // each window lets its quota go, but for the last unit, which the spread of a low
+            // quota may hold to the next reset
+            assert!(
+                sent >= 3 * 9,
+                "w={window:?}: {sent} sent in three windows after the first reset: the policy \
+                 did not reopen at each"
+            );
+        }
     }
 }

@@ -18,8 +18,8 @@
 //! reserved: the request fails at once with `CoolingDown` (or `DeadlineExceeded`).
 //!
 //! Known limit: a request that falls in several shared schedules reserves them one after the
-//! other and starts at the last slot, which may be later than the slot it reserved in an
-//! earlier schedule; in that schedule a window can then hold one start more than its count.
+//! other and starts at the last slot, which may be later than the slot it reserved in the
+//! first; in that schedule a window can then hold one start more than its count.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,8 @@ use crate::extensions::RequestOptions;
 use crate::host::Host;
 use crate::limit::Limit;
 use crate::pacing::gcra::Pacer;
-use crate::scope::{Partition, Scope};
+use crate::partition::Partition;
+use crate::scope::Scope;
 use crate::store::RedisStore;
 use crate::store::redis::{Reservation, local_share};
 
@@ -93,7 +94,7 @@ async fn reserve(
         // nothing was reserved: the fleet's schedule (or a closure) is further away than this
         // request may wait, so it fails now rather than wait without a bound
         Reservation::Refused { earliest, closed } => {
-            if opts.past_deadline(crate::pacing::far_add(now, earliest)) {
+            if opts.past_deadline(crate::time::far_add(now, earliest)) {
                 Err(Error::DeadlineExceeded {
                     host: host.key.to_string(),
                     attempts,
@@ -132,13 +133,13 @@ async fn local(
             if fallback.0 != share {
                 **fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
             }
-            let now_ns = crate::pacing::saturating_nanos(now.saturating_duration_since(fallback.2));
+            let now_ns = crate::time::saturating_nanos(now.saturating_duration_since(fallback.2));
             match fallback.1.check(now_ns, cost.min(share.count()), None) {
                 None => {
                     fallback.1.take(now_ns, cost.min(share.count()), None);
                     return Ok(());
                 }
-                Some(at) => crate::pacing::far_add(fallback.2, Duration::from_nanos(at)),
+                Some(at) => crate::time::far_add(fallback.2, Duration::from_nanos(at)),
             }
         };
         if opts.past_deadline(wait) {
@@ -160,7 +161,6 @@ pub(crate) async fn close(store: &RedisStore, host: &Host, wait: Duration) {
 }
 
 fn unavailable(host: &Host, err: &crate::store::RedisStoreError) -> Error {
-    host.state().counters.rejected += 1;
     tracing::debug!(host = %host.key, %err, "shared store unavailable: failing closed");
     Error::StoreUnavailable {
         host: host.key.to_string(),

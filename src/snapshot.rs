@@ -1,11 +1,10 @@
-//! The readable side of [`HostSnapshot`]: the named parts it is made of and its one-line
-//! [`Display`](fmt::Display).
+//! The public views of the state: [`HostSnapshot`] (with its one-line
+//! [`Display`](fmt::Display)) and the named parts it is made of, [`ScopeSnapshot`], and the
+//! breaker's phase. A leaf: it imports nothing of the crate but [`Limit`].
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::breaker::BreakerPhase;
-use crate::host::HostSnapshot;
 use crate::limit::Limit;
 
 /// A host's retry budget over its window, in [`HostSnapshot::retry_budget`].
@@ -39,7 +38,7 @@ pub struct ServerQuota {
 /// and any server-ordered cooldown:
 ///
 /// ```text
-/// https://api.example.com: limit 10/s, paced at 98%; 3 queued, next slot in 80 ms; 120 requests, 14 waited, 2 retries, 1 throttled; breaker closed
+/// https://api.example.com: limit 10/s, paced at 98%; 3 queued, next slot in 80 ms; 120 requests, 122 attempts (14 waited for a slot, 2 retries), 1 refused by the server; breaker closed
 /// ```
 impl fmt::Display for HostSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -94,14 +93,14 @@ impl fmt::Display for HostSnapshot {
         let c = &self.counters;
         write!(
             f,
-            "; {} requests, {} waited, {} retries, {} throttled",
-            c.requests, c.waited, c.retries, c.throttled
+            "; {} requests, {} attempts ({} waited for a slot, {} retries), {} refused by the server",
+            c.requests, c.attempts, c.waited, c.retries, c.throttled
         )?;
         if c.failures > 0 {
-            write!(f, ", {} failed", c.failures)?;
+            write!(f, ", {} attempts failed", c.failures)?;
         }
         if c.rejected > 0 {
-            write!(f, ", {} refused unsent", c.rejected)?;
+            write!(f, ", {} not sent", c.rejected)?;
         }
 
         write!(f, "; breaker {}", self.breaker.phase)?;
@@ -171,11 +170,204 @@ impl fmt::Display for Span {
     }
 }
 
+/// What one host's requests have done so far (since its record was created).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Requests handed to the middleware for this host.
+    pub requests: u64,
+    /// Attempts sent to the network (retries included).
+    pub attempts: u64,
+    /// Attempts that had to wait for a pacing slot or a server-ordered pause (a request and
+    /// its retries count once each).
+    pub waited: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// Refusals the server answered: `429 Too Many Requests`, and `403`s that say they are a
+    /// rate limit (GitHub's).
+    pub throttled: u64,
+    /// Attempts that failed (5xx responses, transport errors): a request that succeeded on a
+    /// retry counts its failed attempts here.
+    pub failures: u64,
+    /// Attempts the middleware did not send (circuit open, a pause past `max_retry_after`, a
+    /// deadline, a cost above the limit, the shared store unavailable): each is an
+    /// [`Error`](crate::Error) to the caller, or its last response when a retry was not sent.
+    pub rejected: u64,
+    /// Retries the retry budget refused.
+    pub budget_denied: u64,
+}
+
+/// A view of one host's state, from [`Polite::snapshot`](crate::Polite::snapshot).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct HostSnapshot {
+    /// The host key, `scheme://host:port`.
+    pub key: String,
+    /// The partition tag (a keyed hash of the credential, never the credential itself) when
+    /// requests are partitioned by a header; `None` for requests without it, or unpartitioned.
+    pub partition: Option<String>,
+    /// The configured limit, if any.
+    pub limit: Option<Limit>,
+    /// How long a new request would wait for a pacing slot (zero: one is free now). This is
+    /// the schedule, not a backlog: right after a request took the last free slot it is above
+    /// zero with nothing waiting; [`queued`](Self::queued) says whether anything waits.
+    pub next_slot_in: Duration,
+    /// Time until a server-ordered cooldown ends, if one is running.
+    pub cooldown_in: Option<Duration>,
+    /// Requests sent and not yet answered.
+    pub in_flight: u32,
+    /// Requests waiting for a pacing slot.
+    pub queued: u32,
+    /// The spacing in force between requests (zero: unpaced): the limit's, or longer when the
+    /// server's quota runs low or the rate was lowered after a refusal.
+    pub interval: Duration,
+    /// The rate (requests per second) we lowered to after refusals without a hint, while it
+    /// recovers; `None` when not throttled.
+    pub adaptive_rate: Option<f64>,
+    /// The server's quota as we count it, while one is known.
+    pub server_quota: Option<ServerQuota>,
+    /// The circuit breaker.
+    pub breaker: BreakerSnapshot,
+    /// The retry budget in its window.
+    pub retry_budget: RetryBudgetSnapshot,
+    /// What this host's requests have done so far.
+    pub counters: Counters,
+}
+
+/// Where a host's breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerPhase {
+    /// Requests go through; outcomes are counted.
+    Closed,
+    /// Requests fail fast without touching the network until the open time is over.
+    Open,
+    /// A limited number of probe requests go through to test whether the host has recovered.
+    HalfOpen,
+}
+
+impl fmt::Display for BreakerPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half-open",
+        })
+    }
+}
+
+/// What a host's breaker looks like at one instant, for observability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerSnapshot {
+    /// The current phase.
+    pub phase: BreakerPhase,
+    /// How long the breaker has been in this phase (for a new, never-tripped breaker: since the
+    /// host record was created).
+    pub since: Duration,
+    /// Failures in a row among counted outcomes (0 after a success).
+    pub consecutive_failures: u32,
+    /// Failures in the failure-rate window (0 without a rate trigger).
+    pub window_failures: u32,
+    /// Calls in the failure-rate window (0 without a rate trigger).
+    pub window_calls: u32,
+    /// When open: time left before a probe may go through (zero once it is due).
+    pub retry_in: Option<Duration>,
+    /// How many times this breaker has opened, including reopenings after failed probes.
+    pub times_opened: u64,
+}
+
+/// What a scope covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ScopeKind {
+    /// Every scheme and port of one host ([`host_limit`](crate::PoliteBuilder::host_limit)
+    /// without a port).
+    Host,
+    /// Paths under a prefix ([`route_limit`](crate::PoliteBuilder::route_limit)).
+    Route,
+    /// A quota the server named: GitHub's `x-ratelimit-resource`.
+    Resource,
+    /// A quota the server named: Discord's `x-ratelimit-bucket`.
+    Bucket,
+    /// A quota the server named: one of the IETF `RateLimit` policies an answer lists (each
+    /// its own quota, every one counting each request), within the partition its `pk` names.
+    Policy,
+    /// A unit other than requests ([`unit_limit`](crate::PoliteBuilder::unit_limit)).
+    Unit,
+}
+
+impl fmt::Display for ScopeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScopeKind::Host => "host",
+            ScopeKind::Route => "route",
+            ScopeKind::Resource => "resource",
+            ScopeKind::Bucket => "bucket",
+            ScopeKind::Policy => "policy",
+            ScopeKind::Unit => "unit",
+        })
+    }
+}
+
+/// A view of one scope beside the host records, from
+/// [`Polite::scope_snapshot`](crate::Polite::scope_snapshot).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ScopeSnapshot {
+    /// What the scope covers.
+    pub kind: ScopeKind,
+    /// Which one: `api.github.com`, `api.github.com /search/`, `api.openai.com tokens`,
+    /// `https://api.github.com:443 search`.
+    pub scope: String,
+    /// The partition tag (never the credential), when requests are partitioned.
+    pub partition: Option<String>,
+    /// The configured limit; `None` for a quota the server named (paced by what it says).
+    pub limit: Option<Limit>,
+    /// How long a new request would wait for a slot here now.
+    pub next_slot_in: Duration,
+    /// The spacing between starts in force (zero: unpaced): the limit's, or slower when the
+    /// server's quota is spread; a spaced schedule's gap, widened by bare refusals, included.
+    pub interval: Duration,
+    /// Time until the server's closure of this scope ends, if one is running.
+    pub cooldown_in: Option<Duration>,
+    /// The server's quota as we count it, while one is known.
+    pub server_quota: Option<ServerQuota>,
+    /// Units taken in this scope since it was made (requests, or the scope's unit). A scope the
+    /// server names is made from the answer that named it, so the request that learned it is
+    /// not counted here.
+    pub taken: u64,
+}
+
+impl fmt::Display for ScopeSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.scope)?;
+        if let Some(partition) = &self.partition {
+            write!(f, " [{partition}]")?;
+        }
+        match &self.limit {
+            Some(limit) => write!(f, ": limit {limit:?}")?,
+            None => f.write_str(": named by the server")?,
+        }
+        write!(f, ", {} units taken since it was made", self.taken)?;
+        if !self.next_slot_in.is_zero() {
+            write!(f, "; next slot in {:?}", self.next_slot_in)?;
+        }
+        if let Some(quota) = &self.server_quota {
+            write!(
+                f,
+                "; server quota {} left, resets in {:?}",
+                quota.remaining, quota.resets_in
+            )?;
+        }
+        if let Some(cooldown) = self.cooldown_in {
+            write!(f, "; cooling down for {cooldown:?}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::breaker::BreakerSnapshot;
-    use crate::host::Counters;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -211,7 +403,7 @@ mod tests {
         assert_eq!(
             fresh().to_string(),
             "https://api.example.com: limit 10/s, paced at 98%; \
-             0 requests, 0 waited, 0 retries, 0 throttled; breaker closed"
+             0 requests, 0 attempts (0 waited for a slot, 0 retries), 0 refused by the server; breaker closed"
         );
     }
 
@@ -272,7 +464,8 @@ mod tests {
             host.to_string(),
             "https://api.example.com: no limit, paced at 4.0/s, lowered to 4.0/s after refusals; \
              2 in flight; server quota 0 left, resets in 2.5 s; \
-             120 requests, 14 waited, 10 retries, 3 throttled, 5 failed, 7 refused unsent; \
+             120 requests, 130 attempts (14 waited for a slot, 10 retries), 3 refused by the server, \
+             5 attempts failed, 7 not sent; \
              breaker open, probe in 5.0 s; cooling down for 2 min 5 s"
         );
     }

@@ -209,7 +209,7 @@ async fn what_counts_as_a_failure_is_configurable() {
     assert_eq!(open, 3);
 }
 
-/// Regression (issue 9, defect 5): reqwest has no default timeout, so a half-open probe can hang
+/// Regression: reqwest has no default timeout, so a half-open probe can hang
 /// at the server forever. Its hold must be bounded (by the open time): past it, the probe counts
 /// as failed and the next probe goes, instead of every request failing with `CircuitOpen`.
 #[tokio::test]

@@ -276,8 +276,8 @@ async fn coarse_quota_headers_do_not_slow_a_configured_limit() {
     );
 }
 
-/// Regression (issue 9): `host_limit("::1")` never matched, because the URL's host keeps an
-/// IPv6 literal's brackets; the host went unpaced.
+/// Regression: `host_limit("::1")` must match the host `[::1]` (the URL's host keeps an IPv6
+/// literal's brackets); without the bracket handling the host goes unpaced.
 #[tokio::test]
 async fn an_ipv6_host_limit_paces_that_host_with_or_without_brackets() {
     let Some(server) = serve_ipv6(|_, _| Reply::ok()) else {

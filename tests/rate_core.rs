@@ -74,7 +74,7 @@ async fn a_stray_refusal(polite: Polite, limit: Limit) {
 #[tokio::test]
 async fn slowing_down_after_a_refusal_never_breaks_a_burst_limit() {
     // burst 10 of 10 per second, and the 10th answer is a bare 429: the 11th start must still
-    // wait for the window (slowing down used to move the next slot earlier)
+    // wait for the window (slowing down must never move the next slot earlier)
     let seen = AtomicU64::new(0);
     let server = serve(move |_, _| {
         if seen.fetch_add(1, Ordering::SeqCst) == 9 {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{FixedWindowPolicies, Reply, burst, client, polite_error, serve, serve_with_headers};
-use reqwest_polite::{Limit, Polite, ScopeKind, Units};
+use reqwest_polite::{Breaker, Limit, Polite, ScopeKind, Units};
 
 /// Most instants of `at` within any span of `window`.
 fn most_in_any_window(at: &[Instant], window: Duration) -> usize {
@@ -309,6 +309,94 @@ async fn stripe_should_retry_overrides_the_retry_decision_either_way() {
 }
 
 #[tokio::test]
+async fn stripe_should_retry_true_never_repeats_a_success_nor_overrides_the_users_no() {
+    // the path says what to answer; every answer says `Stripe-Should-Retry: true`
+    let server = serve(|_, path| {
+        let status = match path {
+            "/created" => 200,
+            "/moved" => 301, // no Location: reqwest hands it back as it is
+            _ => 503,
+        };
+        Reply::status(status).header("stripe-should-retry", "true")
+    });
+    let fast = || {
+        Polite::builder().backoff(reqwest_polite::Backoff::exponential(
+            Duration::from_millis(1),
+            Duration::from_millis(2),
+        ))
+    };
+    let default = client(&fast().build());
+    let sent = |path: &str| {
+        let hits = server.stats.hits();
+        let req = default.post(server.url(path)).body("order");
+        async move { (req.send().await.expect("answered").status(), hits) }
+    };
+    let (status, before) = sent("/created").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.stats.hits() - before,
+        1,
+        "a POST without an Idempotency-Key answered 200: it took effect, sent once"
+    );
+    let (status, before) = sent("/moved").await;
+    assert_eq!(status, 301);
+    assert_eq!(server.stats.hits() - before, 1, "a redirect is no failure");
+    let (status, before) = sent("/failed").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        server.stats.hits() - before,
+        4,
+        "a failure the server vouches for is retried (3 retries by default)"
+    );
+
+    let users_no = [
+        (
+            "Retryable::Never",
+            client(&fast().retryable(reqwest_polite::Retryable::Never).build()),
+            false,
+        ),
+        (
+            "max_retries(0)",
+            client(&fast().max_retries(0).build()),
+            false,
+        ),
+        ("NoRetry", client(&fast().build()), true),
+    ];
+    for (what, client, no_retry) in users_no {
+        let before = server.stats.hits();
+        let mut req = client.get(server.url("/failed"));
+        if no_retry {
+            req = req.with_extension(reqwest_polite::NoRetry);
+        }
+        let status = req.send().await.expect("answered").status();
+        assert_eq!(status, 503);
+        assert_eq!(
+            server.stats.hits() - before,
+            1,
+            "{what}: the server's `true` does not override the user's no"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_credential_never_shows_in_debug_snapshots_or_errors() {
+    let polite = Polite::builder()
+        .partition_by_header("authorization")
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(1).open_for(Duration::from_secs(60)))
+        .build();
+    let shown = common::shown_after_a_credential(&polite, "Bearer sk-LOCAL-CREDENTIAL").await;
+    assert!(
+        shown.contains("authorization"),
+        "the header is shown: {shown}"
+    );
+    assert!(
+        !shown.contains("sk-LOCAL-CREDENTIAL"),
+        "a credential leaked: {shown}"
+    );
+}
+
+#[tokio::test]
 async fn a_unit_limit_paces_tokens_beside_requests() {
     let server = serve(|_, _| Reply::ok());
     let polite = Polite::builder()
@@ -601,6 +689,33 @@ async fn each_ietf_policy_is_its_own_quota_and_all_count_every_request() {
         ["burst", "daily"],
         "one scope per policy: {scopes:?}"
     );
+}
+
+#[tokio::test]
+async fn an_ietf_policy_with_a_window_of_100_ms_or_less_reopens_at_each_reset() {
+    // a "fast" policy of 10 per 50 or 100 ms (`w=0.050`; `t` rounded up to a whole second, as
+    // the draft sends it) beside a "slow" one that never binds; 40 requests, 4 windows' worth
+    for window_ms in [50, 100] {
+        let window = Duration::from_millis(window_ms);
+        let policies = FixedWindowPolicies::new(&[
+            ("fast", 10, window),
+            ("slow", 1000, Duration::from_secs(60)),
+        ]);
+        let server = serve(move |_, _| policies.reply());
+        let polite = Polite::builder().max_retries(0).build();
+        let client = client(&polite);
+        let url = server.url("/v1/things");
+        let answered =
+            tokio::time::timeout(Duration::from_secs(20), burst(&client, &url, 40)).await;
+        let arrivals = server.stats.arrivals();
+        assert!(
+            answered.is_ok(),
+            "w={window:?}: 40 requests still waiting after 20 s, {} reached the server: the \
+             policy's scope never reopened",
+            arrivals.len()
+        );
+        assert_eq!(arrivals.len(), 40, "w={window:?}: every request went out");
+    }
 }
 
 #[tokio::test]

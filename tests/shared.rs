@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Reply, client, polite_error, serve};
-use reqwest_polite::{Fallback, Limit, Polite, RedisStore};
+use reqwest_polite::{Breaker, Fallback, Limit, Polite, RedisStore};
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -153,6 +153,61 @@ async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
         .store(closed_store)
         .build();
     assert_fallbacks(&local, &closed, move || drop(redis)).await; // killed
+}
+
+/// Every way a 32-byte key could be printed: the whole key (bytes, hex), each 64-bit word
+/// (either byte order, decimal and hex), and the XOR of its halves' words.
+fn printed_forms(key: &[u8; 32]) -> Vec<String> {
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&key[at..at + 8]);
+        bytes
+    };
+    let mut words: Vec<u64> = (0..4)
+        .flat_map(|i| {
+            [
+                u64::from_le_bytes(word(8 * i)),
+                u64::from_be_bytes(word(8 * i)),
+            ]
+        })
+        .collect();
+    words.push(u64::from_le_bytes(word(0)) ^ u64::from_le_bytes(word(16)));
+    words.push(u64::from_le_bytes(word(8)) ^ u64::from_le_bytes(word(24)));
+    let mut forms = vec![
+        format!("{key:?}"),
+        key.iter().map(|b| format!("{b:02x}")).collect(),
+    ];
+    for w in words {
+        forms.extend([w.to_string(), format!("{w:x}"), format!("{w:016x}")]);
+    }
+    forms
+}
+
+#[tokio::test]
+async fn neither_the_fleet_secret_nor_a_credential_shows_in_debug_snapshots_or_errors() {
+    let redis = RedisServer::start().expect("redis-server");
+    let secret: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(11));
+    let polite = Polite::builder()
+        .partition_by_header("authorization")
+        .max_retries(0)
+        .breaker(Breaker::consecutive_failures(1).open_for(Duration::from_secs(60)))
+        .store(store(&redis).await.partition_secret(secret))
+        .build();
+    let shown = common::shown_after_a_credential(&polite, "Bearer sk-FLEET-CREDENTIAL").await;
+    assert!(
+        shown.contains("authorization"),
+        "the header is shown: {shown}"
+    );
+    assert!(
+        !shown.contains("sk-FLEET-CREDENTIAL"),
+        "a credential leaked: {shown}"
+    );
+    for form in printed_forms(&secret) {
+        assert!(
+            !shown.contains(&form),
+            "the fleet's secret shows as {form}: {shown}"
+        );
+    }
 }
 
 /// The same through a Redis Cluster of three primaries (feature `redis-cluster`).

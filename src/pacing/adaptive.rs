@@ -29,9 +29,9 @@
 //!   rate: it settles 20% below it. The rate that was refused is up to a quarter above the
 //!   quota (the ramp grows between two sends, and the send after a raise still goes at the
 //!   spacing before it), so settling 15% below it could stay above the quota and be refused
-//!   again (measured on a leaky bucket of 10/s: a second refusal and a dip to 70%, 75% of the
-//!   quota over 50 requests). Five or more accepted at once are a window's worth: held,
-//!   after a pause as long as that window (a burst that filled it is refused until it passes).
+//!   again (docs/measurements.md has the leaky-bucket runs). Five or more accepted at once are
+//!   a window's worth: held, after a pause as long as that window (a burst that filled it is
+//!   refused until it passes).
 //! - What the server accepted is read as its rate only when ours did not ramp over the last
 //!   second (and, when held, has held for a whole second).
 //! - A held rate probes upward again (2% of it per second) after 30 s without refusal, so a
@@ -395,8 +395,8 @@ impl AdaptiveRate {
         };
         if recent && learned.is_some_and(|l| l.refusals_in_a_row > 0) {
             // refused again with nothing accepted in between: back off and hold (and pause);
-            // on a configured scope the half-limit floor bounds it (climbing back instead was
-            // measured: 28 refusals where the quota was half the limit, instead of 4)
+            // on a configured scope the half-limit floor bounds it (climbing back instead would
+            // be refused again and again while the server's window is full)
             return (current * BACK_OFF, self.hold(now), None);
         }
         let rate = match self.ceiling() {

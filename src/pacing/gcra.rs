@@ -58,9 +58,8 @@ pub(crate) fn wakes_on_the_slot(interval: u64) -> bool {
 /// (a sliding window would have taken 98%); a delay beyond the margin costs a refusal, which
 /// widens the margin by half (see [`Pacer::widen_gap`]) and dips the
 /// [adaptive rate](super::adaptive) for a second. How much jitter a machine has is learned
-/// from refusals, not assumed: against nginx `limit_req` at 200 per second on this 2-core VM
-/// with both cores kept busy, the fixed margin drew 37–53 refusals per 1000 requests, the
-/// learned one 9–15.
+/// from refusals, not assumed (docs/measurements.md compares a fixed margin and a learned one
+/// against nginx `limit_req`).
 pub(crate) const GAP_MARGIN_NANOS: u64 = 250_000;
 
 /// The most the gap margin may take, in percent of the server's spacing.
@@ -71,9 +70,9 @@ const GAP_MARGIN_MAX_PERCENT: u64 = 5;
 const LEARNED_GAP_MAX_PERCENT: u64 = 100;
 
 /// Each refusal of a spaced schedule multiplies its gap margin by this (as a fraction): a
-/// refusal on a quiet machine is a rare spike (measured on loopback: 0.1% of arrivals 1–2 ms
-/// early), and doubling overshot it (3 refusals took 250 µs to 2 ms, 77% of the rate, where
-/// ×1.5 stops near 0.84 ms, 86%); a busy machine's few milliseconds take a few more refusals.
+/// refusal on a quiet machine is a rare spike of a millisecond or two, and doubling overshoots
+/// it (3 refusals take 250 µs to 2 ms, where ×1.5 stops near 0.84 ms); a busy machine's few
+/// milliseconds take a few more refusals. docs/measurements.md has the runs behind this.
 const LEARNED_GAP_GROWTH: (u64, u64) = (3, 2);
 
 /// A learned gap margin halves after this long without a refusal that widened it, down to
@@ -454,6 +453,19 @@ impl Pacer {
             last_start: self.last_start,
             ..fresh
         }
+    }
+
+    /// Where the schedule stands: its theoretical arrival time and last start (`None` while
+    /// unpaced: it holds no promise).
+    pub(crate) fn position(&self) -> Option<(u64, Option<u64>)> {
+        (self.interval > 0).then_some((self.tat, self.last_start))
+    }
+
+    /// Take over another schedule's position (a limit that moved here from another record):
+    /// nothing starts sooner than either schedule allows.
+    pub(crate) fn take_over(&mut self, tat: u64, last_start: Option<u64>) {
+        self.tat = self.tat.max(tat);
+        self.last_start = self.last_start.max(last_start);
     }
 
     /// When `cost` units could start if `queued` units ahead of them go first (never before

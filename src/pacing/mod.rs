@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::limit::Limit;
 use crate::signals::ServerHint;
+use crate::time::{far_add, saturating_nanos};
 use closure::{Closure, Why};
 use gcra::{Pacer, Plain};
 use lane::Admitted;
@@ -42,6 +43,14 @@ pub(crate) enum Decision {
     Closed(Instant),
     /// First contact: the scouts are out; wait for an answer, or until this instant.
     Hold(Instant),
+}
+
+/// Where a schedule stands, in instants: what a limit carries when it moves between a host's
+/// record and its host-wide scope at run time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Position {
+    tat: Instant,
+    last_start: Option<Instant>,
 }
 
 /// One scope's pacing state: every owner, asked in order (closure, first contact, schedule).
@@ -103,6 +112,24 @@ impl Pacing {
     pub(crate) fn relimit(&mut self, limit: Option<&Limit>, configured: bool) {
         self.pacer = self.pacer.relimit(limit);
         self.quota.set_configured(configured);
+    }
+
+    /// Where the schedule stands, for a limit that moves to another record (see
+    /// [`Pacing::take_over`]); `None` while unpaced.
+    pub(crate) fn position(&self) -> Option<Position> {
+        let (tat, last_start) = self.pacer.position()?;
+        Some(Position {
+            tat: self.clock.instant(tat),
+            last_start: last_start.map(|at| self.clock.instant(at)),
+        })
+    }
+
+    /// Take over the position of the schedule a limit moved from: nothing starts sooner than
+    /// either allows.
+    pub(crate) fn take_over(&mut self, from: Position) {
+        let tat = self.clock.nanos(from.tat);
+        let last_start = from.last_start.map(|at| self.clock.nanos(at));
+        self.pacer.take_over(tat, last_start);
     }
 
     /// True when waits should end on the slot itself (see [`gcra`]).
@@ -259,17 +286,4 @@ impl Clock {
     pub(crate) fn instant(&self, nanos: u64) -> Instant {
         far_add(self.origin, Duration::from_nanos(nanos))
     }
-}
-
-/// `d` in nanoseconds, saturating (past 584 years).
-pub(crate) fn saturating_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// `at + d`, or about 30 years from `at` when that would overflow the platform's instant.
-pub(crate) fn far_add(at: Instant, d: Duration) -> Instant {
-    const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
-    at.checked_add(d.min(FAR))
-        .or_else(|| at.checked_add(Duration::from_secs(24 * 3600)))
-        .unwrap_or(at)
 }

@@ -195,7 +195,7 @@ impl QuotaTracker {
         self.state = State::Known {
             remaining: limit,
             limit: Some(limit),
-            reset_at: crate::pacing::far_add(reset_at, ahead),
+            reset_at: crate::time::far_add(reset_at, ahead),
         };
     }
 
@@ -234,7 +234,7 @@ impl QuotaTracker {
         }
         match (hint.remaining, hint.reset_in) {
             (Some(remaining), Some(reset_in)) => {
-                let reset_at = crate::pacing::far_add(now, reset_in.saturating_add(RESET_MARGIN));
+                let reset_at = crate::time::far_add(now, reset_in.saturating_add(RESET_MARGIN));
                 self.state = match self.state {
                     // same window: the lower count wins (our own count includes requests
                     // sent after the one this answer is for)
@@ -402,7 +402,7 @@ mod tests {
             round_trips += 1;
             assert!(round_trips < 100, "first contact must end");
         }
-        // windows 1, 2, 4 (doubling), then 5, 6, ..., 31: the first answer of that round ends it
+        // windows 1, 2, 4 (doubling), then 5, 6, ..., 31: the first answer of that window ends it
         assert_eq!(round_trips, 30);
         assert_eq!(sent, 1 + 2 + (4..=31).sum::<u32>());
         assert!(q.is_idle(t0));

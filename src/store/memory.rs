@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::host::Host;
 #[cfg(test)]
 use crate::host::HostConfig;
-use crate::host::{Host, HostSnapshot};
-use crate::scope::{Scope, ScopeSnapshot};
+use crate::scope::Scope;
+use crate::snapshot::{HostSnapshot, ScopeSnapshot};
 
 /// The host map's shards: requests to hosts in different shards take different locks, so
 /// threads looking up their hosts do not all write the same lock word (as dashmap does).
@@ -83,28 +84,29 @@ impl MemoryStore {
         host
     }
 
-    /// Drop the records nobody holds that carry nothing worth keeping, shard by shard. Runs at
-    /// most once per `idle_after / 2`, when a new host arrives.
+    /// Drop the records nobody holds that carry nothing worth keeping: host records shard by
+    /// shard, then scope records. Runs at most once per `idle_after / 2`, when a new host or
+    /// scope arrives, so records of every kind follow what is in use.
     fn sweep(&self, now: Instant) {
         let (mut evicted, mut kept) = (0, 0);
         for shard in self.hosts.iter() {
             let mut hosts = shard.0.write().unwrap_or_else(|p| p.into_inner());
-            let before = hosts.len();
-            // strong_count == 1: only the map holds it, and nobody can clone it while we hold
-            // the shard's write lock, so no request is using the record we drop.
-            hosts.retain(|_, host| {
-                Arc::strong_count(host) > 1 || !host.is_idle(now, self.idle_after)
-            });
-            // a crawl that touched many hosts once leaves a table sized for all of them
-            let left = hosts.len();
-            if hosts.capacity() > 4 * left + 64 {
-                hosts.shrink_to(2 * left);
-            }
-            evicted += before - left;
+            let (gone, left) = retain_in_use(&mut hosts, |host| host.is_idle(now, self.idle_after));
+            evicted += gone;
             kept += left;
         }
-        if evicted > 0 {
-            tracing::debug!(evicted, kept, "evicted idle host records");
+        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
+        let (scopes_evicted, scopes_kept) =
+            retain_in_use(&mut scopes, |scope| scope.is_idle(now, self.idle_after));
+        drop(scopes);
+        if evicted + scopes_evicted > 0 {
+            tracing::debug!(
+                evicted,
+                kept,
+                scopes_evicted,
+                scopes_kept,
+                "evicted idle records"
+            );
         }
     }
 
@@ -119,22 +121,22 @@ impl MemoryStore {
             return Arc::clone(scope);
         }
         let now = Instant::now();
+        if self.sweep_due(now) {
+            self.sweep(now);
+        }
         let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
         if let Some(scope) = scopes.get(key) {
             return Arc::clone(scope);
         }
-        if scopes.len() >= 64 && self.sweep_due(now) {
-            scopes.retain(|_, scope| {
-                Arc::strong_count(scope) > 1 || !scope.is_idle(now, self.idle_after)
-            });
-            let kept = scopes.len();
-            if scopes.capacity() > 4 * kept + 64 {
-                scopes.shrink_to(2 * kept);
-            }
-        }
         let scope = Arc::new(make(now));
         scopes.insert(key.into(), Arc::clone(&scope));
         scope
+    }
+
+    /// The scope record for `key`, if there is one.
+    pub(crate) fn find_scope(&self, key: &str) -> Option<Arc<Scope>> {
+        let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
+        scopes.get(key).cloned()
     }
 
     /// Every scope record, sorted by kind and name.
@@ -192,6 +194,23 @@ impl MemoryStore {
         snapshots.sort_by(|a, b| a.key.cmp(&b.key));
         snapshots
     }
+}
+
+/// Keep the records someone holds or that `idle` says carry something; shrink a table a crawl
+/// left sized for far more. Returns how many were dropped and how many are left.
+fn retain_in_use<K: Eq + std::hash::Hash, V>(
+    records: &mut HashMap<K, Arc<V>, RandomState>,
+    idle: impl Fn(&V) -> bool,
+) -> (usize, usize) {
+    let before = records.len();
+    // strong_count == 1: only the map holds it, and nobody can clone it while the caller holds
+    // the map's write lock, so no request is using the record dropped
+    records.retain(|_, record| Arc::strong_count(record) > 1 || !idle(record));
+    let left = records.len();
+    if records.capacity() > 4 * left + 64 {
+        records.shrink_to(2 * left);
+    }
+    (before - left, left)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use self::conn::Conn;
 use crate::limit::Limit;
-use crate::pacing::saturating_nanos;
+use crate::time::saturating_nanos;
 
 /// The default key prefix.
 const DEFAULT_PREFIX: &str = "reqwest-polite";

@@ -320,6 +320,49 @@ pub async fn burst(
     futures::future::join_all(calls).await
 }
 
+/// Sends `credential` through `polite` to a server that answers `/` and fails `/down`, until a
+/// breaker of one failure opens, and returns all that could show it: `Debug` of `polite`,
+/// its snapshots (`Debug` and `Display`), and the error of the request the open breaker
+/// refused (`Display` and `Debug`). `polite` is built with `partition_by_header
+/// ("authorization")`, `max_retries(0)` and `Breaker::consecutive_failures(1)`.
+pub async fn shown_after_a_credential(polite: &reqwest_polite::Polite, credential: &str) -> String {
+    let server = serve(|_, path| match path {
+        "/down" => Reply::status(500),
+        _ => Reply::ok(),
+    });
+    let client = client(polite);
+    let send = |path: &str| {
+        client
+            .get(server.url(path))
+            .header("authorization", credential)
+            .send()
+    };
+    assert_eq!(send("/").await.expect("answered").status(), 200);
+    assert_eq!(send("/down").await.expect("answered").status(), 500);
+    let err = send("/down").await.expect_err("the breaker is open");
+    assert!(
+        matches!(
+            polite_error(&err),
+            Some(reqwest_polite::Error::CircuitOpen { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(server.stats.hits(), 2, "the open breaker sent nothing");
+    let (hosts, scopes) = (polite.snapshot(), polite.scope_snapshot());
+    assert!(
+        hosts.iter().all(|h| h.partition.is_some()),
+        "partitioned: {hosts:?}"
+    );
+    let mut shown = format!("{polite:?} {hosts:?} {scopes:?} {err} {err:?}");
+    for host in &hosts {
+        shown += &host.to_string();
+    }
+    for scope in &scopes {
+        shown += &scope.to_string();
+    }
+    shown
+}
+
 /// IETF `RateLimit` policies metered on fixed windows from the server's start, all at once:
 /// a request counts in every policy, and is refused (429, no `Retry-After`) when any of them
 /// is spent. Every answer carries `RateLimit` (`r`, and `t` in whole seconds rounded up, as
@@ -366,7 +409,12 @@ impl FixedWindowPolicies {
             let reset = window.as_nanos() * (index + 1) - elapsed.as_nanos();
             let t = reset.div_ceil(1_000_000_000);
             current.push(format!("\"{name}\";r={};t={t}", quota - count));
-            declared.push(format!("\"{name}\";q={quota};w={}", window.as_secs()));
+            // `w` in seconds, a Decimal below one (at most three fractional digits)
+            let w = match window.subsec_millis() {
+                0 => window.as_secs().to_string(),
+                ms => format!("{}.{ms:03}", window.as_secs()),
+            };
+            declared.push(format!("\"{name}\";q={quota};w={w}"));
         }
         let reply = if spent {
             Reply::status(429)

@@ -1,0 +1,243 @@
+//! The breaker's word for each attempt: asked when the attempt begins, and again right before
+//! it is sent (a breaker that opened while the request waited for its slot stops it).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::breaker::{Admission, Transition};
+use crate::builder::{Config, Polite};
+use crate::error::Error;
+use crate::extensions::RequestOptions;
+use crate::host::{Host, HostState};
+use crate::observe;
+use crate::scope::Scope;
+use crate::signals::ServerScope;
+use crate::snapshot::BreakerPhase;
+
+/// One attempt between admission and its recorded outcome. Dropped unrecorded (the request
+/// future was cancelled, or pacing failed), it gives back the probe and scout slots it held.
+pub(super) struct Attempt {
+    pub(super) host: Arc<Host>,
+    pub(super) admission: Admission,
+    /// This attempt reads a quota we do not know yet (first contact).
+    pub(super) scout: bool,
+    pub(super) cost: u32,
+    /// When the attempt took its slot.
+    pub(super) sent_at: Option<Instant>,
+    pub(super) recorded: bool,
+}
+
+impl Attempt {
+    fn new(host: &Arc<Host>, admission: Admission, cost: u32) -> Self {
+        Attempt {
+            host: Arc::clone(host),
+            admission,
+            scout: false,
+            cost,
+            sent_at: None,
+            recorded: false,
+        }
+    }
+
+    /// Free the slots this attempt holds (breaker half-open probe, first-contact scout), so the
+    /// next request can take them.
+    pub(super) fn release_slots(&self) {
+        if !self.admission.is_probe() && !self.scout && self.sent_at.is_none() {
+            return;
+        }
+        let mut state = self.host.state();
+        state.breaker.release(&self.admission);
+        if self.scout {
+            state.release_scout();
+        }
+        if self.sent_at.is_some() {
+            state.sent -= 1; // sent, and cancelled before its answer
+        }
+        drop(state);
+        self.host.answered.notify_waiters();
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.release_slots();
+        }
+    }
+}
+
+/// Bring the host's limit up to date, count the request, deposit in the retry budget, refuse
+/// a cost that can never fit, and ask the breaker for its first attempt: one lock for all.
+/// Returns the quota the server named for its route, if any, and the attempt; `None` when the
+/// breaker refused and the request waits for it ([`WaitIfOpen`](crate::WaitIfOpen)).
+pub(super) fn begin(
+    polite: &Polite,
+    host: &Arc<Host>,
+    url: &url::Url,
+    opts: &RequestOptions,
+) -> Result<(Option<ServerScope>, Option<Attempt>), Error> {
+    let now = Instant::now();
+    let mut state = host.state();
+    if state.generation != polite.generation() {
+        let (limits, generation) = polite.limits();
+        let moved = state.relimit(limits.for_host(url), generation);
+        if let Some(schedule) = moved {
+            // the limit moved between the record and its host-wide scope: the schedule
+            // moves with it, so the change lets nothing more through than either form allows
+            drop(state);
+            polite.carry_schedule(host, url, &limits, schedule);
+            state = host.state();
+        }
+    }
+    state.counters.requests += 1;
+    state.budget.deposit(now);
+    if let Some(limit) = state.limit()
+        && opts.cost > limit.count()
+    {
+        return Err(Error::CostExceedsLimit {
+            host: host.key.to_string(),
+            cost: opts.cost,
+            limit: limit.count(),
+        });
+    }
+    let named = state.named_scope(url.path()).cloned();
+    let (admission, transition) = state.breaker.admit(now);
+    let refused = refusal(host, &state, admission, now);
+    drop(state);
+    report_transition(host, &polite.inner.config, transition);
+    match refused {
+        None => Ok((named, Some(Attempt::new(host, admission, opts.cost)))),
+        Some(_) if opts.wait_if_open => Ok((named, None)),
+        Some(refused) => Err(refused),
+    }
+}
+
+/// Ask the circuit breaker for an attempt. Open: fail fast with `CircuitOpen`, nothing sent,
+/// or with [`WaitIfOpen`](crate::WaitIfOpen) wait until it admits the attempt (bounded by the
+/// deadline, else by `max_retry_after`).
+pub(super) async fn admit(
+    host: &Arc<Host>,
+    config: &Config,
+    opts: &RequestOptions,
+    attempts: u32,
+) -> Result<Attempt, Error> {
+    let bound = opts
+        .deadline
+        .unwrap_or_else(|| crate::time::far_add(Instant::now(), config.max_retry_after));
+    loop {
+        // made before asking, so an answer in between is not missed
+        let answered = host.answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        let now = Instant::now();
+        let (admission, transition, refused) = {
+            let mut state = host.state();
+            let (admission, transition) = state.breaker.admit(now);
+            (admission, transition, refusal(host, &state, admission, now))
+        };
+        report_transition(host, config, transition);
+        let Some(refused) = refused else {
+            return Ok(Attempt::new(host, admission, opts.cost));
+        };
+        let Error::CircuitOpen { retry_in, .. } = refused else {
+            return Err(refused);
+        };
+        if !opts.wait_if_open || now >= bound {
+            tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: failing fast");
+            return Err(refused);
+        }
+        tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: waiting for the host to heal");
+        // a probe's answer decides sooner than the open period: wake on answers too
+        let until = crate::time::far_add(now, retry_in).min(bound);
+        let _ = tokio::time::timeout_at(until, answered).await;
+    }
+}
+
+/// Right before a send: a breaker that opened (or went half-open) since the attempt was
+/// admitted is asked again. `Err`: it refuses; the attempt is not sent. An attempt that is the
+/// breaker's probe, or admitted while it is closed and still closed, goes as it is.
+pub(super) fn recheck(
+    host: &Host,
+    state: &mut HostState,
+    attempt: &mut Attempt,
+    now: Instant,
+) -> Result<Option<Transition>, Error> {
+    if attempt.admission.is_probe() || state.breaker.phase() == BreakerPhase::Closed {
+        return Ok(None);
+    }
+    let (admission, transition) = state.breaker.admit(now);
+    if let Some(refused) = refusal(host, state, admission, now) {
+        return Err(refused);
+    }
+    attempt.admission = admission;
+    Ok(transition)
+}
+
+/// The error for a breaker's refusal, if `admission` is one. While a probe is out, `retry_in`
+/// is when its answer can be expected (the host's last answer time), not the whole hold.
+#[inline]
+fn refusal(host: &Host, state: &HostState, admission: Admission, now: Instant) -> Option<Error> {
+    match admission {
+        Admission::Reject { retry_in } => Some(circuit_open(host, state, retry_in, now)),
+        Admission::Allow | Admission::Probe { .. } => None,
+    }
+}
+
+#[cold]
+fn circuit_open(host: &Host, state: &HostState, retry_in: Duration, now: Instant) -> Error {
+    let retry_in = state
+        .breaker
+        .probe_decides_in(now, MIN_DECISION_WAIT)
+        .map_or(retry_in, |decides_in| decides_in.min(retry_in));
+    Error::CircuitOpen {
+        host: host.key.to_string(),
+        retry_in,
+    }
+}
+
+/// The shortest `retry_in` while a probe is out: a caller sleeping it does not spin.
+const MIN_DECISION_WAIT: Duration = Duration::from_millis(10);
+
+/// Refuse units that can never fit in one of the request's scopes (a cost above its limit's
+/// count would break the window promise).
+pub(super) fn fits(scopes: &[(Arc<Scope>, u32)]) -> Result<(), Error> {
+    for (scope, units) in scopes {
+        let limit = scope.state().limit; // the scope's lock is released here: never held with the host's
+        if let Some(limit) = limit
+            && *units > limit.count()
+        {
+            return Err(Error::CostExceedsLimit {
+                host: scope.label.to_string(),
+                cost: *units,
+                limit: limit.count(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Report a breaker transition (to `tracing` and the observer); call it with no lock held.
+#[inline]
+pub(super) fn report_transition(host: &Host, config: &Config, transition: Option<Transition>) {
+    if let Some(transition) = transition {
+        report(host, config, transition);
+    }
+}
+
+#[cold]
+fn report(host: &Host, config: &Config, transition: Transition) {
+    match transition {
+        Transition::Opened { failures, open_for } => {
+            tracing::warn!(host = %host.key, failures, ?open_for, "circuit breaker opened")
+        }
+        Transition::HalfOpened => {
+            tracing::info!(host = %host.key, "circuit breaker half-open: probing")
+        }
+        Transition::Closed => tracing::info!(host = %host.key, "circuit breaker closed"),
+    }
+    if let Some(observer) = config.observers.get() {
+        observe::breaker(observer, host, transition);
+    }
+}

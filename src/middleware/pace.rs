@@ -1,0 +1,422 @@
+//! The wait for a pacing slot: FIFO per host (and per scope while a scope holds the request
+//! back), bounded by the deadline and `max_retry_after`, with the in-flight cap's place taken
+//! only when the slot is.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, SemaphorePermit};
+use tokio::time::Instant;
+
+use super::admit::{self, Attempt};
+use crate::builder::Config;
+use crate::error::Error;
+use crate::extensions::RequestOptions;
+use crate::host::{Host, Queued};
+use crate::observe::{self, WaitReason};
+use crate::pacing::Decision;
+use crate::scope::Scope;
+use crate::signals::ServerScope;
+
+/// How pacing ended for an attempt that may be sent.
+pub(super) enum Paced {
+    /// Send now: the slots are taken; the in-flight place, if the host has a cap, comes with it.
+    Go(Option<OwnedSemaphorePermit>),
+    /// The server named the quota of this request's route since its scopes were worked out:
+    /// nothing was taken; pace again with that scope.
+    Renamed(ServerScope),
+}
+
+/// A quiet host's free slot, without the lock or the queue (see `pacing::lane`): the in-flight
+/// place (if free) and the slot, or `None` to pace under the lock.
+#[inline]
+pub(super) fn quietly(
+    host: &Host,
+    scopes: &[(Arc<Scope>, u32)],
+    attempt: &mut Attempt,
+) -> Option<Option<OwnedSemaphorePermit>> {
+    if !scopes.is_empty() {
+        return None;
+    }
+    let permit = match &host.in_flight {
+        None => None,
+        Some(cap) => Some(Arc::clone(cap).try_acquire_owned().ok()?),
+    };
+    let now = Instant::now();
+    if !host.try_admit(now, attempt.cost) {
+        return None;
+    }
+    attempt.sent_at = Some(now);
+    Some(permit)
+}
+
+/// What a paced attempt waits with.
+pub(super) struct Waits<'a> {
+    pub(super) host: &'a Arc<Host>,
+    /// The scopes the request falls in beside its host, with the units it takes in each.
+    pub(super) scopes: &'a [(Arc<Scope>, u32)],
+    pub(super) path: &'a str,
+    /// The quota the server named for the route when the scopes were worked out.
+    pub(super) named: Option<&'a ServerScope>,
+    pub(super) config: &'a Config,
+    pub(super) opts: &'a RequestOptions,
+    /// Attempts already sent.
+    pub(super) attempts: u32,
+}
+
+/// Where a waiting attempt stands in the queues it waits in.
+#[derive(Default)]
+struct Place<'a> {
+    /// Its turn at the host's pacing queue (one waiter at a time decides and sleeps).
+    turn: Option<SemaphorePermit<'a>>,
+    /// Its turn at the queue of the scope that holds it back, and which scope.
+    scope_turn: Option<(usize, SemaphorePermit<'a>)>,
+    /// Counted in the host's queue.
+    queued: Option<Queued<'a>>,
+    /// After waiting its turn in a scope's queue, it asks the host once more without queueing
+    /// behind the host's other requests again (it would wait for all of them).
+    cut_in: bool,
+    /// Its place under the in-flight cap, held only while it decides.
+    in_flight: Option<OwnedSemaphorePermit>,
+}
+
+/// One decision and what it holds the attempt back for.
+struct Decided {
+    decision: Decision,
+    /// The scope that holds it back (an index in `scopes`); `None`: the host.
+    blocker: Option<usize>,
+    /// The wait should end on the slot itself, not the timer tick after it.
+    precise: bool,
+}
+
+impl<'a> Waits<'a> {
+    /// Take a pacing slot for one attempt, waiting in FIFO order behind earlier requests.
+    ///
+    /// One waiter at a time (the holder of the turnstile) asks the schedule and sleeps; the
+    /// others queue on the turnstile. Dropping the future at any point leaves the schedule
+    /// untouched, so a cancelled waiter costs nobody a slot.
+    ///
+    /// A request fails at once only when its wait is certain to pass its deadline (the
+    /// configured schedule, a server closure); waits the server's next answer may shorten
+    /// (first contact, a slowed rate) and the queue ahead (whose requests may be cancelled) are
+    /// waited out up to the deadline. Every wait the server's word imposes (a closure, a slowed
+    /// rate) is bounded by `max_retry_after`: past it, the request fails with `CoolingDown`.
+    pub(super) async fn pace(&self, attempt: &mut Attempt) -> Result<Paced, Error> {
+        admit::fits(self.scopes)?;
+        // with an observer, what held the attempt back last (and in which scope), and since when
+        let watch = self.config.observers.get().map(|o| (o, Instant::now()));
+        let mut held: Option<(WaitReason, Option<usize>)> = None;
+        let mut place = self.first_place()?;
+        loop {
+            if place.turn.is_none() && !std::mem::take(&mut place.cut_in) {
+                let acquired = self.until_deadline(self.host.turnstile.acquire()).await?;
+                place.turn = Some(acquired.expect("the turnstile is never closed"));
+            }
+            if place.in_flight.is_none() && self.host.in_flight.is_some() {
+                place.in_flight = self.in_flight_permit().await?;
+            }
+            let answered = self.host.answered.notified();
+            tokio::pin!(answered);
+            answered.as_mut().enable(); // before deciding, so an answer in between is not missed
+            let now = Instant::now();
+            let decided = match self.decide(now, attempt, &mut place) {
+                Ok(decided) => decided,
+                Err(renamed) => return Ok(Paced::Renamed(renamed)),
+            }?;
+            if let Decision::Admit { scout } = decided.decision {
+                attempt.scout = scout;
+                attempt.sent_at = Some(now);
+                let in_flight = place.in_flight.take();
+                if let Some((observer, started)) = watch
+                    && place.queued.is_some()
+                {
+                    drop(place); // leave the queues before calling out
+                    let (reason, scope) = held.unwrap_or((WaitReason::Pacing, None));
+                    let scope = scope.map(|i| &*self.scopes[i].0.label);
+                    let waited = now - started;
+                    observe::waited(observer, self.host, scope, reason, waited, self.attempts);
+                }
+                return Ok(Paced::Go(in_flight));
+            }
+            self.refuse_past_bounds(&decided.decision, now)?;
+            // waiting: the in-flight place goes to a request that can be sent
+            place.in_flight = None;
+            held = Some((wait_reason(&decided.decision), decided.blocker));
+            if let Some(i) = decided.blocker {
+                // let the host's other requests go while this one waits for scope `i`
+                place.turn = None;
+                place.cut_in = true;
+                if place.scope_turn.as_ref().is_none_or(|(j, _)| *j != i) {
+                    drop(place.scope_turn.take()); // one scope's queue at a time: never two held
+                    let waiting = self.scopes[i].0.turnstile.acquire();
+                    let acquired = self.until_deadline(waiting).await?;
+                    place.scope_turn =
+                        Some((i, acquired.expect("scope turnstiles are never closed")));
+                    continue; // things may have changed while it queued: decide again
+                }
+            }
+            self.sleep(&decided, now, answered).await;
+        }
+    }
+
+    /// The attempt's place when it starts: the turn at once if nobody holds it; else in the
+    /// queue, unless the wait certain to come (the schedule, a closure) passes the deadline.
+    fn first_place(&self) -> Result<Place<'a>, Error> {
+        let mut place = Place::default();
+        if let Ok(turn) = self.host.turnstile.try_acquire() {
+            place.turn = Some(turn);
+            return Ok(place);
+        }
+        let now = Instant::now();
+        let mut state = self.host.state();
+        let certain = state.certain_wait(now, self.opts.cost, &self.lock_scopes());
+        if self.opts.past_deadline(certain) {
+            return Err(deadline_exceeded(
+                self.host,
+                self.attempts,
+                Some(certain - now),
+            ));
+        }
+        place.queued = Some(Queued::join(self.host, &mut state, self.opts.cost));
+        Ok(place)
+    }
+
+    /// The scopes' locks, in key order (the host's is taken first: every request takes them so).
+    fn lock_scopes(&self) -> Vec<(std::sync::MutexGuard<'a, crate::scope::ScopeState>, u32)> {
+        self.scopes
+            .iter()
+            .map(|(s, units)| (s.state(), *units))
+            .collect()
+    }
+
+    /// Decide under the host's lock (and the scopes'), the breaker asked again first.
+    /// `Err`: the server named the route's quota since the scopes were worked out.
+    fn decide(
+        &self,
+        now: Instant,
+        attempt: &mut Attempt,
+        place: &mut Place<'a>,
+    ) -> Result<Result<Decided, Error>, ServerScope> {
+        let mut state = self.host.state();
+        if let Some(learned) = state.named_scope(self.path)
+            && Some(learned) != self.named
+        {
+            return Err(learned.clone());
+        }
+        let transition = match admit::recheck(self.host, &mut state, attempt, now) {
+            Ok(transition) => transition,
+            Err(refused) => {
+                drop(state);
+                return Ok(Err(refused));
+            }
+        };
+        let mut locked = self.lock_scopes();
+        let (decision, blocker) = state.decide(now, self.opts.cost, &mut locked);
+        // the schedule that holds the request back says how to wake for its slot; read under
+        // the lock: a limit set at run time changes it
+        let precise = match blocker {
+            Some(i) => locked[i].0.pacing.wants_precise_wakes(),
+            None => state.wants_precise_wakes(),
+        };
+        drop(locked);
+        match decision {
+            Decision::Admit { .. } => state.counters.waited += u64::from(place.queued.is_some()),
+            _ if place.queued.is_none() => {
+                place.queued = Some(Queued::join(self.host, &mut state, self.opts.cost));
+            }
+            _ => {}
+        }
+        drop(state);
+        admit::report_transition(self.host, self.config, transition);
+        Ok(Ok(Decided {
+            decision,
+            blocker,
+            precise,
+        }))
+    }
+
+    /// Fail at once when the wait is past what the server's word may impose
+    /// (`max_retry_after`) or certain to pass the deadline.
+    fn refuse_past_bounds(&self, decision: &Decision, now: Instant) -> Result<(), Error> {
+        let (host, attempts, opts) = (self.host, self.attempts, self.opts);
+        match *decision {
+            Decision::Closed(until) | Decision::Slowed(until)
+                if until - now > self.config.max_retry_after =>
+            {
+                Err(cooling_down(host, until - now))
+            }
+            Decision::Wait(until) | Decision::Closed(until) if opts.past_deadline(until) => {
+                Err(deadline_exceeded(host, attempts, Some(until - now)))
+            }
+            Decision::Slowed(until) | Decision::Hold(until)
+                if opts.deadline.is_some_and(|d| now >= d) =>
+            {
+                Err(deadline_exceeded(host, attempts, Some(until - now)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sleep as the decision says: to the slot, to the end of a closure, or until an answer
+    /// may change a wait the server's word set (never past the deadline).
+    async fn sleep(
+        &self,
+        decided: &Decided,
+        now: Instant,
+        mut answered: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) {
+        let key = &self.host.key;
+        match decided.decision {
+            Decision::Wait(until) => {
+                tracing::trace!(host = %key, reason = "pacing", wait = ?(until - now), "waiting for a pacing slot");
+                if decided.precise {
+                    sleep_precisely(until).await;
+                } else {
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+            Decision::Closed(until) => {
+                tracing::debug!(host = %key, reason = "cooldown", wait = ?(until - now), "cooling down at the server's word: waiting");
+                tokio::time::sleep_until(until).await;
+            }
+            Decision::Slowed(until) | Decision::Hold(until) => {
+                // the next answer may change it (a quota reset, first contact ending): wake
+                // on answers too, and never sleep past the deadline; a slowed spaced schedule
+                // ends its wait on the slot, as the configured one does
+                let reason = wait_reason(&decided.decision).as_str();
+                tracing::trace!(host = %key, reason, wait = ?(until - now), "paced by the server's word");
+                let until = self.opts.deadline.map_or(until, |d| d.min(until));
+                if decided.precise && matches!(decided.decision, Decision::Slowed(_)) {
+                    let slot = sleep_precisely(until);
+                    tokio::pin!(slot);
+                    // whichever comes first: the slot, or an answer
+                    std::future::poll_fn(|cx| {
+                        if slot.as_mut().poll(cx).is_ready()
+                            || answered.as_mut().poll(cx).is_ready()
+                        {
+                            std::task::Poll::Ready(())
+                        } else {
+                            std::task::Poll::Pending
+                        }
+                    })
+                    .await;
+                } else {
+                    let _ = tokio::time::timeout_at(until, answered).await;
+                }
+            }
+            Decision::Admit { .. } => unreachable!("admitted before sleeping"),
+        }
+    }
+
+    /// Wait (FIFO, bounded by the deadline) for a place under the host's in-flight cap. The
+    /// permit is released when dropped: on success, on error, and when the request is cancelled.
+    async fn in_flight_permit(&self) -> Result<Option<OwnedSemaphorePermit>, Error> {
+        let Some(cap) = &self.host.in_flight else {
+            return Ok(None);
+        };
+        // (tokio's semaphore hands released permits to waiters first, so this keeps FIFO order)
+        if let Ok(permit) = Arc::clone(cap).try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        tracing::trace!(host = %self.host.key, reason = "in_flight", "waiting under the in-flight cap");
+        let started = Instant::now();
+        let permit = self.until_deadline(Arc::clone(cap).acquire_owned()).await?;
+        if let Some(observer) = self.config.observers.get() {
+            let waited = started.elapsed();
+            observe::waited(
+                observer,
+                self.host,
+                None,
+                WaitReason::InFlight,
+                waited,
+                self.attempts,
+            );
+        }
+        Ok(Some(permit.expect("in-flight semaphores are never closed")))
+    }
+
+    /// Run `fut`, failing with `DeadlineExceeded` if the request's deadline passes first.
+    async fn until_deadline<T>(&self, fut: impl Future<Output = T>) -> Result<T, Error> {
+        match self.opts.deadline {
+            None => Ok(fut.await),
+            Some(deadline) => tokio::time::timeout_at(deadline, fut)
+                .await
+                .map_err(|_| deadline_exceeded(self.host, self.attempts, None)),
+        }
+    }
+}
+
+fn deadline_exceeded(host: &Host, attempts: u32, would_wait: Option<Duration>) -> Error {
+    Error::DeadlineExceeded {
+        host: host.key.to_string(),
+        attempts,
+        would_wait,
+    }
+}
+
+fn cooling_down(host: &Host, retry_in: Duration) -> Error {
+    Error::CoolingDown {
+        host: host.key.to_string(),
+        retry_in,
+    }
+}
+
+/// What a pacing decision that is not `Admit` holds the attempt back for.
+fn wait_reason(decision: &Decision) -> WaitReason {
+    match decision {
+        Decision::Wait(_) | Decision::Admit { .. } => WaitReason::Pacing,
+        Decision::Closed(_) => WaitReason::Cooldown,
+        Decision::Slowed(_) => WaitReason::Slowed,
+        Decision::Hold(_) => WaitReason::FirstContact,
+    }
+}
+
+/// Set while one task in the process yields its way to a slot (see [`sleep_precisely`]).
+static YIELDING: AtomicBool = AtomicBool::new(false);
+
+/// Sleep until `until` itself, not the timer tick after it.
+///
+/// tokio's timer ends sleeps on a millisecond tick, so at 100 or 200 requests per second the
+/// gaps between starts would come in whole milliseconds and a leaky-bucket server that judges
+/// every gap (nginx `limit_req`) would see some too short, or the schedule would have to give
+/// up a tick per request. So the timer sleeps to two ticks before the slot (it wakes up to two
+/// ticks after the instant asked: the deadline is rounded up to a tick, and the driver's park
+/// rounds up once more), and the task yields (cooperatively, letting every other task run)
+/// until the slot: at most two ticks of yielding per paced request, one on average, and one
+/// task in the process at a time; the others take the tick after. On a paused clock (tests)
+/// the timer does the whole wait.
+pub(super) async fn sleep_precisely(until: Instant) {
+    const TWO_TICKS: Duration = Duration::from_millis(2);
+    if let Some(early) = until.checked_sub(TWO_TICKS)
+        && early > Instant::now()
+    {
+        tokio::time::sleep_until(early).await;
+    }
+    if YIELDING
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        struct Release;
+        impl Drop for Release {
+            fn drop(&mut self) {
+                YIELDING.store(false, Ordering::Release);
+            }
+        }
+        let _release = Release;
+        let mut last = Instant::now();
+        while last < until {
+            tokio::task::yield_now().await;
+            let now = Instant::now();
+            if now == last {
+                break; // the clock does not move on its own: it is paused
+            }
+            last = now;
+        }
+    }
+    // (a sleep whose instant has passed would still wait for the next tick)
+    if Instant::now() < until {
+        tokio::time::sleep_until(until).await;
+    }
+}

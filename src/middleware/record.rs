@@ -1,0 +1,426 @@
+//! An answer read into every record it concerns (the host, the scopes the request falls in,
+//! the quotas the server names), and the retry planned from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use tokio::time::Instant;
+
+use super::admit::{Attempt, report_transition};
+use super::{Safety, jitter_rng};
+use crate::builder::{Config, Polite};
+use crate::extensions::RequestOptions;
+use crate::host::{Host, NoRetry, Observed, is_refusal};
+use crate::observe;
+use crate::pacing::closure::Why;
+use crate::retry::{Delays, Outcome, Verdict, classify, heed_server};
+use crate::scope::Scope;
+use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
+use crate::snapshot::ScopeKind;
+
+/// What [`record`] needs to know about the request beside its attempt.
+pub(super) struct Answer<'a> {
+    /// The scopes the request falls in beside its host.
+    pub(super) scopes: &'a [(Arc<Scope>, u32)],
+    pub(super) path: &'a str,
+    pub(super) safety: &'a Safety,
+    /// Attempts sent before this one.
+    pub(super) resend_count: u32,
+}
+
+/// An attempt's outcome, read once by the adapter into what the engine needs: its status
+/// (or the transport error's kind) and what the server said about pacing.
+pub(super) struct Reading {
+    pub(super) outcome: Outcome,
+    /// Empty unless the server answered.
+    pub(super) hint: ServerHint,
+}
+
+impl Reading {
+    /// An answer with `status` and `headers`.
+    pub(super) fn answer(status: http::StatusCode, headers: &http::HeaderMap) -> Self {
+        Reading {
+            outcome: Outcome::Status(status),
+            hint: ServerHint::read(headers),
+        }
+    }
+
+    /// No answer: the transport failed (`outcome` says how).
+    pub(super) fn failed(outcome: Outcome) -> Self {
+        Reading {
+            outcome,
+            hint: ServerHint::default(),
+        }
+    }
+}
+
+/// Read an attempt's outcome into the host's state (and the scopes the server named), and
+/// classify it. `None`: another middleware failed, which is neither the host's doing nor ours
+/// to retry.
+///
+/// Also returns how long the host was paused by a `Retry-After`, for sharing it.
+pub(super) fn record(
+    polite: &Polite,
+    host: &Host,
+    mut attempt: Attempt,
+    answer: &Answer<'_>,
+    reading: Option<Reading>,
+) -> (Verdict, Option<Duration>) {
+    let config = &polite.inner.config;
+    attempt.recorded = true;
+    let now = Instant::now();
+    let Some(Reading { outcome, hint }) = reading else {
+        attempt.release_slots();
+        return (Verdict::Return, None);
+    };
+    // the quota the server named takes this answer's pause and quota, unless it has
+    // neither (then the host does, so that every refusal slows something)
+    let named = hint
+        .server_scope
+        .as_ref()
+        .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
+    let status = match outcome {
+        Outcome::Status(status) => Some(status),
+        Outcome::Connect | Outcome::Timeout | Outcome::Other => None,
+    };
+    let heard = hear(
+        polite, host, &attempt, answer, status, &outcome, &hint, named, now,
+    );
+    if let Some(status) = status {
+        let named = named.map(|named| (named, heard.host_limit));
+        feed_scopes(polite, host, answer, named, status, &hint, now);
+        if let Some((observed, sent_at)) = heard.observed {
+            tell_host_wide_scopes(host, answer, &observed, now, sent_at);
+        }
+    }
+    report_transition(host, config, heard.transition);
+    if let (Some(observer), Some(status)) = (config.observers.get(), status)
+        && is_refusal(status, &hint)
+    {
+        // the policy that says it is spent, if one does
+        let spent = hint.policies.iter().find(|p| p.remaining == 0);
+        let scope = named
+            .and_then(|n| spent.map(|p| &p.id).or(n.quotas.first()))
+            .map(|quota| quota.name.as_str());
+        let retry_after = hint.retry_after;
+        observe::refused(
+            observer,
+            host,
+            scope,
+            status,
+            retry_after,
+            answer.resend_count,
+        );
+    }
+    if heard.wake {
+        host.answered.notify_waiters();
+    }
+    (
+        classify_answer(config, answer, outcome, status, &hint),
+        heard.paused_for,
+    )
+}
+
+/// What [`hear`] did to the host's record, for the rest of [`record`].
+struct Heard {
+    /// What the host's record learned, and when the attempt was sent.
+    observed: Option<(Observed, Instant)>,
+    /// The host was paused by a `Retry-After` for this long.
+    paused_for: Option<Duration>,
+    transition: Option<crate::breaker::Transition>,
+    /// The host record's configured limit.
+    host_limit: Option<crate::Limit>,
+    /// Someone waiting on the host may go sooner now.
+    wake: bool,
+}
+
+/// The answer's part in the host's record: its schedule, the breaker, the counters.
+#[allow(clippy::too_many_arguments)]
+fn hear(
+    polite: &Polite,
+    host: &Host,
+    attempt: &Attempt,
+    answer: &Answer<'_>,
+    status: Option<http::StatusCode>,
+    outcome: &Outcome,
+    hint: &ServerHint,
+    named: Option<&ServerScope>,
+    now: Instant,
+) -> Heard {
+    let failure = (polite.inner.config.is_failure)(match outcome {
+        Outcome::Status(status) => Some(*status),
+        Outcome::Connect | Outcome::Timeout | Outcome::Other => None,
+    });
+    let mut heard = Heard {
+        observed: None,
+        paused_for: None,
+        transition: None,
+        host_limit: None,
+        wake: false,
+    };
+    let mut state = host.state();
+    state.touch(now);
+    state.sent -= 1;
+    let sent_at = attempt.sent_at.unwrap_or(now);
+    if status.is_some() {
+        state
+            .breaker
+            .note_answer_time(now.saturating_duration_since(sent_at));
+    }
+    if let Some(status) = status {
+        let named = named.is_some();
+        let observed = state.observe(
+            now,
+            sent_at,
+            attempt.scout,
+            attempt.cost,
+            status,
+            hint,
+            named,
+        );
+        if let Some(retry_after) = observed.retry_after {
+            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host cooling down");
+            heard.paused_for = Some(retry_after);
+        }
+        if let Some(change) = observed.rate_change {
+            tracing::debug!(host = %host.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
+        }
+        if let Some(gap) = observed.gap {
+            tracing::debug!(host = %host.key, ?gap, "a bare refusal widened the gap between starts");
+        }
+        heard.observed = Some((observed, sent_at));
+        if let Some(scope) = &hint.server_scope {
+            // unpartitioned, every credential's answers teach this route: without their
+            // `pk`s, so that one credential's answer does not move another's requests
+            match host.partition {
+                Some(_) => state.learn_route(answer.path, scope),
+                None => state.learn_route(answer.path, &scope.without_partitions()),
+            }
+        }
+    } else if attempt.scout {
+        state.release_scout();
+    }
+    if failure {
+        state.counters.failures += 1;
+    }
+    heard.transition = state.breaker.record(now, &attempt.admission, failure);
+    heard.host_limit = state.limit();
+    // the requests an answer may let go sleep in the pacing queue (or wait for the breaker),
+    // which they joined under the lock they decided under: with nobody in it, one deciding
+    // from now on sees what this answer changed here without a wake-up (not so for what
+    // `feed_scopes` changes; `tell_host_wide_scopes` only ever moves slots later, which wakes
+    // nobody)
+    heard.wake =
+        state.queued > 0 || named.is_some() || hint.tokens.is_some() || heard.transition.is_some();
+    heard
+}
+
+/// Whether the answer may be retried: the classifier's verdict, a rate-limit 403 counted as
+/// the refusal it is, and `Stripe-Should-Retry` where the server vouches for a retry.
+fn classify_answer(
+    config: &Config,
+    answer: &Answer<'_>,
+    outcome: Outcome,
+    status: Option<http::StatusCode>,
+    hint: &ServerHint,
+) -> Verdict {
+    // a 403 that says it is a rate limit is a refusal, retried like a 429
+    let outcome = match (outcome, status) {
+        (Outcome::Status(_), Some(status)) if is_refusal(status, hint) => {
+            Outcome::Status(http::StatusCode::TOO_MANY_REQUESTS)
+        }
+        (other, _) => other,
+    };
+    let verdict = classify(
+        config.retryable,
+        &answer.safety.method,
+        answer.safety.idempotency_key,
+        &outcome,
+    );
+    heed_server(verdict, config.retryable, &outcome, hint.should_retry)
+}
+
+/// What the host-wide scopes that pace a host from outside (a port-less `host_limit`) learn
+/// from its answer, as a record's own schedule would: a bare refusal widens the gap between
+/// their starts (see `Pacer::widen_gap`), and the first answer starts their schedule.
+fn tell_host_wide_scopes(
+    host: &Host,
+    answer: &Answer<'_>,
+    observed: &Observed,
+    now: Instant,
+    sent_at: Instant,
+) {
+    if !observed.slowed && observed.first_answer.is_none() {
+        return;
+    }
+    for (scope, _) in answer
+        .scopes
+        .iter()
+        .filter(|(s, _)| s.kind == ScopeKind::Host)
+    {
+        let mut state = scope.state();
+        if let Some(latency) = observed.first_answer {
+            state.pacing.first_answer_of(sent_at, latency);
+        }
+        if observed.slowed
+            && let Some(gap) = state.pacing.widen_gap(now, sent_at)
+        {
+            tracing::debug!(host = %host.key, scope = %scope.label, ?gap, "a bare refusal widened the gap between starts");
+        }
+    }
+}
+
+/// Give an answer's word about other scopes to them: a quota the server named takes its
+/// closure and quota (a global refusal closes the host instead, already done), and a unit's
+/// count (OpenAI's tokens) goes to that unit's scope. `named` comes with the host record's
+/// configured limit.
+///
+/// A configured limit is the user's word on the quota, here as for a host (see
+/// [`crate::pacing::quota`]): when one the request was paced by (the host's, a host-wide or a
+/// route limit) allows no more than the server's quota, the quota headers of *successful*
+/// answers are not acted on in the scope the server named. A server that rounds its reset up to
+/// the next second, or reports a moving window's count against a fixed reset, would otherwise
+/// close or slow the scope for up to a second per window. Refusals saying nothing is left
+/// still count.
+fn feed_scopes(
+    polite: &Polite,
+    host: &Host,
+    answer: &Answer<'_>,
+    named: Option<(&ServerScope, Option<crate::Limit>)>,
+    status: http::StatusCode,
+    hint: &ServerHint,
+    now: Instant,
+) {
+    if let Some((named, host_limit)) = named {
+        // what the user configured for this request (each scope's lock taken on its own)
+        let configured: Vec<crate::Limit> = answer
+            .scopes
+            .iter()
+            .filter(|(scope, _)| matches!(scope.kind, ScopeKind::Host | ScopeKind::Route))
+            .filter_map(|(scope, _)| scope.state().limit)
+            .chain(host_limit)
+            .collect();
+        feed_named(polite, host, named, &configured, status, hint, now);
+    }
+    if let Some(tokens) = hint.tokens {
+        let unit = answer
+            .scopes
+            .iter()
+            .find(|(scope, _)| scope.kind == ScopeKind::Unit && scope.label.ends_with(" tokens"));
+        // the configured unit limit paces; the server's word counts when it says the unit
+        // is spent (any status): the scope is paused until its reset
+        if let Some((scope, _)) = unit
+            && tokens.remaining == Some(0)
+            && let Some(reset_in) = tokens.reset_in
+        {
+            scope.state().pacing.close(
+                crate::time::far_add(now, reset_in.min(MAX_HINT)),
+                Why::QuotaSpent,
+            );
+        }
+    }
+}
+
+/// Each quota the server named takes its pause and its count (see [`feed_scopes`]), unless a
+/// `configured` limit keeps it already.
+fn feed_named(
+    polite: &Polite,
+    host: &Host,
+    named: &ServerScope,
+    configured: &[crate::Limit],
+    status: http::StatusCode,
+    hint: &ServerHint,
+    now: Instant,
+) {
+    let code = status.as_u16();
+    let refused = is_refusal(status, hint);
+    let retry_after = hint
+        .retry_after
+        .filter(|_| (refused || code == 503) && !hint.global);
+    // IETF policies each take their own count; a Retry-After goes to the policies that say
+    // they are spent, or to every policy of the answer when none does
+    let any_spent = hint.policies.iter().any(|policy| policy.remaining == 0);
+    for (i, quota) in named.quotas.iter().enumerate() {
+        let own;
+        let mut renewal = None;
+        let (quota_hint, retry_after, window) = match hint.policies.get(i) {
+            Some(policy) if named.kind == ServerScopeKind::Policy => {
+                own = policy.hint();
+                renewal = policy.limit.zip(policy.window);
+                let pauses = !any_spent || policy.remaining == 0;
+                let window = policy.window.or(policy.reset_in);
+                (&own, retry_after.filter(|_| pauses), window)
+            }
+            _ => (hint, retry_after, hint.reset_in),
+        };
+        // the server's quota is `limit` per `window` at most (the time to its reset is within
+        // its window): a configured limit of no more, over at least as long, keeps it
+        let user_keeps_it = quota_hint.limit.zip(window).is_some_and(|(quota, window)| {
+            configured
+                .iter()
+                .any(|limit| u64::from(limit.count()) <= quota && limit.window() >= window)
+        });
+        let spent_refusal = refused && quota_hint.remaining == Some(0);
+        let scope = polite.named_scope(host, named.kind, quota);
+        let mut state = scope.state();
+        state.last_used = now;
+        if renewal.is_some() {
+            state.renewal = renewal;
+        }
+        if let Some(retry_after) = retry_after {
+            let until = crate::time::far_add(now, retry_after.min(MAX_HINT));
+            state.pacing.close(until, Why::RetryAfter);
+            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
+        }
+        if !user_keeps_it || spent_refusal {
+            state
+                .pacing
+                .observe_quota(now, false, code, quota_hint, true);
+        }
+    }
+}
+
+/// Decide whether to retry, and after how long; `None` returns the last outcome to the caller.
+pub(super) fn plan_retry(
+    host: &Host,
+    polite: &Polite,
+    opts: &RequestOptions,
+    verdict: Verdict,
+    attempts: u32,
+    backoff: &mut Option<Box<Delays<SmallRng>>>,
+) -> Option<Duration> {
+    if verdict == Verdict::Return {
+        return None;
+    }
+    let config = &polite.inner.config;
+    let delay = backoff
+        .get_or_insert_with(|| Box::new(config.backoff.delays(jitter_rng(polite))))
+        .next()
+        .unwrap_or(config.backoff.max());
+    let plan =
+        host.state()
+            .plan_retry(Instant::now(), delay, opts.deadline, config.max_retry_after);
+    match plan {
+        Ok(delay) => {
+            tracing::debug!(host = %host.key, attempts, reason = "backoff", wait = ?delay, "retrying");
+            Some(delay)
+        }
+        Err(NoRetry::CircuitOpen) => {
+            tracing::debug!(host = %host.key, attempts, "circuit open: not retrying");
+            None
+        }
+        Err(NoRetry::ServerWaitTooLong(wait)) => {
+            tracing::debug!(host = %host.key, ?wait, "server wait past max_retry_after: returning the response");
+            None
+        }
+        Err(NoRetry::PastDeadline) => {
+            tracing::debug!(host = %host.key, attempts, "the next attempt would pass the deadline");
+            None
+        }
+        Err(NoRetry::BudgetSpent) => {
+            tracing::debug!(host = %host.key, attempts, "retry budget spent: not retrying");
+            None
+        }
+    }
+}

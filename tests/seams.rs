@@ -1,0 +1,452 @@
+//! Where features meet: partitions x scopes and the sweep, run-time limits x host-wide scopes,
+//! retries x refusals before a send, in-flight caps x routes, the breaker x the pacing queue.
+//! Each test runs against a loopback server that counts what reached it.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Reply, client, polite_error, serve};
+use reqwest_polite::{Backoff, Breaker, Deadline, Jitter, Limit, Polite, WaitIfOpen};
+
+/// A new credential per request leaves scope records behind (a port-less host limit, a route):
+/// they are swept with the host records once idle, however many there were.
+#[tokio::test]
+async fn scope_records_of_idle_credentials_are_swept_with_their_hosts() {
+    let server = serve(|_, _| Reply::ok());
+    let polite = Polite::builder()
+        .partition_by_header("authorization")
+        .host_limit("127.0.0.1", Limit::per_second(100_000))
+        .route_limit("127.0.0.1", "/api/", Limit::per_second(100_000))
+        .idle_timeout(Duration::from_millis(200))
+        .build();
+    let client = client(&polite);
+    for i in 0..300 {
+        client
+            .get(server.url("/api/items"))
+            .header("authorization", format!("token-{i}"))
+            .send()
+            .await
+            .expect("answered");
+    }
+    assert!(
+        polite.scope_count() >= 300,
+        "every credential has its scopes while in use: {}",
+        polite.scope_count()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .get(server.url("/api/items"))
+        .header("authorization", "token-new")
+        .send()
+        .await
+        .expect("answered");
+    assert!(
+        polite.scope_count() <= 4,
+        "{} scope records left after the idle time",
+        polite.scope_count()
+    );
+}
+
+/// A server that names a new quota (a Discord-like bucket) in every answer, to a new credential
+/// each time, leaves scope records behind: they are swept once idle.
+#[tokio::test]
+async fn server_named_scopes_are_swept_once_idle() {
+    let next = AtomicU64::new(0);
+    let server = serve(move |_, _| {
+        let bucket = next.fetch_add(1, Ordering::SeqCst);
+        Reply::ok()
+            .header("x-ratelimit-bucket", format!("b{bucket}"))
+            .header("x-ratelimit-limit", 1000)
+            .header("x-ratelimit-remaining", 999)
+            .header("x-ratelimit-reset-after", "0.1")
+    });
+    let polite = Polite::builder()
+        .partition_by_header("authorization")
+        .idle_timeout(Duration::from_millis(300))
+        .build();
+    let client = client(&polite);
+    for i in 0..200 {
+        client
+            .get(server.url(&format!("/r{i}/x")))
+            .header("authorization", format!("token-{i}"))
+            .send()
+            .await
+            .expect("answered");
+    }
+    assert!(polite.scope_count() >= 100, "{}", polite.scope_count());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    client
+        .get(server.url("/last"))
+        .send()
+        .await
+        .expect("answered");
+    assert!(
+        polite.scope_count() <= 4,
+        "{} server-named scope records left after the idle time",
+        polite.scope_count()
+    );
+}
+
+/// Moving a limit between a host's `host:port` form and its port-less form keeps the schedule:
+/// under one request per minute, the request after the change waits for the minute.
+#[tokio::test]
+async fn moving_a_limit_between_port_and_portless_forms_keeps_its_schedule() {
+    for to_portless in [true, false] {
+        let server = serve(|_, _| Reply::ok());
+        let with_port = format!("127.0.0.1:{}", server.addr.port());
+        let (from, to) = if to_portless {
+            (with_port.as_str(), "127.0.0.1")
+        } else {
+            ("127.0.0.1", with_port.as_str())
+        };
+        let polite = Polite::builder()
+            .host_limit(from, Limit::per_minute(1))
+            .build();
+        let client = client(&polite);
+        client.get(server.url("/")).send().await.expect("answered");
+        polite.set_host_limit(to, Limit::per_minute(1));
+        polite.clear_host_limit(from);
+        let second = client
+            .get(server.url("/"))
+            .with_extension(Deadline::after(Duration::from_secs(2)))
+            .send()
+            .await;
+        assert_eq!(
+            server.stats.hits(),
+            1,
+            "{from} -> {to}: a second request within the minute ({second:?})"
+        );
+        let err = second.expect_err("the slot is a minute away");
+        assert!(
+            matches!(
+                polite_error(&err),
+                Some(reqwest_polite::Error::DeadlineExceeded { .. })
+            ),
+            "{from} -> {to}: {err}"
+        );
+    }
+}
+
+/// A GitHub-like 403 for a spent resource whose reset is far past `max_retry_after`: the retry
+/// is refused before it is sent, and the caller gets the 403 it already had.
+#[tokio::test]
+async fn a_retry_refused_before_it_is_sent_returns_the_last_response() {
+    let reset = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let server = serve(move |_, _| {
+        Reply::status(403)
+            .header("x-ratelimit-resource", "core")
+            .header("x-ratelimit-limit", 60)
+            .header("x-ratelimit-remaining", 0)
+            .header("x-ratelimit-reset", reset)
+    });
+    let polite = Polite::builder()
+        .backoff(
+            Backoff::exponential(Duration::from_millis(10), Duration::from_millis(10))
+                .jitter(Jitter::None),
+        )
+        .build();
+    let client = client(&polite);
+    let resp = client
+        .get(server.url("/repos/x"))
+        .send()
+        .await
+        .expect("the response already received, not an error");
+    assert_eq!(resp.status(), 403);
+    assert_eq!(server.stats.hits(), 1, "nothing more was sent");
+
+    // the same with a deadline the retry's wait would pass
+    let server = serve(|_, _| Reply::status(503).header("retry-after", 5));
+    let resp = client
+        .get(server.url("/"))
+        .with_extension(Deadline::after(Duration::from_secs(1)))
+        .send()
+        .await
+        .expect("the 503 already received, not an error");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(server.stats.hits(), 1);
+}
+
+/// A breaker that opens while a retry backs off: the retry is not sent, and the caller gets the
+/// last response.
+#[tokio::test]
+async fn a_breaker_opening_during_a_backoff_returns_the_last_response() {
+    let server = serve(|_, _| Reply::status(500));
+    let polite = Polite::builder()
+        .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_secs(30)))
+        .backoff(
+            Backoff::exponential(Duration::from_millis(300), Duration::from_millis(300))
+                .jitter(Jitter::None),
+        )
+        .max_retries(1)
+        .build();
+    let client = client(&polite);
+    let first = tokio::spawn({
+        let client = client.clone();
+        let url = server.url("/first");
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // two more failures open the breaker (three in a row) while the first request backs off
+    for _ in 0..2 {
+        let _ = client
+            .get(server.url("/"))
+            .with_extension(reqwest_polite::NoRetry)
+            .send()
+            .await;
+    }
+    let status = first.await.expect("task").map_err(|e| e.to_string());
+    assert_eq!(status, Ok(500), "the last response, not an error");
+    assert_eq!(
+        server.stats.hits(),
+        3,
+        "the retry was not sent to an open breaker"
+    );
+}
+
+/// With an in-flight cap, requests waiting on a spent route leave their places to the host's
+/// other routes.
+#[tokio::test]
+async fn a_request_waiting_on_a_route_holds_no_in_flight_place() {
+    let server = serve(|_, _| Reply::ok());
+    let polite = Polite::builder()
+        .max_in_flight(2)
+        .route_limit("127.0.0.1", "/search/", Limit::per_second(1))
+        .build();
+    let client = client(&polite);
+    let searches: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/search/code"));
+            tokio::spawn(async move { client.get(url).send().await.map(|r| r.status()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    client
+        .get(server.url("/core"))
+        .send()
+        .await
+        .expect("answered");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "/core waited {:?} behind the spent /search/ route",
+        started.elapsed()
+    );
+    for search in searches {
+        assert!(search.await.expect("task").is_ok());
+    }
+}
+
+/// Requests queued for pacing when the breaker opens are not sent while it is open: they fail
+/// with `CircuitOpen`.
+#[tokio::test]
+async fn requests_queued_for_pacing_are_not_sent_while_the_breaker_is_open() {
+    let server = serve(|_, _| Reply::status(500));
+    let polite = Polite::builder()
+        .limit(Limit::per_second(5))
+        .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_secs(5)))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    let calls = (0..30).map(|_| {
+        let (client, url) = (client.clone(), server.url("/"));
+        async move { client.get(url).send().await }
+    });
+    let results = tokio::time::timeout(Duration::from_secs(4), futures::future::join_all(calls))
+        .await
+        .expect("every queued request ends while the breaker is open");
+    assert!(
+        server.stats.hits() <= 4,
+        "{} requests reached a host whose breaker was open",
+        server.stats.hits()
+    );
+    let open = results
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .err()
+                .and_then(polite_error)
+                .is_some_and(|e| matches!(e, reqwest_polite::Error::CircuitOpen { .. }))
+        })
+        .count();
+    assert!(open >= 26, "{open} of 30 failed with CircuitOpen");
+}
+
+/// While a probe is in flight, `retry_in` says when its answer can decide (not the whole open
+/// period), and a request that sleeps `retry_in` and tries again gets through once the host
+/// has healed.
+#[tokio::test]
+async fn retry_in_says_when_a_probe_in_flight_can_decide() {
+    let failures_left = Arc::new(AtomicU64::new(3));
+    let left = Arc::clone(&failures_left);
+    let server = serve(move |_, _| {
+        let failing = left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let reply = if failing {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        };
+        reply.delay(Duration::from_millis(100))
+    });
+    let polite = Polite::builder()
+        .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_millis(500)))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    for _ in 0..3 {
+        let _ = client.get(server.url("/")).send().await;
+    }
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    let probe = tokio::spawn({
+        let (client, url) = (client.clone(), server.url("/"));
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let err = client
+        .get(server.url("/"))
+        .send()
+        .await
+        .expect_err("a probe is out");
+    let Some(reqwest_polite::Error::CircuitOpen { retry_in, .. }) = polite_error(&err) else {
+        panic!("expected CircuitOpen, got {err}");
+    };
+    assert!(
+        *retry_in < Duration::from_millis(400),
+        "retry_in {retry_in:?}: the probe answers long before the open period ends"
+    );
+    let mut ok = 0;
+    for _ in 0..10 {
+        let (client, url) = (client.clone(), server.url("/"));
+        let mut tries = 0;
+        loop {
+            match client.get(&url).send().await {
+                Ok(resp) if resp.status() == 200 => {
+                    ok += 1;
+                    break;
+                }
+                Err(err) if tries < 3 => match polite_error(&err) {
+                    Some(reqwest_polite::Error::CircuitOpen { retry_in, .. }) => {
+                        tries += 1;
+                        tokio::time::sleep(*retry_in).await;
+                    }
+                    _ => break,
+                },
+                _ => break,
+            }
+        }
+    }
+    assert_eq!(probe.await.expect("task").ok(), Some(200));
+    assert_eq!(ok, 10, "every request got through after sleeping retry_in");
+}
+
+/// `WaitIfOpen`: a batch job waits for the host to heal (bounded by its deadline) instead of
+/// failing fast.
+#[tokio::test]
+async fn wait_if_open_waits_for_the_host_to_heal() {
+    let failures_left = Arc::new(AtomicU64::new(3));
+    let left = Arc::clone(&failures_left);
+    let server = serve(move |_, _| {
+        let failing = left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let polite = Polite::builder()
+        .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_millis(300)))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    for _ in 0..3 {
+        let _ = client.get(server.url("/")).send().await;
+    }
+    let calls = (0..20).map(|_| {
+        client
+            .get(server.url("/"))
+            .with_extension(WaitIfOpen)
+            .with_extension(Deadline::after(Duration::from_secs(5)))
+            .send()
+    });
+    let results = futures::future::join_all(calls).await;
+    let ok = results
+        .iter()
+        .filter(|r| r.as_ref().is_ok_and(|r| r.status() == 200))
+        .count();
+    assert_eq!(
+        ok, 20,
+        "every waiting request got through once the host healed"
+    );
+
+    // bounded by the deadline: a host that stays down fails the wait in time
+    let server = serve(|_, _| Reply::status(500));
+    for _ in 0..3 {
+        let _ = client.get(server.url("/")).send().await;
+    }
+    let started = Instant::now();
+    let err = client
+        .get(server.url("/"))
+        .with_extension(WaitIfOpen)
+        .with_extension(Deadline::after(Duration::from_millis(200)))
+        .send()
+        .await
+        .expect_err("the breaker stays open past the deadline");
+    assert!(started.elapsed() < Duration::from_millis(600));
+    assert!(polite_error(&err).is_some(), "{err}");
+}
+
+/// `WaitIfOpen` requests already queued for pacing when the breaker opens wait for it too, and
+/// go once the host has healed.
+#[tokio::test]
+async fn wait_if_open_holds_for_requests_queued_when_the_breaker_opens() {
+    let failures_left = Arc::new(AtomicU64::new(3));
+    let left = Arc::clone(&failures_left);
+    let server = serve(move |_, _| {
+        let failing = left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let polite = Polite::builder()
+        .limit(Limit::per_second(10))
+        .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_millis(300)))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    let calls = (0..12).map(|_| {
+        client
+            .get(server.url("/"))
+            .with_extension(WaitIfOpen)
+            .with_extension(Deadline::after(Duration::from_secs(10)))
+            .send()
+    });
+    let results = futures::future::join_all(calls).await;
+    let statuses: Vec<_> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .map(|r| r.status().as_u16())
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == Ok(200)).count();
+    assert_eq!(
+        ok, 9,
+        "the three failures, then every other request: {statuses:?}"
+    );
+    assert_eq!(server.stats.hits(), 12, "nothing was lost or sent twice");
+}
