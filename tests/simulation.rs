@@ -45,11 +45,9 @@ use world::World;
 /// worlds and checks leave out exactly the combination that shows it (see [`world::Defect`]).
 /// Empty this list once the fixes are in.
 pub const OPEN_DEFECTS: &[world::Defect] = &[
-    world::Defect::StripeShouldRetryObeyedWhereUnsafe,
     world::Defect::QueuedRequestsSentWhileBreakerOpen,
     world::Defect::LastAnswerLostWhenRetryRefused,
     world::Defect::FreshScheduleOnFormChange,
-    world::Defect::ScopesPerCredentialNeverSwept,
     world::Defect::RetryAfterNotSharedUnlessOwnLimit,
     world::Defect::FleetWaitersSentDuringPause,
     world::Defect::PauseOfSeveralPoliciesNotHeld,

@@ -188,8 +188,9 @@ fn half_open_probes(world: &World, log: &Log, found: &mut Vec<Violation>) {
 }
 
 /// 3. A request is sent at most `max_retries + 1` times, never again after a success, and a
-///    non-idempotent request without a key only again after a refusal (`SafeOnly`), or never
-///    (`Never`, `NoRetry`, a streaming body).
+///    non-idempotent request without a key only again after a refusal or a failure the server
+///    vouched for with `Stripe-Should-Retry: true` (`SafeOnly`), or never (`Never`, `NoRetry`,
+///    a streaming body).
 fn unsafe_sent_once(world: &World, log: &Log, found: &mut Vec<Violation>) {
     let mut attempts: HashMap<u32, Vec<&Start>> = HashMap::new();
     for s in &log.starts {
@@ -218,8 +219,10 @@ fn unsafe_sent_once(world: &World, log: &Log, found: &mut Vec<Violation>) {
                 ));
             }
             let refused = before.is_some_and(|a| a.refusal);
-            if !repeatable && config.retryable == Retryable::SafeOnly && !refused {
-                let stripe = before.and_then(|a| a.stripe);
+            // a server that says `Stripe-Should-Retry: true` on a failure vouches for the retry
+            let stripe = before.and_then(|a| a.stripe);
+            let vouched = stripe == Some(true) && status.is_some_and(|s| s >= 400);
+            if !repeatable && config.retryable == Retryable::SafeOnly && !refused && !vouched {
                 problem = Some(format!(
                     "a POST without a key sent again after {status:?} (Stripe-Should-Retry {stripe:?})"
                 ));
@@ -259,11 +262,14 @@ fn requests_end(world: &World, log: &Log, ended: &[Option<Ended>], found: &mut V
             Ending::Answer(status) => Some(Some(*status)),
             Ending::Transport => Some(None),
             // an error of ours after an answer: the answer is lost (0 matches no status)
-            Ending::Refused(_) if !open(Defect::LastAnswerLostWhenRetryRefused) => Some(Some(0)),
+            Ending::Refused(_) => Some(Some(0)),
             _ => None,
         };
+        let after_reset = matches!(last_status.get(&r.id), Some(None));
+        let excused = after_reset && open(Defect::LastAnswerLostWhenRetryRefused);
         if let (Some(got), Some(last)) = (returned, last_status.get(&r.id))
             && got != *last
+            && !excused
         {
             let detail = format!(
                 "#{} {} {}{}: the server's last answer was {last:?}, the caller got {:?}",
@@ -427,12 +433,7 @@ pub async fn swept(
     }
     let (hosts, scopes) = (polite.host_count(), polite.scope_count());
     // a handful: the sweep's own records and scopes
-    let scopes_held = if open(Defect::ScopesPerCredentialNeverSwept) {
-        0
-    } else {
-        scopes
-    };
-    if hosts > 4 || scopes_held > 8 {
+    if hosts > 4 || scopes > 8 {
         let mut held: Vec<String> = polite.snapshot().iter().map(|h| format!("{h:?}")).collect();
         let scope_views = polite.scope_snapshot();
         held.extend(scope_views.iter().take(3).map(|s| format!("{s:?}")));

@@ -13,11 +13,8 @@ use reqwest_polite::{BreakerPhase, Cost, Units};
 use tokio::time::Instant;
 
 use super::load::current_request;
-use reqwest_polite::Retryable;
 
-use super::world::{
-    CREDENTIAL_HEADER, Defect, Dialect, HANG, Quota, RetryAfterForm, SECRET_MARK, World, open,
-};
+use super::world::{CREDENTIAL_HEADER, Dialect, HANG, Quota, RetryAfterForm, SECRET_MARK, World};
 
 use super::answers::{DATE_SLACK, count, dialect, quota_count, refusal};
 
@@ -363,13 +360,7 @@ fn decide(world: &World, log: &mut Log, start: &Start, now: Instant) -> Plan {
     let mut plan = answer(world, log, start, now, since);
     plan.delay = delay;
     if log.rng.random_bool(server.stripe_rate) {
-        let mut retry = log.rng.random_bool(0.5);
-        if open(Defect::StripeShouldRetryObeyedWhereUnsafe) {
-            let r = &world.requests[start.request as usize];
-            let repeatable = r.idempotency_key || r.method != http::Method::POST;
-            let retried_anyway = repeatable && world.config.retryable != Retryable::Never;
-            retry &= retried_anyway && plan.status.is_some_and(|s| s >= 500);
-        }
+        let retry = log.rng.random_bool(0.5);
         plan.headers
             .push(("stripe-should-retry", retry.to_string()));
         plan.stripe = Some(retry);

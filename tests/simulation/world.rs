@@ -21,27 +21,22 @@ pub const SECRET_MARK: &str = "sim-secret";
 /// `OPEN_DEFECTS`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Defect {
-    /// `Stripe-Should-Retry: true` is obeyed on a 2xx, for a non-idempotent request and under
-    /// `Retryable::Never`. Left out: the servers send `true` only on a 5xx to a request that
-    /// may be retried anyway.
-    StripeShouldRetryObeyedWhereUnsafe,
     /// A request admitted before its host's breaker opened, and waiting for its pacing slot
-    /// (or its in-flight place) when it opened, is sent while the breaker is open. Left out: a
-    /// start while the breaker is open counts only if its attempt began after it opened.
+    /// when it opened, is sent while the breaker is open: 7 of 3 000 worlds (first seeds 790,
+    /// 1539, 1845: a default limit, a limit learned from the server, a port-less limit). Left
+    /// out: a start while the breaker is open counts only if its attempt began after it
+    /// opened.
     QueuedRequestsSentWhileBreakerOpen,
-    /// A retry refused before it is sent (its deadline, a pause past `max_retry_after`, the
-    /// breaker opened during the backoff) ends the request with our error instead of the
-    /// last answer. Left out: an error of ours after an answer is not compared with it.
+    /// After a connection reset (no response), a retry refused before it is sent (its
+    /// deadline, the breaker opened during the backoff) ends the request with our error
+    /// instead of the reset: 15 of 3 000 worlds (first seeds 122, 147, 254, 378). Left out: an
+    /// error of ours after a reset is not compared with it (after a response, it is).
     LastAnswerLostWhenRetryRefused,
-    /// A run-time change of the form of the limit that paces a host (its own or the default,
-    /// to or from a port-less `host_limit`) starts a fresh schedule, so a window across the
-    /// change sees more than `n`. Left out: across a change, only an unchanged form is
+    /// A run-time `set_host_limit` of a port-less limit on a host paced by the default limit
+    /// starts a fresh schedule, so a window across the change sees more than `n` (seed 1647:
+    /// 4 in 20.4 s under 3 per 60 s). Left out: across a change, only an unchanged form is
     /// checked.
     FreshScheduleOnFormChange,
-    /// Scope records (one per credential and scope) stay once the load stops: they are swept
-    /// only when a new scope is made while 64 or more are held and no host record was made
-    /// since the last sweep. Left out: the scopes held after the load are not counted.
-    ScopesPerCredentialNeverSwept,
     /// Through a shared store, a `Retry-After` closes the other processes only for a host with
     /// its own limit (not under a port-less `host_limit`, no limit, or a named scope). Left
     /// out: the fleet's servers send no `Retry-After` under a port-less limit.
