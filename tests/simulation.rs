@@ -51,7 +51,7 @@ pub const OPEN_DEFECTS: &[world::Defect] = &[
     world::Defect::RetryAfterNotSharedUnlessOwnLimit,
     world::Defect::FleetWaitersSentDuringPause,
     world::Defect::PauseOfSeveralPoliciesNotHeld,
-    world::Defect::CostAboveOneStartsEarly,
+    world::Defect::SeveralUnitsStartEarly,
 ];
 
 /// One world in this many is run twice, and must replay exactly.

@@ -107,9 +107,9 @@ pub fn dialect(plan: &mut Plan, dialect: Dialect, n: u32, remaining: u32, reset:
     match dialect {
         Dialect::None => {}
         Dialect::IetfPolicies | Dialect::IetfTinyWindow => {
-            // the quota, and a second policy: a day's, or one of a tenth of a second
+            // the quota, and a second policy: an hour's, or one of a tenth of a second
             let (second, q, w) = match dialect {
-                Dialect::IetfPolicies => ("daily", 1_000_000, "86400"),
+                Dialect::IetfPolicies => ("hourly", 1_000_000, "3600"),
                 _ => ("tiny", n, "0.1"),
             };
             add(

@@ -391,7 +391,9 @@ pub async fn swept(
     // authority may still be refused by the middleware (2: pauses end)
     // (an hour apart, so that no probe waits for another's slot, nor for a rate the load's
     // refusals lowered)
-    let widest = world.config.limits.iter().map(|c| c.limit.window()).max();
+    let changed = world.relimits.iter().filter_map(|c| c.limit);
+    let configured = world.config.limits.iter().map(|c| c.limit);
+    let widest = configured.chain(changed).map(|l| l.window()).max();
     let patience = widest.unwrap_or_default() * 2 + world.config.max_retry_after;
     for authority in &world.authorities {
         for path in super::world::PATHS {
@@ -401,7 +403,12 @@ pub async fn swept(
             let refused = match tokio::time::timeout(patience, sent).await {
                 Ok(Ok(_)) => None,
                 Ok(Err(err)) => reqwest_polite::Error::of(&err).map(ToString::to_string),
-                Err(_) => Some(format!("not sent within {patience:?}")),
+                Err(_) => {
+                    let held = polite.snapshot();
+                    let held = held.iter().filter(|h| h.key.ends_with(authority.as_str()));
+                    let held: Vec<String> = held.map(|h| format!("{h:?}")).collect();
+                    Some(format!("not sent within {patience:?}: {held:?}"))
+                }
             };
             if let Some(refused) = refused {
                 let detail =

@@ -280,8 +280,16 @@ fn random_load(rng: &mut SmallRng, world: &World) -> Vec<Request> {
                 cost: rng
                     .random_bool(0.1)
                     .then(|| rng.random_range(2..=3))
-                    .filter(|_| !open(Defect::CostAboveOneStartsEarly)),
-                units: (has_units && rng.random_bool(0.5)).then(|| rng.random_range(1..=5)),
+                    .filter(|_| !open(Defect::SeveralUnitsStartEarly)),
+                units: (has_units && rng.random_bool(0.5))
+                    .then(|| rng.random_range(1..=5))
+                    .map(|u| {
+                        if open(Defect::SeveralUnitsStartEarly) {
+                            1
+                        } else {
+                            u
+                        }
+                    }),
                 deadline: rng.random_bool(0.3).then(|| millis(rng, 100, 60_000)),
                 no_retry: rng.random_bool(0.05),
                 cancel_after: rng.random_bool(0.1).then(|| millis(rng, 0, 10_000)),
