@@ -424,12 +424,12 @@ pub async fn swept(
     // host sweeps host records; a fresh credential's first request to the first authority
     // makes its record and host-wide scope, and, half an idle time later, its request on a
     // route with units makes its route and unit scopes (a scope sweep, when 64 or more)
-    for round in 0..2 {
+    for i in 0..2 {
         tokio::time::sleep(idle + Duration::from_secs(1)).await;
-        let fresh = format!("http://sweep.sim:{round}/");
+        let fresh = format!("http://sweep.sim:{i}/");
         let _ = nudge(client.get(fresh)).await;
         tokio::time::sleep(idle / 2 + Duration::from_secs(1)).await;
-        let credential = format!("Bearer fresh-{round}");
+        let credential = format!("Bearer fresh-{i}");
         let authority = &world.authorities[0];
         let req = client.get(format!("http://{authority}/items/1"));
         let _ = nudge(req.header(CREDENTIAL_HEADER, &credential)).await;
