@@ -10,12 +10,14 @@
 //! its DNS) may be fine for another, and failing fast needs no round trip.
 //!
 //! When Redis does not answer within the store's timeout, [`Fallback::Local`](crate::Fallback)
-//! paces that request locally at the limit divided by the processes seen alive, and
-//! [`Fallback::FailClosed`](crate::Fallback) refuses it with [`Error::StoreUnavailable`].
+//! paces that request locally at the limit divided by the processes seen alive, in one local
+//! schedule per shared one (see [`LocalSchedules`](crate::store::redis::LocalSchedules)),
+//! and [`Fallback::FailClosed`](crate::Fallback) refuses it with [`Error::StoreUnavailable`].
 //! Partitioned requests need the fleet's secret once per process: until Redis has given it,
 //! they fail with `StoreUnavailable` whatever the fallback (a per-process key would split one
 //! credential's quota). A slot further away than `max_retry_after` (or the deadline) is not
-//! reserved: the request fails at once with `CoolingDown` (or `DeadlineExceeded`).
+//! reserved, in the shared schedule or the local one: the request fails at once with
+//! `CoolingDown` (or `DeadlineExceeded`).
 //!
 //! Known limit: a request that falls in several shared schedules reserves them one after the
 //! other and starts at the last slot, which may be later than the slot it reserved in the
@@ -30,11 +32,10 @@ use crate::error::Error;
 use crate::extensions::RequestOptions;
 use crate::host::Host;
 use crate::limit::Limit;
-use crate::pacing::gcra::Pacer;
 use crate::partition::Partition;
 use crate::scope::Scope;
 use crate::store::RedisStore;
-use crate::store::redis::{Reservation, local_share};
+use crate::store::redis::Reservation;
 
 /// The shared key of a host record's schedule.
 pub(crate) fn host_key(host: &Host) -> String {
@@ -94,62 +95,46 @@ async fn reserve(
         // nothing was reserved: the fleet's schedule (or a closure) is further away than this
         // request may wait, so it fails now rather than wait without a bound
         Reservation::Refused { earliest, closed } => {
-            if opts.past_deadline(crate::time::far_add(now, earliest)) {
-                Err(Error::DeadlineExceeded {
-                    host: host.key.to_string(),
-                    attempts,
-                    would_wait: Some(earliest),
-                })
-            } else {
-                Err(Error::CoolingDown {
-                    host: host.key.to_string(),
-                    retry_in: earliest.max(closed),
-                })
-            }
+            Err(refused(host, opts, now, earliest, closed, attempts))
         }
+        // this process's share of the limit, in the one local schedule of this shared one
         Reservation::Local { processes } => {
-            local(host, limit, processes, cost, opts, attempts).await
+            let now = Instant::now();
+            match store
+                .local()
+                .reserve(key, limit, processes, cost, now, may_wait)
+            {
+                Ok(start) => {
+                    tokio::time::sleep_until(start).await;
+                    Ok(())
+                }
+                Err(earliest) => Err(refused(host, opts, now, earliest, Duration::ZERO, attempts)),
+            }
         }
     }
 }
 
-/// Pace locally at this process's share of `limit` while Redis is away.
-async fn local(
+/// The error for a slot `earliest` from `now` (of which `closed` is a closure), further than
+/// the request may wait: past its deadline, or past `max_retry_after`.
+fn refused(
     host: &Host,
-    limit: &Limit,
-    processes: u32,
-    cost: u32,
     opts: &RequestOptions,
+    now: Instant,
+    earliest: Duration,
+    closed: Duration,
     attempts: u32,
-) -> Result<(), Error> {
-    let share = local_share(limit, processes);
-    loop {
-        let now = Instant::now();
-        let wait = {
-            let mut state = host.state();
-            let fallback = state
-                .fallback
-                .get_or_insert_with(|| Box::new((share, Pacer::new(Some(&share)), now)));
-            if fallback.0 != share {
-                **fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
-            }
-            let now_ns = crate::time::saturating_nanos(now.saturating_duration_since(fallback.2));
-            match fallback.1.check(now_ns, cost.min(share.count()), None) {
-                None => {
-                    fallback.1.take(now_ns, cost.min(share.count()), None);
-                    return Ok(());
-                }
-                Some(at) => crate::time::far_add(fallback.2, Duration::from_nanos(at)),
-            }
-        };
-        if opts.past_deadline(wait) {
-            return Err(Error::DeadlineExceeded {
-                host: host.key.to_string(),
-                attempts,
-                would_wait: Some(wait - now),
-            });
+) -> Error {
+    if opts.past_deadline(crate::time::far_add(now, earliest)) {
+        Error::DeadlineExceeded {
+            host: host.key.to_string(),
+            attempts,
+            would_wait: Some(earliest),
         }
-        tokio::time::sleep_until(wait).await;
+    } else {
+        Error::CoolingDown {
+            host: host.key.to_string(),
+            retry_in: earliest.max(closed),
+        }
     }
 }
 

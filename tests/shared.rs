@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Reply, client, polite_error, serve};
-use reqwest_polite::{Breaker, Fallback, Limit, Polite, RedisStore};
+use reqwest_polite::{Breaker, Fallback, Limit, Polite, PoliteBuilder, RedisStore};
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -208,6 +208,105 @@ async fn neither_the_fleet_secret_nor_a_credential_shows_in_debug_snapshots_or_e
             "the fleet's secret shows as {form}: {shown}"
         );
     }
+}
+
+/// Most instants of `at` within any span of `window`.
+fn most_in_any_window(at: &[Instant], window: Duration) -> usize {
+    at.iter()
+        .map(|&s| at.iter().filter(|&&t| t >= s && t < s + window).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Two processes configured by `configure`, each with its own store on `redis`, whose
+/// heartbeats have seen each other: Redis gone, each paces at half of each limit.
+async fn two_processes_seen_alive(
+    redis: &RedisServer,
+    configure: fn(PoliteBuilder) -> PoliteBuilder,
+) -> [Polite; 2] {
+    let warm_up = serve(|_, _| Reply::ok());
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        let store = store(redis)
+            .await
+            .heartbeat(Duration::from_millis(100))
+            .timeout(Duration::from_millis(200));
+        let polite = configure(Polite::builder().max_retries(0).store(store)).build();
+        // the first call through the store starts its heartbeat
+        let resp = client(&polite).get(warm_up.url("/")).send().await;
+        assert_eq!(resp.expect("shared pacing").status(), 200);
+        fleet.push(polite);
+    }
+    // a heartbeat every 100 ms: both are counted alive well within half a second
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    [fleet.remove(0), fleet.remove(0)]
+}
+
+/// During an outage the local fallback paces a port-less limit as one schedule across its
+/// ports, at the process's share: two processes sending to two ports of one host under 10 per
+/// second start at most 10 in any second between them (not 10 per port per process).
+#[tokio::test]
+async fn during_an_outage_a_portless_limit_is_one_schedule_at_each_process_share() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let fleet = two_processes_seen_alive(&redis, |polite| {
+        polite.host_limit("127.0.0.1", Limit::per_second(10))
+    })
+    .await;
+    let ports = [serve(|_, _| Reply::ok()), serve(|_, _| Reply::ok())];
+    redis.stop();
+    let until = Instant::now() + Duration::from_secs(2);
+    let senders = fleet.iter().flat_map(|polite| {
+        ports.iter().map(move |port| async move {
+            let (client, url) = (client(polite), port.url("/"));
+            for _ in 0..100 {
+                if Instant::now() >= until {
+                    break;
+                }
+                let resp = client.get(&url).send().await;
+                assert_eq!(resp.expect("paced locally").status(), 200);
+            }
+        })
+    });
+    futures::future::join_all(senders).await;
+    let arrivals: Vec<Instant> = ports.iter().flat_map(|p| p.stats.arrivals()).collect();
+    let most = most_in_any_window(&arrivals, Duration::from_secs(1));
+    assert!(
+        most <= 10,
+        "{most} requests within one second from 2 processes x 2 ports under 10 per second \
+         ({} in all)",
+        arrivals.len()
+    );
+    assert!(
+        arrivals.len() >= 12,
+        "the share is used: {} requests in 2 s",
+        arrivals.len()
+    );
+}
+
+/// During an outage, a request costing more than the process's share (8 units, a share of 5
+/// per second) waits until the share has accrued it: it is not charged as the share and sent
+/// at once.
+#[tokio::test]
+async fn during_an_outage_a_cost_above_the_share_waits_for_it() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    // the host's own limit: the request is the first on its record, which lets it go at once
+    let [a, _b] =
+        two_processes_seen_alive(&redis, |polite| polite.limit(Limit::per_second(10))).await;
+    let server = serve(|_, _| Reply::ok());
+    redis.stop();
+    let sent = Instant::now();
+    let resp = client(&a)
+        .get(server.url("/"))
+        .with_extension(reqwest_polite::Cost(8))
+        .send()
+        .await;
+    assert_eq!(resp.expect("paced locally").status(), 200);
+    let waited = server.stats.arrivals()[0] - sent;
+    // a share of 5 per second, burst 1: one unit now, seven more 204 ms apart
+    assert!(
+        waited >= Duration::from_millis(1300) && waited < Duration::from_secs(3),
+        "8 units on a share of 5 per second reached the server after {waited:?}"
+    );
 }
 
 /// The same through a Redis Cluster of three primaries (feature `redis-cluster`).
