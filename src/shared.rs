@@ -5,8 +5,10 @@
 //! host's, and the host-wide, route and unit scopes), it reserves its slot in the fleet's
 //! shared schedule, one Lua script call per scope, and sleeps until that slot. The shared
 //! schedule reads Redis's own clock, so processes whose clocks disagree still keep "never more
-//! than n in any window". A `Retry-After` one process receives closes the host for every
-//! process. The breaker stays per process: a host that fails for one process (its network,
+//! than n in any window". A `Retry-After` one process receives pauses, for every process,
+//! the record or scope it paused there (the host record, or the quota the server named), and
+//! every process reads the pauses of its request's record and scopes before it sends, limited
+//! or not. The breaker stays per process: a host that fails for one process (its network,
 //! its DNS) may be fine for another, and failing fast needs no round trip.
 //!
 //! When Redis does not answer within the store's timeout, [`Fallback::Local`](crate::Fallback)
@@ -33,7 +35,7 @@ use crate::extensions::RequestOptions;
 use crate::host::Host;
 use crate::limit::Limit;
 use crate::partition::Partition;
-use crate::scope::Scope;
+use crate::scope::{Pauses, Scope};
 use crate::store::RedisStore;
 use crate::store::redis::Reservation;
 
@@ -42,8 +44,13 @@ pub(crate) fn host_key(host: &Host) -> String {
     format!("{}|{}", Partition::key_of(host.partition), host.key)
 }
 
-/// Reserve this request's slot in every shared schedule it falls in, and sleep until the last
-/// of them. `max_wait`: the longest server-ordered wait accepted (`max_retry_after`).
+/// Wait out every pause the fleet shares for this request's host record and scopes, then
+/// reserve its slot in every shared schedule it falls in, and sleep until the last of them.
+/// `max_wait`: the longest server-ordered wait accepted (`max_retry_after`).
+///
+/// A record or scope without a limit has no shared schedule, but may be paused (a
+/// `Retry-After` another process received): it is read, not reserved in, and first, so that
+/// no slot is reserved that a pause would leave unused.
 pub(crate) async fn pace(
     store: &RedisStore,
     host: &Host,
@@ -52,17 +59,16 @@ pub(crate) async fn pace(
     max_wait: Duration,
     attempts: u32,
 ) -> Result<(), Error> {
-    let host_limit = host.state().limit();
-    let mut schedules: Vec<(String, Limit, u32)> = Vec::new();
-    if let Some(limit) = host_limit {
-        schedules.push((host_key(host), limit, opts.cost));
-    }
+    let mut schedules: Vec<(String, Option<Limit>, u32)> = Vec::with_capacity(1 + scopes.len());
+    schedules.push((host_key(host), host.state().limit(), opts.cost));
     for (scope, units) in scopes {
-        if let Some(limit) = scope.state().limit {
-            schedules.push((scope.key.to_string(), limit, *units));
-        }
+        let limit = scope.state().limit;
+        schedules.push((scope.key.to_string(), limit, *units));
     }
+    // stable: the pauses first, then the schedules in their order
+    schedules.sort_by_key(|(_, limit, _)| limit.is_some());
     for (key, limit, cost) in &schedules {
+        let limit = limit.as_ref();
         reserve(store, host, key, limit, *cost, opts, max_wait, attempts).await?;
     }
     Ok(())
@@ -73,7 +79,7 @@ async fn reserve(
     store: &RedisStore,
     host: &Host,
     key: &str,
-    limit: &Limit,
+    limit: Option<&Limit>,
     cost: u32,
     opts: &RequestOptions,
     max_wait: Duration,
@@ -84,21 +90,24 @@ async fn reserve(
         .deadline
         .map_or(max_wait, |d| d.saturating_duration_since(now).min(max_wait));
     let reservation = store
-        .reserve(key, Some(limit), None, cost, may_wait)
+        .reserve(key, limit, None, cost, may_wait)
         .await
         .map_err(|err| unavailable(host, &err))?;
-    match reservation {
-        Reservation::Go { delay, .. } => {
+    match (reservation, limit) {
+        (Reservation::Go { delay, .. }, _) => {
             tokio::time::sleep(delay).await;
             Ok(())
         }
         // nothing was reserved: the fleet's schedule (or a closure) is further away than this
         // request may wait, so it fails now rather than wait without a bound
-        Reservation::Refused { earliest, closed } => {
+        (Reservation::Refused { earliest, closed }, _) => {
             Err(refused(host, opts, now, earliest, closed, attempts))
         }
+        // no limit: only the pauses this process knows of hold it back, and it has waited
+        // them out already
+        (Reservation::Local { .. }, None) => Ok(()),
         // this process's share of the limit, in the one local schedule of this shared one
-        Reservation::Local { processes } => {
+        (Reservation::Local { processes }, Some(limit)) => {
             let now = Instant::now();
             match store
                 .local()
@@ -138,10 +147,18 @@ fn refused(
     }
 }
 
-/// Close the host for every process (never shortening a closure), after a `Retry-After`.
-pub(crate) async fn close(store: &RedisStore, host: &Host, wait: Duration) {
-    if let Err(err) = store.close(&host_key(host), wait).await {
-        tracing::debug!(host = %host.key, %err, "could not share a closure through Redis");
+/// Share the pauses an answer set (`Retry-After`): each scope's (`None`: the host record's)
+/// is written to its shared key, for every process to read before it sends. A pause is never
+/// shortened.
+pub(crate) async fn close(store: &RedisStore, host: &Host, pauses: &Pauses) {
+    for (scope, wait) in pauses {
+        let key = match scope {
+            Some(scope) => scope.key.to_string(),
+            None => host_key(host),
+        };
+        if let Err(err) = store.close(&key, *wait).await {
+            tracing::debug!(host = %host.key, %err, "could not share a pause through Redis");
+        }
     }
 }
 

@@ -139,6 +139,108 @@ async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
     );
 }
 
+/// Headers, as (name, value) pairs.
+type Headers = &'static [(&'static str, &'static str)];
+
+/// Two processes configured by `configure` share a store. Both reach the host once (answered
+/// 200 with `ok`: the quota the server names, if any); then the server refuses `a` with 429,
+/// `Retry-After: 2` and `refusal`; `b` sends next, and must not reach the host before the
+/// pause is over.
+async fn assert_a_retry_after_holds_back_the_other_process(
+    configure: fn(PoliteBuilder) -> PoliteBuilder,
+    ok: Headers,
+    refusal: Headers,
+) {
+    let redis = RedisServer::start().expect("redis-server");
+    let answered = std::sync::atomic::AtomicU64::new(0);
+    let server = serve(move |_, _| {
+        let (reply, headers) = match answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            2 => (Reply::status(429).header("retry-after", 2), refusal),
+            _ => (Reply::ok(), ok),
+        };
+        headers
+            .iter()
+            .fold(reply, |reply, (name, value)| reply.header(name, value))
+    });
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        fleet.push(configure(Polite::builder().max_retries(0).store(store(&redis).await)).build());
+    }
+    let send = |polite: &Polite| {
+        client(polite)
+            .get(server.url("/r"))
+            .header("authorization", "Bearer fleet-KEY")
+            .send()
+    };
+    for polite in &fleet {
+        let resp = send(polite).await.expect("answered");
+        assert_eq!(resp.status(), 200, "both processes reach the host first");
+    }
+    let resp = send(&fleet[0]).await.expect("answered");
+    assert_eq!(resp.status(), 429, "process a is refused, Retry-After: 2");
+    let resp = send(&fleet[1]).await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    let arrivals = server.stats.arrivals();
+    let gap = arrivals[3] - arrivals[2];
+    assert!(
+        gap >= Duration::from_millis(1950),
+        "process b reached the host {gap:?} after a's refusal, before its Retry-After: 2"
+    );
+}
+
+/// The README's configuration: a port-less `host_limit`, one quota per credential.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_under_a_portless_host_limit() {
+    assert_a_retry_after_holds_back_the_other_process(
+        |polite| {
+            polite
+                .host_limit("127.0.0.1", Limit::per_second(100))
+                .partition_by_header("authorization")
+        },
+        &[],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_with_no_limit() {
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, &[], &[]).await;
+}
+
+/// GitHub: the refusal closes the resource it names, for every process that paces in it.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_in_a_github_resource() {
+    let named: Headers = &[("x-ratelimit-resource", "core")];
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, named, named).await;
+}
+
+/// Discord: the refusal closes the bucket it names, for every process.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_in_a_discord_bucket() {
+    let named: Headers = &[("x-ratelimit-bucket", "abcd1234")];
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, named, named).await;
+}
+
+/// IETF `RateLimit` policies: the refusal closes the policy it says is spent, for every
+/// process.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_in_an_ietf_policy() {
+    const POLICIES: (&str, &str) = (
+        "ratelimit-policy",
+        r#""burst";q=1000;w=1, "minute";q=60000;w=60"#,
+    );
+    let ok: Headers = &[
+        POLICIES,
+        ("ratelimit", r#""burst";r=999;t=1, "minute";r=59999;t=60"#),
+    ];
+    let refusal: Headers = &[
+        POLICIES,
+        ("ratelimit", r#""burst";r=0;t=2, "minute";r=59000;t=60"#),
+    ];
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, ok, refusal).await;
+}
+
 #[tokio::test]
 async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
     let redis = RedisServer::start().expect("redis-server");

@@ -163,13 +163,13 @@ impl Polite {
                     resend_count: *attempts,
                 };
                 *attempts += 1;
-                let (verdict, closed_for) = record(self, host, attempt, &answer, read(&result));
+                let (verdict, pauses) = record(self, host, attempt, &answer, read(&result));
                 #[cfg(feature = "redis")]
-                if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
-                    crate::shared::close(store, host, wait).await;
+                if let Some(store) = self.shared().filter(|_| !pauses.is_empty()) {
+                    crate::shared::close(store, host, &pauses).await;
                 }
                 #[cfg(not(feature = "redis"))]
-                let _ = closed_for;
+                let _ = pauses;
                 let Some(spare) = spare else {
                     return Ok(result); // out of retries, or a body that cannot be cloned: sent once
                 };
