@@ -94,8 +94,11 @@ async fn reserve(
         .await
         .map_err(|err| unavailable(host, &err))?;
     match (reservation, limit) {
+        // a zero-length sleep would still wait for the timer's next tick (a millisecond)
         (Reservation::Go { delay, .. }, _) => {
-            tokio::time::sleep(delay).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             Ok(())
         }
         // nothing was reserved: the fleet's schedule (or a closure) is further away than this
@@ -114,7 +117,9 @@ async fn reserve(
                 .reserve(key, limit, processes, cost, now, may_wait)
             {
                 Ok(start) => {
-                    tokio::time::sleep_until(start).await;
+                    if start > now {
+                        tokio::time::sleep_until(start).await;
+                    }
                     Ok(())
                 }
                 Err(earliest) => Err(refused(host, opts, now, earliest, Duration::ZERO, attempts)),
