@@ -17,7 +17,8 @@ use crate::limit::Limit;
 use crate::pacing::Clock;
 use crate::pacing::gcra::Pacer;
 
-/// Past this many schedules, idle ones are forgotten before another is made.
+/// Past this many schedules, idle ones are forgotten before another is made (and past twice
+/// as many as a sweep kept, so that many busy schedules are not scanned for every new one).
 const SWEEP_AT: usize = 256;
 
 /// The limit one of `processes` pacing alone should keep so that together they keep `limit`:
@@ -42,7 +43,14 @@ pub(crate) fn local_share(limit: &Limit, processes: u32) -> Limit {
 /// This process's local schedules, by shared key.
 #[derive(Debug, Default)]
 pub(crate) struct LocalSchedules {
-    schedules: Mutex<HashMap<Box<str>, Schedule>>,
+    map: Mutex<Map>,
+}
+
+/// The schedules, and how many of them the next sweep waits for (0: [`SWEEP_AT`]).
+#[derive(Debug, Default)]
+struct Map {
+    schedules: HashMap<Box<str>, Schedule>,
+    sweep_at: usize,
 }
 
 /// One local schedule: the share it paces at, and its pacer on its own clock.
@@ -72,9 +80,14 @@ impl LocalSchedules {
         max_wait: Duration,
     ) -> Result<Instant, Duration> {
         let share = local_share(limit, processes);
-        let mut schedules = self.schedules.lock().unwrap_or_else(|p| p.into_inner());
-        if schedules.len() >= SWEEP_AT && !schedules.contains_key(key) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let Map {
+            schedules,
+            sweep_at,
+        } = &mut *map;
+        if schedules.len() >= (*sweep_at).max(SWEEP_AT) && !schedules.contains_key(key) {
             schedules.retain(|_, s| !s.pacer.is_idle(s.clock.nanos(now)));
+            *sweep_at = schedules.len().saturating_mul(2);
         }
         let schedule = schedules.entry(key.into()).or_insert_with(|| Schedule {
             share,
@@ -108,10 +121,7 @@ impl LocalSchedules {
 
     /// Forget every schedule: Redis answers again, and its schedules pace.
     pub(crate) fn clear(&self) {
-        self.schedules
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        *self.map.lock().unwrap_or_else(|p| p.into_inner()) = Map::default();
     }
 }
 
@@ -184,9 +194,26 @@ mod tests {
         }
         let later = now + Duration::from_secs(1);
         let _ = local.reserve("fresh", &limit, 1, 1, later, Duration::MAX);
-        let len = local.schedules.lock().expect("lock").len();
+        let len = local.map.lock().expect("lock").schedules.len();
         assert_eq!(len, 1, "only the fresh schedule is kept");
         local.clear();
-        assert!(local.schedules.lock().expect("lock").is_empty());
+        assert!(local.map.lock().expect("lock").schedules.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_schedules_are_kept_and_not_scanned_for_every_new_one() {
+        let local = LocalSchedules::default();
+        let limit = Limit::per_second(10);
+        let now = Instant::now();
+        for i in 0..=SWEEP_AT {
+            let _ = local.reserve(&format!("k{i}"), &limit, 1, 1, now, Duration::MAX);
+        }
+        let map = local.map.lock().expect("lock");
+        assert_eq!(map.schedules.len(), SWEEP_AT + 1, "busy schedules are kept");
+        assert_eq!(
+            map.sweep_at,
+            2 * SWEEP_AT,
+            "the next sweep waits for twice what this one kept"
+        );
     }
 }
