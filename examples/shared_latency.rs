@@ -8,8 +8,8 @@
 //! HTTP server that answers 200 at once, then sends 3000 GETs one after the other through a
 //! `Polite` with a `RedisStore`, for each of three configurations, in three rounds (the
 //! configurations take turns, so the load of a shared machine weighs on each alike): no limit
-//! (the host record's pauses are read, nothing is reserved), a port-less `host_limit` (the
-//! host record's pauses are read, a slot is reserved in the host-wide schedule) and a host's
+//! (the host record's cooldown is read, nothing is reserved), a port-less `host_limit` (the
+//! host record's cooldown is read, a slot is reserved in the host-wide schedule) and a host's
 //! own `limit` (a slot is reserved in the host record's schedule). The limits are so high that
 //! no request waits for its slot: this measures the calls, not pacing. Prints the median and
 //! the 90th percentile of the time each request took, and the same without a store.

@@ -192,8 +192,9 @@ fn renewal_tail(window: Duration) -> Duration {
     (crate::pacing::quota::RESET_MARGIN * 2).min(window / 4)
 }
 
-/// The `Retry-After` pauses an answer set, for the fleet to share: a scope's, or the host's (`None`).
-pub(crate) type Pauses = Vec<(Option<Arc<Scope>>, Duration)>;
+/// The cooldowns (`Retry-After`) an answer set, for the fleet to share: a scope's, or the host's
+/// (`None`), and how long each lasts.
+pub(crate) type Cooldowns = Vec<(Option<Arc<Scope>>, Duration)>;
 
 /// One scope's record: its pacing, behind one short-held lock.
 #[derive(Debug)]

@@ -5,10 +5,10 @@
 //! host's, and the host-wide, route and unit scopes), it reserves its slot in the fleet's
 //! shared schedule, one Lua script call per scope, and sleeps until that slot. The shared
 //! schedule reads Redis's own clock, so processes whose clocks disagree still keep "never more
-//! than n in any window". A `Retry-After` one process receives pauses, for every process,
-//! the record or scope it paused there (the host record, or the quota the server named), and
-//! every process reads the pauses of its request's record and scopes before it sends, limited
-//! or not. The breaker stays per process: a host that fails for one process (its network,
+//! than n in any window". A `Retry-After` one process receives sets a cooldown, for every
+//! process, on the record or scope it was set on there (the host record, or the quota the
+//! server named), and every process reads the cooldowns of its request's record and scopes
+//! before it sends, limited or not. The breaker stays per process: a host that fails for one process (its network,
 //! its DNS) may be fine for another, and failing fast needs no round trip.
 //!
 //! When Redis does not answer within the store's timeout, [`Fallback::Local`](crate::Fallback)
@@ -35,7 +35,7 @@ use crate::extensions::RequestOptions;
 use crate::host::Host;
 use crate::limit::Limit;
 use crate::partition::Partition;
-use crate::scope::{Pauses, Scope};
+use crate::scope::{Cooldowns, Scope};
 use crate::store::RedisStore;
 use crate::store::redis::Reservation;
 
@@ -44,13 +44,13 @@ pub(crate) fn host_key(host: &Host) -> String {
     format!("{}|{}", Partition::key_of(host.partition), host.key)
 }
 
-/// Wait out every pause the fleet shares for this request's host record and scopes, then
+/// Wait out every cooldown the fleet shares for this request's host record and scopes, then
 /// reserve its slot in every shared schedule it falls in, and sleep until the last of them.
 /// `max_wait`: the longest server-ordered wait accepted (`max_retry_after`).
 ///
-/// A record or scope without a limit has no shared schedule, but may be paused (a
+/// A record or scope without a limit has no shared schedule, but may be cooling down (a
 /// `Retry-After` another process received): it is read, not reserved in, and first, so that
-/// no slot is reserved that a pause would leave unused.
+/// no slot is reserved that a cooldown would leave unused.
 pub(crate) async fn pace(
     store: &RedisStore,
     host: &Host,
@@ -65,7 +65,7 @@ pub(crate) async fn pace(
         let limit = scope.state().limit;
         schedules.push((scope.key.to_string(), limit, *units));
     }
-    // stable: the pauses first, then the schedules in their order
+    // stable: the cooldowns first, then the schedules in their order
     schedules.sort_by_key(|(_, limit, _)| limit.is_some());
     for (key, limit, cost) in &schedules {
         let limit = limit.as_ref();
@@ -106,7 +106,7 @@ async fn reserve(
         (Reservation::Refused { earliest, closed }, _) => {
             Err(refused(host, opts, now, earliest, closed, attempts))
         }
-        // no limit: only the pauses this process knows of hold it back, and it has waited
+        // no limit: only the cooldowns this process knows of hold it back, and it has waited
         // them out already
         (Reservation::Local { .. }, None) => Ok(()),
         // this process's share of the limit, in the one local schedule of this shared one
@@ -152,17 +152,17 @@ fn refused(
     }
 }
 
-/// Share the pauses an answer set (`Retry-After`): each scope's (`None`: the host record's)
-/// is written to its shared key, for every process to read before it sends. A pause is never
-/// shortened.
-pub(crate) async fn close(store: &RedisStore, host: &Host, pauses: &Pauses) {
-    for (scope, wait) in pauses {
+/// Share the cooldowns an answer set (`Retry-After`): each scope's (`None`: the host record's)
+/// is written to its shared key, for every process to read before it sends. A cooldown is
+/// never shortened.
+pub(crate) async fn close(store: &RedisStore, host: &Host, cooldowns: &Cooldowns) {
+    for (scope, wait) in cooldowns {
         let key = match scope {
             Some(scope) => scope.key.to_string(),
             None => host_key(host),
         };
         if let Err(err) = store.close(&key, *wait).await {
-            tracing::debug!(host = %host.key, %err, "could not share a pause through Redis");
+            tracing::debug!(host = %host.key, %err, "could not share a cooldown through Redis");
         }
     }
 }

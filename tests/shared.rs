@@ -145,7 +145,7 @@ type Headers = &'static [(&'static str, &'static str)];
 /// Two processes configured by `configure` share a store. Both reach the host once (answered
 /// 200 with `ok`: the quota the server names, if any); then the server refuses `a` with 429,
 /// `Retry-After: 2` and `refusal`; `b` sends next, and must not reach the host before the
-/// pause is over.
+/// cooldown is over.
 async fn assert_a_retry_after_holds_back_the_other_process(
     configure: fn(PoliteBuilder) -> PoliteBuilder,
     ok: Headers,
