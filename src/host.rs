@@ -62,11 +62,6 @@ pub(crate) struct HostState {
     routes: Option<Box<HashMap<Box<str>, ServerScope>>>,
     /// Attempts sent and not answered yet.
     pub(crate) sent: u32,
-    /// While a shared store is away: this process's share of the limit, its schedule, and
-    /// that schedule's time origin (see `crate::shared`). Boxed: made only while the store is
-    /// away, and a record stays small.
-    #[cfg(feature = "redis")]
-    pub(crate) fallback: Option<Box<(Limit, crate::pacing::gcra::Pacer, Instant)>>,
     /// Cost of the requests waiting in the pacing queue.
     pub(crate) queued_cost: u64,
     pub(crate) queued: u32,
@@ -469,8 +464,6 @@ impl Host {
                 generation: config.generation,
                 routes: None,
                 sent: 0,
-                #[cfg(feature = "redis")]
-                fallback: None,
                 queued_cost: 0,
                 queued: 0,
                 counters: Counters::default(),
@@ -715,12 +708,11 @@ mod tests {
 
     /// The record's own size, a layout fact: the goal is 512 bytes, which needs the
     /// windowed counts to shrink (see docs/measurements.md, "Scale"); this keeps it from growing
-    /// back while that is open. 856 bytes, 864 with feature `redis` (the fallback's box).
+    /// back while that is open. 856 bytes.
     #[test]
     fn a_host_record_does_not_grow() {
         let size = std::mem::size_of::<Host>();
-        // feature `redis` adds the fallback's box
-        let most = if cfg!(feature = "redis") { 864 } else { 856 };
+        let most = 856;
         assert!(
             size <= most,
             "a host record is {size} bytes, more than {most}"

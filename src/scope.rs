@@ -192,6 +192,10 @@ fn renewal_tail(window: Duration) -> Duration {
     (crate::pacing::quota::RESET_MARGIN * 2).min(window / 4)
 }
 
+/// The cooldowns (`Retry-After`) an answer set, for the fleet to share: a scope's, or the host's
+/// (`None`), and how long each lasts.
+pub(crate) type Cooldowns = Vec<(Option<Arc<Scope>>, Duration)>;
+
 /// One scope's record: its pacing, behind one short-held lock.
 #[derive(Debug)]
 pub(crate) struct Scope {

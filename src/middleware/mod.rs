@@ -189,13 +189,13 @@ impl Polite {
                     resend_count: *attempts,
                 };
                 *attempts += 1;
-                let (verdict, closed_for) = record(self, host, attempt, &answer, read(&result));
+                let (verdict, cooldowns) = record(self, host, attempt, &answer, read(&result));
                 #[cfg(feature = "redis")]
-                if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
-                    crate::shared::close(store, host, wait).await;
+                if let Some(store) = self.shared().filter(|_| !cooldowns.is_empty()) {
+                    crate::shared::close(store, host, &cooldowns).await;
                 }
                 #[cfg(not(feature = "redis"))]
-                let _ = closed_for;
+                let _ = cooldowns;
                 let Some(spare) = spare else {
                     return Ok(result); // out of retries, or a body that cannot be cloned: sent once
                 };

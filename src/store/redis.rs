@@ -41,6 +41,9 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use self::conn::Conn;
+pub(crate) use self::local::LocalSchedules;
+#[cfg(test)]
+use self::local::local_share;
 use crate::limit::Limit;
 use crate::time::saturating_nanos;
 
@@ -73,7 +76,10 @@ static FLEET: std::sync::LazyLock<Script> =
 #[non_exhaustive]
 pub enum Fallback {
     /// Pace locally, at the scope's limit divided by the number of processes seen alive at the
-    /// last heartbeat: the fleet as a whole stays near its quota without Redis. Redis is asked
+    /// last heartbeat: the fleet as a whole stays near its quota without Redis. Each shared
+    /// schedule becomes one local schedule (a port-less `host_limit` paces all its ports as
+    /// one). A cost above this process's share waits until the share has accrued it, bounded
+    /// by `max_retry_after` and the deadline like any wait for a slot. Redis is asked
     /// again with backoff (100 ms, doubling, at most 2 s), and sharing resumes when it answers.
     /// A warning is logged once per outage (through `tracing`), and again when Redis is back.
     #[default]
@@ -181,7 +187,7 @@ pub(crate) enum Reservation {
         closed: Duration,
     },
     /// Redis did not answer, and the fallback is [`Fallback::Local`]: pace this request locally
-    /// at the limit's share for one of `processes` (see [`local_share`]).
+    /// at the limit's share for one of `processes` (see [`local_share`](local::local_share)).
     Local { processes: u32 },
 }
 
@@ -210,29 +216,6 @@ impl Answer {
             }
         }
     }
-}
-
-/// The limit one of `processes` pacing alone should keep so that together they keep `limit`:
-/// `n / processes` per window (rounded down), the burst shared the same way.
-///
-/// With more processes than the limit's count, no split keeps "at most `n` in any window"
-/// without talking to each other; each then gets one per `processes / n` windows, which keeps
-/// the fleet's long-run rate, not the window.
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "the request path calls it once wired")
-)]
-pub(crate) fn local_share(limit: &Limit, processes: u32) -> Limit {
-    let processes = processes.max(1);
-    let n = limit.count();
-    if n >= processes {
-        let share = n / processes;
-        let burst = (limit.burst_size() / processes).clamp(1, share);
-        return Limit::per(share, limit.window()).burst(burst);
-    }
-    let windows = processes.div_ceil(n);
-    let window = limit.window().checked_mul(windows).unwrap_or(Duration::MAX);
-    Limit::per(1, window)
 }
 
 /// Quotas shared across processes and machines through Redis (feature `redis`).
@@ -292,6 +275,8 @@ struct Shared {
     outages: AtomicU32,
     /// Whether a failure that concerns one key (a wrong type) has been warned about.
     warned_key_error: AtomicBool,
+    /// The schedules [`Fallback::Local`] paces by while Redis is away.
+    local: LocalSchedules,
 }
 
 /// Whether Redis is answering, and when to ask it again if not.
@@ -443,6 +428,7 @@ impl RedisStore {
                 heartbeat_started: AtomicBool::new(false),
                 outages: AtomicU32::new(0),
                 warned_key_error: AtomicBool::new(false),
+                local: LocalSchedules::default(),
             }),
         }
     }
@@ -610,6 +596,12 @@ impl RedisStore {
             Ok(closed) => Ok(Some(closed)),
             Err(err) => self.fall_back(err).map(|_| None),
         }
+    }
+
+    /// The schedules [`Fallback::Local`] paces by, at [`live_processes`](Self::live_processes)'
+    /// share of each limit, while Redis is away.
+    pub(crate) fn local(&self) -> &LocalSchedules {
+        &self.shared.local
     }
 
     /// Processes seen alive at the last heartbeat, this one included (1 until one answered):
@@ -790,6 +782,7 @@ impl Shared {
     fn answered(&self, now: Instant) {
         let mut health = self.health();
         if let Some(since) = health.down_since.take() {
+            self.local.clear();
             tracing::info!(
                 outage = ?now.saturating_duration_since(since),
                 "Redis answers again: quotas are shared again"
@@ -972,5 +965,6 @@ fn process_id() -> String {
 #[cfg(all(test, feature = "redis-cluster"))]
 mod cluster_tests;
 mod conn;
+mod local;
 #[cfg(test)]
 mod tests;
