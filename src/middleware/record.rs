@@ -13,7 +13,7 @@ use crate::builder::{Config, Polite};
 use crate::extensions::RequestOptions;
 use crate::host::{Host, NoRetry, Observed, is_refusal};
 use crate::observe;
-use crate::pacing::closure::Why;
+use crate::pacing::cooldown::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify, heed_server};
 use crate::scope::{Cooldowns, Scope};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
@@ -278,7 +278,7 @@ fn tell_host_wide_scopes(
 }
 
 /// Give an answer's word about other scopes to them: a quota the server named takes its
-/// closure and quota (a global refusal closes the host instead, already done), and a unit's
+/// cooldown and quota (a global refusal cools the host down instead, already done), and a unit's
 /// count (OpenAI's tokens) goes to that unit's scope. `named` comes with the host record's
 /// configured limit.
 ///
@@ -321,7 +321,7 @@ fn feed_scopes(
             && tokens.remaining == Some(0)
             && let Some(reset_in) = tokens.reset_in
         {
-            scope.state().pacing.close(
+            scope.state().pacing.cool_down(
                 crate::time::far_add(now, reset_in.min(MAX_HINT)),
                 Why::QuotaSpent,
             );
@@ -379,7 +379,7 @@ fn feed_named(
         if let Some(retry_after) = retry_after.map(|wait| wait.min(MAX_HINT)) {
             state
                 .pacing
-                .close(crate::time::far_add(now, retry_after), Why::RetryAfter);
+                .cool_down(crate::time::far_add(now, retry_after), Why::RetryAfter);
             tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
             cooldowns.push((Some(Arc::clone(&scope)), retry_after));
         }
