@@ -335,7 +335,8 @@ impl PoliteBuilder {
         self
     }
 
-    /// Retries after the first attempt (0: never retry).
+    /// Retries after the first attempt (0: never retry, as [`Retryable::Never`] and, per
+    /// request, [`NoRetry`](crate::NoRetry)).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.config.max_retries = n;
         self

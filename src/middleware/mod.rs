@@ -31,7 +31,7 @@ use crate::error::Error;
 use crate::extensions::{RequestOptions, Units};
 use crate::host::Host;
 use crate::observe::{self, WaitReason};
-use crate::retry::{Delays, is_idempotent};
+use crate::retry::{Delays, Retryable, is_idempotent};
 use crate::signals::ServerScope;
 use admit::{admit, begin};
 use pace::Paced;
@@ -112,7 +112,9 @@ impl Polite {
             // (boxed: made only on a retry, and this future stays small)
             let mut last: Option<Box<Response>> = None;
             loop {
-                let retries_left = !opts.no_retry && *attempts < config.max_retries;
+                let retries_left = !opts.no_retry
+                    && config.retryable != Retryable::Never
+                    && *attempts < config.max_retries;
                 let spare = if retries_left { req.try_clone() } else { None };
                 let paced = loop {
                     // a quiet host's free slot is taken without the lock or the queue; the
