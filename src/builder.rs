@@ -302,7 +302,7 @@ impl PoliteBuilder {
     }
 
     /// Share quotas across processes and machines through Redis (feature `redis`): the pacing
-    /// schedule of every configured limit, and server-ordered closures, are kept in Redis and
+    /// schedule of every configured limit, and server-ordered cooldowns, are kept in Redis and
     /// read with its clock. See [`RedisStore`](crate::RedisStore) for the failure modes.
     #[cfg(feature = "redis")]
     pub fn store(mut self, store: crate::store::RedisStore) -> Self {
@@ -340,7 +340,8 @@ impl PoliteBuilder {
         self
     }
 
-    /// Retries after the first attempt (0: never retry).
+    /// Retries after the first attempt (0: never retry, as [`Retryable::Never`] and, per
+    /// request, [`NoRetry`](crate::NoRetry)).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.config.max_retries = n;
         self
@@ -362,7 +363,7 @@ impl PoliteBuilder {
 
     /// The longest server-ordered wait (`Retry-After`, rate-limit reset) we sleep through.
     /// Past it, the response goes back to the caller, and later requests to the host fail fast
-    /// with [`Error::CoolingDown`](crate::Error::CoolingDown) until the host reopens.
+    /// with [`Error::CoolingDown`](crate::Error::CoolingDown) until the host's cooldown ends.
     pub fn max_retry_after(mut self, max: Duration) -> Self {
         self.config.max_retry_after = max;
         self

@@ -55,7 +55,7 @@ pub enum Error {
         attempts: u32,
         /// How long the request would have had to wait for its slot, when known. A request is
         /// refused before its deadline only when that wait is certain (the configured limit's
-        /// schedule, a server's closure); otherwise it waits until the deadline itself.
+        /// schedule, a server's cooldown); otherwise it waits until the deadline itself.
         would_wait: Option<Duration>,
     },
     /// The shared store (Redis, feature `redis`) did not answer and its fallback is

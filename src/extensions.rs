@@ -114,7 +114,10 @@ impl Units {
     }
 }
 
-/// Send this request once: no retry, whatever the outcome.
+/// Send this request once: no retry, whatever the outcome. For one request what
+/// [`Retryable::Never`](crate::Retryable::Never) and
+/// [`max_retries(0)`](crate::PoliteBuilder::max_retries) are for every request (the three
+/// are one setting at two reaches: none of them keeps a copy of the request for a resend).
 ///
 /// ```
 /// use reqwest_polite::{NoRetry, Polite};

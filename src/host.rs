@@ -17,7 +17,7 @@ use url::Url;
 use crate::breaker::{Breaker, BreakerState};
 use crate::limit::Limit;
 use crate::pacing::adaptive::{AdaptiveRate, RateChange};
-use crate::pacing::closure::Why;
+use crate::pacing::cooldown::Why;
 use crate::pacing::gcra::Plain;
 use crate::pacing::lane::{Admitted, Lane};
 use crate::pacing::{Decision, Pacing};
@@ -46,7 +46,7 @@ pub(crate) fn host_key(url: &Url) -> Option<Cow<'_, str>> {
 
 /// The mutable part of a host record, behind one short-held lock.
 ///
-/// [`HostState::decide`] asks the host's own pacing (closure, first contact, schedule slowed by
+/// [`HostState::decide`] asks the host's own pacing (cooldown, first contact, schedule slowed by
 /// the adaptive rate and a low quota) and then every other scope the request falls in;
 /// [`HostState::observe`] feeds each answer to the same owners, and the snapshot reads them.
 #[derive(Debug)]
@@ -62,11 +62,6 @@ pub(crate) struct HostState {
     routes: Option<Box<HashMap<Box<str>, ServerScope>>>,
     /// Attempts sent and not answered yet.
     pub(crate) sent: u32,
-    /// While a shared store is away: this process's share of the limit, its schedule, and
-    /// that schedule's time origin (see `crate::shared`). Boxed: made only while the store is
-    /// away, and a record stays small.
-    #[cfg(feature = "redis")]
-    pub(crate) fallback: Option<Box<(Limit, crate::pacing::gcra::Pacer, Instant)>>,
     /// Cost of the requests waiting in the pacing queue.
     pub(crate) queued_cost: u64,
     pub(crate) queued: u32,
@@ -83,12 +78,12 @@ const MAX_ROUTES: usize = 64;
 /// What an answer changed, for the caller to report.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Observed {
-    /// The scope was closed by a `Retry-After` for this long.
+    /// A `Retry-After` cooled the scope down for this long.
     pub(crate) retry_after: Option<Duration>,
     pub(crate) rate_change: Option<RateChange>,
     /// A bare refusal widened the gap between starts of the host's spaced schedule to this.
     pub(crate) gap: Option<Duration>,
-    /// A refusal that said nothing the closures could act on slowed a record without a limit
+    /// A refusal that said nothing the cooldowns could act on slowed a record without a limit
     /// of its own: a host-wide scope pacing it from outside learns the gap its own schedule
     /// would.
     pub(crate) slowed: bool,
@@ -131,7 +126,7 @@ impl HostState {
     }
 
     /// The part of a wait that is certain for `cost` units at `now`: the configured schedule
-    /// and the server's closures, here and in every other scope.
+    /// and the server's cooldowns, here and in every other scope.
     pub(crate) fn certain_wait(
         &self,
         now: Instant,
@@ -167,9 +162,9 @@ impl HostState {
         self.pacing.limit()
     }
 
-    /// The instant the host reopens, if the server closed it.
-    pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
-        self.pacing.closed_until(now)
+    /// The instant the host's cooldown ends, if one is running.
+    pub(crate) fn cooldown_until(&self, now: Instant) -> Option<Instant> {
+        self.pacing.cooldown_until(now)
     }
 
     /// The quota the server named for a path's route, if it named one.
@@ -191,7 +186,7 @@ impl HostState {
     }
 
     /// Read an answer to an attempt sent at `sent_at` into the host's owners. `named`: the
-    /// answer's quota headers are about a quota the server named (its closure and quota go to
+    /// answer's quota headers are about a quota the server named (its cooldown and quota go to
     /// that scope, not here), unless the refusal is global.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn observe(
@@ -215,7 +210,7 @@ impl HostState {
         {
             let wait = retry_after.min(MAX_HINT);
             self.pacing
-                .close(crate::time::far_add(now, wait), Why::RetryAfter);
+                .cool_down(crate::time::far_add(now, wait), Why::RetryAfter);
             observed.retry_after = Some(wait);
         }
         if status.is_success() {
@@ -245,13 +240,13 @@ impl HostState {
             self.counters.throttled += 1;
         }
         if refused && !named {
-            // A refusal slows its scope, whatever it carried. A spent quota's closure is exact
+            // A refusal slows its scope, whatever it carried. A spent quota's cooldown is exact
             // and says it all; so does a Retry-After when nothing was accepted to learn a rate
-            // from. Otherwise the adaptive rate learns from it, so that a scope reopening at
+            // from. Otherwise the adaptive rate learns from it, so that a scope whose cooldown ends at
             // its Retry-After instant does not release its whole queue into the same wall.
-            let closure_says_it_all =
+            let cooldown_says_it_all =
                 spent.is_some() || (observed.retry_after.is_some() && !accepted_any);
-            if !closure_says_it_all {
+            if !cooldown_says_it_all {
                 // a host-wide scope that paces an unpaced record learns the gap its own
                 // schedule would (a record with a limit of its own is the one paced)
                 observed.slowed = self.limit().is_none();
@@ -261,7 +256,7 @@ impl HostState {
                     && observed.retry_after.is_none()
                 {
                     self.pacing
-                        .close(crate::time::far_add(now, pause), Why::Refused);
+                        .cool_down(crate::time::far_add(now, pause), Why::Refused);
                 }
             }
         }
@@ -303,7 +298,7 @@ impl HostState {
         if self.breaker.phase() == crate::snapshot::BreakerPhase::Open {
             return Err(NoRetry::CircuitOpen);
         }
-        let reopens = self.closed_until(now).unwrap_or(now);
+        let reopens = self.cooldown_until(now).unwrap_or(now);
         if reopens - now > max_retry_after {
             return Err(NoRetry::ServerWaitTooLong(reopens - now));
         }
@@ -325,7 +320,7 @@ impl HostState {
 
     /// The schedule the host's [lane](crate::pacing::lane) may run, and where it starts,
     /// while nothing but the configured limit paces the host: nobody queued, no adaptive rate,
-    /// no route quota learned, and the pacing itself quiet (not closed, no quota counted).
+    /// no route quota learned, and the pacing itself quiet (no cooldown, no quota counted).
     fn quiet_schedule(&self) -> Option<(Plain, u64)> {
         if self.queued > 0 || self.adaptive.rate().is_some() || self.routes.is_some() {
             return None;
@@ -396,7 +391,7 @@ pub(crate) enum Moved {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NoRetry {
     CircuitOpen,
-    /// The server closed the scope for longer than `max_retry_after`.
+    /// The server's word cooled the scope down for longer than `max_retry_after`.
     ServerWaitTooLong(Duration),
     PastDeadline,
     BudgetSpent,
@@ -469,8 +464,6 @@ impl Host {
                 generation: config.generation,
                 routes: None,
                 sent: 0,
-                #[cfg(feature = "redis")]
-                fallback: None,
                 queued_cost: 0,
                 queued: 0,
                 counters: Counters::default(),
@@ -507,7 +500,7 @@ impl Host {
     }
 
     /// True when the record carries nothing worth keeping at `now`: nothing waiting or in
-    /// flight, quiet for `idle_after`, no promise pending (a slot ahead, a closure, a quota
+    /// flight, quiet for `idle_after`, no promise pending (a slot ahead, a cooldown, a quota
     /// window) and the breaker not failing fast. What it learned (a lowered rate, failure
     /// counts, the retry budget) is forgotten with it.
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
@@ -528,7 +521,7 @@ impl Host {
             limit: state.limit(),
             next_slot_in: state.pacing.next_slot_in(now, state.adaptive.interval()),
             cooldown_in: state
-                .closed_until(now)
+                .cooldown_until(now)
                 .map(|until| until.saturating_duration_since(now)),
             in_flight: state.sent,
             queued: state.queued,
@@ -621,7 +614,7 @@ mod tests {
                     Decision::Admit { scout } => break scout,
                     Decision::Wait(at)
                     | Decision::Slowed(at)
-                    | Decision::Closed(at)
+                    | Decision::CoolingDown(at)
                     | Decision::Hold(at) => t = at.max(t + Duration::from_micros(1)),
                 }
             };
@@ -674,7 +667,7 @@ mod tests {
                 ));
                 state.observe(t, t, false, 1, refused, &none, false);
             }
-            let closed = state.closed_until(t).map(|until| until - t);
+            let closed = state.cooldown_until(t).map(|until| until - t);
             assert_eq!(closed, Some(Duration::from_millis(250)), "{limits:?}");
         }
     }
@@ -715,12 +708,11 @@ mod tests {
 
     /// The record's own size, a layout fact: the goal is 512 bytes, which needs the
     /// windowed counts to shrink (see docs/measurements.md, "Scale"); this keeps it from growing
-    /// back while that is open. 856 bytes, 864 with feature `redis` (the fallback's box).
+    /// back while that is open. 856 bytes.
     #[test]
     fn a_host_record_does_not_grow() {
         let size = std::mem::size_of::<Host>();
-        // feature `redis` adds the fallback's box
-        let most = if cfg!(feature = "redis") { 864 } else { 856 };
+        let most = 856;
         assert!(
             size <= most,
             "a host record is {size} bytes, more than {most}"

@@ -4,7 +4,7 @@
 //! on top of it, by every other scope it falls in: a host-wide limit shared by all the ports
 //! of a host, a route limit for paths under a prefix, a unit limit (tokens), a quota the server
 //! named (GitHub's resources, Discord's buckets). A request takes a slot in each, or waits for
-//! the last of them; a closure (Retry-After, a spent quota) closes the scope it came from,
+//! the last of them; a cooldown (Retry-After, a spent quota) holds back the scope it came from,
 //! never a sibling. With [`partition_by_header`](crate::PoliteBuilder::partition_by_header),
 //! each credential has its own set of all of these.
 
@@ -192,6 +192,10 @@ fn renewal_tail(window: Duration) -> Duration {
     (crate::pacing::quota::RESET_MARGIN * 2).min(window / 4)
 }
 
+/// The cooldowns (`Retry-After`) an answer set, for the fleet to share: a scope's, or the host's
+/// (`None`), and how long each lasts.
+pub(crate) type Cooldowns = Vec<(Option<Arc<Scope>>, Duration)>;
+
 /// One scope's record: its pacing, behind one short-held lock.
 #[derive(Debug)]
 pub(crate) struct Scope {
@@ -235,7 +239,7 @@ impl ScopeState {
             if let Some(quota) = self.pacing.quota.remaining(now)
                 && quota.resets_in < renewal_tail(window)
             {
-                return Err(Decision::Closed(now + quota.resets_in));
+                return Err(Decision::CoolingDown(now + quota.resets_in));
             }
         }
         self.pacing.peek(now, units, None)
@@ -309,7 +313,7 @@ impl Scope {
             interval: state.pacing.interval(now, None),
             cooldown_in: state
                 .pacing
-                .closed_until(now)
+                .cooldown_until(now)
                 .map(|until| until.saturating_duration_since(now)),
             server_quota: state.pacing.quota.remaining(now),
             taken: state.taken,
@@ -355,7 +359,7 @@ mod tests {
                         state.take(now, 1);
                         sent += 1;
                     }
-                    Err(Decision::Closed(at) | Decision::Wait(at) | Decision::Slowed(at)) => {
+                    Err(Decision::CoolingDown(at) | Decision::Wait(at) | Decision::Slowed(at)) => {
                         assert!(at > now, "w={window:?}: a wait that ends now");
                         now = at;
                     }

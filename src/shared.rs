@@ -5,17 +5,21 @@
 //! host's, and the host-wide, route and unit scopes), it reserves its slot in the fleet's
 //! shared schedule, one Lua script call per scope, and sleeps until that slot. The shared
 //! schedule reads Redis's own clock, so processes whose clocks disagree still keep "never more
-//! than n in any window". A `Retry-After` one process receives closes the host for every
-//! process. The breaker stays per process: a host that fails for one process (its network,
+//! than n in any window". A `Retry-After` one process receives sets a cooldown, for every
+//! process, on the record or scope it was set on there (the host record, or the quota the
+//! server named), and every process reads the cooldowns of its request's record and scopes
+//! before it sends, limited or not. The breaker stays per process: a host that fails for one process (its network,
 //! its DNS) may be fine for another, and failing fast needs no round trip.
 //!
 //! When Redis does not answer within the store's timeout, [`Fallback::Local`](crate::Fallback)
-//! paces that request locally at the limit divided by the processes seen alive, and
-//! [`Fallback::FailClosed`](crate::Fallback) refuses it with [`Error::StoreUnavailable`].
+//! paces that request locally at the limit divided by the processes seen alive, in one local
+//! schedule per shared one (see [`LocalSchedules`](crate::store::redis::LocalSchedules)),
+//! and [`Fallback::FailClosed`](crate::Fallback) refuses it with [`Error::StoreUnavailable`].
 //! Partitioned requests need the fleet's secret once per process: until Redis has given it,
 //! they fail with `StoreUnavailable` whatever the fallback (a per-process key would split one
 //! credential's quota). A slot further away than `max_retry_after` (or the deadline) is not
-//! reserved: the request fails at once with `CoolingDown` (or `DeadlineExceeded`).
+//! reserved, in the shared schedule or the local one: the request fails at once with
+//! `CoolingDown` (or `DeadlineExceeded`).
 //!
 //! Known limit: a request that falls in several shared schedules reserves them one after the
 //! other and starts at the last slot, which may be later than the slot it reserved in the
@@ -30,19 +34,23 @@ use crate::error::Error;
 use crate::extensions::RequestOptions;
 use crate::host::Host;
 use crate::limit::Limit;
-use crate::pacing::gcra::Pacer;
 use crate::partition::Partition;
-use crate::scope::Scope;
+use crate::scope::{Cooldowns, Scope};
 use crate::store::RedisStore;
-use crate::store::redis::{Reservation, local_share};
+use crate::store::redis::Reservation;
 
 /// The shared key of a host record's schedule.
 pub(crate) fn host_key(host: &Host) -> String {
     format!("{}|{}", Partition::key_of(host.partition), host.key)
 }
 
-/// Reserve this request's slot in every shared schedule it falls in, and sleep until the last
-/// of them. `max_wait`: the longest server-ordered wait accepted (`max_retry_after`).
+/// Wait out every cooldown the fleet shares for this request's host record and scopes, then
+/// reserve its slot in every shared schedule it falls in, and sleep until the last of them.
+/// `max_wait`: the longest server-ordered wait accepted (`max_retry_after`).
+///
+/// A record or scope without a limit has no shared schedule, but may be cooling down (a
+/// `Retry-After` another process received): it is read, not reserved in, and first, so that
+/// no slot is reserved that a cooldown would leave unused.
 pub(crate) async fn pace(
     store: &RedisStore,
     host: &Host,
@@ -51,17 +59,16 @@ pub(crate) async fn pace(
     max_wait: Duration,
     attempts: u32,
 ) -> Result<(), Error> {
-    let host_limit = host.state().limit();
-    let mut schedules: Vec<(String, Limit, u32)> = Vec::new();
-    if let Some(limit) = host_limit {
-        schedules.push((host_key(host), limit, opts.cost));
-    }
+    let mut schedules: Vec<(String, Option<Limit>, u32)> = Vec::with_capacity(1 + scopes.len());
+    schedules.push((host_key(host), host.state().limit(), opts.cost));
     for (scope, units) in scopes {
-        if let Some(limit) = scope.state().limit {
-            schedules.push((scope.key.to_string(), limit, *units));
-        }
+        let limit = scope.state().limit;
+        schedules.push((scope.key.to_string(), limit, *units));
     }
+    // stable: the cooldowns first, then the schedules in their order
+    schedules.sort_by_key(|(_, limit, _)| limit.is_some());
     for (key, limit, cost) in &schedules {
+        let limit = limit.as_ref();
         reserve(store, host, key, limit, *cost, opts, max_wait, attempts).await?;
     }
     Ok(())
@@ -72,7 +79,7 @@ async fn reserve(
     store: &RedisStore,
     host: &Host,
     key: &str,
-    limit: &Limit,
+    limit: Option<&Limit>,
     cost: u32,
     opts: &RequestOptions,
     max_wait: Duration,
@@ -83,80 +90,80 @@ async fn reserve(
         .deadline
         .map_or(max_wait, |d| d.saturating_duration_since(now).min(max_wait));
     let reservation = store
-        .reserve(key, Some(limit), None, cost, may_wait)
+        .reserve(key, limit, None, cost, may_wait)
         .await
         .map_err(|err| unavailable(host, &err))?;
-    match reservation {
-        Reservation::Go { delay, .. } => {
-            tokio::time::sleep(delay).await;
+    match (reservation, limit) {
+        // a zero-length sleep would still wait for the timer's next tick (a millisecond)
+        (Reservation::Go { delay, .. }, _) => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             Ok(())
         }
         // nothing was reserved: the fleet's schedule (or a closure) is further away than this
         // request may wait, so it fails now rather than wait without a bound
-        Reservation::Refused { earliest, closed } => {
-            if opts.past_deadline(crate::time::far_add(now, earliest)) {
-                Err(Error::DeadlineExceeded {
-                    host: host.key.to_string(),
-                    attempts,
-                    would_wait: Some(earliest),
-                })
-            } else {
-                Err(Error::CoolingDown {
-                    host: host.key.to_string(),
-                    retry_in: earliest.max(closed),
-                })
-            }
+        (Reservation::Refused { earliest, closed }, _) => {
+            Err(refused(host, opts, now, earliest, closed, attempts))
         }
-        Reservation::Local { processes } => {
-            local(host, limit, processes, cost, opts, attempts).await
-        }
-    }
-}
-
-/// Pace locally at this process's share of `limit` while Redis is away.
-async fn local(
-    host: &Host,
-    limit: &Limit,
-    processes: u32,
-    cost: u32,
-    opts: &RequestOptions,
-    attempts: u32,
-) -> Result<(), Error> {
-    let share = local_share(limit, processes);
-    loop {
-        let now = Instant::now();
-        let wait = {
-            let mut state = host.state();
-            let fallback = state
-                .fallback
-                .get_or_insert_with(|| Box::new((share, Pacer::new(Some(&share)), now)));
-            if fallback.0 != share {
-                **fallback = (share, fallback.1.relimit(Some(&share)), fallback.2);
-            }
-            let now_ns = crate::time::saturating_nanos(now.saturating_duration_since(fallback.2));
-            match fallback.1.check(now_ns, cost.min(share.count()), None) {
-                None => {
-                    fallback.1.take(now_ns, cost.min(share.count()), None);
-                    return Ok(());
+        // no limit: only the cooldowns this process knows of hold it back, and it has waited
+        // them out already
+        (Reservation::Local { .. }, None) => Ok(()),
+        // this process's share of the limit, in the one local schedule of this shared one
+        (Reservation::Local { processes }, Some(limit)) => {
+            let now = Instant::now();
+            match store
+                .local()
+                .reserve(key, limit, processes, cost, now, may_wait)
+            {
+                Ok(start) => {
+                    if start > now {
+                        tokio::time::sleep_until(start).await;
+                    }
+                    Ok(())
                 }
-                Some(at) => crate::time::far_add(fallback.2, Duration::from_nanos(at)),
+                Err(earliest) => Err(refused(host, opts, now, earliest, Duration::ZERO, attempts)),
             }
-        };
-        if opts.past_deadline(wait) {
-            return Err(Error::DeadlineExceeded {
-                host: host.key.to_string(),
-                attempts,
-                would_wait: Some(wait - now),
-            });
         }
-        tokio::time::sleep_until(wait).await;
     }
 }
 
-/// Close the host for every process (never shortening a closure), after a `Retry-After`.
-pub(crate) async fn close(store: &RedisStore, host: &Host, wait: Duration) {
-    if let Err(err) = store.close(&host_key(host), wait).await {
-        tracing::debug!(host = %host.key, %err, "could not share a closure through Redis");
+/// The error for a slot `earliest` from `now` (of which `closed` is a closure), further than
+/// the request may wait: past its deadline, or past `max_retry_after`.
+fn refused(
+    host: &Host,
+    opts: &RequestOptions,
+    now: Instant,
+    earliest: Duration,
+    closed: Duration,
+    attempts: u32,
+) -> Error {
+    if opts.past_deadline(crate::time::far_add(now, earliest)) {
+        Error::DeadlineExceeded {
+            host: host.key.to_string(),
+            attempts,
+            would_wait: Some(earliest),
+        }
+    } else {
+        Error::CoolingDown {
+            host: host.key.to_string(),
+            retry_in: earliest.max(closed),
+        }
+    }
+}
+
+/// Share the cooldowns an answer set (`Retry-After`): each scope's (`None`: the host record's)
+/// is written to its shared key, for every process to read before it sends. A cooldown is
+/// never shortened.
+pub(crate) async fn close(store: &RedisStore, host: &Host, cooldowns: &Cooldowns) {
+    for (scope, wait) in cooldowns {
+        let key = match scope {
+            Some(scope) => scope.key.to_string(),
+            None => host_key(host),
+        };
+        if let Err(err) = store.close(&key, *wait).await {
+            tracing::debug!(host = %host.key, %err, "could not share a cooldown through Redis");
+        }
     }
 }
 

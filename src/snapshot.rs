@@ -327,7 +327,7 @@ pub struct ScopeSnapshot {
     /// The spacing between starts in force (zero: unpaced): the limit's, or slower when the
     /// server's quota is spread; a spaced schedule's gap, widened by bare refusals, included.
     pub interval: Duration,
-    /// Time until the server's closure of this scope ends, if one is running.
+    /// Time until this scope's cooldown (a server-ordered pause) ends, if one is running.
     pub cooldown_in: Option<Duration>,
     /// The server's quota as we count it, while one is known.
     pub server_quota: Option<ServerQuota>,

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Reply, client, polite_error, serve};
-use reqwest_polite::{Breaker, Fallback, Limit, Polite, RedisStore};
+use reqwest_polite::{Breaker, Fallback, Limit, Polite, PoliteBuilder, RedisStore};
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
@@ -139,6 +139,108 @@ async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
     );
 }
 
+/// Headers, as (name, value) pairs.
+type Headers = &'static [(&'static str, &'static str)];
+
+/// Two processes configured by `configure` share a store. Both reach the host once (answered
+/// 200 with `ok`: the quota the server names, if any); then the server refuses `a` with 429,
+/// `Retry-After: 2` and `refusal`; `b` sends next, and must not reach the host before the
+/// cooldown is over.
+async fn assert_a_retry_after_holds_back_the_other_process(
+    configure: fn(PoliteBuilder) -> PoliteBuilder,
+    ok: Headers,
+    refusal: Headers,
+) {
+    let redis = RedisServer::start().expect("redis-server");
+    let answered = std::sync::atomic::AtomicU64::new(0);
+    let server = serve(move |_, _| {
+        let (reply, headers) = match answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            2 => (Reply::status(429).header("retry-after", 2), refusal),
+            _ => (Reply::ok(), ok),
+        };
+        headers
+            .iter()
+            .fold(reply, |reply, (name, value)| reply.header(name, value))
+    });
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        fleet.push(configure(Polite::builder().max_retries(0).store(store(&redis).await)).build());
+    }
+    let send = |polite: &Polite| {
+        client(polite)
+            .get(server.url("/r"))
+            .header("authorization", "Bearer fleet-KEY")
+            .send()
+    };
+    for polite in &fleet {
+        let resp = send(polite).await.expect("answered");
+        assert_eq!(resp.status(), 200, "both processes reach the host first");
+    }
+    let resp = send(&fleet[0]).await.expect("answered");
+    assert_eq!(resp.status(), 429, "process a is refused, Retry-After: 2");
+    let resp = send(&fleet[1]).await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    let arrivals = server.stats.arrivals();
+    let gap = arrivals[3] - arrivals[2];
+    assert!(
+        gap >= Duration::from_millis(1950),
+        "process b reached the host {gap:?} after a's refusal, before its Retry-After: 2"
+    );
+}
+
+/// The README's configuration: a port-less `host_limit`, one quota per credential.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_under_a_portless_host_limit() {
+    assert_a_retry_after_holds_back_the_other_process(
+        |polite| {
+            polite
+                .host_limit("127.0.0.1", Limit::per_second(100))
+                .partition_by_header("authorization")
+        },
+        &[],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_with_no_limit() {
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, &[], &[]).await;
+}
+
+/// GitHub: the refusal closes the resource it names, for every process that paces in it.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_in_a_github_resource() {
+    let named: Headers = &[("x-ratelimit-resource", "core")];
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, named, named).await;
+}
+
+/// Discord: the refusal closes the bucket it names, for every process.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_in_a_discord_bucket() {
+    let named: Headers = &[("x-ratelimit-bucket", "abcd1234")];
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, named, named).await;
+}
+
+/// IETF `RateLimit` policies: the refusal closes the policy it says is spent, for every
+/// process.
+#[tokio::test]
+async fn a_retry_after_holds_back_the_other_process_in_an_ietf_policy() {
+    const POLICIES: (&str, &str) = (
+        "ratelimit-policy",
+        r#""burst";q=1000;w=1, "minute";q=60000;w=60"#,
+    );
+    let ok: Headers = &[
+        POLICIES,
+        ("ratelimit", r#""burst";r=999;t=1, "minute";r=59999;t=60"#),
+    ];
+    let refusal: Headers = &[
+        POLICIES,
+        ("ratelimit", r#""burst";r=0;t=2, "minute";r=59000;t=60"#),
+    ];
+    assert_a_retry_after_holds_back_the_other_process(|polite| polite, ok, refusal).await;
+}
+
 #[tokio::test]
 async fn when_redis_goes_away_the_fallback_paces_locally_or_fails_closed() {
     let redis = RedisServer::start().expect("redis-server");
@@ -208,6 +310,105 @@ async fn neither_the_fleet_secret_nor_a_credential_shows_in_debug_snapshots_or_e
             "the fleet's secret shows as {form}: {shown}"
         );
     }
+}
+
+/// Most instants of `at` within any span of `window`.
+fn most_in_any_window(at: &[Instant], window: Duration) -> usize {
+    at.iter()
+        .map(|&s| at.iter().filter(|&&t| t >= s && t < s + window).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Two processes configured by `configure`, each with its own store on `redis`, whose
+/// heartbeats have seen each other: Redis gone, each paces at half of each limit.
+async fn two_processes_seen_alive(
+    redis: &RedisServer,
+    configure: fn(PoliteBuilder) -> PoliteBuilder,
+) -> [Polite; 2] {
+    let warm_up = serve(|_, _| Reply::ok());
+    let mut fleet = Vec::new();
+    for _ in 0..2 {
+        let store = store(redis)
+            .await
+            .heartbeat(Duration::from_millis(100))
+            .timeout(Duration::from_millis(200));
+        let polite = configure(Polite::builder().max_retries(0).store(store)).build();
+        // the first call through the store starts its heartbeat
+        let resp = client(&polite).get(warm_up.url("/")).send().await;
+        assert_eq!(resp.expect("shared pacing").status(), 200);
+        fleet.push(polite);
+    }
+    // a heartbeat every 100 ms: both are counted alive well within half a second
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    [fleet.remove(0), fleet.remove(0)]
+}
+
+/// During an outage the local fallback paces a port-less limit as one schedule across its
+/// ports, at the process's share: two processes sending to two ports of one host under 10 per
+/// second start at most 10 in any second between them (not 10 per port per process).
+#[tokio::test]
+async fn during_an_outage_a_portless_limit_is_one_schedule_at_each_process_share() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    let fleet = two_processes_seen_alive(&redis, |polite| {
+        polite.host_limit("127.0.0.1", Limit::per_second(10))
+    })
+    .await;
+    let ports = [serve(|_, _| Reply::ok()), serve(|_, _| Reply::ok())];
+    redis.stop();
+    let until = Instant::now() + Duration::from_secs(2);
+    let senders = fleet.iter().flat_map(|polite| {
+        ports.iter().map(move |port| async move {
+            let (client, url) = (client(polite), port.url("/"));
+            for _ in 0..100 {
+                if Instant::now() >= until {
+                    break;
+                }
+                let resp = client.get(&url).send().await;
+                assert_eq!(resp.expect("paced locally").status(), 200);
+            }
+        })
+    });
+    futures::future::join_all(senders).await;
+    let arrivals: Vec<Instant> = ports.iter().flat_map(|p| p.stats.arrivals()).collect();
+    let most = most_in_any_window(&arrivals, Duration::from_secs(1));
+    assert!(
+        most <= 10,
+        "{most} requests within one second from 2 processes x 2 ports under 10 per second \
+         ({} in all)",
+        arrivals.len()
+    );
+    assert!(
+        arrivals.len() >= 12,
+        "the share is used: {} requests in 2 s",
+        arrivals.len()
+    );
+}
+
+/// During an outage, a request costing more than the process's share (8 units, a share of 5
+/// per second) waits until the share has accrued it: it is not charged as the share and sent
+/// at once.
+#[tokio::test]
+async fn during_an_outage_a_cost_above_the_share_waits_for_it() {
+    let mut redis = RedisServer::start().expect("redis-server");
+    // the host's own limit: the request is the first on its record, which lets it go at once
+    let [a, _b] =
+        two_processes_seen_alive(&redis, |polite| polite.limit(Limit::per_second(10))).await;
+    let server = serve(|_, _| Reply::ok());
+    redis.stop();
+    let sent = Instant::now();
+    let resp = client(&a)
+        .get(server.url("/"))
+        .with_extension(reqwest_polite::Cost(8))
+        .send()
+        .await;
+    assert_eq!(resp.expect("paced locally").status(), 200);
+    let waited = server.stats.arrivals()[0] - sent;
+    // a share of 5 per second, burst 1: one unit now, seven more 204 ms apart
+    assert!(
+        waited >= Duration::from_millis(1300) && waited < Duration::from_secs(3),
+        "8 units on a share of 5 per second reached the server after {waited:?}"
+    );
 }
 
 /// The same through a Redis Cluster of three primaries (feature `redis-cluster`).

@@ -48,7 +48,6 @@ pub const OPEN_DEFECTS: &[world::Defect] = &[
     world::Defect::QueuedRequestsSentWhileBreakerOpen,
     world::Defect::LastAnswerLostWhenRetryRefused,
     world::Defect::FreshScheduleOnFormChange,
-    world::Defect::RetryAfterNotSharedUnlessOwnLimit,
     world::Defect::FleetWaitersSentDuringPause,
     world::Defect::PauseOfSeveralPoliciesNotHeld,
     world::Defect::SeveralUnitsStartEarly,

@@ -32,7 +32,7 @@ use crate::error::Error;
 use crate::extensions::{RequestOptions, Units};
 use crate::host::Host;
 use crate::observe::{self, WaitReason};
-use crate::retry::{Delays, is_idempotent};
+use crate::retry::{Delays, Retryable, is_idempotent};
 use crate::signals::ServerScope;
 use admit::{admit, begin};
 use pace::Paced;
@@ -113,7 +113,9 @@ impl Polite {
             // (boxed: made only on a retry, and this future stays small)
             let mut last: Option<Box<Response>> = None;
             loop {
-                let retries_left = !opts.no_retry && *attempts < config.max_retries;
+                let retries_left = !opts.no_retry
+                    && config.retryable != Retryable::Never
+                    && *attempts < config.max_retries;
                 let spare = if retries_left { req.try_clone() } else { None };
                 let paced = loop {
                     // a quiet host's free slot is taken without the lock or the queue; the
@@ -190,13 +192,13 @@ impl Polite {
                     resend_count: *attempts,
                 };
                 *attempts += 1;
-                let (verdict, closed_for) = record(self, host, attempt, &answer, read(&result));
+                let (verdict, cooldowns) = record(self, host, attempt, &answer, read(&result));
                 #[cfg(feature = "redis")]
-                if let (Some(store), Some(wait)) = (self.shared(), closed_for) {
-                    crate::shared::close(store, host, wait).await;
+                if let Some(store) = self.shared().filter(|_| !cooldowns.is_empty()) {
+                    crate::shared::close(store, host, &cooldowns).await;
                 }
                 #[cfg(not(feature = "redis"))]
-                let _ = closed_for;
+                let _ = cooldowns;
                 let Some(spare) = spare else {
                     return Ok(result); // out of retries, or a body that cannot be cloned: sent once
                 };

@@ -99,9 +99,9 @@ impl<'a> Waits<'a> {
     /// untouched, so a cancelled waiter costs nobody a slot.
     ///
     /// A request fails at once only when its wait is certain to pass its deadline (the
-    /// configured schedule, a server closure); waits the server's next answer may shorten
+    /// configured schedule, a server cooldown); waits the server's next answer may shorten
     /// (first contact, a slowed rate) and the queue ahead (whose requests may be cancelled) are
-    /// waited out up to the deadline. Every wait the server's word imposes (a closure, a slowed
+    /// waited out up to the deadline. Every wait the server's word imposes (a cooldown, a slowed
     /// rate) is bounded by `max_retry_after`: past it, the request fails with `CoolingDown`.
     pub(super) async fn pace(&self, attempt: &mut Attempt) -> Result<Paced, Error> {
         admit::fits(self.scopes)?;
@@ -162,7 +162,7 @@ impl<'a> Waits<'a> {
     }
 
     /// The attempt's place when it starts: the turn at once if nobody holds it; else in the
-    /// queue, unless the wait certain to come (the schedule, a closure) passes the deadline.
+    /// queue, unless the wait certain to come (the schedule, a cooldown) passes the deadline.
     fn first_place(&self) -> Result<Place<'a>, Error> {
         let mut place = Place::default();
         if let Ok(turn) = self.host.turnstile.try_acquire() {
@@ -242,12 +242,12 @@ impl<'a> Waits<'a> {
     fn refuse_past_bounds(&self, decision: &Decision, now: Instant) -> Result<(), Error> {
         let (host, attempts, opts) = (self.host, self.attempts, self.opts);
         match *decision {
-            Decision::Closed(until) | Decision::Slowed(until)
+            Decision::CoolingDown(until) | Decision::Slowed(until)
                 if until - now > self.config.max_retry_after =>
             {
                 Err(cooling_down(host, until - now))
             }
-            Decision::Wait(until) | Decision::Closed(until) if opts.past_deadline(until) => {
+            Decision::Wait(until) | Decision::CoolingDown(until) if opts.past_deadline(until) => {
                 Err(deadline_exceeded(host, attempts, Some(until - now)))
             }
             Decision::Slowed(until) | Decision::Hold(until)
@@ -259,7 +259,7 @@ impl<'a> Waits<'a> {
         }
     }
 
-    /// Sleep as the decision says: to the slot, to the end of a closure, or until an answer
+    /// Sleep as the decision says: to the slot, to the end of a cooldown, or until an answer
     /// may change a wait the server's word set (never past the deadline).
     async fn sleep(
         &self,
@@ -277,7 +277,7 @@ impl<'a> Waits<'a> {
                     tokio::time::sleep_until(until).await;
                 }
             }
-            Decision::Closed(until) => {
+            Decision::CoolingDown(until) => {
                 tracing::debug!(host = %key, reason = "cooldown", wait = ?(until - now), "cooling down at the server's word: waiting");
                 tokio::time::sleep_until(until).await;
             }
@@ -367,7 +367,7 @@ fn cooling_down(host: &Host, retry_in: Duration) -> Error {
 fn wait_reason(decision: &Decision) -> WaitReason {
     match decision {
         Decision::Wait(_) | Decision::Admit { .. } => WaitReason::Pacing,
-        Decision::Closed(_) => WaitReason::Cooldown,
+        Decision::CoolingDown(_) => WaitReason::Cooldown,
         Decision::Slowed(_) => WaitReason::Slowed,
         Decision::Hold(_) => WaitReason::FirstContact,
     }

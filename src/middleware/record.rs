@@ -13,9 +13,9 @@ use crate::builder::{Config, Polite};
 use crate::extensions::RequestOptions;
 use crate::host::{Host, NoRetry, Observed, is_refusal};
 use crate::observe;
-use crate::pacing::closure::Why;
+use crate::pacing::cooldown::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify, heed_server};
-use crate::scope::Scope;
+use crate::scope::{Cooldowns, Scope};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 use crate::snapshot::ScopeKind;
 
@@ -59,20 +59,21 @@ impl Reading {
 /// classify it. `None`: another middleware failed, which is neither the host's doing nor ours
 /// to retry.
 ///
-/// Also returns how long the host was paused by a `Retry-After`, for sharing it.
+/// Also returns the cooldowns a `Retry-After` set (the host's, each named scope's), for
+/// sharing them.
 pub(super) fn record(
     polite: &Polite,
     host: &Host,
     mut attempt: Attempt,
     answer: &Answer<'_>,
     reading: Option<Reading>,
-) -> (Verdict, Option<Duration>) {
+) -> (Verdict, Cooldowns) {
     let config = &polite.inner.config;
     attempt.recorded = true;
     let now = Instant::now();
     let Some(Reading { outcome, hint }) = reading else {
         attempt.release_slots();
-        return (Verdict::Return, None);
+        return (Verdict::Return, Cooldowns::new());
     };
     // the quota the server named takes this answer's pause and quota, unless it has
     // neither (then the host does, so that every refusal slows something)
@@ -87,9 +88,14 @@ pub(super) fn record(
     let heard = hear(
         polite, host, &attempt, answer, status, &outcome, &hint, named, now,
     );
+    let mut cooldowns: Cooldowns = heard
+        .paused_for
+        .map(|wait| (None, wait))
+        .into_iter()
+        .collect();
     if let Some(status) = status {
         let named = named.map(|named| (named, heard.host_limit));
-        feed_scopes(polite, host, answer, named, status, &hint, now);
+        cooldowns.extend(feed_scopes(polite, host, answer, named, status, &hint, now));
         if let Some((observed, sent_at)) = heard.observed {
             tell_host_wide_scopes(host, answer, &observed, now, sent_at);
         }
@@ -118,7 +124,7 @@ pub(super) fn record(
     }
     (
         classify_answer(config, answer, outcome, status, &hint),
-        heard.paused_for,
+        cooldowns,
     )
 }
 
@@ -272,7 +278,7 @@ fn tell_host_wide_scopes(
 }
 
 /// Give an answer's word about other scopes to them: a quota the server named takes its
-/// closure and quota (a global refusal closes the host instead, already done), and a unit's
+/// cooldown and quota (a global refusal cools the host down instead, already done), and a unit's
 /// count (OpenAI's tokens) goes to that unit's scope. `named` comes with the host record's
 /// configured limit.
 ///
@@ -291,7 +297,8 @@ fn feed_scopes(
     status: http::StatusCode,
     hint: &ServerHint,
     now: Instant,
-) {
+) -> Cooldowns {
+    let mut cooldowns = Cooldowns::new();
     if let Some((named, host_limit)) = named {
         // what the user configured for this request (each scope's lock taken on its own)
         let configured: Vec<crate::Limit> = answer
@@ -301,7 +308,7 @@ fn feed_scopes(
             .filter_map(|(scope, _)| scope.state().limit)
             .chain(host_limit)
             .collect();
-        feed_named(polite, host, named, &configured, status, hint, now);
+        cooldowns = feed_named(polite, host, named, &configured, status, hint, now);
     }
     if let Some(tokens) = hint.tokens {
         let unit = answer
@@ -314,16 +321,17 @@ fn feed_scopes(
             && tokens.remaining == Some(0)
             && let Some(reset_in) = tokens.reset_in
         {
-            scope.state().pacing.close(
+            scope.state().pacing.cool_down(
                 crate::time::far_add(now, reset_in.min(MAX_HINT)),
                 Why::QuotaSpent,
             );
         }
     }
+    cooldowns
 }
 
 /// Each quota the server named takes its pause and its count (see [`feed_scopes`]), unless a
-/// `configured` limit keeps it already.
+/// `configured` limit keeps it already. Returns the cooldowns a `Retry-After` set.
 fn feed_named(
     polite: &Polite,
     host: &Host,
@@ -332,8 +340,8 @@ fn feed_named(
     status: http::StatusCode,
     hint: &ServerHint,
     now: Instant,
-) {
-    let code = status.as_u16();
+) -> Cooldowns {
+    let (code, mut cooldowns) = (status.as_u16(), Cooldowns::new());
     let refused = is_refusal(status, hint);
     let retry_after = hint
         .retry_after
@@ -368,10 +376,12 @@ fn feed_named(
         if renewal.is_some() {
             state.renewal = renewal;
         }
-        if let Some(retry_after) = retry_after {
-            let until = crate::time::far_add(now, retry_after.min(MAX_HINT));
-            state.pacing.close(until, Why::RetryAfter);
+        if let Some(retry_after) = retry_after.map(|wait| wait.min(MAX_HINT)) {
+            state
+                .pacing
+                .cool_down(crate::time::far_add(now, retry_after), Why::RetryAfter);
             tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
+            cooldowns.push((Some(Arc::clone(&scope)), retry_after));
         }
         if !user_keeps_it || spent_refusal {
             state
@@ -379,6 +389,7 @@ fn feed_named(
                 .observe_quota(now, false, code, quota_hint, true);
         }
     }
+    cooldowns
 }
 
 /// Decide whether to retry, and after how long; `None` returns the last outcome to the caller.

@@ -18,7 +18,7 @@
 //!   (a busy machine delays one request past the margin now and then, whatever the rate) must
 //!   not walk the rate down to half the limit.
 //! - **Refusals in a row pause the scope.** When nothing gets through between two refusals, the
-//!   server is counting a window we overran: the scope closes 100 ms, then 200 ms, 400 ms...
+//!   server is counting a window we overran: the scope cools down 100 ms, then 200 ms, 400 ms...
 //!   (up to 10 s) while refusals keep coming, so the window drains instead of being refused
 //!   request after request.
 //! - **Never below half of a configured limit.** A refusal on a scope the user configured means
@@ -105,7 +105,7 @@ enum Phase {
 pub(crate) struct RateChange {
     pub(crate) from: f64,
     pub(crate) to: Option<f64>,
-    /// Refusals keep coming: close the scope this long.
+    /// Refusals keep coming: cool the scope down this long.
     pub(crate) pause: Option<Duration>,
 }
 

@@ -2,7 +2,7 @@
 //!
 //! One owner per concern, asked in this order by [`HostState::decide`](crate::host::HostState):
 //!
-//! - [`closure`]: every server-ordered "not before T" (Retry-After, a spent quota);
+//! - [`cooldown`]: every server-ordered "not before T" (Retry-After, a spent quota);
 //! - [`quota`]: the server's quota as we count it, and first contact with a host whose quota we
 //!   do not know yet (at most a window of scouts out at once);
 //! - [`adaptive`]: the rate we adapt to after refusals that say nothing, bounded by the
@@ -12,7 +12,7 @@
 //!   limit paces it.
 
 pub(crate) mod adaptive;
-pub(crate) mod closure;
+pub(crate) mod cooldown;
 pub(crate) mod gcra;
 pub(crate) mod lane;
 pub(crate) mod quota;
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::limit::Limit;
 use crate::signals::ServerHint;
 use crate::time::{far_add, saturating_nanos};
-use closure::{Closure, Why};
+use cooldown::{Cooldown, Why};
 use gcra::{Pacer, Plain};
 use lane::Admitted;
 use quota::{Gate, QuotaTracker};
@@ -39,8 +39,8 @@ pub(crate) enum Decision {
     /// The server's word slows the scope (a low quota spread over its reset, or the adaptive
     /// rate after refusals): not before this instant, unless an answer changes it.
     Slowed(Instant),
-    /// The server closed the scope (Retry-After, spent quota) until this instant.
-    Closed(Instant),
+    /// The server's word cools the scope down (Retry-After, spent quota) until this instant.
+    CoolingDown(Instant),
     /// First contact: the scouts are out; wait for an answer, or until this instant.
     Hold(Instant),
 }
@@ -53,12 +53,12 @@ pub(crate) struct Position {
     last_start: Option<Instant>,
 }
 
-/// One scope's pacing state: every owner, asked in order (closure, first contact, schedule).
+/// One scope's pacing state: every owner, asked in order (cooldown, first contact, schedule).
 #[derive(Debug)]
 pub(crate) struct Pacing {
     clock: Clock,
     pacer: Pacer,
-    closure: Closure,
+    cooldown: Cooldown,
     pub(crate) quota: QuotaTracker,
 }
 
@@ -75,7 +75,7 @@ impl Pacing {
         Pacing {
             clock: Clock::starting(now),
             pacer: Pacer::new(limit),
-            closure: Closure::default(),
+            cooldown: Cooldown::default(),
             quota: QuotaTracker::new(now, configured, first_contact),
         }
     }
@@ -86,9 +86,9 @@ impl Pacing {
     }
 
     /// The plain schedule and where the [lane](lane) starts it, when nothing but the
-    /// configured limit paces the scope: not closed, no quota being counted or learned.
+    /// configured limit paces the scope: no cooldown, no quota being counted or learned.
     pub(crate) fn quiet(&self) -> Option<(Plain, u64)> {
-        (self.closure.is_clear() && self.quota.is_unmetered()).then(|| self.pacer.plain())
+        (self.cooldown.is_clear() && self.quota.is_unmetered()).then(|| self.pacer.plain())
     }
 
     /// Take the schedule back from the lane.
@@ -151,10 +151,10 @@ impl Pacing {
         cost: u32,
         extra: Option<u64>,
     ) -> Result<bool, Decision> {
-        if let Some((until, _)) = self.closure.until(now) {
-            return Err(Decision::Closed(until));
+        if let Some((until, _)) = self.cooldown.until(now) {
+            return Err(Decision::CoolingDown(until));
         }
-        self.closure.clear_passed(now);
+        self.cooldown.clear_passed(now);
         let scout = match self.quota.gate(now) {
             Gate::Hold(until) => return Err(Decision::Hold(until)),
             Gate::Go { scout } => scout,
@@ -178,7 +178,7 @@ impl Pacing {
         let slower = self.slower(now, extra);
         self.pacer.take(self.clock.nanos(now), cost, slower);
         if let Some(reset) = self.quota.on_send(now, cost, scout) {
-            self.closure.close(reset, Why::QuotaSpent);
+            self.cooldown.cool_down(reset, Why::QuotaSpent);
         }
     }
 
@@ -190,14 +190,14 @@ impl Pacing {
             .then(|| Duration::from_nanos(self.pacer.min_gap()))
     }
 
-    /// Close the scope until `until` (never shortens a closure in force).
-    pub(crate) fn close(&mut self, until: Instant, why: Why) {
-        self.closure.close(until, why);
+    /// Cool the scope down until `until` (never shortens a cooldown in force).
+    pub(crate) fn cool_down(&mut self, until: Instant, why: Why) {
+        self.cooldown.cool_down(until, why);
     }
 
-    /// The instant the scope reopens, if the server closed it.
-    pub(crate) fn closed_until(&self, now: Instant) -> Option<Instant> {
-        self.closure.until(now).map(|(until, _)| until)
+    /// The instant the scope's cooldown ends, if one is running.
+    pub(crate) fn cooldown_until(&self, now: Instant) -> Option<Instant> {
+        self.cooldown.until(now).map(|(until, _)| until)
     }
 
     /// The first answer of a configured scope came `latency` after its scout was sent: the
@@ -214,7 +214,7 @@ impl Pacing {
         self.pacer.postpone_after(sent, saturating_nanos(latency));
     }
 
-    /// Read an answer's quota; a quota it says is spent closes the scope until its reset,
+    /// Read an answer's quota; a quota it says is spent cools the scope down until its reset,
     /// which is returned.
     pub(crate) fn observe_quota(
         &mut self,
@@ -226,18 +226,19 @@ impl Pacing {
     ) -> Option<Instant> {
         let spent = self.quota.observe(now, scout, status, hint, accepted_any);
         if let Some(reset) = spent {
-            self.closure.close(reset, Why::QuotaSpent);
+            self.cooldown.cool_down(reset, Why::QuotaSpent);
         }
         spent
     }
 
     /// When a request of `cost` alone would get its slot on the configured schedule or after a
-    /// closure: the part of a wait that is certain (no answer can shorten it).
+    /// cooldown: the part of a wait that is certain (no answer can shorten it).
     pub(crate) fn certain_wait(&self, now: Instant, cost: u32) -> Instant {
         let slot = self
             .clock
             .instant(self.pacer.estimate(self.clock.nanos(now), 0, cost, None));
-        self.closed_until(now).map_or(slot, |until| until.max(slot))
+        self.cooldown_until(now)
+            .map_or(slot, |until| until.max(slot))
     }
 
     /// How long a new request would wait for its slot now.
@@ -259,7 +260,7 @@ impl Pacing {
     /// True when forgetting this changes nothing at `now`.
     pub(crate) fn is_idle(&self, now: Instant) -> bool {
         self.pacer.is_idle(self.clock.nanos(now))
-            && self.closure.is_idle(now)
+            && self.cooldown.is_idle(now)
             && self.quota.is_idle(now)
     }
 }

@@ -2,7 +2,7 @@
 //! scope whose quota we do not know yet.
 //!
 //! - **Known quota**: we keep our own count of what is left until the reset. At zero the scope
-//!   closes until the reset (the [closure](super::closure) owns that instant); when little is
+//!   cools down until the reset (the [cooldown](super::cooldown) owns that instant); when little is
 //!   left, what is left is spread evenly over the time to the reset.
 //! - **First contact**: until we know a scope's quota, at most a window of *scouts* is out at
 //!   once: 1, doubling each round trip to 4, then one more each round trip (TCP's slow start
@@ -160,7 +160,7 @@ impl QuotaTracker {
     }
 
     /// An attempt of `cost` units went at `now`. Returns the reset instant when this send
-    /// spent what was left: the scope closes until then.
+    /// spent what was left: the scope cools down until then.
     pub(crate) fn on_send(&mut self, now: Instant, cost: u32, scout: bool) -> Option<Instant> {
         match &mut self.state {
             State::Known {
@@ -212,7 +212,7 @@ impl QuotaTracker {
     }
 
     /// Read an answer. `accepted_any`: the server has accepted something lately. Returns the
-    /// reset instant when the answer says the quota is spent: the scope closes until then.
+    /// reset instant when the answer says the quota is spent: the scope cools down until then.
     pub(crate) fn observe(
         &mut self,
         now: Instant,

@@ -294,7 +294,9 @@ pub enum Retryable {
     /// Also retry non-idempotent requests after `5xx`, timeouts and resets: you vouch that the
     /// server tolerates duplicates.
     Always,
-    /// Never retry; each request is sent once.
+    /// Never retry; each request is sent once: the same as
+    /// [`max_retries(0)`](crate::PoliteBuilder::max_retries), and as [`NoRetry`](crate::NoRetry)
+    /// on every request.
     Never,
 }
 

@@ -54,7 +54,7 @@ pub struct ServerHint {
     /// `remaining`, `limit` and `reset_in`).
     pub policies: Vec<PolicyQuota>,
     /// Discord: the refusal is global (`x-ratelimit-global: true`, `x-ratelimit-scope: global`),
-    /// so it closes the whole host, not the bucket.
+    /// so it cools the whole host down, not the bucket.
     pub global: bool,
     /// Stripe's `Stripe-Should-Retry: true|false`: a veto on a retry, or a failure the server
     /// vouches is safe to retry (see `retry::heed_server`).

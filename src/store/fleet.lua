@@ -1,5 +1,5 @@
 -- reqwest-polite: what the processes sharing a prefix know about each other.
--- Loaded by src/store/redis.rs, run with EVALSHA (reloaded after a SCRIPT FLUSH).
+-- Loaded by src/store/redis/health.rs, run with EVALSHA (reloaded after a SCRIPT FLUSH).
 --
 -- KEYS[1]  a sorted set of live processes: member = process id, score = when its heartbeat
 --          expires (ms since the epoch, Redis clock)

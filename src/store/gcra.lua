@@ -1,5 +1,5 @@
 -- reqwest-polite: one scope's shared pacing schedule (window-exact GCRA) and its closure.
--- Loaded by src/store/redis.rs, run with EVALSHA (reloaded after a SCRIPT FLUSH).
+-- Loaded by src/store/redis/script.rs, run with EVALSHA (reloaded after a SCRIPT FLUSH).
 --
 -- KEYS[1]  the scope's hash, with fields
 --            tu, tn  the theoretical arrival time (TAT): microseconds since the epoch on the

@@ -25,22 +25,24 @@
 //! out after Redis ran it) after its slot was reserved leaves that slot unused. The capacity
 //! lost is one slot per cancelled reservation, never more: nothing else is held for it.
 
-use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{
-    Client, Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, RedisWrite, Script,
-    ToRedisArgs,
-};
+use ::redis::{Client, Cmd};
 use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
 use self::conn::Conn;
+pub use self::error::{Fallback, RedisStoreError};
+use self::health::{BACKOFF_MIN, FLEET};
+use self::health::{Health, Link, Shared, heartbeat};
+pub(crate) use self::local::LocalSchedules;
+#[cfg(test)]
+use self::local::local_share;
+use self::script::GCRA;
+use self::script::{Plan, ScopeKey, escape, evalsha, non_negative};
 use crate::limit::Limit;
 use crate::time::saturating_nanos;
 
@@ -52,117 +54,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long [`RedisStore::connect`] may take to reach Redis for the first time.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// After a failure, the first wait before Redis is asked again; it doubles up to the maximum.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Below this interval the timer cannot space requests one by one (as in `pacing::gcra`).
-const SPACED_MIN_NANOS: u64 = 2_000_000;
-/// The longest wait gcra.lua is asked to grant (2^62 ns: 146 years), so that every wait it
-/// answers fits its integer reply.
-const MAX_WAIT_NANOS: u64 = 1 << 62;
-
-static GCRA: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("gcra.lua")));
-static FLEET: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("fleet.lua")));
-
-/// What a [`RedisStore`] does when Redis does not answer: unreachable, slower than the
-/// [timeout](RedisStore::timeout), or answering errors (out of memory, loading, a key of the
-/// wrong type).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Fallback {
-    /// Pace locally, at the scope's limit divided by the number of processes seen alive at the
-    /// last heartbeat: the fleet as a whole stays near its quota without Redis. Redis is asked
-    /// again with backoff (100 ms, doubling, at most 2 s), and sharing resumes when it answers.
-    /// A warning is logged once per outage (through `tracing`), and again when Redis is back.
-    #[default]
-    Local,
-    /// Refuse the request with the store's [`RedisStoreError`]: nothing is sent that the shared
-    /// schedule did not admit.
-    FailClosed,
-}
-
-/// Why the [`RedisStore`] could not answer.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum RedisStoreError {
-    /// The URL could not be used: it did not parse, or it names a scheme this build cannot
-    /// speak (`rediss://` needs the `redis-tls` feature).
-    #[error("invalid Redis URL: {0}")]
-    InvalidUrl(#[source] RedisError),
-    /// Redis could not be reached, or the connection broke.
-    #[error("Redis unreachable: {0}")]
-    Unreachable(#[source] RedisError),
-    /// Redis did not answer within the store's [timeout](RedisStore::timeout).
-    #[error("Redis did not answer within {0:?}")]
-    Timeout(Duration),
-    /// Redis answered with an error. `code` is its error code: `WRONGTYPE` (a key under the
-    /// store's prefix holds something else), `OOM` (`maxmemory` reached), `LOADING`, `NOPERM`...
-    #[error("Redis answered {code}: {source}")]
-    Server {
-        /// The error code Redis sent.
-        code: String,
-        /// The error as the redis crate reported it.
-        source: RedisError,
-    },
-    /// Redis answered something the store's scripts never return.
-    #[error("unexpected answer from Redis: {0}")]
-    Reply(String),
-    /// Redis failed recently, and the store waits before asking it again (backoff).
-    #[error("Redis failed recently; next attempt in {retry_in:?}")]
-    Backoff {
-        /// How long until the store asks Redis again.
-        retry_in: Duration,
-    },
-    /// The operating system's random source failed, so no fleet secret could be made.
-    #[error("no randomness for a fleet secret: {0}")]
-    Random(String),
-}
-
-impl RedisStoreError {
-    fn from_redis(err: RedisError) -> Self {
-        if let Some(code) = err.code() {
-            return RedisStoreError::Server {
-                code: code.to_owned(),
-                source: err,
-            };
-        }
-        match err.kind() {
-            ErrorKind::UnexpectedReturnType | ErrorKind::Parse => {
-                RedisStoreError::Reply(err.to_string())
-            }
-            _ => RedisStoreError::Unreachable(err),
-        }
-    }
-
-    /// True when the failure concerns Redis as a whole rather than one key: the store then backs
-    /// off instead of asking again at once.
-    fn is_outage(&self) -> bool {
-        match self {
-            RedisStoreError::Unreachable(_)
-            | RedisStoreError::Timeout(_)
-            | RedisStoreError::Backoff { .. } => true,
-            RedisStoreError::Server { code, .. } => matches!(
-                code.as_str(),
-                "OOM"
-                    | "LOADING"
-                    | "BUSY"
-                    | "MASTERDOWN"
-                    | "CLUSTERDOWN"
-                    | "TRYAGAIN"
-                    | "READONLY"
-                    | "MISCONF"
-                    | "NOAUTH"
-                    | "WRONGPASS"
-                    | "NOPERM"
-            ),
-            RedisStoreError::InvalidUrl(_)
-            | RedisStoreError::Reply(_)
-            | RedisStoreError::Random(_) => false,
-        }
-    }
-}
 
 /// The shared answer to "may this request start?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,7 +72,7 @@ pub(crate) enum Reservation {
         closed: Duration,
     },
     /// Redis did not answer, and the fallback is [`Fallback::Local`]: pace this request locally
-    /// at the limit's share for one of `processes` (see [`local_share`]).
+    /// at the limit's share for one of `processes` (see [`local_share`](local::local_share)).
     Local { processes: u32 },
 }
 
@@ -212,29 +103,6 @@ impl Answer {
     }
 }
 
-/// The limit one of `processes` pacing alone should keep so that together they keep `limit`:
-/// `n / processes` per window (rounded down), the burst shared the same way.
-///
-/// With more processes than the limit's count, no split keeps "at most `n` in any window"
-/// without talking to each other; each then gets one per `processes / n` windows, which keeps
-/// the fleet's long-run rate, not the window.
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "the request path calls it once wired")
-)]
-pub(crate) fn local_share(limit: &Limit, processes: u32) -> Limit {
-    let processes = processes.max(1);
-    let n = limit.count();
-    if n >= processes {
-        let share = n / processes;
-        let burst = (limit.burst_size() / processes).clamp(1, share);
-        return Limit::per(share, limit.window()).burst(burst);
-    }
-    let windows = processes.div_ceil(n);
-    let window = limit.window().checked_mul(windows).unwrap_or(Duration::MAX);
-    Limit::per(1, window)
-}
-
 /// Quotas shared across processes and machines through Redis (feature `redis`).
 ///
 /// Every process that reaches the same Redis with the same [prefix](RedisStore::prefix) shares
@@ -263,46 +131,6 @@ pub(crate) fn local_share(limit: &Limit, processes: u32) -> Limit {
 pub struct RedisStore {
     link: Link,
     shared: Arc<Shared>,
-}
-
-/// How to reach Redis, and the settings every call uses. Cloned into the heartbeat task,
-/// which holds the [`Shared`] state only weakly, so dropping the last store stops it.
-#[derive(Clone)]
-struct Link {
-    conn: Conn,
-    prefix: Arc<str>,
-    timeout: Duration,
-    fallback: Fallback,
-    heartbeat: Duration,
-    /// A fleet secret the user configured; `None`: created in Redis.
-    configured_secret: Option<[u8; 32]>,
-}
-
-/// What one store (and its clones) learns as it goes.
-struct Shared {
-    /// This process's member in the live set.
-    id: String,
-    health: Mutex<Health>,
-    /// Processes seen alive at the last heartbeat (0: none seen yet).
-    live: AtomicU32,
-    /// The fleet secret, once read from Redis.
-    secret: OnceCell<[u8; 32]>,
-    heartbeat_started: AtomicBool,
-    /// Outages warned about (one warning each).
-    outages: AtomicU32,
-    /// Whether a failure that concerns one key (a wrong type) has been warned about.
-    warned_key_error: AtomicBool,
-}
-
-/// Whether Redis is answering, and when to ask it again if not.
-#[derive(Debug)]
-struct Health {
-    /// Redis is failing: no call before this instant. `None`: healthy.
-    retry_at: Option<Instant>,
-    /// The next wait when a retry fails too.
-    backoff: Duration,
-    /// When the current outage began.
-    down_since: Option<Instant>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -443,6 +271,7 @@ impl RedisStore {
                 heartbeat_started: AtomicBool::new(false),
                 outages: AtomicU32::new(0),
                 warned_key_error: AtomicBool::new(false),
+                local: LocalSchedules::default(),
             }),
         }
     }
@@ -612,6 +441,12 @@ impl RedisStore {
         }
     }
 
+    /// The schedules [`Fallback::Local`] paces by, at [`live_processes`](Self::live_processes)'
+    /// share of each limit, while Redis is away.
+    pub(crate) fn local(&self) -> &LocalSchedules {
+        &self.shared.local
+    }
+
     /// Processes seen alive at the last heartbeat, this one included (1 until one answered):
     /// what [`Fallback::Local`] divides the limit by.
     pub(crate) fn live_processes(&self) -> u32 {
@@ -703,252 +538,6 @@ impl RedisStore {
     }
 }
 
-/// Heartbeat every period until the last store is dropped.
-async fn heartbeat(link: Link, shared: Weak<Shared>) {
-    let mut tick = tokio::time::interval(link.heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ttl_ms = u64::try_from(link.heartbeat.as_millis().saturating_mul(3))
-        .unwrap_or(u64::MAX)
-        .max(1);
-    let [procs, secret_key] = link.fleet_keys();
-    loop {
-        tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        let secret = shared.secret.get().map_or(&[][..], |s| &s[..]);
-        let mut conn = link.conn.clone();
-        let beat = link
-            .call(&shared, async {
-                FLEET
-                    .key(&procs)
-                    .key(&secret_key)
-                    .arg("beat")
-                    .arg(&shared.id)
-                    .arg(ttl_ms)
-                    .arg(secret)
-                    .invoke_async::<u32>(&mut conn)
-                    .await
-            })
-            .await;
-        if let Ok(live) = beat {
-            shared.live.store(live, Ordering::Relaxed);
-        }
-    }
-}
-
-impl Link {
-    /// `<prefix>:{fleet}:procs` and `<prefix>:{fleet}:secret`: one hash slot.
-    fn fleet_keys(&self) -> [String; 2] {
-        [
-            format!("{}:{{fleet}}:procs", self.prefix),
-            format!("{}:{{fleet}}:secret", self.prefix),
-        ]
-    }
-
-    /// Run one Redis call, bounded by the timeout, unless Redis is in backoff; record how it
-    /// went.
-    async fn call<T>(
-        &self,
-        shared: &Shared,
-        call: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T, RedisStoreError> {
-        shared.may_call(Instant::now())?;
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(RedisStoreError::from_redis(err)),
-            Err(_) => Err(RedisStoreError::Timeout(self.timeout)),
-        };
-        match &result {
-            Ok(_) => shared.answered(Instant::now()),
-            Err(err) if err.is_outage() => shared.failed(Instant::now(), err, self.fallback),
-            Err(err) => shared.key_error(err),
-        }
-        result
-    }
-}
-
-impl Shared {
-    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
-        self.health.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Refuse while in backoff; past it, let this one call through as the probe and hold the
-    /// others back for one more backoff step.
-    fn may_call(&self, now: Instant) -> Result<(), RedisStoreError> {
-        let mut health = self.health();
-        match health.retry_at {
-            Some(at) if at > now => Err(RedisStoreError::Backoff { retry_in: at - now }),
-            Some(_) => {
-                health.retry_at = Some(now + health.backoff);
-                Ok(())
-            }
-            None => Ok(()),
-        }
-    }
-
-    fn answered(&self, now: Instant) {
-        let mut health = self.health();
-        if let Some(since) = health.down_since.take() {
-            tracing::info!(
-                outage = ?now.saturating_duration_since(since),
-                "Redis answers again: quotas are shared again"
-            );
-        }
-        health.retry_at = None;
-        health.backoff = BACKOFF_MIN;
-    }
-
-    fn failed(&self, now: Instant, err: &RedisStoreError, fallback: Fallback) {
-        let mut health = self.health();
-        health.retry_at = Some(now + health.backoff);
-        health.backoff = (health.backoff * 2).min(BACKOFF_MAX);
-        if health.down_since.is_none() {
-            health.down_since = Some(now);
-            self.outages.fetch_add(1, Ordering::Relaxed);
-            let live = self.live.load(Ordering::Relaxed).max(1);
-            match fallback {
-                Fallback::Local => tracing::warn!(
-                    error = %err,
-                    processes = live,
-                    "Redis failed: pacing locally at 1/{live} of each limit until it answers"
-                ),
-                Fallback::FailClosed => tracing::warn!(
-                    error = %err,
-                    "Redis failed: refusing requests until it answers"
-                ),
-            }
-        } else {
-            tracing::debug!(error = %err, "Redis still failing");
-        }
-    }
-
-    fn key_error(&self, err: &RedisStoreError) {
-        if !self.warned_key_error.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                error = %err,
-                "Redis refused a key of the shared store (warned once)"
-            );
-        }
-    }
-}
-
-/// `<prefix>:{<scope>}:gcra`, written straight into the command that names it (no `String`
-/// per call): the scope, escaped, is the key's hash tag.
-struct ScopeKey<'a> {
-    prefix: &'a str,
-    scope: &'a str,
-}
-
-impl ToRedisArgs for ScopeKey<'_> {
-    fn write_redis_args<W>(&self, out: &mut W)
-    where
-        W: ?Sized + RedisWrite,
-    {
-        use std::io::Write;
-        let mut arg = out.writer_for_next_arg();
-        // writing to the command's buffer cannot fail
-        let _ = arg.write_all(self.prefix.as_bytes());
-        let _ = arg.write_all(b":{");
-        let _ = arg.write_all(escape(self.scope).as_bytes());
-        let _ = arg.write_all(b"}:gcra");
-    }
-}
-
-/// Run `cmd` (an `EVALSHA` of `script`), loading the script and running it again if Redis
-/// answers `NOSCRIPT` (after a `SCRIPT FLUSH` or a restart; in a cluster, on the node that
-/// lacks it), as redis-rs's `Script::invoke_async` does.
-async fn evalsha<T: FromRedisValue>(script: &Script, cmd: &Cmd, conn: &mut Conn) -> RedisResult<T> {
-    match cmd.query_async(conn).await {
-        Err(err) if err.code() == Some("NOSCRIPT") => {
-            script.load_async(conn).await?;
-            cmd.query_async(conn).await
-        }
-        answer => answer,
-    }
-}
-
-/// What the script needs for one reservation, in its units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Plan {
-    /// ns per unit, the slower rate included (0: unpaced).
-    interval: u64,
-    /// How far ahead of the schedule a start may be: the burst at the configured interval.
-    tolerance: u64,
-    /// How late after its slot a start may still keep it.
-    slack: u64,
-    cost: u32,
-    max_wait: u64,
-    /// The key lives at least this long: the limit's window.
-    ttl_ms: u64,
-}
-
-impl Plan {
-    fn new(limit: Option<&Limit>, slower: Option<u64>, cost: u32, max_wait: Duration) -> Plan {
-        let cost = cost.max(1);
-        let max_wait = saturating_nanos(max_wait).min(MAX_WAIT_NANOS);
-        let Some(limit) = limit else {
-            return Plan {
-                interval: slower.unwrap_or(0),
-                tolerance: 0,
-                slack: 0,
-                cost,
-                max_wait,
-                ttl_ms: 1,
-            };
-        };
-        let configured = limit.interval_nanos();
-        let interval = slower.map_or(configured, |s| s.max(configured));
-        // Spaced limits (no burst, an interval the timer can space) keep every start a full
-        // interval apart in Redis time, so a leaky-bucket server never sees two closer than it
-        // allows; the others keep a late start's slot, as the local pacer does.
-        let spaced = limit.burst_size() == 1 && configured >= SPACED_MIN_NANOS;
-        Plan {
-            interval,
-            tolerance: configured.saturating_mul(u64::from(limit.burst_size())),
-            slack: if spaced { 0 } else { limit.margin_nanos() / 2 },
-            cost,
-            max_wait,
-            ttl_ms: u64::try_from(limit.window().as_nanos().div_ceil(1_000_000))
-                .unwrap_or(u64::MAX)
-                .max(1),
-        }
-    }
-
-    /// How far one reservation moves the schedule: `cost` intervals, in ns (0: unpaced).
-    fn advance(&self) -> u64 {
-        self.interval.saturating_mul(u64::from(self.cost))
-    }
-
-    /// How far ahead of the schedule a start may be, in ns: the tolerance, and at least one
-    /// interval (a start is due one interval before the schedule's end).
-    fn lead(&self) -> u64 {
-        self.tolerance.max(self.interval)
-    }
-}
-
-fn non_negative(v: i64) -> Result<u64, RedisStoreError> {
-    u64::try_from(v).map_err(|_| RedisStoreError::Reply(format!("negative value {v}")))
-}
-
-/// `%`, `{` and `}` percent-encoded: a scope or prefix never opens or closes a hash tag, and
-/// two different names never share a key.
-fn escape(name: &str) -> Cow<'_, str> {
-    if !name.contains(['%', '{', '}']) {
-        return Cow::Borrowed(name);
-    }
-    let mut out = String::with_capacity(name.len() + 8);
-    for c in name.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
 fn fill_random(buf: &mut [u8]) -> Result<(), RedisStoreError> {
     use rand::TryRngCore;
     rand::rngs::OsRng
@@ -972,5 +561,9 @@ fn process_id() -> String {
 #[cfg(all(test, feature = "redis-cluster"))]
 mod cluster_tests;
 mod conn;
+mod error;
+mod health;
+mod local;
+mod script;
 #[cfg(test)]
 mod tests;

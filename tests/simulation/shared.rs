@@ -16,8 +16,8 @@ use super::load;
 use super::observer::SimObserver;
 use super::server::{Log, SimServer, lock};
 use super::world::{
-    Body, Config, Configured, Defect, Dialect, LimitOn, Quota, Request, RetryAfterForm,
-    SECRET_MARK, Server, World, open,
+    Body, Config, Configured, Dialect, LimitOn, Quota, Request, RetryAfterForm, SECRET_MARK,
+    Server, World,
 };
 use crate::Run;
 
@@ -40,7 +40,6 @@ pub fn generate(seed: u64) -> World {
         1 => LimitOn::Authority(authorities[0].clone()),
         _ => LimitOn::Host("a.sim".into()),
     };
-    let host_wide = matches!(on, LimitOn::Host(_));
     let partitioned = !kept && rng.random_bool(0.5);
     let config = Config {
         limits: vec![Configured {
@@ -58,12 +57,9 @@ pub fn generate(seed: u64) -> World {
         max_retry_after: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(60),
     };
-    // a Retry-After under a port-less limit is not shared (an open defect): none is sent then
     let retry_after = match rng.random_bool(0.5) {
-        true if !(host_wide && open(Defect::RetryAfterNotSharedUnlessOwnLimit)) => {
-            RetryAfterForm::Seconds
-        }
-        _ => RetryAfterForm::None,
+        true => RetryAfterForm::Seconds,
+        false => RetryAfterForm::None,
     };
     let quota = if kept || rng.random_bool(0.6) {
         n

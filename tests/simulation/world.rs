@@ -37,10 +37,6 @@ pub enum Defect {
     /// 4 in 20.4 s under 3 per 60 s). Left out: across a change, only an unchanged form is
     /// checked.
     FreshScheduleOnFormChange,
-    /// Through a shared store, a `Retry-After` closes the other processes only for a host with
-    /// its own limit (not under a port-less `host_limit`, no limit, or a named scope). Left
-    /// out: the fleet's servers send no `Retry-After` under a port-less limit.
-    RetryAfterNotSharedUnlessOwnLimit,
     /// In a fleet sharing Redis, requests that came in before an answer's `Retry-After` (in
     /// its process or another) were sent while it held the host: Redis world 5 (three
     /// processes, an in-flight cap, retries, IETF quota headers, 10 per 2 s), not reduced to a

@@ -4,7 +4,7 @@
 
 use tokio::time::Instant;
 
-/// Why a scope is closed.
+/// Why a scope is cooling down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Why {
     /// `Retry-After` on a refusal or an unavailable server.
@@ -15,33 +15,33 @@ pub(crate) enum Why {
     Refused,
 }
 
-/// The instant a scope reopens, if the server closed it.
+/// The instant a scope's cooldown ends, if the server's word started one.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Closure {
+pub(crate) struct Cooldown {
     until: Option<(Instant, Why)>,
 }
 
-impl Closure {
-    /// Close until `until` (never shortens a closure already in force).
-    pub(crate) fn close(&mut self, until: Instant, why: Why) {
+impl Cooldown {
+    /// Cool down until `until` (never shortens a cooldown already in force).
+    pub(crate) fn cool_down(&mut self, until: Instant, why: Why) {
         if self.until.is_none_or(|(current, _)| until > current) {
             self.until = Some((until, why));
         }
     }
 
-    /// When the scope reopens, and why it is closed, if it is closed at `now`.
+    /// When the cooldown ends, and why it runs, if it runs at `now`.
     pub(crate) fn until(&self, now: Instant) -> Option<(Instant, Why)> {
         self.until.filter(|&(until, _)| until > now)
     }
 
-    /// Forget a closure that has ended by `now`.
+    /// Forget a cooldown that has ended by `now`.
     pub(crate) fn clear_passed(&mut self, now: Instant) {
         if self.until(now).is_none() {
             self.until = None;
         }
     }
 
-    /// True when no closure is recorded, ended or not.
+    /// True when no cooldown is recorded, ended or not.
     pub(crate) fn is_clear(&self) -> bool {
         self.until.is_none()
     }
@@ -59,17 +59,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_closure_is_never_shortened_and_ends_at_its_instant() {
+    fn a_cooldown_is_never_shortened_and_ends_at_its_instant() {
         let t0 = Instant::now();
-        let mut c = Closure::default();
+        let mut c = Cooldown::default();
         assert!(c.is_idle(t0));
-        c.close(t0 + Duration::from_secs(5), Why::RetryAfter);
-        c.close(t0 + Duration::from_secs(1), Why::QuotaSpent);
+        c.cool_down(t0 + Duration::from_secs(5), Why::RetryAfter);
+        c.cool_down(t0 + Duration::from_secs(1), Why::QuotaSpent);
         assert_eq!(
             c.until(t0),
             Some((t0 + Duration::from_secs(5), Why::RetryAfter))
         );
-        c.close(t0 + Duration::from_secs(9), Why::QuotaSpent);
+        c.cool_down(t0 + Duration::from_secs(9), Why::QuotaSpent);
         assert_eq!(
             c.until(t0 + Duration::from_secs(6)),
             Some((t0 + Duration::from_secs(9), Why::QuotaSpent))
