@@ -450,3 +450,41 @@ async fn wait_if_open_holds_for_requests_queued_when_the_breaker_opens() {
     );
     assert_eq!(server.stats.hits(), 12, "nothing was lost or sent twice");
 }
+
+/// A half-open breaker's second probe, still waiting for its pacing slot when the first probe
+/// fails and the breaker opens again, is not sent: its half-open period is over.
+#[tokio::test]
+async fn a_probe_of_a_past_half_open_period_is_not_sent() {
+    let server = serve(|_, _| Reply::status(500));
+    let polite = Polite::builder()
+        .limit(Limit::per_second(2))
+        .breaker(
+            Breaker::consecutive_failures(3)
+                .open_for(Duration::from_millis(300))
+                .half_open_probes(2),
+        )
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    for _ in 0..3 {
+        let _ = client.get(server.url("/")).send().await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let probes = (0..2).map(|_| client.get(server.url("/")).send());
+    let results = futures::future::join_all(probes).await;
+    assert_eq!(
+        server.stats.hits(),
+        4,
+        "the second probe reached a host whose breaker had opened again: {results:?}"
+    );
+    let open = results
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .err()
+                .and_then(polite_error)
+                .is_some_and(|e| matches!(e, reqwest_polite::Error::CircuitOpen { .. }))
+        })
+        .count();
+    assert_eq!(open, 1, "{results:?}");
+}

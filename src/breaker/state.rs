@@ -324,6 +324,17 @@ impl BreakerState {
         }
     }
 
+    /// True when `admission` still lets its attempt go: one admitted while closed, while the
+    /// breaker is still closed; a probe, while its half-open period is the current one. An
+    /// attempt that waited for its slot asks this right before it is sent.
+    pub(crate) fn still_admits(&self, admission: &Admission) -> bool {
+        match admission {
+            Admission::Allow => self.phase == BreakerPhase::Closed,
+            Admission::Probe { period } => self.is_current_probe(*period),
+            Admission::Reject { .. } => false,
+        }
+    }
+
     /// True while a probe admitted in `period` still holds a slot.
     fn is_current_probe(&self, period: u32) -> bool {
         self.phase == BreakerPhase::HalfOpen && period == self.period && self.probes_out > 0

@@ -14,7 +14,6 @@ use crate::host::{Host, HostState};
 use crate::observe;
 use crate::scope::Scope;
 use crate::signals::ServerScope;
-use crate::snapshot::BreakerPhase;
 
 /// One attempt between admission and its recorded outcome. Dropped unrecorded (the request
 /// future was cancelled, or pacing failed), it gives back the probe and scout slots it held.
@@ -155,18 +154,19 @@ pub(super) async fn admit(
     }
 }
 
-/// Right before a send: a breaker that opened (or went half-open) since the attempt was
-/// admitted is asked again. `Err`: it refuses; the attempt is not sent. An attempt that is the
-/// breaker's probe, or admitted while it is closed and still closed, goes as it is.
+/// Right before a send: a breaker that changed since the attempt was admitted (it opened, or
+/// the probe's half-open period is over) is asked again. `Err`: it refuses; the attempt is not
+/// sent. An attempt whose admission still holds goes as it is.
 pub(super) fn recheck(
     host: &Host,
     state: &mut HostState,
     attempt: &mut Attempt,
     now: Instant,
 ) -> Result<Option<Transition>, Error> {
-    if attempt.admission.is_probe() || state.breaker.phase() == BreakerPhase::Closed {
+    if state.breaker.still_admits(&attempt.admission) {
         return Ok(None);
     }
+    state.breaker.release(&attempt.admission);
     let (admission, transition) = state.breaker.admit(now);
     if let Some(refused) = refusal(host, state, admission, now) {
         return Err(refused);

@@ -75,7 +75,8 @@ impl Polite {
     /// Admit, pace, send, record, and retry or return. `Err`: the middleware refused to send
     /// the first attempt (nothing was sent); `Ok`: the last attempt's outcome. A retry refused
     /// before it is sent (a deadline, a scope spent past `max_retry_after`, a breaker that
-    /// opened during the backoff) returns the last response instead.
+    /// opened during the backoff) returns the last attempt's outcome instead: its response, or
+    /// the transport error it ended with.
     ///
     /// Not an `async fn`: one keeps each argument twice in its future (as passed, and as bound
     /// in its body), and a request is 264 bytes, moved with the future.
@@ -109,9 +110,9 @@ impl Polite {
             let mut scopes = scopes_for(req.url(), named.as_ref());
             // made on the first retry, and boxed: most requests never need it
             let mut backoff: Option<Box<Delays<SmallRng>>> = None;
-            // the answer a retry was planned after, returned if the retry is refused unsent
+            // the outcome a retry was planned after, returned if the retry is refused unsent
             // (boxed: made only on a retry, and this future stays small)
-            let mut last: Option<Box<Response>> = None;
+            let mut last: Option<Box<Result<Response>>> = None;
             loop {
                 let retries_left = !opts.no_retry
                     && config.retryable != Retryable::Never
@@ -170,7 +171,7 @@ impl Polite {
                     Ok(Paced::Renamed(_)) => unreachable!("paced again above"),
                     Err(refused) => {
                         let refused = refuse(host, config, refused, *attempts);
-                        return last.map(|resp| Ok(*resp)).ok_or(refused);
+                        return last.map(|outcome| *outcome).ok_or(refused);
                     }
                 };
                 if *attempts > 0 {
@@ -209,7 +210,7 @@ impl Polite {
                 if let Some(observer) = config.observers.get() {
                     observe::retrying(observer, host, &result, *attempts, delay);
                 }
-                last = result.ok().map(Box::new);
+                last = Some(Box::new(result));
                 let slept = Instant::now();
                 Box::pin(tokio::time::sleep(delay)).await; // boxed: most requests never sleep here
                 if let Some(observer) = config.observers.get() {
@@ -221,7 +222,7 @@ impl Polite {
                     Ok(attempt) => attempt,
                     Err(refused) => {
                         let refused = refuse(host, config, refused, *attempts);
-                        return last.map(|resp| Ok(*resp)).ok_or(refused);
+                        return last.map(|outcome| *outcome).ok_or(refused);
                     }
                 };
             }

@@ -102,9 +102,7 @@ fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
         let host = format!("http://{}", s.authority);
         let key = (host.as_str(), partition(world, s));
         let open_now = open.get(&key).filter(|(_, until)| s.at < *until);
-        if let Some((since, _)) =
-            open_now.filter(|(since, _)| !began_before(log, s, *since, QUEUED))
-        {
+        if let Some((since, _)) = open_now {
             let opened = log.breaker.iter().find(|m| m.seq == *since).map(|m| m.at);
             let detail = format!(
                 "#{} {} {}{} (attempt {}, entered at t={:.4}) started at t={:.4} while its breaker was open (since t={:.4})",
@@ -137,8 +135,6 @@ fn began_before(log: &Log, start: &Start, seq: u64, defect: Defect) -> bool {
     }
 }
 
-const QUEUED: Defect = Defect::QueuedRequestsSentWhileBreakerOpen;
-
 /// Which attempt of its request `start` is (1: the first).
 fn attempt_of(log: &Log, start: &Start) -> usize {
     let earlier = log.starts.iter().take_while(|s| s.seq <= start.seq);
@@ -158,8 +154,7 @@ fn half_open_probes(world: &World, log: &Log, found: &mut Vec<Violation>) {
             .find(same)
             .map_or(u64::MAX, |m| m.seq);
         let probes = log.starts.iter().filter(|s| {
-            !began_before(log, s, mark.seq, QUEUED)
-                && s.seq > mark.seq
+            s.seq > mark.seq
                 && s.seq < until
                 && format!("http://{}", s.authority) == mark.host
                 && partition(world, s) == mark.partition.as_deref()
@@ -265,11 +260,8 @@ fn requests_end(world: &World, log: &Log, ended: &[Option<Ended>], found: &mut V
             Ending::Refused(_) => Some(Some(0)),
             _ => None,
         };
-        let after_reset = matches!(last_status.get(&r.id), Some(None));
-        let excused = after_reset && open(Defect::LastAnswerLostWhenRetryRefused);
         if let (Some(got), Some(last)) = (returned, last_status.get(&r.id))
             && got != *last
-            && !excused
         {
             let detail = format!(
                 "#{} {} {}{}: the server's last answer was {last:?}, the caller got {:?}",

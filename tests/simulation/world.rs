@@ -21,17 +21,6 @@ pub const SECRET_MARK: &str = "sim-secret";
 /// `OPEN_DEFECTS`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Defect {
-    /// A request admitted before its host's breaker opened, and waiting for its pacing slot
-    /// when it opened, is sent while the breaker is open: 7 of 3 000 worlds (first seeds 790,
-    /// 1539, 1845: a default limit, a limit learned from the server, a port-less limit). Left
-    /// out: a start while the breaker is open counts only if its attempt began after it
-    /// opened.
-    QueuedRequestsSentWhileBreakerOpen,
-    /// After a connection reset (no response), a retry refused before it is sent (its
-    /// deadline, the breaker opened during the backoff) ends the request with our error
-    /// instead of the reset: 15 of 3 000 worlds (first seeds 122, 147, 254, 378). Left out: an
-    /// error of ours after a reset is not compared with it (after a response, it is).
-    LastAnswerLostWhenRetryRefused,
     /// A run-time `set_host_limit` of a port-less limit on a host paced by the default limit
     /// starts a fresh schedule, so a window across the change sees more than `n` (seed 1647:
     /// 4 in 20.4 s under 3 per 60 s). Left out: across a change, only an unchanged form is
