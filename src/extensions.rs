@@ -163,7 +163,9 @@ pub(crate) struct RequestOptions {
     pub(crate) cost: u32,
     pub(crate) deadline: Option<Instant>,
     pub(crate) no_retry: bool,
-    pub(crate) wait_if_open: bool,
+    /// With [`WaitIfOpen`]: until when the request may wait for its host's breaker, in all
+    /// (its deadline, else `max_retry_after` after it came in; see [`Self::bound_waits`]).
+    pub(crate) wait_if_open: Option<Instant>,
 }
 
 impl RequestOptions {
@@ -172,7 +174,17 @@ impl RequestOptions {
             cost: ext.get::<Cost>().map_or(1, |c| c.0.max(1)),
             deadline: ext.get::<Deadline>().map(|d| d.0),
             no_retry: ext.get::<NoRetry>().is_some(),
-            wait_if_open: ext.get::<WaitIfOpen>().is_some(),
+            wait_if_open: ext
+                .get::<WaitIfOpen>()
+                .map(|_| ext.get::<Deadline>().map_or(Instant::now(), |d| d.0)),
+        }
+    }
+
+    /// Bound a [`WaitIfOpen`] wait without a deadline: `max_wait` from now, once for the whole
+    /// request (however many times the breaker opens again).
+    pub(crate) fn bound_waits(&mut self, max_wait: std::time::Duration) {
+        if self.wait_if_open.is_some() && self.deadline.is_none() {
+            self.wait_if_open = Some(crate::time::far_add(Instant::now(), max_wait));
         }
     }
 
@@ -205,7 +217,7 @@ mod tests {
             cost: 1,
             deadline: Some(at),
             no_retry: false,
-            wait_if_open: false,
+            wait_if_open: None,
         };
         assert!(
             !options.past_deadline(now + Duration::from_secs(365 * 24 * 3600)),

@@ -446,7 +446,8 @@ pub(crate) struct Host {
     /// The pacing queue: one waiter at a time computes and sleeps; tokio's semaphore is FIFO,
     /// and a dropped waiter gives its turn back without having taken a slot.
     pub(crate) turnstile: Semaphore,
-    /// The in-flight cap, when configured: held from before pacing until the answer.
+    /// The in-flight cap, when configured: a place is taken when the pacing slot is (never held
+    /// while waiting), and held until the answer.
     pub(crate) in_flight: Option<Arc<Semaphore>>,
 }
 

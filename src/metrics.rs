@@ -7,7 +7,7 @@
 //! | `reqwest_polite_requests_total` | counter | `host`, `outcome` | requests finished, by [`RequestOutcome`](crate::RequestOutcome) |
 //! | `reqwest_polite_retries_total` | counter | `host` | retries planned |
 //! | `reqwest_polite_throttled_total` | counter | `host` | rate-limit refusals (429, rate-limit 403) |
-//! | `reqwest_polite_rejected_total` | counter | `host`, `reason` | requests refused unsent, by [`RejectReason`](crate::RejectReason) |
+//! | `reqwest_polite_rejected_total` | counter | `host`, `reason` | attempts not sent (a first attempt: the request fails; a retry: the last outcome is returned), by [`RejectReason`](crate::RejectReason) |
 //! | `reqwest_polite_wait_seconds` | histogram | `host` | each wait before an attempt, in seconds |
 //! | `reqwest_polite_breaker_open` | gauge | `host` | 1 from the breaker opening until it closes (half-open included), then 0 |
 //!

@@ -78,9 +78,10 @@ pub trait Observer: Send + Sync + 'static {
         let _ = event;
     }
 
-    /// The middleware refused to send: circuit open, cooling down, deadline, cost, shared
-    /// store unavailable. Nothing was sent for the attempt; the request fails with
-    /// `event.error`. (A request whose partition key cannot be had from the shared store fails
+    /// The middleware refused to send an attempt: circuit open, cooling down, deadline, cost,
+    /// shared store unavailable. Nothing was sent for that attempt. A first attempt refused
+    /// fails the request with `event.error`; a retry refused (`resend_count` above 0) ends it
+    /// with the outcome of the attempt before, as when retries run out. (A request whose partition key cannot be had from the shared store fails
     /// before it has a host record, and is reported to no observer.)
     fn on_rejected(&self, event: &RejectedEvent<'_>) {
         let _ = event;

@@ -488,3 +488,28 @@ async fn a_probe_of_a_past_half_open_period_is_not_sent() {
         .count();
     assert_eq!(open, 1, "{results:?}");
 }
+
+/// A limit moved to a form with a larger burst keeps the old schedule's position: the burst
+/// does not come on top of what the old form just let through.
+#[tokio::test]
+async fn a_limit_moved_to_a_form_with_a_burst_keeps_the_window() {
+    let server = serve(|_, _| Reply::ok());
+    let with_port = format!("127.0.0.1:{}", server.addr.port());
+    let polite = Polite::builder()
+        .host_limit("127.0.0.1", Limit::per_second(10))
+        .build();
+    let client = client(&polite);
+    let burst = |n| {
+        let calls = (0..n).map(|_| client.get(server.url("/")).send());
+        futures::future::join_all(calls)
+    };
+    burst(10).await;
+    polite.set_host_limit(&with_port, Limit::per_second(10).burst(3));
+    polite.clear_host_limit("127.0.0.1");
+    burst(10).await;
+    let most = server.stats.max_in_any_window(Duration::from_secs(1));
+    assert!(
+        most <= 10,
+        "{most} starts in one second under 10 per second"
+    );
+}

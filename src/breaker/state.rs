@@ -157,6 +157,8 @@ pub(crate) struct BreakerState {
     /// How long the host's last answer took, in milliseconds (saturating): when a probe out
     /// can be expected to decide.
     answer_ms: u16,
+    /// A probe of the current half-open period has been sent (not only admitted).
+    probe_sent: bool,
 }
 
 impl BreakerState {
@@ -178,6 +180,7 @@ impl BreakerState {
             expired_period: 0,
             times_opened: 0,
             answer_ms: 0,
+            probe_sent: false,
         }
     }
 
@@ -202,6 +205,7 @@ impl BreakerState {
                 self.since = now;
                 self.period = self.period.wrapping_add(1).max(1); // 0 means "none"
                 self.probes_out = 0;
+                self.probe_sent = false;
                 (self.admit_probe(now), Some(Transition::HalfOpened))
             }
             BreakerPhase::HalfOpen => (self.admit_probe(now), None),
@@ -414,10 +418,25 @@ impl BreakerState {
         self.answer_ms = u16::try_from(took.as_millis()).unwrap_or(u16::MAX);
     }
 
-    /// While half-open with probes out: how long until the last probe's answer can be
-    /// expected (the last answer's time after it was let through), at least `floor`, at most
-    /// the probes' hold. `None` otherwise.
+    /// A probe's attempt (`admission`) was sent at `now`, after waiting for its pacing slot:
+    /// its hold, and when its answer can be expected, count from here.
+    pub(crate) fn probe_sent(&mut self, admission: &Admission, now: Instant) {
+        if let Admission::Probe { period } = admission
+            && self.is_current_probe(*period)
+        {
+            self.last_news = now;
+            self.probe_sent = true;
+        }
+    }
+
+    /// While half-open with a probe sent and not answered: how long until its answer can be
+    /// expected (as long after it was sent as the host's last answer took), at least `floor`,
+    /// at most the probes' hold. `None` otherwise (no probe out, or none sent yet: the hold is
+    /// all that is known).
     pub(crate) fn probe_decides_in(&self, now: Instant, floor: Duration) -> Option<Duration> {
+        if !self.probe_sent {
+            return None;
+        }
         let hold_end = self.probe_hold_end()?;
         let expected = Duration::from_millis(u64::from(self.answer_ms)).max(floor);
         let answer = self.last_news.checked_add(expected).unwrap_or(hold_end);

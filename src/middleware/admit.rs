@@ -108,7 +108,7 @@ pub(super) fn begin(
     report_transition(host, &polite.inner.config, transition);
     match refused {
         None => Ok((named, Some(Attempt::new(host, admission, opts.cost)))),
-        Some(_) if opts.wait_if_open => Ok((named, None)),
+        Some(_) if opts.wait_if_open.is_some() => Ok((named, None)),
         Some(refused) => Err(refused),
     }
 }
@@ -122,9 +122,6 @@ pub(super) async fn admit(
     opts: &RequestOptions,
     attempts: u32,
 ) -> Result<Attempt, Error> {
-    let bound = opts
-        .deadline
-        .unwrap_or_else(|| crate::time::far_add(Instant::now(), config.max_retry_after));
     loop {
         // made before asking, so an answer in between is not missed
         let answered = host.answered.notified();
@@ -143,7 +140,8 @@ pub(super) async fn admit(
         let Error::CircuitOpen { retry_in, .. } = refused else {
             return Err(refused);
         };
-        if !opts.wait_if_open || now >= bound {
+        let bound = opts.wait_if_open.unwrap_or(now);
+        if now >= bound {
             tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: failing fast");
             return Err(refused);
         }
@@ -155,28 +153,30 @@ pub(super) async fn admit(
 }
 
 /// Right before a send: a breaker that changed since the attempt was admitted (it opened, or
-/// the probe's half-open period is over) is asked again. `Err`: it refuses; the attempt is not
-/// sent. An attempt whose admission still holds goes as it is.
+/// the probe's half-open period is over) is asked again. Returns the transition asking it
+/// caused (to report once the lock is released), and `Err` when it refuses: the attempt is
+/// not sent. An attempt whose admission still holds goes as it is.
 pub(super) fn recheck(
     host: &Host,
     state: &mut HostState,
     attempt: &mut Attempt,
     now: Instant,
-) -> Result<Option<Transition>, Error> {
+) -> (Option<Transition>, Result<(), Error>) {
     if state.breaker.still_admits(&attempt.admission) {
-        return Ok(None);
+        return (None, Ok(()));
     }
     state.breaker.release(&attempt.admission);
     let (admission, transition) = state.breaker.admit(now);
     if let Some(refused) = refusal(host, state, admission, now) {
-        return Err(refused);
+        return (transition, Err(refused));
     }
     attempt.admission = admission;
-    Ok(transition)
+    (transition, Ok(()))
 }
 
-/// The error for a breaker's refusal, if `admission` is one. While a probe is out, `retry_in`
-/// is when its answer can be expected (the host's last answer time), not the whole hold.
+/// The error for a breaker's refusal, if `admission` is one. While a probe is out (sent),
+/// `retry_in` is when its answer can be expected (as long after it was sent as the host's last
+/// answer took), not the whole hold.
 #[inline]
 fn refusal(host: &Host, state: &HostState, admission: Admission, now: Instant) -> Option<Error> {
     match admission {

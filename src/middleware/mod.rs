@@ -79,7 +79,7 @@ impl Polite {
     /// the transport error it ended with.
     ///
     /// Not an `async fn`: one keeps each argument twice in its future (as passed, and as bound
-    /// in its body), and a request is 264 bytes, moved with the future.
+    /// in its body), and a request is large, moved with the future.
     #[allow(clippy::manual_async_fn)]
     fn send(
         &self,
@@ -91,7 +91,8 @@ impl Polite {
     ) -> impl Future<Output = std::result::Result<Result<Response>, Error>> {
         async move {
             let config = &self.inner.config;
-            let opts = RequestOptions::from_extensions(extensions);
+            let mut opts = RequestOptions::from_extensions(extensions);
+            opts.bound_waits(config.max_retry_after);
             let safety = Safety::of(&req);
             let units = extensions.get::<Units>().cloned();
             // the request's own URL while it is here (no copy): before each send, req holds it
@@ -147,7 +148,7 @@ impl Polite {
                         }
                         // the breaker opened while the request waited for its slot: with
                         // `WaitIfOpen`, wait for it to let the request through, then pace again
-                        Err(Error::CircuitOpen { .. }) if opts.wait_if_open => {
+                        Err(Error::CircuitOpen { .. }) if opts.wait_if_open.is_some() => {
                             match Box::pin(admit(host, config, &opts, *attempts)).await {
                                 Ok(admitted) => attempt = admitted,
                                 Err(refused) => break Err(refused),

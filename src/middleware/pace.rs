@@ -49,6 +49,9 @@ pub(super) fn quietly(
         return None;
     }
     attempt.sent_at = Some(now);
+    if attempt.admission.is_probe() {
+        host.state().breaker.probe_sent(&attempt.admission, now);
+    }
     Some(permit)
 }
 
@@ -205,13 +208,12 @@ impl<'a> Waits<'a> {
         {
             return Err(learned.clone());
         }
-        let transition = match admit::recheck(self.host, &mut state, attempt, now) {
-            Ok(transition) => transition,
-            Err(refused) => {
-                drop(state);
-                return Ok(Err(refused));
-            }
-        };
+        let (transition, admitted) = admit::recheck(self.host, &mut state, attempt, now);
+        if let Err(refused) = admitted {
+            drop(state);
+            admit::report_transition(self.host, self.config, transition);
+            return Ok(Err(refused));
+        }
         let mut locked = self.lock_scopes();
         let (decision, blocker) = state.decide(now, self.opts.cost, &mut locked);
         // the schedule that holds the request back says how to wake for its slot; read under
@@ -222,7 +224,10 @@ impl<'a> Waits<'a> {
         };
         drop(locked);
         match decision {
-            Decision::Admit { .. } => state.counters.waited += u64::from(place.queued.is_some()),
+            Decision::Admit { .. } => {
+                state.counters.waited += u64::from(place.queued.is_some());
+                state.breaker.probe_sent(&attempt.admission, now);
+            }
             _ if place.queued.is_none() => {
                 place.queued = Some(Queued::join(self.host, &mut state, self.opts.cost));
             }

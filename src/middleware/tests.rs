@@ -59,7 +59,7 @@ fn opts(cost: u32, deadline: Option<Instant>) -> RequestOptions {
         cost,
         deadline,
         no_retry: false,
-        wait_if_open: false,
+        wait_if_open: None,
     }
 }
 

@@ -455,16 +455,17 @@ impl Pacer {
         }
     }
 
-    /// Where the schedule stands: its theoretical arrival time and last start (`None` while
-    /// unpaced: it holds no promise).
+    /// Where the schedule stands: the earliest its next unit may start, and its last start
+    /// (`None` while unpaced: it holds no promise).
     pub(crate) fn position(&self) -> Option<(u64, Option<u64>)> {
-        (self.interval > 0).then_some((self.tat, self.last_start))
+        (self.interval > 0).then_some((self.tat.saturating_sub(self.tolerance), self.last_start))
     }
 
     /// Take over another schedule's position (a limit that moved here from another record):
-    /// nothing starts sooner than either schedule allows.
-    pub(crate) fn take_over(&mut self, tat: u64, last_start: Option<u64>) {
-        self.tat = self.tat.max(tat);
+    /// nothing starts before `earliest`, whatever burst this schedule allows, nor sooner than
+    /// this schedule allows.
+    pub(crate) fn take_over(&mut self, earliest: u64, last_start: Option<u64>) {
+        self.tat = self.tat.max(earliest.saturating_add(self.tolerance));
         self.last_start = self.last_start.max(last_start);
     }
 

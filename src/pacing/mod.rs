@@ -49,7 +49,8 @@ pub(crate) enum Decision {
 /// record and its host-wide scope at run time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Position {
-    tat: Instant,
+    /// The earliest the next unit may start.
+    earliest: Instant,
     last_start: Option<Instant>,
 }
 
@@ -117,9 +118,9 @@ impl Pacing {
     /// Where the schedule stands, for a limit that moves to another record (see
     /// [`Pacing::take_over`]); `None` while unpaced.
     pub(crate) fn position(&self) -> Option<Position> {
-        let (tat, last_start) = self.pacer.position()?;
+        let (earliest, last_start) = self.pacer.position()?;
         Some(Position {
-            tat: self.clock.instant(tat),
+            earliest: self.clock.instant(earliest),
             last_start: last_start.map(|at| self.clock.instant(at)),
         })
     }
@@ -127,9 +128,9 @@ impl Pacing {
     /// Take over the position of the schedule a limit moved from: nothing starts sooner than
     /// either allows.
     pub(crate) fn take_over(&mut self, from: Position) {
-        let tat = self.clock.nanos(from.tat);
+        let earliest = self.clock.nanos(from.earliest);
         let last_start = from.last_start.map(|at| self.clock.nanos(at));
-        self.pacer.take_over(tat, last_start);
+        self.pacer.take_over(earliest, last_start);
     }
 
     /// True when waits should end on the slot itself (see [`gcra`]).
