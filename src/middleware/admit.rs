@@ -174,6 +174,18 @@ pub(super) fn recheck(
     (transition, Ok(()))
 }
 
+/// [`recheck`] under the host's lock, now, its transition reported.
+#[cfg(feature = "redis")]
+pub(super) fn recheck_now(
+    host: &Host,
+    config: &Config,
+    attempt: &mut Attempt,
+) -> Result<(), Error> {
+    let (transition, admitted) = recheck(host, &mut host.state(), attempt, Instant::now());
+    report_transition(host, config, transition);
+    admitted
+}
+
 /// The error for a breaker's refusal, if `admission` is one. While a probe is out (sent),
 /// `retry_in` is when its answer can be expected (as long after it was sent as the host's last
 /// answer took), not the whole hold.

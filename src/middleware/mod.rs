@@ -161,9 +161,15 @@ impl Polite {
                 let paced = match (self.shared(), paced) {
                     (Some(store), Ok(Paced::Go(in_flight))) => {
                         let max_wait = config.max_retry_after;
-                        crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts)
-                            .await
-                            .map(|()| Paced::Go(in_flight))
+                        let shared =
+                            crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts);
+                        match shared.await {
+                            // the fleet's slot may have come long after the local one: the
+                            // breaker is asked again before the send
+                            Ok(()) => admit::recheck_now(host, config, &mut attempt)
+                                .map(|()| Paced::Go(in_flight)),
+                            Err(refused) => Err(refused),
+                        }
                     }
                     (_, paced) => paced,
                 };
