@@ -25,6 +25,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::builder::Polite;
@@ -33,8 +34,9 @@ use crate::extensions::{RequestOptions, Units};
 use crate::host::Host;
 use crate::observe::{self, WaitReason};
 use crate::retry::{Delays, Retryable, is_idempotent};
+use crate::scope::Scope;
 use crate::signals::ServerScope;
-use admit::{admit, begin};
+use admit::{Attempt, admit, begin};
 use pace::Paced;
 use record::{Answer, Reading, plan_retry, record};
 use refuse::refuse;
@@ -95,20 +97,9 @@ impl Polite {
             opts.bound_waits(config.max_retry_after);
             let safety = Safety::of(&req);
             let units = extensions.get::<Units>().cloned();
-            // the request's own URL while it is here (no copy): before each send, req holds it
-            let scopes_for = |url: &reqwest::Url, named: Option<&ServerScope>| {
-                self.scopes_for(host, url, opts.cost, units.as_ref(), named)
-            };
-            // the first attempt: counted and admitted under one lock (see `begin`)
-            let (mut named, first) = begin(self, host, req.url(), &opts)
-                .map_err(|refused| refuse(host, config, refused, 0))?;
-            let mut attempt = match first {
-                Some(attempt) => attempt,
-                None => Box::pin(admit(host, config, &opts, 0))
-                    .await
-                    .map_err(|refused| refuse(host, config, refused, 0))?,
-            };
-            let mut scopes = scopes_for(req.url(), named.as_ref());
+            let (mut named, mut attempt) = self.first_attempt(host, req.url(), &opts).await?;
+            let mut scopes =
+                self.scopes_for(host, req.url(), opts.cost, units.as_ref(), named.as_ref());
             // made on the first retry, and boxed: most requests never need it
             let mut backoff: Option<Box<Delays<SmallRng>>> = None;
             // the outcome a retry was planned after, returned if the retry is refused unsent
@@ -119,67 +110,20 @@ impl Polite {
                     && config.retryable != Retryable::Never
                     && *attempts < config.max_retries;
                 let spare = if retries_left { req.try_clone() } else { None };
-                let paced = loop {
-                    // a quiet host's free slot is taken without the lock or the queue; the
-                    // wait is boxed: most requests never build it
-                    let paced = match pace::quietly(host, &scopes, &mut attempt) {
-                        Some(in_flight) => Ok(Paced::Go(in_flight)),
-                        None => {
-                            let path = req.url().path();
-                            let named = named.as_ref();
-                            let waits = pace::Waits {
-                                host,
-                                scopes: &scopes,
-                                path,
-                                named,
-                                config,
-                                opts: &opts,
-                                attempts: *attempts,
-                            };
-                            Box::pin(waits.pace(&mut attempt)).await
-                        }
-                    };
-                    match paced {
-                        Ok(Paced::Renamed(learned)) => {
-                            // the server named this route's quota while the request waited:
-                            // pace again, in that scope too
-                            named = Some(learned);
-                            scopes = scopes_for(req.url(), named.as_ref());
-                        }
-                        // the breaker opened while the request waited for its slot: with
-                        // `WaitIfOpen`, wait for it to let the request through, then pace again
-                        Err(Error::CircuitOpen { .. }) if opts.wait_if_open.is_some() => {
-                            match Box::pin(admit(host, config, &opts, *attempts)).await {
-                                Ok(admitted) => attempt = admitted,
-                                Err(refused) => break Err(refused),
-                            }
-                        }
-                        other => break other,
-                    }
-                };
-                #[cfg(feature = "redis")]
-                let paced = match (self.shared(), paced) {
-                    (Some(store), Ok(Paced::Go(in_flight))) => {
-                        let max_wait = config.max_retry_after;
-                        let shared =
-                            crate::shared::pace(store, host, &scopes, &opts, max_wait, *attempts);
-                        match shared.await {
-                            // the fleet's slot may have come long after the local one: the
-                            // breaker is asked again before the send
-                            Ok(()) => admit::recheck_now(host, config, &mut attempt)
-                                .map(|()| Paced::Go(in_flight)),
-                            Err(refused) => Err(refused),
-                        }
-                    }
-                    (_, paced) => paced,
-                };
+                let slot = (&mut scopes, &mut named);
+                let paced = self.take_slot(
+                    host,
+                    req.url(),
+                    slot,
+                    units.as_ref(),
+                    &opts,
+                    &mut attempt,
+                    *attempts,
+                );
+                let paced = paced.await;
                 let in_flight = match paced {
-                    Ok(Paced::Go(in_flight)) => in_flight,
-                    Ok(Paced::Renamed(_)) => unreachable!("paced again above"),
-                    Err(refused) => {
-                        let refused = refuse(host, config, refused, *attempts);
-                        return last.map(|outcome| *outcome).ok_or(refused);
-                    }
+                    Ok(in_flight) => in_flight,
+                    Err(refused) => return unsent(host, config, refused, *attempts, last),
                 };
                 if *attempts > 0 {
                     observe::record_resend(*attempts);
@@ -200,13 +144,7 @@ impl Polite {
                     resend_count: *attempts,
                 };
                 *attempts += 1;
-                let (verdict, cooldowns) = record(self, host, attempt, &answer, read(&result));
-                #[cfg(feature = "redis")]
-                if let Some(store) = self.shared().filter(|_| !cooldowns.is_empty()) {
-                    crate::shared::close(store, host, &cooldowns).await;
-                }
-                #[cfg(not(feature = "redis"))]
-                let _ = cooldowns;
+                let verdict = self.hear(host, attempt, &answer, &result).await;
                 let Some(spare) = spare else {
                     return Ok(result); // out of retries, or a body that cannot be cloned: sent once
                 };
@@ -214,27 +152,178 @@ impl Polite {
                 else {
                     return Ok(result);
                 };
-                if let Some(observer) = config.observers.get() {
-                    observe::retrying(observer, host, &result, *attempts, delay);
-                }
+                // boxed: most requests never back off
+                Box::pin(self.back_off(host, delay, *attempts, &result)).await;
                 last = Some(Box::new(result));
-                let slept = Instant::now();
-                Box::pin(tokio::time::sleep(delay)).await; // boxed: most requests never sleep here
-                if let Some(observer) = config.observers.get() {
-                    let waited = slept.elapsed();
-                    observe::waited(observer, host, None, WaitReason::Backoff, waited, *attempts);
-                }
                 req = spare;
                 attempt = match Box::pin(admit(host, config, &opts, *attempts)).await {
                     Ok(attempt) => attempt,
-                    Err(refused) => {
-                        let refused = refuse(host, config, refused, *attempts);
-                        return last.map(|outcome| *outcome).ok_or(refused);
-                    }
+                    Err(refused) => return unsent(host, config, refused, *attempts, last),
                 };
             }
         }
     }
+
+    /// The request's first attempt: counted and admitted under one lock (see `begin`), or
+    /// admitted once the breaker lets it through ([`WaitIfOpen`](crate::WaitIfOpen)). Returns
+    /// the quota the server named for its route, if any.
+    async fn first_attempt(
+        &self,
+        host: &Arc<Host>,
+        url: &url::Url,
+        opts: &RequestOptions,
+    ) -> std::result::Result<(Option<ServerScope>, Attempt), Error> {
+        let config = &self.inner.config;
+        let (named, first) =
+            begin(self, host, url, opts).map_err(|refused| refuse(host, config, refused, 0))?;
+        let attempt = match first {
+            Some(attempt) => attempt,
+            None => Box::pin(admit(host, config, opts, 0))
+                .await
+                .map_err(|refused| refuse(host, config, refused, 0))?,
+        };
+        Ok((named, attempt))
+    }
+
+    /// Read an attempt's outcome into every record it concerns (and, with a shared store, the
+    /// cooldowns it started into the store), and classify it.
+    async fn hear(
+        &self,
+        host: &Host,
+        attempt: Attempt,
+        answer: &Answer<'_>,
+        result: &Result<Response>,
+    ) -> crate::retry::Verdict {
+        let (verdict, cooldowns) = record(self, host, attempt, answer, read(result));
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.shared().filter(|_| !cooldowns.is_empty()) {
+            crate::shared::close(store, host, &cooldowns).await;
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = cooldowns;
+        verdict
+    }
+
+    /// The attempt's slot in every scope (and in the fleet's schedule, with a shared store),
+    /// with its place under the in-flight cap: a quiet host's free slot without the lock or the
+    /// queue, else [waiting](Self::wait_for_slot) for it.
+    #[allow(clippy::too_many_arguments)]
+    async fn take_slot(
+        &self,
+        host: &Arc<Host>,
+        url: &url::Url,
+        (scopes, named): (&mut Vec<(Arc<Scope>, u32)>, &mut Option<ServerScope>),
+        units: Option<&Units>,
+        opts: &RequestOptions,
+        attempt: &mut Attempt,
+        attempts: u32,
+    ) -> std::result::Result<Option<OwnedSemaphorePermit>, Error> {
+        let in_flight = match pace::quietly(host, scopes, attempt) {
+            Some(in_flight) => in_flight,
+            None => {
+                // boxed: most requests never wait
+                let slot =
+                    self.wait_for_slot(host, url, (scopes, named), units, opts, attempt, attempts);
+                Box::pin(slot).await?
+            }
+        };
+        #[cfg(feature = "redis")]
+        if let Some(store) = self.shared() {
+            self.fleet_slot(store, host, scopes, opts, attempt, attempts)
+                .await?;
+        }
+        Ok(in_flight)
+    }
+
+    /// Wait for the attempt's slot in every scope (and a place under the in-flight cap).
+    /// While it waits, the server may name its route's quota (`scopes` and `named` are then
+    /// worked out again, and it paces in that scope too), and with
+    /// [`WaitIfOpen`](crate::WaitIfOpen) a breaker that opened is waited out.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_for_slot(
+        &self,
+        host: &Arc<Host>,
+        url: &url::Url,
+        (scopes, named): (&mut Vec<(Arc<Scope>, u32)>, &mut Option<ServerScope>),
+        units: Option<&Units>,
+        opts: &RequestOptions,
+        attempt: &mut Attempt,
+        attempts: u32,
+    ) -> std::result::Result<Option<OwnedSemaphorePermit>, Error> {
+        let config = &self.inner.config;
+        loop {
+            let waits = pace::Waits {
+                host,
+                scopes,
+                path: url.path(),
+                named: named.as_ref(),
+                config,
+                opts,
+                attempts,
+            };
+            match waits.pace(attempt).await {
+                Ok(Paced::Go(in_flight)) => return Ok(in_flight),
+                Ok(Paced::Renamed(learned)) => {
+                    *named = Some(learned);
+                    *scopes = self.scopes_for(host, url, opts.cost, units, named.as_ref());
+                }
+                Err(Error::CircuitOpen { .. }) if opts.wait_if_open.is_some() => {
+                    *attempt = Box::pin(admit(host, config, opts, attempts)).await?;
+                }
+                Err(refused) => return Err(refused),
+            }
+        }
+    }
+
+    /// The fleet's slot, through the shared store; the breaker is asked again once it comes
+    /// (it may come long after the local one).
+    #[cfg(feature = "redis")]
+    async fn fleet_slot(
+        &self,
+        store: &crate::store::RedisStore,
+        host: &Arc<Host>,
+        scopes: &[(Arc<Scope>, u32)],
+        opts: &RequestOptions,
+        attempt: &mut Attempt,
+        attempts: u32,
+    ) -> std::result::Result<(), Error> {
+        let config = &self.inner.config;
+        crate::shared::pace(store, host, scopes, opts, config.max_retry_after, attempts).await?;
+        admit::recheck_now(host, config, attempt)
+    }
+
+    /// Sleep a retry's backoff after `result`, telling the observer of the retry and of the
+    /// wait.
+    async fn back_off(
+        &self,
+        host: &Host,
+        delay: std::time::Duration,
+        attempts: u32,
+        result: &Result<Response>,
+    ) {
+        if let Some(observer) = self.inner.config.observers.get() {
+            observe::retrying(observer, host, result, attempts, delay);
+        }
+        let slept = Instant::now();
+        tokio::time::sleep(delay).await;
+        if let Some(observer) = self.inner.config.observers.get() {
+            let waited = slept.elapsed();
+            observe::waited(observer, host, None, WaitReason::Backoff, waited, attempts);
+        }
+    }
+}
+
+/// An attempt refused before it was sent (`attempts` sent before it): the outcome of the one
+/// before, when there was one (a retry refused), or the refusal.
+fn unsent(
+    host: &Host,
+    config: &crate::builder::Config,
+    refused: Error,
+    attempts: u32,
+    last: Option<Box<Result<Response>>>,
+) -> std::result::Result<Result<Response>, Error> {
+    let refused = refuse(host, config, refused, attempts);
+    last.map(|outcome| *outcome).ok_or(refused)
 }
 
 /// A request carrying it may be retried like an idempotent one (draft-ietf-httpapi-idempotency-key-header).
