@@ -214,6 +214,19 @@ impl Default for Polite {
 /// | [`idle_timeout`](Self::idle_timeout) | 5 minutes |
 /// | [`observer`](Self::observer) | none |
 /// | `metrics_host_label` (feature `metrics`) | `HostLabel::Full` |
+///
+/// ```
+/// use std::time::Duration;
+/// use reqwest_polite::{Breaker, Limit, Polite};
+///
+/// let polite = Polite::builder()
+///     .host_limit("api.github.com", Limit::per_hour(5000))
+///     .partition_by_header("authorization")
+///     .max_retries(2)
+///     .breaker(Breaker::consecutive_failures(5).open_for(Duration::from_secs(10)))
+///     .build();
+/// assert_eq!(polite.host_count(), 0, "records are made on first use");
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct PoliteBuilder {
     config: Config,

@@ -197,7 +197,19 @@ pub struct Counters {
     pub budget_denied: u64,
 }
 
-/// A view of one host's state, from [`Polite::snapshot`](crate::Polite::snapshot).
+/// A view of one host's state, from [`Polite::snapshot`](crate::Polite::snapshot). Its
+/// `Display` is one line a person can read.
+///
+/// ```no_run
+/// # async fn run(polite: reqwest_polite::Polite) {
+/// for host in polite.snapshot() {
+///     println!("{host}"); // https://api.example.com: limit 10/s, paced at 98%; ...
+///     if let Some(left) = host.cooldown_in {
+///         eprintln!("{} asked for a pause of {left:?}", host.key);
+///     }
+/// }
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct HostSnapshot {

@@ -4,9 +4,19 @@ use std::time::Duration;
 
 use ::redis::{ErrorKind, RedisError};
 
-/// What a [`RedisStore`] does when Redis does not answer: unreachable, slower than the
-/// [timeout](RedisStore::timeout), or answering errors (out of memory, loading, a key of the
-/// wrong type).
+/// What a [`RedisStore`](crate::RedisStore) does when Redis does not answer: unreachable,
+/// slower than the [timeout](crate::RedisStore::timeout), or answering errors (out of memory,
+/// loading, a key of the wrong type).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), reqwest_polite::RedisStoreError> {
+/// use reqwest_polite::{Fallback, RedisStore};
+///
+/// // refuse to send rather than pace on this process's share alone
+/// let store = RedisStore::connect("redis://127.0.0.1/").await?.fallback(Fallback::FailClosed);
+/// # let _ = store;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fallback {
@@ -24,7 +34,7 @@ pub enum Fallback {
     FailClosed,
 }
 
-/// Why the [`RedisStore`] could not answer.
+/// Why the [`RedisStore`](crate::RedisStore) could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedisStoreError {
@@ -35,7 +45,7 @@ pub enum RedisStoreError {
     /// Redis could not be reached, or the connection broke.
     #[error("Redis unreachable: {0}")]
     Unreachable(#[source] RedisError),
-    /// Redis did not answer within the store's [timeout](RedisStore::timeout).
+    /// Redis did not answer within the store's [timeout](crate::RedisStore::timeout).
     #[error("Redis did not answer within {0:?}")]
     Timeout(Duration),
     /// Redis answered with an error. `code` is its error code: `WRONGTYPE` (a key under the
