@@ -514,3 +514,39 @@ async fn a_limit_moved_to_a_form_with_a_burst_keeps_the_window() {
         "{most} starts in one second under 10 per second"
     );
 }
+
+/// Requests already waiting for their slot when a limit moves to the port-less form follow the
+/// new form: they are paced by the host-wide scope, not let go by the record it left.
+#[tokio::test]
+async fn requests_waiting_across_a_change_of_form_follow_the_new_limit() {
+    let server = serve(|_, _| Reply::ok());
+    let polite = Polite::builder().limit(Limit::per_second(1)).build();
+    let client = client(&polite);
+    client.get(server.url("/")).send().await.expect("answered");
+    let queued: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/"));
+            tokio::spawn(async move {
+                let deadline = reqwest_polite::Deadline::after(Duration::from_secs(3));
+                client.get(url).with_extension(deadline).send().await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    polite.set_host_limit("127.0.0.1", Limit::per_minute(1));
+    // a new request brings the host's record to the new limits
+    let _ = client
+        .get(server.url("/"))
+        .with_extension(Deadline::after(Duration::from_millis(100)))
+        .send()
+        .await;
+    for request in queued {
+        let _ = request.await.expect("task");
+    }
+    assert_eq!(
+        server.stats.hits(),
+        1,
+        "requests queued under 1/s went out under 1/min: {:?}",
+        server.stats.arrivals()
+    );
+}

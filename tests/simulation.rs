@@ -45,7 +45,6 @@ use world::World;
 /// worlds and checks leave out exactly the combination that shows it (see [`world::Defect`]).
 /// Empty this list once the fixes are in.
 pub const OPEN_DEFECTS: &[world::Defect] = &[
-    world::Defect::FreshScheduleOnFormChange,
     world::Defect::FleetWaitersSentDuringPause,
     world::Defect::PauseOfSeveralPoliciesNotHeld,
     world::Defect::SeveralUnitsStartEarly,

@@ -69,14 +69,15 @@ impl Drop for Attempt {
 
 /// Bring the host's limit up to date, count the request, deposit in the retry budget, refuse
 /// a cost that can never fit, and ask the breaker for its first attempt: one lock for all.
-/// Returns the quota the server named for its route, if any, and the attempt; `None` when the
-/// breaker refused and the request waits for it ([`WaitIfOpen`](crate::WaitIfOpen)).
+/// Returns the quota the server named for its route, if any, the attempt (`None` when the
+/// breaker refused and the request waits for it, [`WaitIfOpen`](crate::WaitIfOpen)), and the
+/// configured limits' generation the record paces by.
 pub(super) fn begin(
     polite: &Polite,
     host: &Arc<Host>,
     url: &url::Url,
     opts: &RequestOptions,
-) -> Result<(Option<ServerScope>, Option<Attempt>), Error> {
+) -> Result<(Option<ServerScope>, Option<Attempt>, u64), Error> {
     let now = Instant::now();
     let mut state = host.state();
     if state.generation != polite.generation() {
@@ -102,13 +103,18 @@ pub(super) fn begin(
         });
     }
     let named = state.named_scope(url.path()).cloned();
+    let generation = state.generation;
     let (admission, transition) = state.breaker.admit(now);
     let refused = refusal(host, &state, admission, now);
     drop(state);
     report_transition(host, &polite.inner.config, transition);
     match refused {
-        None => Ok((named, Some(Attempt::new(host, admission, opts.cost)))),
-        Some(_) if opts.wait_if_open.is_some() => Ok((named, None)),
+        None => Ok((
+            named,
+            Some(Attempt::new(host, admission, opts.cost)),
+            generation,
+        )),
+        Some(_) if opts.wait_if_open.is_some() => Ok((named, None, generation)),
         Some(refused) => Err(refused),
     }
 }

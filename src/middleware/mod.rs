@@ -97,7 +97,8 @@ impl Polite {
             opts.bound_waits(config.max_retry_after);
             let safety = Safety::of(&req);
             let units = extensions.get::<Units>().cloned();
-            let (mut named, mut attempt) = self.first_attempt(host, req.url(), &opts).await?;
+            let (mut named, mut attempt, mut generation) =
+                self.first_attempt(host, req.url(), &opts).await?;
             let mut scopes =
                 self.scopes_for(host, req.url(), opts.cost, units.as_ref(), named.as_ref());
             // made on the first retry, and boxed: most requests never need it
@@ -110,7 +111,7 @@ impl Polite {
                     && config.retryable != Retryable::Never
                     && *attempts < config.max_retries;
                 let spare = if retries_left { req.try_clone() } else { None };
-                let slot = (&mut scopes, &mut named);
+                let slot = (&mut scopes, &mut named, &mut generation);
                 let paced = self.take_slot(
                     host,
                     req.url(),
@@ -172,9 +173,9 @@ impl Polite {
         host: &Arc<Host>,
         url: &url::Url,
         opts: &RequestOptions,
-    ) -> std::result::Result<(Option<ServerScope>, Attempt), Error> {
+    ) -> std::result::Result<(Option<ServerScope>, Attempt, u64), Error> {
         let config = &self.inner.config;
-        let (named, first) =
+        let (named, first, generation) =
             begin(self, host, url, opts).map_err(|refused| refuse(host, config, refused, 0))?;
         let attempt = match first {
             Some(attempt) => attempt,
@@ -182,7 +183,7 @@ impl Polite {
                 .await
                 .map_err(|refused| refuse(host, config, refused, 0))?,
         };
-        Ok((named, attempt))
+        Ok((named, attempt, generation))
     }
 
     /// Read an attempt's outcome into every record it concerns (and, with a shared store, the
@@ -212,7 +213,7 @@ impl Polite {
         &self,
         host: &Arc<Host>,
         url: &url::Url,
-        (scopes, named): (&mut Vec<(Arc<Scope>, u32)>, &mut Option<ServerScope>),
+        (scopes, named, generation): Scopes<'_>,
         units: Option<&Units>,
         opts: &RequestOptions,
         attempt: &mut Attempt,
@@ -222,8 +223,15 @@ impl Polite {
             Some(in_flight) => in_flight,
             None => {
                 // boxed: most requests never wait
-                let slot =
-                    self.wait_for_slot(host, url, (scopes, named), units, opts, attempt, attempts);
+                let slot = self.wait_for_slot(
+                    host,
+                    url,
+                    (scopes, named, generation),
+                    units,
+                    opts,
+                    attempt,
+                    attempts,
+                );
                 Box::pin(slot).await?
             }
         };
@@ -244,7 +252,7 @@ impl Polite {
         &self,
         host: &Arc<Host>,
         url: &url::Url,
-        (scopes, named): (&mut Vec<(Arc<Scope>, u32)>, &mut Option<ServerScope>),
+        (scopes, named, generation): Scopes<'_>,
         units: Option<&Units>,
         opts: &RequestOptions,
         attempt: &mut Attempt,
@@ -257,14 +265,19 @@ impl Polite {
                 scopes,
                 path: url.path(),
                 named: named.as_ref(),
+                generation: *generation,
                 config,
                 opts,
                 attempts,
             };
             match waits.pace(attempt).await {
                 Ok(Paced::Go(in_flight)) => return Ok(in_flight),
-                Ok(Paced::Renamed(learned)) => {
-                    *named = Some(learned);
+                Ok(Paced::Rescope(learned)) => {
+                    // (read before the scopes are: they are never older than it says)
+                    *generation = host.state().generation;
+                    if learned.is_some() {
+                        *named = learned;
+                    }
                     *scopes = self.scopes_for(host, url, opts.cost, units, named.as_ref());
                 }
                 Err(Error::CircuitOpen { .. }) if opts.wait_if_open.is_some() => {
@@ -312,6 +325,15 @@ impl Polite {
         }
     }
 }
+
+/// A request's scopes as they were worked out: the scopes with the units it takes in each,
+/// the quota the server named for its route, and the generation of the configured limits
+/// the host's record had.
+type Scopes<'a> = (
+    &'a mut Vec<(Arc<Scope>, u32)>,
+    &'a mut Option<ServerScope>,
+    &'a mut u64,
+);
 
 /// An attempt refused before it was sent (`attempts` sent before it): the outcome of the one
 /// before, when there was one (a retry refused), or the refusal.

@@ -24,9 +24,11 @@ use crate::signals::ServerScope;
 pub(super) enum Paced {
     /// Send now: the slots are taken; the in-flight place, if the host has a cap, comes with it.
     Go(Option<OwnedSemaphorePermit>),
-    /// The server named the quota of this request's route since its scopes were worked out:
-    /// nothing was taken; pace again with that scope.
-    Renamed(ServerScope),
+    /// The request's scopes changed since they were worked out: nothing was taken; work them
+    /// out again and pace again. With the quota the server named for its route since (it paces
+    /// in that scope too), or `None`: the configured limits changed at run time (the host's
+    /// record follows the new ones, and so must the scopes).
+    Rescope(Option<ServerScope>),
 }
 
 /// A quiet host's free slot, without the lock or the queue (see `pacing::lane`): the in-flight
@@ -63,6 +65,9 @@ pub(super) struct Waits<'a> {
     pub(super) path: &'a str,
     /// The quota the server named for the route when the scopes were worked out.
     pub(super) named: Option<&'a ServerScope>,
+    /// The configured limits' generation the host's record had when the scopes were worked
+    /// out.
+    pub(super) generation: u64,
     pub(super) config: &'a Config,
     pub(super) opts: &'a RequestOptions,
     /// Attempts already sent.
@@ -126,7 +131,7 @@ impl<'a> Waits<'a> {
             let now = Instant::now();
             let decided = match self.decide(now, attempt, &mut place) {
                 Ok(decided) => decided,
-                Err(renamed) => return Ok(Paced::Renamed(renamed)),
+                Err(changed) => return Ok(Paced::Rescope(changed)),
             }?;
             if let Decision::Admit { scout } = decided.decision {
                 attempt.scout = scout;
@@ -195,18 +200,21 @@ impl<'a> Waits<'a> {
     }
 
     /// Decide under the host's lock (and the scopes'), the breaker asked again first.
-    /// `Err`: the server named the route's quota since the scopes were worked out.
+    /// `Err`: the scopes changed since they were worked out (see [`Paced::Rescope`]).
     fn decide(
         &self,
         now: Instant,
         attempt: &mut Attempt,
         place: &mut Place<'a>,
-    ) -> Result<Result<Decided, Error>, ServerScope> {
+    ) -> Result<Result<Decided, Error>, Option<ServerScope>> {
         let mut state = self.host.state();
+        if state.generation != self.generation {
+            return Err(None);
+        }
         if let Some(learned) = state.named_scope(self.path)
             && Some(learned) != self.named
         {
-            return Err(learned.clone());
+            return Err(Some(learned.clone()));
         }
         let (transition, admitted) = admit::recheck(self.host, &mut state, attempt, now);
         if let Err(refused) = admitted {

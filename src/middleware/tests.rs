@@ -44,13 +44,14 @@ async fn pace_attempt(
         scopes: &[],
         path: "/",
         named: None,
+        generation: 0,
         config: &config,
         opts,
         attempts,
     };
     match waits.pace(attempt).await? {
         Paced::Go(_) => Ok(()),
-        Paced::Renamed(_) => panic!("no server-named scope"),
+        Paced::Rescope(_) => panic!("no scope changes here"),
     }
 }
 

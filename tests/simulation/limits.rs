@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::checks::{LIMITS, Violation, elapsed, partition, violation};
 use super::server::{Log, Start};
-use super::world::{Configured, Defect, LimitOn, World, open};
+use super::world::{Configured, LimitOn, World};
 
 /// The configured limits in force once the first `epoch` run-time changes are made.
 pub fn limits_in(world: &World, epoch: usize) -> Vec<Configured> {
@@ -165,15 +165,14 @@ fn across_changes(
 ) {
     let authority = &world.authorities[0];
     for change in 1..tables.len() {
-        let (Some((old, old_host_wide)), Some((new, new_host_wide))) = (
+        // the same limit in another form (`host:port` or port-less) counts as the same limit
+        let (Some((old, _)), Some((new, _))) = (
             only_limit(&tables[change - 1], authority),
             only_limit(&tables[change], authority),
         ) else {
             continue;
         };
-        let form_changed = old_host_wide != new_host_wide;
-        if old.window() != new.window() || (form_changed && open(Defect::FreshScheduleOnFormChange))
-        {
+        if old.window() != new.window() {
             continue;
         }
         let mut by_partition: HashMap<String, Vec<(Instant, u32)>> = HashMap::new();

@@ -21,11 +21,6 @@ pub const SECRET_MARK: &str = "sim-secret";
 /// `OPEN_DEFECTS`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Defect {
-    /// A run-time `set_host_limit` of a port-less limit on a host paced by the default limit
-    /// starts a fresh schedule, so a window across the change sees more than `n` (seed 1647:
-    /// 4 in 20.4 s under 3 per 60 s). Left out: across a change, only an unchanged form is
-    /// checked.
-    FreshScheduleOnFormChange,
     /// In a fleet sharing Redis, requests that came in before an answer's `Retry-After` (in
     /// its process or another) were sent while it held the host: Redis world 5 (three
     /// processes, an in-flight cap, retries, IETF quota headers, 10 per 2 s), not reduced to a
