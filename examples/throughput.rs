@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example throughput              # every scenario (about 2 minutes)
-//! cargo run --release --example throughput -- sweep     # some of them: sweep leaky stray half learn queue hosts
+//! cargo run --release --example throughput -- sweep     # some of them: sweep leaky stray half learn stripe queue hosts
 //! ```
 //!
 //! The politeness harness (`--example politeness`) asks whether a client keeps the server's
@@ -27,6 +27,9 @@
 //!   bare 429s): refusals until the client finds it, and the share of the real quota used.
 //! - `learn`: nothing configured, a 10/s limiter with bare 429s (a strict sliding window, and a
 //!   leaky bucket); 50 requests at once: refusals and the share of the quota over those 50.
+//! - `stripe`: nothing configured, a Stripe-like 5 in any second (strict sliding window, bare
+//!   429s); 100 requests at once: refusals and the share of the quota over the run. Governor
+//!   told the quota (burst 1) and reqwest-retry beside it.
 //! - `queue`: 10 000 requests at once to one host, `Limit::per_second(2000)`, `max_in_flight(64)`:
 //!   wall time against the 5 s the quota allows.
 //! - `hosts`: 10 000 requests at once spread over 1000 hosts (10 each; 1000 loopback servers on
@@ -72,6 +75,7 @@ enum Peer {
     GovernorBurst1,
     GovernorBurst,
     Bare,
+    ReqwestRetry,
 }
 
 impl Peer {
@@ -82,6 +86,7 @@ impl Peer {
             Peer::GovernorBurst1 => "governor burst 1",
             Peer::GovernorBurst => "governor burst r",
             Peer::Bare => "bare reqwest",
+            Peer::ReqwestRetry => "reqwest-retry",
         }
     }
 }
@@ -93,6 +98,16 @@ fn http_client(polite: Option<&Polite>) -> ClientWithMiddleware {
         Some(polite) => builder.with(polite.clone()).build(),
         None => builder.build(),
     }
+}
+
+/// reqwest-retry 0.9 as its README shows it (exponential backoff, 3 retries).
+fn reqwest_retry() -> ClientWithMiddleware {
+    let policy = reqwest_retry::policies::ExponentialBackoff::builder().build_with_max_retries(3);
+    ClientBuilder::new(reqwest::Client::new())
+        .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
+            policy,
+        ))
+        .build()
 }
 
 /// One client under test.
@@ -116,9 +131,13 @@ impl Client {
                 )),
             ),
             Peer::GovernorBurst => (None, Some(RateLimiter::direct(Quota::per_second(rate)))),
-            Peer::Bare => (None, None),
+            Peer::Bare | Peer::ReqwestRetry => (None, None),
         };
-        let http = http_client(polite.as_ref());
+        let http = if peer == Peer::ReqwestRetry {
+            reqwest_retry()
+        } else {
+            http_client(polite.as_ref())
+        };
         let caller_cap = polite.is_none().then(|| Semaphore::new(CALLER_CAP));
         Client {
             http,
@@ -216,7 +235,11 @@ async fn run(
     let url = server.url();
     let started = Instant::now();
     let watch = std::env::var_os("THROUGHPUT_WATCH").is_some();
-    let calls = join_all((0..issued).map(|_| client.get(&url)));
+    let callers = Semaphore::new(callers_from_env().unwrap_or(issued));
+    let calls = join_all((0..issued).map(|_| async {
+        let _caller = callers.acquire().await.expect("never closed");
+        client.get(&url).await
+    }));
     let results = match (&client.polite, watch) {
         (Some(polite), true) => {
             // print the host's state every 250 ms while the calls run (debugging aid)
@@ -250,6 +273,10 @@ async fn run(
         wall,
         used: used_share(&arrivals, f64::from(per_second)),
     }
+}
+
+fn callers_from_env() -> Option<usize> {
+    std::env::var("THROUGHPUT_CALLERS").ok()?.parse().ok()
 }
 
 fn with_cap(limit: Limit) -> Polite {
@@ -421,6 +448,20 @@ async fn learn(rows: &mut Vec<Row>) {
             with_limit,
         )
         .await;
+        row.print();
+        rows.push(row);
+    }
+}
+
+async fn stripe(rows: &mut Vec<Row>) {
+    println!("stripe: 5 in any second (strict sliding window), bare 429s; 100 requests at once");
+    for peer in [
+        Peer::PoliteDefaults,
+        Peer::GovernorBurst1,
+        Peer::ReqwestRetry,
+    ] {
+        let rule: Arc<dyn Rule> = Arc::new(SlidingWindow::bare(5, Duration::from_secs(1)));
+        let row = run("stripe 5/s".into(), peer, rule, (5, 5), 100, with_limit).await;
         row.print();
         rows.push(row);
     }
@@ -715,6 +756,9 @@ async fn main() {
     }
     if wants("learn") {
         learn(&mut rows).await;
+    }
+    if wants("stripe") {
+        stripe(&mut rows).await;
     }
     if wants("queue") {
         queue(&mut rows).await;
