@@ -43,6 +43,13 @@
 //!   once. Ours with the documented quotas (host and `/search/` route) and with defaults,
 //!   governor with one limiter per resource, bare reqwest. "used": the quota's best time over
 //!   the wall time.
+//! - `tokens`: GitHub's primary limit, scaled down: per token 30 requests per fixed window of
+//!   10 s from the token's first request, `x-ratelimit-limit/remaining/used/reset` (epoch
+//!   seconds) on every answer, 403 with remaining 0 when over; 150 GETs at once over two
+//!   tokens, `partition_by_header("authorization")`. Ours with defaults and with
+//!   `Limit::per(30, 10 s)`, reqwest-retry. "used": 20 s (each token's third window) over the
+//!   wall time. Then ours with defaults against the same server announcing its reset rounded
+//!   down (up to a second early).
 //! - `openai`: an OpenAI-like API (20 requests/s and 2000 tokens/s): 40 requests of 300
 //!   tokens at once. Ours with `unit_limit` + `Units`, governor with a request and a token
 //!   limiter (`until_n_ready`), bare reqwest.
@@ -61,7 +68,8 @@ use reqwest_polite::{Limit, Polite};
 use tokio::sync::Semaphore;
 
 use crate::limiters::{
-    Arrival, GithubLike, LeakyBucket, Logged, OpenAiLike, Rule, Server, SlidingWindow, StrayRefusal,
+    Arrival, GithubLike, LeakyBucket, Logged, OpenAiLike, PerTokenFixedWindow, Rule, Server,
+    SlidingWindow, StrayRefusal,
 };
 
 /// Concurrency the callers of peers without a cap of their own are held to (file descriptors).
@@ -672,6 +680,68 @@ async fn github(rows: &mut Vec<Row>) {
     }
 }
 
+async fn tokens(rows: &mut Vec<Row>) {
+    println!(
+        "tokens: per token 30 per 10 s fixed windows (x-ratelimit-*, 403 when over); 150 GETs over two tokens at once"
+    );
+    let window = Duration::from_secs(10);
+    let rows_to_run = [
+        ("tokens 30/10 s x2", Peer::Polite, false),
+        ("tokens 30/10 s x2", Peer::PoliteDefaults, false),
+        ("tokens 30/10 s x2", Peer::ReqwestRetry, false),
+        ("tokens, reset rounded down", Peer::PoliteDefaults, true),
+    ];
+    for (scenario, peer, rounded_down) in rows_to_run {
+        let rule = PerTokenFixedWindow::new(30, window);
+        let rule = if rounded_down {
+            rule.reset_rounded_down()
+        } else {
+            rule
+        };
+        let server = Server::start(Arc::new(rule)).expect("server");
+        let url = server.url();
+        let polite = match peer {
+            Peer::Polite => Some(
+                Polite::builder()
+                    .limit(Limit::per(30, window))
+                    .partition_by_header("authorization")
+                    .build(),
+            ),
+            Peer::PoliteDefaults => Some(
+                Polite::builder()
+                    .partition_by_header("authorization")
+                    .build(),
+            ),
+            _ => None,
+        };
+        let http = match peer {
+            Peer::ReqwestRetry => reqwest_retry(),
+            _ => http_client(polite.as_ref()),
+        };
+        let started = Instant::now();
+        let calls = (0..150).map(|i| {
+            let http = &http;
+            let request = http
+                .get(&url)
+                .header("authorization", format!("token t{}", i % 2));
+            async move { call(http, request).await }
+        });
+        let results = join_all(calls).await;
+        let wall = started.elapsed();
+        // each token's 75th request starts its third window, 20 s after its first
+        let row = row_against_ideal(
+            scenario,
+            peer.name(),
+            &results,
+            &server.arrivals(),
+            wall,
+            2 * window,
+        );
+        row.print();
+        rows.push(row);
+    }
+}
+
 async fn openai(rows: &mut Vec<Row>) {
     println!("openai: 20 requests/s and 2000 tokens/s; 40 requests of 300 tokens at once");
     const TOKENS: u32 = 300;
@@ -768,6 +838,9 @@ async fn main() {
     }
     if wants("github") {
         github(&mut rows).await;
+    }
+    if wants("tokens") {
+        tokens(&mut rows).await;
     }
     if wants("openai") {
         openai(&mut rows).await;
