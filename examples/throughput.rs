@@ -17,8 +17,9 @@
 //!   with burst 1, governor with its documented burst (r), bare reqwest.
 //! - `leaky`: a leaky bucket like nginx `limit_req` (rate r, burst 0, millisecond accounting, bare
 //!   429): 100 requests at 10/s and 1000 at 200/s, issued at once, the rate configured (ours
-//!   twice: by `limit`, and by a port-less `host_limit`, the README's first form). Below
-//!   each row: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
+//!   twice: by `limit`, and by a port-less `host_limit`, the README's first form). Each row
+//!   ends with the CPU time of the whole process (client and server threads) per request;
+//!   below it: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
 //!   refusal, its arrival number and the gap to the last accepted arrival, in µs.
 //! - `stray`: `Limit::per_second(200)`, and the server refuses the 2nd request with a bare 429
 //!   (then accepts everything within its quota): what is left of the next seconds' throughput.
@@ -186,6 +187,8 @@ struct Row {
     wall: Duration,
     /// Share of the quota used between the first and last accepted arrival.
     used: f64,
+    /// CPU time of the whole process (client and server threads) per request issued, in µs.
+    cpu_per_request: f64,
 }
 
 impl Row {
@@ -200,7 +203,7 @@ impl Row {
 
     fn print(&self) {
         println!(
-            "  {:<28} {:<17} issued {:>6}  accepted {:>6}  refused {:>5}  errors {:>4}  wall {:>7.2} s  used {:>6}",
+            "  {:<28} {:<17} issued {:>6}  accepted {:>6}  refused {:>5}  errors {:>4}  wall {:>7.2} s  used {:>6}  cpu {:>6.0} µs/request",
             self.scenario,
             self.peer,
             self.issued,
@@ -208,9 +211,23 @@ impl Row {
             self.refused,
             self.errors,
             self.wall.as_secs_f64(),
-            self.used_text()
+            self.used_text(),
+            self.cpu_per_request,
         );
     }
+}
+
+/// Nanoseconds every thread of this process has run on a CPU (`/proc/self/task/*/schedstat`;
+/// 0 where there is none).
+fn cpu_nanos() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Share of `per_second` the accepted arrivals used between the first and the last of them.
@@ -242,6 +259,7 @@ async fn run(
     let client = Client::build(peer, configured, polite_config);
     let url = server.url();
     let started = Instant::now();
+    let cpu_before = cpu_nanos();
     let watch = std::env::var_os("THROUGHPUT_WATCH").is_some();
     let callers = Semaphore::new(callers_from_env().unwrap_or(issued));
     let calls = join_all((0..issued).map(|_| async {
@@ -266,6 +284,7 @@ async fn run(
         _ => calls.await,
     };
     let wall = started.elapsed();
+    let cpu_per_request = cpu_nanos().saturating_sub(cpu_before) as f64 / 1e3 / issued as f64;
     let arrivals = server.arrivals();
     drop(client.polite);
     Row {
@@ -280,6 +299,7 @@ async fn run(
         errors: results.iter().filter(|r| r.is_err()).count(),
         wall,
         used: used_share(&arrivals, f64::from(per_second)),
+        cpu_per_request,
     }
 }
 
@@ -615,6 +635,7 @@ fn row_against_ideal(
         errors: results.iter().filter(|r| r.is_err()).count(),
         wall,
         used: ideal.as_secs_f64() / wall.as_secs_f64(),
+        cpu_per_request: 0.0,
     }
 }
 
