@@ -39,7 +39,9 @@
 //!   ago; a burst's refusal may come before the rest of its acceptances. A rate held at what
 //!   such a window showed climbs (over two seconds, once the window has drained) to 95% of
 //!   the most the server accepted in a second, from the first of those refusals to a second
-//!   after the last.
+//!   after the last (a first refusal that finds nothing accepted in the last second, as after
+//!   a pause against a limiter that counts refused requests too, keeps the best second before
+//!   it).
 //! - What the server accepted is read as its rate only when ours did not ramp over the last
 //!   second (and, when held, has held for a whole second).
 //! - A held rate probes upward again (2% of it per second) after 30 s without refusal, so a
@@ -296,8 +298,10 @@ impl AdaptiveRate {
         });
         let (rate, phase, pause) = self.lower(now, current, sent, accepted, sampled_long);
         let in_a_row_before = self.learned.as_ref().map_or(0, |l| l.refusals_in_a_row);
+        // a first refusal when nothing was accepted for a second (after a pause) keeps the
+        // best second it follows
         let best_accepted = match self.learned.as_deref() {
-            Some(l) if in_a_row_before > 0 => l.best_accepted.max(accepted),
+            Some(l) if in_a_row_before > 0 || accepted == 0.0 => l.best_accepted.max(accepted),
             _ => accepted,
         };
         let floor = self.ceiling().map_or(MIN_RATE, |c| c / 2.0);
@@ -733,6 +737,39 @@ mod tests {
         assert!(
             (rate - 9.5).abs() < 1e-9,
             "95% of the 10 the window held, by {end:?}: {rate}"
+        );
+    }
+
+    #[test]
+    fn refusals_right_after_a_pause_climb_back_to_the_window_before_it() {
+        // a limiter that counts refused requests too (HAProxy's http_req_rate) is still over
+        // its count when the pause for a filled window ends: the first sends after it are
+        // refused, with nothing accepted in the last second
+        let mut d = Drive::new(None);
+        for _ in 0..15 {
+            d.a.on_send(0, 1);
+        }
+        for _ in 0..8 {
+            d.a.on_success(d.t0, 0, 1);
+        }
+        let filled = d.a.on_refusal(d.t0, 0, d.t0).expect("a filled window");
+        // the burst's last two acceptances, answered after its refusal
+        let late = d.t0 + Duration::from_millis(2);
+        d.a.on_success(late, 2_000_000, 1);
+        d.a.on_success(late, 2_000_000, 1);
+        let after = d.t0 + filled.pause.expect("paused");
+        d.refuse(after).expect("refused after the pause");
+        let low = d
+            .refuse(after + Duration::from_millis(100))
+            .expect("and again")
+            .to
+            .expect("throttled");
+        assert!(low < 7.0, "held low while the count drains: {low}");
+        let end = d.run(after + Duration::from_secs(1), 4.0, 1.0);
+        let rate = d.a.rate().expect("throttled");
+        assert!(
+            (rate - 9.5).abs() < 1e-9,
+            "back at 95% of the 10 accepted before the pause by {end:?}, not {low}: {rate}"
         );
     }
 
