@@ -8,8 +8,10 @@
 //!
 //! So a precise wait sleeps on tokio's timer to two ticks before the slot, and hands the
 //! rest to one timer thread per process: the thread sleeps on the operating system's
-//! high-resolution timer (a futex wait with a timeout) until the earliest instant it holds,
-//! then wakes the task through a oneshot channel. The task races that wake against tokio's
+//! high-resolution timer (a futex wait with a timeout) until [`SPIN`] before the earliest
+//! instant it holds, spins the rest (the OS wakes a sleeping thread up to its timer slack
+//! late), then wakes the task through a oneshot channel: a few tens of microseconds after the
+//! instant, for at most [`SPIN`] of one thread's time per wait. The task races that wake against tokio's
 //! own timer for the same instant, so a paused clock (tests) still ends every wait on its
 //! own, and a thread that could not start only costs precision.
 
@@ -23,6 +25,10 @@ use tokio::time::Instant;
 
 /// The part of a wait tokio's timer may overshoot: two of its ticks.
 const TWO_TICKS: Duration = Duration::from_millis(2);
+
+/// How late the OS wakes a thread sleeping to an instant, about (Linux's default timer slack
+/// is 50 µs): the timer thread sleeps to this much before a wake it owes and spins the rest.
+const SPIN: Duration = Duration::from_micros(60);
 
 /// Sleep until `until`, ending within tens of microseconds of it (on a paused clock, on
 /// tokio's timer tick at or after it).
@@ -143,8 +149,17 @@ impl Timer {
                 }
             }
             queue = match queue.due.peek() {
+                Some(Reverse(first)) if first.at - now <= SPIN => {
+                    // the OS timer would wake this late: spin the rest, the lock released
+                    let at = first.at;
+                    drop(queue);
+                    while std::time::Instant::now() < at {
+                        std::hint::spin_loop();
+                    }
+                    self.queue.lock().unwrap_or_else(|e| e.into_inner())
+                }
                 Some(Reverse(first)) => {
-                    let wait = first.at - now;
+                    let wait = first.at - now - SPIN;
                     self.changed
                         .wait_timeout(queue, wait)
                         .unwrap_or_else(|e| e.into_inner())
