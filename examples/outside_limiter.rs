@@ -5,6 +5,7 @@
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 quota 10
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 host-quota 10
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 defaults
+//! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 60 reqwest-retry
 //! cargo run --release --example outside_limiter -- http://127.0.0.1:18080 0 outage
 //! ```
 //!
@@ -20,7 +21,7 @@ use reqwest_polite::{Breaker, Limit, Polite};
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: outside_limiter <http://127.0.0.1:PORT> <requests> <quota|host-quota|defaults|outage> [quota per second]";
+    let usage = "usage: outside_limiter <http://127.0.0.1:PORT> <requests> <quota|host-quota|defaults|reqwest-retry|outage> [quota per second]";
     let (Some(base), Some(n), Some(mode)) = (args.get(1), args.get(2), args.get(3)) else {
         eprintln!("{usage}");
         std::process::exit(2);
@@ -38,9 +39,10 @@ async fn main() {
     let plain = reqwest::Client::new();
     let result = match mode.as_str() {
         "outage" => outage(&plain, base).await,
-        "quota" => burst(&plain, base, n, Some((Configured::Limit, quota))).await,
-        "host-quota" => burst(&plain, base, n, Some((Configured::HostLimit, quota))).await,
-        "defaults" => burst(&plain, base, n, None).await,
+        "quota" => burst(&plain, base, n, Some(Configured::Limit), quota).await,
+        "host-quota" => burst(&plain, base, n, Some(Configured::HostLimit), quota).await,
+        "defaults" => burst(&plain, base, n, None, quota).await,
+        "reqwest-retry" => reqwest_retry_burst(&plain, base, n).await,
         _ => {
             eprintln!("{usage}");
             std::process::exit(2);
@@ -70,12 +72,13 @@ enum Configured {
     HostLimit,
 }
 
-/// `n` requests at once, with the quota configured or with defaults.
+/// `n` requests at once, with the quota (`per_second`) configured or with defaults.
 async fn burst(
     plain: &reqwest::Client,
     base: &str,
     n: usize,
-    configured: Option<(Configured, u32)>,
+    configured: Option<Configured>,
+    per_second: u32,
 ) -> reqwest::Result<()> {
     plain.get(format!("{base}/reset/0.0")).send().await?;
     tokio::time::sleep(Duration::from_millis(1_100)).await; // let the server's window empty
@@ -86,12 +89,11 @@ async fn burst(
         .and_then(|u| u.host_str().map(str::to_owned))
         .unwrap_or_default();
     let polite = match configured {
-        Some((Configured::Limit, q)) => builder.limit(Limit::per_second(q)),
-        Some((Configured::HostLimit, q)) => builder.host_limit(host, Limit::per_second(q)),
+        Some(Configured::Limit) => builder.limit(Limit::per_second(per_second)),
+        Some(Configured::HostLimit) => builder.host_limit(host, Limit::per_second(per_second)),
         None => builder,
     }
     .build();
-    let quota = configured.map(|(_, q)| q);
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(polite.clone())
         .build();
@@ -123,16 +125,42 @@ async fn burst(
     };
     let elapsed = started.elapsed().as_secs_f64();
     let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
-    let per_second = quota.unwrap_or(10);
     let best = (n as f64 - 1.0) / f64::from(per_second);
     println!(
         "{}: {n} at once, {ok} ok, {elapsed:.2} s ({per_second}/s allows it in {best:.2} s: {:.0}% of the quota's throughput); server saw {}",
         match configured {
-            Some((Configured::Limit, _)) => "quota configured",
-            Some((Configured::HostLimit, _)) => "quota configured by a port-less host_limit",
+            Some(Configured::Limit) => "quota configured",
+            Some(Configured::HostLimit) => "quota configured by a port-less host_limit",
             None => "defaults",
         },
         100.0 * best / elapsed,
+        stats(plain, base).await?
+    );
+    Ok(())
+}
+
+/// `n` requests at once through reqwest-retry 0.9 as its README shows it (exponential
+/// backoff, 3 retries): the peer that retries refusals without reading them.
+async fn reqwest_retry_burst(plain: &reqwest::Client, base: &str, n: usize) -> reqwest::Result<()> {
+    plain.get(format!("{base}/reset/0.0")).send().await?;
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // let the server's window empty
+    let policy = reqwest_retry::policies::ExponentialBackoff::builder().build_with_max_retries(3);
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
+            policy,
+        ))
+        .build();
+    let url = format!("{base}/");
+    let started = Instant::now();
+    let calls = (0..n).map(|_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| matches!(r, Ok(200))).count();
+    println!(
+        "reqwest-retry: {n} at once, {ok} ok, {:.2} s; server saw {}",
+        started.elapsed().as_secs_f64(),
         stats(plain, base).await?
     );
     Ok(())

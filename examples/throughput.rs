@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example throughput              # every scenario (about 2 minutes)
-//! cargo run --release --example throughput -- sweep     # some of them: sweep leaky stray half learn queue hosts
+//! cargo run --release --example throughput -- sweep     # some of them: sweep leaky stray half learn stripe queue hosts
 //! ```
 //!
 //! The politeness harness (`--example politeness`) asks whether a client keeps the server's
@@ -17,8 +17,9 @@
 //!   with burst 1, governor with its documented burst (r), bare reqwest.
 //! - `leaky`: a leaky bucket like nginx `limit_req` (rate r, burst 0, millisecond accounting, bare
 //!   429): 100 requests at 10/s and 1000 at 200/s, issued at once, the rate configured (ours
-//!   twice: by `limit`, and by a port-less `host_limit`, the README's first form). Below
-//!   each row: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
+//!   twice: by `limit`, and by a port-less `host_limit`, the README's first form). Each row
+//!   ends with the CPU time of the whole process (client and server threads) per request;
+//!   below it: the gaps between consecutive arrivals (min, 0.1%, 1%, median) and, before each
 //!   refusal, its arrival number and the gap to the last accepted arrival, in µs.
 //! - `stray`: `Limit::per_second(200)`, and the server refuses the 2nd request with a bare 429
 //!   (then accepts everything within its quota): what is left of the next seconds' throughput.
@@ -27,6 +28,9 @@
 //!   bare 429s): refusals until the client finds it, and the share of the real quota used.
 //! - `learn`: nothing configured, a 10/s limiter with bare 429s (a strict sliding window, and a
 //!   leaky bucket); 50 requests at once: refusals and the share of the quota over those 50.
+//! - `stripe`: nothing configured, a Stripe-like 5 in any second (strict sliding window, bare
+//!   429s); 100 requests at once: refusals and the share of the quota over the run. Governor
+//!   told the quota (burst 1) and reqwest-retry beside it.
 //! - `queue`: 10 000 requests at once to one host, `Limit::per_second(2000)`, `max_in_flight(64)`:
 //!   wall time against the 5 s the quota allows.
 //! - `hosts`: 10 000 requests at once spread over 1000 hosts (10 each; 1000 loopback servers on
@@ -40,6 +44,13 @@
 //!   once. Ours with the documented quotas (host and `/search/` route) and with defaults,
 //!   governor with one limiter per resource, bare reqwest. "used": the quota's best time over
 //!   the wall time.
+//! - `tokens`: GitHub's primary limit, scaled down: per token 30 requests per fixed window of
+//!   10 s from the token's first request, `x-ratelimit-limit/remaining/used/reset` (epoch
+//!   seconds) on every answer, 403 with remaining 0 when over; 150 GETs at once over two
+//!   tokens, `partition_by_header("authorization")`. Ours with defaults and with
+//!   `Limit::per(30, 10 s)`, reqwest-retry. "used": 20 s (each token's third window) over the
+//!   wall time. Then ours with defaults against the same server announcing its reset rounded
+//!   down (up to a second early).
 //! - `openai`: an OpenAI-like API (20 requests/s and 2000 tokens/s): 40 requests of 300
 //!   tokens at once. Ours with `unit_limit` + `Units`, governor with a request and a token
 //!   limiter (`until_n_ready`), bare reqwest.
@@ -58,7 +69,8 @@ use reqwest_polite::{Limit, Polite};
 use tokio::sync::Semaphore;
 
 use crate::limiters::{
-    Arrival, GithubLike, LeakyBucket, Logged, OpenAiLike, Rule, Server, SlidingWindow, StrayRefusal,
+    Arrival, GithubLike, LeakyBucket, Logged, OpenAiLike, PerTokenFixedWindow, Rule, Server,
+    SlidingWindow, StrayRefusal,
 };
 
 /// Concurrency the callers of peers without a cap of their own are held to (file descriptors).
@@ -72,6 +84,7 @@ enum Peer {
     GovernorBurst1,
     GovernorBurst,
     Bare,
+    ReqwestRetry,
 }
 
 impl Peer {
@@ -82,6 +95,7 @@ impl Peer {
             Peer::GovernorBurst1 => "governor burst 1",
             Peer::GovernorBurst => "governor burst r",
             Peer::Bare => "bare reqwest",
+            Peer::ReqwestRetry => "reqwest-retry",
         }
     }
 }
@@ -93,6 +107,16 @@ fn http_client(polite: Option<&Polite>) -> ClientWithMiddleware {
         Some(polite) => builder.with(polite.clone()).build(),
         None => builder.build(),
     }
+}
+
+/// reqwest-retry 0.9 as its README shows it (exponential backoff, 3 retries).
+fn reqwest_retry() -> ClientWithMiddleware {
+    let policy = reqwest_retry::policies::ExponentialBackoff::builder().build_with_max_retries(3);
+    ClientBuilder::new(reqwest::Client::new())
+        .with(reqwest_retry::RetryTransientMiddleware::new_with_policy(
+            policy,
+        ))
+        .build()
 }
 
 /// One client under test.
@@ -116,9 +140,13 @@ impl Client {
                 )),
             ),
             Peer::GovernorBurst => (None, Some(RateLimiter::direct(Quota::per_second(rate)))),
-            Peer::Bare => (None, None),
+            Peer::Bare | Peer::ReqwestRetry => (None, None),
         };
-        let http = http_client(polite.as_ref());
+        let http = if peer == Peer::ReqwestRetry {
+            reqwest_retry()
+        } else {
+            http_client(polite.as_ref())
+        };
         let caller_cap = polite.is_none().then(|| Semaphore::new(CALLER_CAP));
         Client {
             http,
@@ -159,6 +187,8 @@ struct Row {
     wall: Duration,
     /// Share of the quota used between the first and last accepted arrival.
     used: f64,
+    /// CPU time of the whole process (client and server threads) per request issued, in µs.
+    cpu_per_request: f64,
 }
 
 impl Row {
@@ -173,7 +203,7 @@ impl Row {
 
     fn print(&self) {
         println!(
-            "  {:<28} {:<17} issued {:>6}  accepted {:>6}  refused {:>5}  errors {:>4}  wall {:>7.2} s  used {:>6}",
+            "  {:<28} {:<17} issued {:>6}  accepted {:>6}  refused {:>5}  errors {:>4}  wall {:>7.2} s  used {:>6}  cpu {:>6.0} µs/request",
             self.scenario,
             self.peer,
             self.issued,
@@ -181,9 +211,23 @@ impl Row {
             self.refused,
             self.errors,
             self.wall.as_secs_f64(),
-            self.used_text()
+            self.used_text(),
+            self.cpu_per_request,
         );
     }
+}
+
+/// Nanoseconds every thread of this process has run on a CPU (`/proc/self/task/*/schedstat`;
+/// 0 where there is none).
+fn cpu_nanos() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Share of `per_second` the accepted arrivals used between the first and the last of them.
@@ -215,8 +259,13 @@ async fn run(
     let client = Client::build(peer, configured, polite_config);
     let url = server.url();
     let started = Instant::now();
+    let cpu_before = cpu_nanos();
     let watch = std::env::var_os("THROUGHPUT_WATCH").is_some();
-    let calls = join_all((0..issued).map(|_| client.get(&url)));
+    let callers = Semaphore::new(callers_from_env().unwrap_or(issued));
+    let calls = join_all((0..issued).map(|_| async {
+        let _caller = callers.acquire().await.expect("never closed");
+        client.get(&url).await
+    }));
     let results = match (&client.polite, watch) {
         (Some(polite), true) => {
             // print the host's state every 250 ms while the calls run (debugging aid)
@@ -235,6 +284,7 @@ async fn run(
         _ => calls.await,
     };
     let wall = started.elapsed();
+    let cpu_per_request = cpu_nanos().saturating_sub(cpu_before) as f64 / 1e3 / issued as f64;
     let arrivals = server.arrivals();
     drop(client.polite);
     Row {
@@ -249,7 +299,12 @@ async fn run(
         errors: results.iter().filter(|r| r.is_err()).count(),
         wall,
         used: used_share(&arrivals, f64::from(per_second)),
+        cpu_per_request,
     }
+}
+
+fn callers_from_env() -> Option<usize> {
+    std::env::var("THROUGHPUT_CALLERS").ok()?.parse().ok()
 }
 
 fn with_cap(limit: Limit) -> Polite {
@@ -426,6 +481,20 @@ async fn learn(rows: &mut Vec<Row>) {
     }
 }
 
+async fn stripe(rows: &mut Vec<Row>) {
+    println!("stripe: 5 in any second (strict sliding window), bare 429s; 100 requests at once");
+    for peer in [
+        Peer::PoliteDefaults,
+        Peer::GovernorBurst1,
+        Peer::ReqwestRetry,
+    ] {
+        let rule: Arc<dyn Rule> = Arc::new(SlidingWindow::bare(5, Duration::from_secs(1)));
+        let row = run("stripe 5/s".into(), peer, rule, (5, 5), 100, with_limit).await;
+        row.print();
+        rows.push(row);
+    }
+}
+
 async fn queue(rows: &mut Vec<Row>) {
     println!(
         "queue: 10 000 at once, Limit::per_second(2000), max_in_flight(64); the quota allows 5 s"
@@ -566,6 +635,7 @@ fn row_against_ideal(
         errors: results.iter().filter(|r| r.is_err()).count(),
         wall,
         used: ideal.as_secs_f64() / wall.as_secs_f64(),
+        cpu_per_request: 0.0,
     }
 }
 
@@ -625,6 +695,68 @@ async fn github(rows: &mut Vec<Row>) {
             &server.arrivals(),
             wall,
             Duration::from_secs_f64(19.0 / 5.0),
+        );
+        row.print();
+        rows.push(row);
+    }
+}
+
+async fn tokens(rows: &mut Vec<Row>) {
+    println!(
+        "tokens: per token 30 per 10 s fixed windows (x-ratelimit-*, 403 when over); 150 GETs over two tokens at once"
+    );
+    let window = Duration::from_secs(10);
+    let rows_to_run = [
+        ("tokens 30/10 s x2", Peer::Polite, false),
+        ("tokens 30/10 s x2", Peer::PoliteDefaults, false),
+        ("tokens 30/10 s x2", Peer::ReqwestRetry, false),
+        ("tokens, reset rounded down", Peer::PoliteDefaults, true),
+    ];
+    for (scenario, peer, rounded_down) in rows_to_run {
+        let rule = PerTokenFixedWindow::new(30, window);
+        let rule = if rounded_down {
+            rule.reset_rounded_down()
+        } else {
+            rule
+        };
+        let server = Server::start(Arc::new(rule)).expect("server");
+        let url = server.url();
+        let polite = match peer {
+            Peer::Polite => Some(
+                Polite::builder()
+                    .limit(Limit::per(30, window))
+                    .partition_by_header("authorization")
+                    .build(),
+            ),
+            Peer::PoliteDefaults => Some(
+                Polite::builder()
+                    .partition_by_header("authorization")
+                    .build(),
+            ),
+            _ => None,
+        };
+        let http = match peer {
+            Peer::ReqwestRetry => reqwest_retry(),
+            _ => http_client(polite.as_ref()),
+        };
+        let started = Instant::now();
+        let calls = (0..150).map(|i| {
+            let http = &http;
+            let request = http
+                .get(&url)
+                .header("authorization", format!("token t{}", i % 2));
+            async move { call(http, request).await }
+        });
+        let results = join_all(calls).await;
+        let wall = started.elapsed();
+        // each token's 75th request starts its third window, 20 s after its first
+        let row = row_against_ideal(
+            scenario,
+            peer.name(),
+            &results,
+            &server.arrivals(),
+            wall,
+            2 * window,
         );
         row.print();
         rows.push(row);
@@ -716,6 +848,9 @@ async fn main() {
     if wants("learn") {
         learn(&mut rows).await;
     }
+    if wants("stripe") {
+        stripe(&mut rows).await;
+    }
     if wants("queue") {
         queue(&mut rows).await;
     }
@@ -724,6 +859,9 @@ async fn main() {
     }
     if wants("github") {
         github(&mut rows).await;
+    }
+    if wants("tokens") {
+        tokens(&mut rows).await;
     }
     if wants("openai") {
         openai(&mut rows).await;

@@ -280,3 +280,34 @@ async fn a_first_request_late(builder: reqwest_polite::PoliteBuilder) {
     assert_eq!(server.stats.refused(), 0, "statuses: {statuses:?}");
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
 }
+
+/// Nothing configured, a Stripe-like quota (5 in any second, bare 429s): the rate learned
+/// from the refusals of the first burst ends near the quota, not pinned below it (refusals
+/// that came while the server's window was full used to hold it at 2/s for the rest of a run;
+/// accepted answers slower than refusals made that the rule, not a chance).
+#[tokio::test]
+async fn a_rate_learned_from_bare_refusals_ends_near_what_the_server_accepts() {
+    let limiter = SlidingWindow::new(5, Duration::from_secs(1));
+    let bare = serve(move |_, _| {
+        let reply = limiter.reply();
+        if reply.status == 429 {
+            Reply::status(429) // no Retry-After
+        } else {
+            // accepted requests take longer to answer than refused ones (they do the work):
+            // a burst's first refusal comes before its acceptances
+            reply.delay(Duration::from_millis(30))
+        }
+    });
+    let polite = Polite::new();
+    let client = client(&polite);
+    let statuses = burst(&client, &bare.url("/"), 30).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    let refused = bare.stats.refused();
+    assert!(refused <= 6, "{refused} refusals to learn 5/s");
+    let host = &polite.snapshot()[0];
+    let rate = host.adaptive_rate.expect("learned from refusals");
+    assert!(
+        rate >= 4.0,
+        "the learned rate ends at {rate}/s, below 80% of the 5/s the server accepts: {host:?}"
+    );
+}

@@ -323,3 +323,75 @@ impl Rule for OpenAiLike {
             .header("x-ratelimit-reset-tokens", format!("{reset_ms}ms"))
     }
 }
+
+/// GitHub's primary limit, scaled down: per credential (`authorization`), `count` requests
+/// per fixed window of `window` that starts at the credential's first request after the
+/// previous one ended. Every answer carries `x-ratelimit-limit/remaining/used/reset` (reset in
+/// epoch seconds, rounded up); over the quota, 403 with remaining 0 and nothing else.
+pub struct PerTokenFixedWindow {
+    count: u64,
+    window: Duration,
+    /// Per credential: when its window started and how many it has accepted in it.
+    windows: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
+    /// The reset is announced rounded down to the whole second, up to a second early.
+    reset_rounded_down: bool,
+}
+
+impl PerTokenFixedWindow {
+    pub fn new(count: u64, window: Duration) -> Self {
+        PerTokenFixedWindow {
+            count,
+            window,
+            windows: Mutex::new(std::collections::HashMap::new()),
+            reset_rounded_down: false,
+        }
+    }
+
+    /// Announce the reset rounded down: the window ends up to a second after it.
+    pub fn reset_rounded_down(self) -> Self {
+        PerTokenFixedWindow {
+            reset_rounded_down: true,
+            ..self
+        }
+    }
+}
+
+impl Rule for PerTokenFixedWindow {
+    fn reply(&self, now: Instant) -> Reply {
+        self.reply_to(now, "/", &http::HeaderMap::new())
+    }
+
+    fn reply_to(&self, now: Instant, _path: &str, headers: &http::HeaderMap) -> Reply {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, used) = windows.entry(token).or_insert((now, 0));
+        if now >= *start + self.window {
+            (*start, *used) = (now, 0);
+        }
+        let accepted = *used < self.count;
+        if accepted {
+            *used += 1;
+        }
+        let reset_in = (*start + self.window).duration_since(now);
+        let reset = SystemTime::now()
+            .checked_add(reset_in)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| {
+                d.as_secs() + u64::from(d.subsec_nanos() > 0 && !self.reset_rounded_down)
+            });
+        let reply = if accepted {
+            Reply::ok()
+        } else {
+            Reply::status(403)
+        };
+        reply
+            .header("x-ratelimit-limit", self.count)
+            .header("x-ratelimit-remaining", self.count - *used)
+            .header("x-ratelimit-used", *used)
+            .header("x-ratelimit-reset", reset)
+    }
+}

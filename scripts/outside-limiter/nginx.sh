@@ -53,7 +53,7 @@ for _ in $(seq 50); do
 done
 cd "$(dirname "$0")/../.."
 cargo build --release --example outside_limiter -q
-run=${CARGO_TARGET_DIR:-target}/release/examples/outside_limiter
+run=${OUTSIDE_LIMITER:-${CARGO_TARGET_DIR:-target}/release/examples/outside_limiter} # OUTSIDE_LIMITER: another build of it
 
 # what nginx saw since the log was truncated: accepted, refused, and the share of the rate the
 # accepted requests used between the first and the last accepted one

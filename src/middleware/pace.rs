@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, SemaphorePermit};
@@ -386,50 +385,7 @@ fn wait_reason(decision: &Decision) -> WaitReason {
     }
 }
 
-/// Set while one task in the process yields its way to a slot (see [`sleep_precisely`]).
-static YIELDING: AtomicBool = AtomicBool::new(false);
-
-/// Sleep until `until` itself, not the timer tick after it.
-///
-/// tokio's timer ends sleeps on a millisecond tick, so at 100 or 200 requests per second the
-/// gaps between starts would come in whole milliseconds and a leaky-bucket server that judges
-/// every gap (nginx `limit_req`) would see some too short, or the schedule would have to give
-/// up a tick per request. So the timer sleeps to two ticks before the slot (it wakes up to two
-/// ticks after the instant asked: the deadline is rounded up to a tick, and the driver's park
-/// rounds up once more), and the task yields (cooperatively, letting every other task run)
-/// until the slot: at most two ticks of yielding per paced request, one on average, and one
-/// task in the process at a time; the others take the tick after. On a paused clock (tests)
-/// the timer does the whole wait.
+/// Sleep until `until` itself, not the timer tick after it (see [`crate::pacing::timer`]).
 pub(super) async fn sleep_precisely(until: Instant) {
-    const TWO_TICKS: Duration = Duration::from_millis(2);
-    if let Some(early) = until.checked_sub(TWO_TICKS)
-        && early > Instant::now()
-    {
-        tokio::time::sleep_until(early).await;
-    }
-    if YIELDING
-        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
-    {
-        struct Release;
-        impl Drop for Release {
-            fn drop(&mut self) {
-                YIELDING.store(false, Ordering::Release);
-            }
-        }
-        let _release = Release;
-        let mut last = Instant::now();
-        while last < until {
-            tokio::task::yield_now().await;
-            let now = Instant::now();
-            if now == last {
-                break; // the clock does not move on its own: it is paused
-            }
-            last = now;
-        }
-    }
-    // (a sleep whose instant has passed would still wait for the next tick)
-    if Instant::now() < until {
-        tokio::time::sleep_until(until).await;
-    }
+    crate::pacing::timer::sleep_precisely(until).await;
 }

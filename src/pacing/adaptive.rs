@@ -31,7 +31,16 @@
 //!   spacing before it), so settling 15% below it could stay above the quota and be refused
 //!   again (docs/measurements.md has the leaky-bucket runs). Five or more accepted at once are
 //!   a window's worth: held, after a pause as long as that window (a burst that filled it is
-//!   refused until it passes).
+//!   refused until it passes); so is a refusal of a guess made from the first few answers of a
+//!   burst, once the rest of them are in.
+//! - **With nothing configured, a full window never pins the rate low.** Refusals in a row
+//!   say the server's window is full, not that its rate is below what it accepted a moment
+//!   ago; a burst's refusal may come before the rest of its acceptances. A rate held at what
+//!   such a window showed climbs (over two seconds, once the window has drained) to 95% of
+//!   the most the server accepted in a second, from the first of those refusals to a second
+//!   after the last (a first refusal that finds nothing accepted in the last second, as after
+//!   a pause against a limiter that counts refused requests too, keeps the best second before
+//!   it).
 //! - What the server accepted is read as its rate only when ours did not ramp over the last
 //!   second (and, when held, has held for a whole second).
 //! - A held rate probes upward again (2% of it per second) after 30 s without refusal, so a
@@ -71,8 +80,10 @@ const PROBE_AFTER: Duration = Duration::from_secs(30);
 const PROBE_SHARE: f64 = 0.02;
 /// A guessed rate (nothing configured, few answers) grows by this factor per second...
 const RAMP_PER_SECOND: f64 = 3.0;
-/// ...and settles this far below the rate at which the next refusal came.
+/// ...and settles this far below the rate at which the next refusal came, once it has grown
+/// past the guess by this factor (a refusal before that is still the first burst's).
 const RAMP_SETTLE: f64 = 0.8;
+const RAMP_GROWN: f64 = 1.2;
 /// Fewer answers than this accepted before a refusal are a guess, not a window's worth.
 const MIN_SAMPLE: f64 = 5.0;
 /// Refusals in a row (nothing accepted between them) pause the scope: this long after the
@@ -145,6 +156,13 @@ struct Learned {
     last_decrease: Instant,
     /// Refusals counted since the last acceptance.
     refusals_in_a_row: u32,
+    /// The most the server accepted in a second (a `SAMPLE`) around the last refusals: since
+    /// the first of those in a row, and in the second after the last.
+    best_accepted: f64,
+    /// With nothing configured, a rate held at what a full window showed (refusals in a row,
+    /// a burst that filled it) climbs to 95% of `best_accepted`: answers still on their way
+    /// when the refusal came count too.
+    climbs_to_best: bool,
 }
 
 impl AdaptiveRate {
@@ -212,6 +230,13 @@ impl AdaptiveRate {
         let learned = self.learned.as_deref_mut()?;
         learned.refusals_in_a_row = 0;
         let rate = learned.rate?;
+        if learned.climbs_to_best {
+            if now < learned.last_decrease + SAMPLE {
+                let accepted = f64::from(self.accepted.count(now_ns));
+                learned.best_accepted = learned.best_accepted.max(accepted);
+            }
+            learned.phase = climb_to(learned.phase, rate, BELOW_QUOTA * learned.best_accepted);
+        }
         let dt = now
             .saturating_duration_since(learned.last_update)
             .as_secs_f64();
@@ -271,6 +296,13 @@ impl AdaptiveRate {
             None => START_RATE,
         });
         let (rate, phase, pause) = self.lower(now, current, sent, accepted, sampled_long);
+        let in_a_row_before = self.learned.as_ref().map_or(0, |l| l.refusals_in_a_row);
+        // a first refusal when nothing was accepted for a second (after a pause) keeps the
+        // best second it follows
+        let best_accepted = match self.learned.as_deref() {
+            Some(l) if in_a_row_before > 0 || accepted == 0.0 => l.best_accepted.max(accepted),
+            _ => accepted,
+        };
         let floor = self.ceiling().map_or(MIN_RATE, |c| c / 2.0);
         let top = self.ceiling().unwrap_or(MAX_RATE).max(floor);
         let rate = rate.clamp(floor, top);
@@ -288,29 +320,35 @@ impl AdaptiveRate {
             }
             other => other,
         };
-        let refusals_in_a_row = self.learned.as_ref().map_or(0, |l| l.refusals_in_a_row) + 1;
+        let refusals_in_a_row = in_a_row_before + 1;
         let learned = Learned {
             rate: Some(rate),
             phase,
             last_update: now,
             last_decrease: now,
             refusals_in_a_row,
+            best_accepted,
+            climbs_to_best: self.ceiling().is_none() && (in_a_row_before > 0 || pause.is_some()),
         };
         match self.learned.as_deref_mut() {
             Some(known) => *known = learned,
             None => self.learned = Some(Box::new(learned)),
         }
-        let in_a_row = (refusals_in_a_row >= 2).then(|| {
+        Some(RateChange {
+            from: current,
+            to: Some(rate),
+            pause: pause.max(self.pause_in_a_row(refusals_in_a_row)),
+        })
+    }
+
+    /// The pause after `refusals_in_a_row` refusals with nothing accepted between them.
+    fn pause_in_a_row(&self, refusals_in_a_row: u32) -> Option<Duration> {
+        (refusals_in_a_row >= 2).then(|| {
             let doublings = (refusals_in_a_row - 2).min(16);
             let first = self.configured.map_or(FIRST_PAUSE, |c| {
                 Duration::from_micros(c.first_pause_micros.get().into())
             });
             (first * (1 << doublings)).min(MAX_PAUSE)
-        });
-        Some(RateChange {
-            from: current,
-            to: Some(rate),
-            pause: pause.max(in_a_row),
         })
     }
 
@@ -331,8 +369,7 @@ impl AdaptiveRate {
         // grows understates it), and, held, once it has held for a whole sample. With nothing
         // configured, a burst that met a window learns the window from what it accepted,
         // however short the sample; a configured scope wants a full second of it.
-        let throttled_phase = learned.and_then(|l| l.rate.map(|_| l.phase));
-        let steady = match throttled_phase {
+        let steady = match learned.and_then(|l| l.rate.map(|_| l.phase)) {
             None | Some(Phase::Recover { .. }) => true,
             Some(Phase::Ramp { .. }) => false,
             Some(Phase::Hold { .. }) => since_decrease.is_none_or(|since| since >= SAMPLE),
@@ -346,6 +383,9 @@ impl AdaptiveRate {
             Some(Phase::Recover { target, .. }) => target,
             _ => current,
         };
+        if self.burst_filled_window(sent, accepted, sampled_long) {
+            return self.filled_window(now, accepted);
+        }
         if let Some(&Learned {
             rate: Some(rate),
             phase: Phase::Ramp { from },
@@ -367,9 +407,7 @@ impl AdaptiveRate {
             return if sampled_long {
                 (rate, self.hold(now), None)
             } else if accepted >= MIN_SAMPLE {
-                // a burst filled the server's window: let that window pass first
-                let window = Duration::from_secs_f64(accepted / rate.max(MIN_RATE));
-                (rate, self.hold(now), Some(window.min(MAX_PAUSE)))
+                self.filled_window(now, accepted)
             } else {
                 // a few answers: a guess, from no lower than half the start rate
                 let rate = rate.max(START_RATE / 2.0);
@@ -408,10 +446,50 @@ impl AdaptiveRate {
         (rate, recover, None)
     }
 
+    /// With nothing configured, a burst filled the server's window: the server accepted a
+    /// window's worth, clearly less than we sent, in a sample too short to be a rate. A guess
+    /// made from its first few answers, refused before it grew, is read again from all of
+    /// them.
+    fn burst_filled_window(&self, sent: f64, accepted: f64, sampled_long: bool) -> bool {
+        let grown_guess = self
+            .learned
+            .as_deref()
+            .is_some_and(|l| match (l.rate, l.phase) {
+                (Some(rate), Phase::Ramp { from }) => rate > from * RAMP_GROWN,
+                _ => false,
+            });
+        self.ceiling().is_none()
+            && !grown_guess
+            && !sampled_long
+            && accepted >= MIN_SAMPLE
+            && accepted < ACCEPTED_CLEARLY_LESS * sent
+    }
+
+    /// A burst of which the server accepted `accepted` filled its window: hold at 95% of
+    /// that, after letting the window pass.
+    fn filled_window(&self, now: Instant, accepted: f64) -> (f64, Phase, Option<Duration>) {
+        let rate = accepted * BELOW_QUOTA;
+        let window = Duration::from_secs_f64(accepted / rate.max(MIN_RATE));
+        (rate, self.hold(now), Some(window.min(MAX_PAUSE)))
+    }
+
     fn hold(&self, now: Instant) -> Phase {
         Phase::Hold {
             probe_at: now + PROBE_AFTER,
         }
+    }
+}
+
+/// `phase` at `rate`, climbing (over [`RECOVERY`]) to `reach` if that is above where it goes.
+fn climb_to(phase: Phase, rate: f64, reach: f64) -> Phase {
+    let climb = Phase::Recover {
+        target: reach,
+        per_second: (reach - rate) / RECOVERY.as_secs_f64(),
+    };
+    match phase {
+        Phase::Hold { .. } if reach > rate => climb,
+        Phase::Recover { target, .. } if reach > target => climb,
+        other => other,
     }
 }
 
@@ -591,6 +669,107 @@ mod tests {
         assert!((change.to.expect("throttled") - rate * RAMP_SETTLE).abs() < 1e-9);
         d.run(t, 10.0, 1.0);
         assert_eq!(d.a.rate(), change.to, "held below the refused rate");
+    }
+
+    #[test]
+    fn refusals_in_a_row_with_nothing_configured_climb_back_to_what_the_server_accepted() {
+        // two seconds at 10/s, all accepted; then the server's window is full and refuses two
+        // sends in a row; once it has drained, everything is accepted again
+        let mut d = Drive::new(None);
+        let t = d.run(d.t0, 2.0, 10.0);
+        d.refuse(t).expect("the first lowers");
+        let second = d
+            .refuse(t + Duration::from_millis(150))
+            .expect("refused in a row");
+        assert!(second.pause.is_some(), "in a row: the scope pauses");
+        let low = second.to.expect("throttled");
+        assert!(low < 8.0, "held low while the window is full: {low}");
+        let end = d.run(t + Duration::from_secs(1), 4.0, 10.0);
+        let rate = d.a.rate().expect("still throttled");
+        assert!(
+            rate >= 8.5 && rate > low,
+            "by {end:?}, back near 95% of the 9-10 accepted in the best second, not held at {low}: {rate}"
+        );
+    }
+
+    #[test]
+    fn a_guess_refused_again_while_its_burst_is_answered_learns_the_window() {
+        // 8 scouts out at once against 5 per second: the first refusal comes after 4 answers
+        // (a guess), the next one after the 5th
+        let mut d = Drive::new(None);
+        let ms = Duration::from_millis;
+        for _ in 0..8 {
+            d.a.on_send(0, 1);
+        }
+        for _ in 0..4 {
+            d.a.on_success(d.t0, 0, 1);
+        }
+        let guess = d.a.on_refusal(d.t0, 0, d.t0).expect("a guess");
+        assert_eq!(guess.to, Some(5.0));
+        d.a.on_success(d.t0 + ms(1), 1_000_000, 1);
+        let t = d.t0 + ms(200);
+        let change = d.refuse(t).expect("the window is full");
+        assert_eq!(change.to, Some(4.75), "95% of the 5 the window held");
+        let pause = change.pause.expect("the window passes first");
+        assert!((pause.as_secs_f64() - 5.0 / 4.75).abs() < 1e-6, "{pause:?}");
+    }
+
+    #[test]
+    fn acceptances_answered_after_a_burst_was_refused_raise_the_rate_it_learned() {
+        // 13 sent at once against 10 per second: the refusal comes with 8 answers in, the
+        // other 2 acceptances 5 ms later
+        let mut d = Drive::new(None);
+        for _ in 0..13 {
+            d.a.on_send(0, 1);
+        }
+        for _ in 0..8 {
+            d.a.on_success(d.t0, 0, 1);
+        }
+        let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
+        assert_eq!(change.to, Some(7.6), "95% of the 8 accepted so far");
+        let late = d.t0 + Duration::from_millis(5);
+        d.a.on_success(late, 5_000_000, 1);
+        d.a.on_success(late, 5_000_000, 1);
+        let pause = change.pause.expect("the window passes first");
+        let end = d.run(d.t0 + pause, 3.0, 1.0);
+        let rate = d.a.rate().expect("throttled");
+        assert!(
+            (rate - 9.5).abs() < 1e-9,
+            "95% of the 10 the window held, by {end:?}: {rate}"
+        );
+    }
+
+    #[test]
+    fn refusals_right_after_a_pause_climb_back_to_the_window_before_it() {
+        // a limiter that counts refused requests too (HAProxy's http_req_rate) is still over
+        // its count when the pause for a filled window ends: the first sends after it are
+        // refused, with nothing accepted in the last second
+        let mut d = Drive::new(None);
+        for _ in 0..15 {
+            d.a.on_send(0, 1);
+        }
+        for _ in 0..8 {
+            d.a.on_success(d.t0, 0, 1);
+        }
+        let filled = d.a.on_refusal(d.t0, 0, d.t0).expect("a filled window");
+        // the burst's last two acceptances, answered after its refusal
+        let late = d.t0 + Duration::from_millis(2);
+        d.a.on_success(late, 2_000_000, 1);
+        d.a.on_success(late, 2_000_000, 1);
+        let after = d.t0 + filled.pause.expect("paused");
+        d.refuse(after).expect("refused after the pause");
+        let low = d
+            .refuse(after + Duration::from_millis(100))
+            .expect("and again")
+            .to
+            .expect("throttled");
+        assert!(low < 7.0, "held low while the count drains: {low}");
+        let end = d.run(after + Duration::from_secs(1), 4.0, 1.0);
+        let rate = d.a.rate().expect("throttled");
+        assert!(
+            (rate - 9.5).abs() < 1e-9,
+            "back at 95% of the 10 accepted before the pause by {end:?}, not {low}: {rate}"
+        );
     }
 
     #[test]

@@ -9,13 +9,15 @@
 //!   configured limit;
 //! - [`gcra`]: the schedule itself, pure GCRA, window-exact, slowed by the two above;
 //! - [`lane`]: the lock-free path a host's requests take while nothing but its configured
-//!   limit paces it.
+//!   limit paces it;
+//! - [`timer`]: waits that end on a sub-millisecond slot.
 
 pub(crate) mod adaptive;
 pub(crate) mod cooldown;
 pub(crate) mod gcra;
 pub(crate) mod lane;
 pub(crate) mod quota;
+pub(crate) mod timer;
 
 use std::time::Duration;
 

@@ -2,8 +2,8 @@
 //! scope whose quota we do not know yet.
 //!
 //! - **Known quota**: we keep our own count of what is left until the reset. At zero the scope
-//!   cools down until the reset (the [cooldown](super::cooldown) owns that instant); when little is
-//!   left, what is left is spread evenly over the time to the reset.
+//!   cools down until the reset (the [cooldown](super::cooldown) owns that instant); when little
+//!   is left, what is left is spread evenly over the time to the reset, all of it before.
 //! - **First contact**: until we know a scope's quota, at most a window of *scouts* is out at
 //!   once: 1, doubling each round trip to 4, then one more each round trip (TCP's slow start
 //!   and congestion avoidance), so a burst never lands whole on a quota we have not read. Quota
@@ -303,7 +303,9 @@ impl QuotaTracker {
     }
 
     /// The spacing the quota asks for right now, if little is left: what is left, spread
-    /// evenly over the time to the reset.
+    /// evenly over the time to the reset, the last of it one spacing before the reset (at
+    /// `(reset - now) / remaining`, the last would go at the reset, count in the next window,
+    /// and leave one of this window's unused: a tenth of a small fixed window's quota).
     pub(crate) fn spread(&self, now: Instant) -> Option<Duration> {
         match self.state {
             State::Known {
@@ -311,7 +313,8 @@ impl QuotaTracker {
                 limit,
                 reset_at,
             } if remaining > 0 && is_low(remaining, limit) && now < reset_at => {
-                Some((reset_at - now) / u32::try_from(remaining).unwrap_or(u32::MAX))
+                let parts = u32::try_from(remaining.saturating_add(1)).unwrap_or(u32::MAX);
+                Some((reset_at - now) / parts)
             }
             _ => None,
         }
@@ -445,7 +448,11 @@ mod tests {
         q.observe(t0, false, 200, &hint(50, 10 * S), true);
         assert_eq!(q.spread(t0), None, "half the quota left is not low");
         q.observe(t0, false, 200, &hint(5, 10 * S), true);
-        assert_eq!(q.spread(t0), Some((10 * S + RESET_MARGIN) / 5));
+        assert_eq!(
+            q.spread(t0),
+            Some((10 * S + RESET_MARGIN) / 6),
+            "the last of the 5 one spacing before the reset, not at it (in the next window)"
+        );
     }
 
     #[test]
