@@ -12,8 +12,9 @@
 //! instant it holds, spins the rest (the OS wakes a sleeping thread up to its timer slack
 //! late), then wakes the task through a oneshot channel: a few tens of microseconds after the
 //! instant, for at most [`SPIN`] of one thread's time per wait. The task races that wake against tokio's
-//! own timer for the same instant, so a paused clock (tests) still ends every wait on its
-//! own, and a thread that could not start only costs precision.
+//! own timer for the same instant, and a thread that could not start only costs precision. A
+//! paused clock (tests: two reads of it are equal) leaves every wait to tokio's timer, so a
+//! run on it replays exactly.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -43,7 +44,12 @@ pub(crate) async fn sleep_precisely(until: Instant) {
     if now >= until {
         return;
     }
-    let woken = Timer::shared().map(|timer| timer.wake_in(until - now));
+    // a clock that does not move between two reads is paused (tests): tokio's timer alone ends
+    // the wait, so that nothing outside the paused clock decides when the task runs
+    let paused = Instant::now() == now;
+    let woken = Timer::shared()
+        .filter(|_| !paused)
+        .map(|timer| timer.wake_in(until - now));
     match woken {
         Some(woken) => {
             // whichever comes first: the thread's wake, or tokio's timer
