@@ -550,3 +550,32 @@ async fn requests_waiting_across_a_change_of_form_follow_the_new_limit() {
         server.stats.arrivals()
     );
 }
+
+/// Requests waiting for a slow schedule's slot when the breaker opens fail at once with
+/// `CircuitOpen`, not when their slot comes.
+#[tokio::test]
+async fn requests_queued_on_a_slow_schedule_fail_as_soon_as_the_breaker_opens() {
+    let server = serve(|_, _| Reply::status(500));
+    let polite = Polite::builder()
+        .limit(Limit::per_minute(6).burst(3))
+        .breaker(Breaker::consecutive_failures(3).open_for(Duration::from_secs(30)))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    let started = Instant::now();
+    let calls = (0..10).map(|_| client.get(server.url("/")).send());
+    let results = tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(calls))
+        .await
+        .expect("the queue fails fast once the breaker opens, not at its slots 10 s apart");
+    assert_eq!(server.stats.hits(), 3, "only the burst reached the host");
+    let open = results
+        .iter()
+        .filter(|r| {
+            r.as_ref()
+                .err()
+                .and_then(polite_error)
+                .is_some_and(|e| matches!(e, reqwest_polite::Error::CircuitOpen { .. }))
+        })
+        .count();
+    assert_eq!(open, 7, "{:?} later: {results:?}", started.elapsed());
+}

@@ -285,13 +285,17 @@ impl<'a> Waits<'a> {
                 tracing::trace!(host = %key, reason = "pacing", wait = ?(until - now), "waiting for a pacing slot");
                 if decided.precise {
                     sleep_precisely(until).await;
+                } else if until - now >= LONG_WAIT {
+                    // a breaker that opens meanwhile (an answer) fails the queue at once
+                    let _ = tokio::time::timeout_at(until, answered).await;
                 } else {
                     tokio::time::sleep_until(until).await;
                 }
             }
             Decision::CoolingDown(until) => {
                 tracing::debug!(host = %key, reason = "cooldown", wait = ?(until - now), "cooling down at the server's word: waiting");
-                tokio::time::sleep_until(until).await;
+                // answers are rare while cooling down; one may open the breaker
+                let _ = tokio::time::timeout_at(until, answered).await;
             }
             Decision::Slowed(until) | Decision::Hold(until) => {
                 // the next answer may change it (a quota reset, first contact ending): wake
@@ -374,6 +378,10 @@ fn cooling_down(host: &Host, retry_in: Duration) -> Error {
         retry_in,
     }
 }
+
+/// A wait for a slot at least this long also wakes on answers (to learn at once that the
+/// breaker opened): on schedules this slow, answers are rare, and each wakes one waiter.
+const LONG_WAIT: Duration = Duration::from_secs(1);
 
 /// What a pacing decision that is not `Admit` holds the attempt back for.
 fn wait_reason(decision: &Decision) -> WaitReason {
