@@ -414,9 +414,21 @@ impl AdaptiveRate {
                 (rate, Phase::Ramp { from: rate }, None)
             };
         }
-        // No evidence of a lower quota: our timing was off. Back off and climb back; a second
-        // refusal soon after lowers where we climb back to, 5% each time, so a quota just below
-        // the level is found in a few refusals.
+        self.timing_off(now, current, level, recent)
+    }
+
+    /// A refusal with no evidence of a lower quota: our timing was off. Back off and climb back
+    /// to `level` (the one recovered to or held at); a second refusal soon after (`recent`)
+    /// lowers where we climb back to, 5% each time, so a quota just below the level is found in
+    /// a few refusals.
+    fn timing_off(
+        &self,
+        now: Instant,
+        current: f64,
+        level: f64,
+        recent: bool,
+    ) -> (f64, Phase, Option<Duration>) {
+        let learned = self.learned.as_deref();
         let target = match self.ceiling() {
             // a quota clearly below the configured limit shows in what the server accepted;
             // lowering the level finds the ones just below it, and no lower (refusals that are
