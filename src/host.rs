@@ -24,7 +24,7 @@ use crate::pacing::{Decision, Pacing};
 use crate::partition::Partition;
 use crate::retry::{BudgetState, RetryBudget};
 use crate::scope::{HostLimits, ScopeState};
-use crate::signals::{MAX_HINT, ServerHint, ServerScope};
+use crate::signals::{MAX_HINT, ServerHint, ServerScope, is_refusal};
 use crate::snapshot::{Counters, HostSnapshot, RetryBudgetSnapshot};
 
 /// The key of a host record: `scheme://host:port` as the URL serialises it (default ports are
@@ -395,14 +395,6 @@ pub(crate) enum NoRetry {
     ServerWaitTooLong(Duration),
     PastDeadline,
     BudgetSpent,
-}
-
-/// A refusal: 429, or a 403 that says it is a rate limit (GitHub's primary and secondary
-/// limits: `Retry-After`, or nothing left).
-pub(crate) fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
-    status == http::StatusCode::TOO_MANY_REQUESTS
-        || (status == http::StatusCode::FORBIDDEN
-            && (hint.retry_after.is_some() || hint.remaining == Some(0)))
 }
 
 /// What a new host record is made from.

@@ -526,7 +526,7 @@ pub(crate) fn finished(
             let status = resp.status();
             let outcome = if status == StatusCode::TOO_MANY_REQUESTS
                 || (status == StatusCode::FORBIDDEN
-                    && crate::host::is_refusal(
+                    && crate::signals::is_refusal(
                         status,
                         &crate::signals::ServerHint::read(resp.headers()),
                     )) {

@@ -11,12 +11,12 @@ use super::admit::{Attempt, report_transition};
 use super::{Safety, jitter_rng};
 use crate::builder::{Config, Polite};
 use crate::extensions::RequestOptions;
-use crate::host::{Host, NoRetry, Observed, is_refusal};
+use crate::host::{Host, NoRetry, Observed};
 use crate::observe;
 use crate::pacing::cooldown::Why;
 use crate::retry::{Delays, Outcome, Verdict, classify, heed_server};
 use crate::scope::{Cooldowns, Scope};
-use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
+use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind, is_refusal};
 use crate::snapshot::ScopeKind;
 
 /// What [`record`] needs to know about the request beside its attempt.
@@ -169,12 +169,9 @@ fn hear(
     state.touch(now);
     state.sent -= 1;
     let sent_at = attempt.sent_at.unwrap_or(now);
-    if status.is_some() {
-        state
-            .breaker
-            .note_answer_time(now.saturating_duration_since(sent_at));
-    }
     if let Some(status) = status {
+        let took = now.saturating_duration_since(sent_at);
+        state.breaker.note_answer_time(took);
         let named = named.is_some();
         let observed = state.observe(
             now,

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::signals::ServerHint;
+use crate::signals::{ServerHint, is_refusal};
 use crate::snapshot::ServerQuota;
 
 /// Extra wait past a quota reset, for the server's clock and the whole-second resolution of
@@ -228,7 +228,7 @@ impl QuotaTracker {
             // one scout was all a configured scope sends before its first answer
             self.end_first_contact();
         }
-        let refused = status == 429 || status == 403;
+        let refused = http::StatusCode::from_u16(status).is_ok_and(|s| is_refusal(s, hint));
         if self.configured && !(refused && hint.remaining == Some(0)) {
             return None;
         }

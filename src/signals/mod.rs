@@ -355,6 +355,14 @@ fn x_ratelimit(headers: &HeaderMap, now: SystemTime) -> Quota {
     }
 }
 
+/// A refusal: 429, or a 403 that says it is a rate limit (GitHub's primary and secondary
+/// limits: `Retry-After`, or nothing left).
+pub(crate) fn is_refusal(status: http::StatusCode, hint: &ServerHint) -> bool {
+    status == http::StatusCode::TOO_MANY_REQUESTS
+        || (status == http::StatusCode::FORBIDDEN
+            && (hint.retry_after.is_some() || hint.remaining == Some(0)))
+}
+
 /// OpenAI's request quota: `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests` and
 /// `x-ratelimit-reset-requests` (a Go duration such as `6m0s`). The `-tokens` quota is not
 /// about request pacing and is not read.
