@@ -40,7 +40,7 @@ pub fn pacing_decision(polite: &Polite, url: &Url) -> bool {
 /// its first answers when it sends no quota headers.
 pub fn mark_answered(polite: &Polite, url: &Url) {
     if let Some(host) = polite.host_for(url, None) {
-        host.state().pacing.quota.assume_unmetered();
+        host.state().schedule.pacing.quota.assume_unmetered();
     }
 }
 

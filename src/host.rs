@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -16,12 +16,13 @@ use url::Url;
 
 use crate::breaker::{Breaker, BreakerState};
 use crate::limit::Limit;
+use crate::pacing::Decision;
 use crate::pacing::adaptive::{AdaptiveRate, RateChange};
 use crate::pacing::cooldown::Why;
 use crate::pacing::gcra::Plain;
 use crate::pacing::lane::{Admitted, Lane};
-use crate::pacing::{Decision, Pacing};
 use crate::partition::Partition;
+use crate::record::{Record, Schedule, View};
 use crate::retry::{BudgetState, RetryBudget};
 use crate::scope::{HostLimits, ScopeState};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, is_refusal};
@@ -51,10 +52,8 @@ pub(crate) fn host_key(url: &Url) -> Option<Cow<'_, str>> {
 /// [`HostState::observe`] feeds each answer to the same owners, and the snapshot reads them.
 #[derive(Debug)]
 pub(crate) struct HostState {
-    pub(crate) pacing: Pacing,
+    pub(crate) schedule: Schedule,
     adaptive: AdaptiveRate,
-    /// The configuration generation the limit (the pacing's) comes from.
-    pub(crate) generation: u64,
     /// Quotas the server named for this host's routes (first path segment), learned from its
     /// answers (GitHub resources, Discord buckets). Boxed, and made on the first one: most hosts
     /// name none, and a record stays small.
@@ -66,8 +65,6 @@ pub(crate) struct HostState {
     pub(crate) queued_cost: u64,
     pub(crate) queued: u32,
     pub(crate) counters: Counters,
-    /// When the host was last used, in nanoseconds on the pacing's clock.
-    last_used: u64,
     pub(crate) breaker: BreakerState,
     pub(crate) budget: BudgetState,
 }
@@ -106,7 +103,7 @@ impl HostState {
         scopes: &mut [(MutexGuard<'_, ScopeState>, u32)],
     ) -> (Decision, Option<usize>) {
         let extra = self.adaptive.interval();
-        let scout = match self.pacing.peek(now, cost, extra) {
+        let scout = match self.schedule.pacing.peek(now, cost, extra) {
             Ok(scout) => scout,
             Err(decision) => return (decision, None),
         };
@@ -115,11 +112,11 @@ impl HostState {
                 return (decision, Some(i));
             }
         }
-        self.pacing.take(now, cost, scout, extra);
+        self.schedule.pacing.take(now, cost, scout, extra);
         for (scope, units) in scopes.iter_mut() {
             scope.take(now, *units);
         }
-        self.adaptive.on_send(self.pacing.nanos(now), cost);
+        self.adaptive.on_send(self.schedule.pacing.nanos(now), cost);
         self.counters.attempts += 1;
         self.sent += 1;
         (Decision::Admit { scout }, None)
@@ -135,8 +132,8 @@ impl HostState {
     ) -> Instant {
         scopes
             .iter()
-            .map(|(scope, units)| scope.pacing.certain_wait(now, *units))
-            .fold(self.pacing.certain_wait(now, cost), Instant::max)
+            .map(|(scope, units)| scope.schedule.pacing.certain_wait(now, *units))
+            .fold(self.schedule.pacing.certain_wait(now, cost), Instant::max)
     }
 
     /// True when waits for this host's slots should end on the slot itself rather than on
@@ -145,26 +142,21 @@ impl HostState {
     /// matters to (a host paced from outside by a port-less `host_limit`, or by nothing, is
     /// spaced only by it after a refusal: 6.1 ms slots waking on 7 ms ticks cost 13%).
     pub(crate) fn wants_precise_wakes(&self) -> bool {
-        self.pacing.wants_precise_wakes()
+        self.schedule.pacing.wants_precise_wakes()
             || self
                 .adaptive
                 .interval()
                 .is_some_and(crate::pacing::gcra::wakes_on_the_slot)
     }
 
-    /// Mark the host as used at `now`.
-    pub(crate) fn touch(&mut self, now: Instant) {
-        self.last_used = self.pacing.nanos(now);
-    }
-
     /// The configured limit, if any (the pacing holds it).
     pub(crate) fn limit(&self) -> Option<Limit> {
-        self.pacing.limit()
+        self.schedule.limit()
     }
 
     /// The instant the host's cooldown ends, if one is running.
     pub(crate) fn cooldown_until(&self, now: Instant) -> Option<Instant> {
-        self.pacing.cooldown_until(now)
+        self.schedule.pacing.cooldown_until(now)
     }
 
     /// The quota the server named for a path's route, if it named one.
@@ -200,7 +192,7 @@ impl HostState {
         named: bool,
     ) -> Observed {
         let mut observed = Observed::default();
-        let now_ns = self.pacing.nanos(now);
+        let now_ns = self.schedule.pacing.nanos(now);
         let code = status.as_u16();
         let refused = is_refusal(status, hint);
         let here = !named || hint.global;
@@ -209,7 +201,8 @@ impl HostState {
             .filter(|_| here && (refused || code == 503))
         {
             let wait = retry_after.min(MAX_HINT);
-            self.pacing
+            self.schedule
+                .pacing
                 .cool_down(crate::time::far_add(now, wait), Why::RetryAfter);
             observed.retry_after = Some(wait);
         }
@@ -217,23 +210,24 @@ impl HostState {
             observed.rate_change = self.adaptive.on_success(now, now_ns, cost);
         }
         let accepted_any = self.adaptive.accepted_any(now_ns);
-        if scout && self.pacing.quota.in_first_contact() {
+        if scout && self.schedule.pacing.quota.in_first_contact() {
             // the scout may have reached the server as late as now (a slow first connection):
             // the schedule starts from its answer, so no window the server counts holds more
             let latency = now.saturating_duration_since(sent_at);
             match self.limit() {
-                Some(_) => self.pacing.first_answer(latency),
+                Some(_) => self.schedule.pacing.first_answer(latency),
                 None => observed.first_answer = Some(latency),
             }
         }
         let spent = if named {
             if scout {
-                self.pacing.quota.release_scout();
+                self.schedule.pacing.quota.release_scout();
             }
-            self.pacing.quota.end_first_contact();
+            self.schedule.pacing.quota.end_first_contact();
             None
         } else {
-            self.pacing
+            self.schedule
+                .pacing
                 .observe_quota(now, scout, code, hint, accepted_any)
         };
         if refused {
@@ -250,17 +244,18 @@ impl HostState {
                 // a host-wide scope that paces an unpaced record learns the gap its own
                 // schedule would (a record with a limit of its own is the one paced)
                 observed.slowed = self.limit().is_none();
-                observed.gap = self.pacing.widen_gap(now, sent_at);
+                observed.gap = self.schedule.pacing.widen_gap(now, sent_at);
                 observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
                 if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
                     && observed.retry_after.is_none()
                 {
-                    self.pacing
+                    self.schedule
+                        .pacing
                         .cool_down(crate::time::far_add(now, pause), Why::Refused);
                 }
             }
         }
-        self.last_used = now_ns;
+        self.schedule.touch(now);
         observed
     }
 
@@ -269,20 +264,24 @@ impl HostState {
     /// (a `host:port` limit replaced by a port-less one, or the reverse): the schedule must
     /// move with it (see [`Moved`]).
     pub(crate) fn relimit(&mut self, limits: HostLimits, generation: u64) -> Option<Moved> {
-        self.generation = generation;
         let configured = limits.configured.as_ref();
-        if self.limit() == limits.own && self.adaptive.is_for(configured) {
+        if !self.adaptive.is_for(configured) {
+            self.adaptive = AdaptiveRate::for_limit(configured);
+        }
+        let before = self.limit();
+        // where the old schedule stands, read before the relimit forgets it
+        let position = self.schedule.pacing.position();
+        if !self
+            .schedule
+            .relimit(limits.own, configured.is_some(), generation)
+        {
             return None;
         }
-        let moved = match (self.limit(), limits.own) {
-            (Some(_), None) => self.pacing.position().map(Moved::Out),
+        match (before, limits.own) {
+            (Some(_), None) => position.map(Moved::Out),
             (None, Some(_)) => Some(Moved::In),
             _ => None,
-        };
-        self.pacing
-            .relimit(limits.own.as_ref(), limits.configured.is_some());
-        self.adaptive = AdaptiveRate::for_limit(configured);
-        moved
+        }
     }
 
     /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
@@ -315,7 +314,7 @@ impl HostState {
 
     /// A scout ended without an answer (error, cancellation): let the next one go.
     pub(crate) fn release_scout(&mut self) {
-        self.pacing.quota.release_scout();
+        self.schedule.pacing.quota.release_scout();
     }
 
     /// The schedule the host's [lane](crate::pacing::lane) may run, and where it starts,
@@ -325,12 +324,12 @@ impl HostState {
         if self.queued > 0 || self.adaptive.rate().is_some() || self.routes.is_some() {
             return None;
         }
-        self.pacing.quiet()
+        self.schedule.pacing.quiet()
     }
 
     /// Count what the lane admitted, as [`HostState::decide`] counts its own admissions.
     fn absorb(&mut self, admitted: &Admitted) {
-        self.pacing.resume(admitted);
+        self.schedule.pacing.resume(admitted);
         if let (1.., Some(last)) = (admitted.sends, admitted.last) {
             let units = u32::try_from(admitted.units).unwrap_or(u32::MAX);
             self.adaptive.on_send(last, units);
@@ -424,20 +423,14 @@ impl HostConfig {
     }
 }
 
-/// One host's record.
+/// One host's record, and what only hosts have beside it.
 #[derive(Debug)]
 pub(crate) struct Host {
-    pub(crate) key: Arc<str>,
-    /// The partition (credential) this record is for, if the requests are partitioned.
-    pub(crate) partition: Option<Partition>,
+    pub(crate) record: Record<HostState>,
     /// The lock-free path to a slot while the host is quiet.
     lane: Lane,
-    state: Mutex<HostState>,
     /// Wakes requests held behind a first-contact probe when an answer arrives.
     pub(crate) answered: tokio::sync::Notify,
-    /// The pacing queue: one waiter at a time computes and sleeps; tokio's semaphore is FIFO,
-    /// and a dropped waiter gives its turn back without having taken a slot.
-    pub(crate) turnstile: Semaphore,
     /// The in-flight cap, when configured: a place is taken when the pacing slot is (never held
     /// while waiting), and held until the answer.
     pub(crate) in_flight: Option<Arc<Semaphore>>,
@@ -446,26 +439,29 @@ pub(crate) struct Host {
 impl Host {
     pub(crate) fn new(key: &str, config: &HostConfig, now: Instant) -> Self {
         let HostLimits { own, configured } = config.limits;
-        let pacing = Pacing::new(own.as_ref(), configured.is_some(), now, true);
+        let schedule = Schedule::new(
+            own.as_ref(),
+            configured.is_some(),
+            config.generation,
+            now,
+            true,
+        );
+        let lane = Lane::new(schedule.pacing.clock());
+        let state = HostState {
+            schedule,
+            adaptive: AdaptiveRate::for_limit(configured.as_ref()),
+            routes: None,
+            sent: 0,
+            queued_cost: 0,
+            queued: 0,
+            counters: Counters::default(),
+            breaker: BreakerState::new(Arc::clone(&config.breaker), now),
+            budget: BudgetState::new(Arc::clone(&config.retry_budget), now),
+        };
         Host {
-            lane: Lane::new(pacing.clock()),
-            key: Arc::from(key),
-            partition: config.partition,
-            state: Mutex::new(HostState {
-                pacing,
-                adaptive: AdaptiveRate::for_limit(configured.as_ref()),
-                generation: config.generation,
-                routes: None,
-                sent: 0,
-                queued_cost: 0,
-                queued: 0,
-                counters: Counters::default(),
-                last_used: 0, // the clock starts now
-                breaker: BreakerState::new(Arc::clone(&config.breaker), now),
-                budget: BudgetState::new(Arc::clone(&config.retry_budget), now),
-            }),
+            record: Record::new(Arc::from(key), config.partition, state),
+            lane,
             answered: tokio::sync::Notify::new(),
-            turnstile: Semaphore::new(1),
             in_flight: config
                 .max_in_flight
                 .map(|n| Arc::new(Semaphore::new(n as usize))),
@@ -475,10 +471,7 @@ impl Host {
     /// Lock the state. A panic while the lock was held cannot leave it inconsistent in a way
     /// that matters more than losing the host's pacing, so a poisoned lock is used as is.
     pub(crate) fn state(&self) -> StateGuard<'_> {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self.record.lock();
         state.absorb(&self.lane.close());
         StateGuard {
             lane: &self.lane,
@@ -499,36 +492,37 @@ impl Host {
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
         let state = self.state();
         state.queued == 0
-            && Duration::from_nanos(state.pacing.nanos(now).saturating_sub(state.last_used))
-                >= idle_after
-            && state.pacing.is_idle(now)
+            && state.schedule.is_idle(now, idle_after)
             && state.breaker.is_quiet(now)
             && state.sent == 0
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> HostSnapshot {
         let state = self.state();
+        let View {
+            limit,
+            next_slot_in,
+            interval,
+            cooldown_in,
+            server_quota,
+        } = state.schedule.view(now, state.adaptive.interval());
+        let (requests, retries, allowed) = state.budget.snapshot(now);
         HostSnapshot {
-            key: self.key.to_string(),
-            partition: self.partition.map(|p| p.to_string()),
-            limit: state.limit(),
-            next_slot_in: state.pacing.next_slot_in(now, state.adaptive.interval()),
-            cooldown_in: state
-                .cooldown_until(now)
-                .map(|until| until.saturating_duration_since(now)),
+            key: self.record.key.to_string(),
+            partition: self.record.partition.map(|p| p.to_string()),
+            limit,
+            next_slot_in,
+            cooldown_in,
             in_flight: state.sent,
             queued: state.queued,
-            interval: state.pacing.interval(now, state.adaptive.interval()),
+            interval,
             adaptive_rate: state.adaptive.rate(),
-            server_quota: state.pacing.quota.remaining(now),
+            server_quota,
             breaker: state.breaker.snapshot(now),
-            retry_budget: {
-                let (requests, retries, allowed) = state.budget.snapshot(now);
-                RetryBudgetSnapshot {
-                    requests,
-                    retries,
-                    allowed,
-                }
+            retry_budget: RetryBudgetSnapshot {
+                requests,
+                retries,
+                allowed,
             },
             counters: state.counters,
         }
@@ -648,7 +642,7 @@ mod tests {
             };
             let host = Host::new("http://test", &config, t0);
             let mut state = host.state();
-            state.pacing.quota.assume_unmetered();
+            state.schedule.pacing.quota.assume_unmetered();
             let refused = http::StatusCode::TOO_MANY_REQUESTS;
             let none = ServerHint::default();
             let mut t = t0;
@@ -683,7 +677,7 @@ mod tests {
             };
             let host = Host::new("http://test", &config, t0);
             let mut state = host.state();
-            state.pacing.quota.assume_unmetered();
+            state.schedule.pacing.quota.assume_unmetered();
             assert!(!state.wants_precise_wakes(), "nothing spaces it yet");
             let t = t0 + Duration::from_millis(10);
             assert!(matches!(
@@ -720,7 +714,7 @@ mod tests {
         let limit = Limit::per(40, Duration::from_millis(100)).burst(8);
         let config = HostConfig::test(Some(limit));
         let host = Host::new("http://test", &config, Instant::now());
-        host.state().pacing.quota.assume_unmetered();
+        host.state().schedule.pacing.quota.assume_unmetered();
         let until = Instant::now() + Duration::from_millis(400);
         let (starts, fast) = std::thread::scope(|s| {
             let takers: Vec<_> = (0..3)

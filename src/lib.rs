@@ -105,6 +105,7 @@ mod middleware;
 mod observe;
 mod pacing;
 mod partition;
+mod record;
 mod retry;
 mod routing;
 mod scope;

@@ -424,7 +424,7 @@ impl Observer for FanOut {
 }
 
 fn tag(host: &Host) -> Option<PartitionTag> {
-    host.partition.map(PartitionTag)
+    host.record.partition.map(PartitionTag)
 }
 
 // The reports the middleware makes: each builds one event and calls the observer.
@@ -438,7 +438,7 @@ pub(crate) fn waited(
     resend_count: u32,
 ) {
     observer.on_wait(&WaitEvent {
-        host: &host.key,
+        host: &host.record.key,
         partition: tag(host),
         scope,
         reason,
@@ -455,7 +455,7 @@ pub(crate) fn retrying(
     delay: Duration,
 ) {
     observer.on_retry(&RetryEvent {
-        host: &host.key,
+        host: &host.record.key,
         partition: tag(host),
         status: result.as_ref().ok().map(Response::status),
         resend_count,
@@ -472,7 +472,7 @@ pub(crate) fn refused(
     resend_count: u32,
 ) {
     observer.on_refusal(&RefusalEvent {
-        host: &host.key,
+        host: &host.record.key,
         partition: tag(host),
         scope,
         status,
@@ -490,7 +490,7 @@ pub(crate) fn breaker(observer: &dyn Observer, host: &Host, transition: Transiti
         Transition::Closed => (BreakerPhase::Closed, None, None),
     };
     observer.on_breaker(&BreakerEvent {
-        host: &host.key,
+        host: &host.record.key,
         partition: tag(host),
         phase,
         failures,
@@ -501,7 +501,7 @@ pub(crate) fn breaker(observer: &dyn Observer, host: &Host, transition: Transiti
 /// The end of a request: a rejection if the middleware refused to send, then its outcome.
 pub(crate) fn rejected(observer: &dyn Observer, host: &Host, error: &Error, resend_count: u32) {
     observer.on_rejected(&RejectedEvent {
-        host: &host.key,
+        host: &host.record.key,
         partition: tag(host),
         reason: RejectReason::of(error),
         error,
@@ -542,7 +542,7 @@ pub(crate) fn finished(
         }
     };
     observer.on_request(&RequestEvent {
-        host: &host.key,
+        host: &host.record.key,
         partition: tag(host),
         outcome,
         status,

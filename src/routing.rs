@@ -90,7 +90,7 @@ impl Polite {
         if !limits.has_scopes() && named.is_none() {
             return Vec::new();
         }
-        let p = host.partition;
+        let p = host.record.partition;
         let tag = Partition::key_of(p);
         let mut scopes = Vec::new();
         let mut add = |key: String, kind, label: String, limit: Option<Limit>, units: u32| {
@@ -99,8 +99,8 @@ impl Polite {
             });
             {
                 let mut state = scope.state();
-                if state.generation != generation && limit.is_some() {
-                    state.relimit(limit, generation);
+                if state.schedule.generation != generation && limit.is_some() {
+                    state.schedule.relimit(limit, limit.is_some(), generation);
                 }
             }
             scopes.push((scope, units));
@@ -144,30 +144,38 @@ impl Polite {
                 scopes.push((self.named_scope(host, named.kind, quota), cost));
             }
         }
-        scopes.sort_by(|a, b| a.0.key.cmp(&b.0.key));
-        scopes.dedup_by(|a, b| a.0.key == b.0.key);
+        scopes.sort_by(|a, b| a.0.record.key.cmp(&b.0.record.key));
+        scopes.dedup_by(|a, b| a.0.record.key == b.0.record.key);
         scopes
     }
 
     /// A limit moved between `host`'s record and its host-wide scope at run time: the schedule
     /// moves with it, so the change lets nothing through sooner than the old form allowed.
     pub(crate) fn carry_schedule(&self, host: &Host, url: &Url, limits: &Limits, moved: Moved) {
-        let tag = Partition::key_of(host.partition);
+        let tag = Partition::key_of(host.record.partition);
         match (moved, limits.host_wide(url)) {
             (Moved::Out(position), Some((name, _))) => {
                 // made here if it does not exist yet, as the request's scopes will find it
                 let key = host_wide_key(&tag, &name);
                 let scope = self.inner.store.scope(&key, |now| {
-                    Scope::new(&key, ScopeKind::Host, &name, host.partition, None, 0, now)
+                    Scope::new(
+                        &key,
+                        ScopeKind::Host,
+                        &name,
+                        host.record.partition,
+                        None,
+                        0,
+                        now,
+                    )
                 });
-                scope.state().pacing.take_over(position);
+                scope.state().schedule.pacing.take_over(position);
             }
             (Moved::In, None) => {
                 let (name, _) = crate::scope::host_names(url);
                 let scope = self.inner.store.find_scope(&host_wide_key(&tag, &name));
-                let position = scope.and_then(|scope| scope.state().pacing.position());
+                let position = scope.and_then(|scope| scope.state().schedule.pacing.position());
                 if let Some(position) = position {
-                    host.state().pacing.take_over(position);
+                    host.state().schedule.pacing.take_over(position);
                 }
             }
             _ => {}
@@ -184,7 +192,7 @@ impl Polite {
         quota: &QuotaName,
     ) -> Arc<Scope> {
         let generation = self.generation();
-        let tag = Partition::key_of(host.partition);
+        let tag = Partition::key_of(host.record.partition);
         let (kind, word) = match kind {
             ServerScopeKind::Resource => (ScopeKind::Resource, "resource"),
             ServerScopeKind::Bucket => (ScopeKind::Bucket, "bucket"),
@@ -194,17 +202,25 @@ impl Polite {
         // a policy's `pk` splits its quota only where requests are partitioned by credential:
         // a host record every credential shares cannot tell which `pk` its next request is
         // for, so its policies of one name share one (conservative) count
-        let pk = quota.partition.filter(|_| host.partition.is_some());
+        let pk = quota.partition.filter(|_| host.record.partition.is_some());
         let key = match pk {
-            None => format!("{tag}|{word}|{}|{name}", host.key),
-            Some(pk) => format!("{tag}|{word}|{}|{name}|{}", host.key, pk.key()),
+            None => format!("{tag}|{word}|{}|{name}", host.record.key),
+            Some(pk) => format!("{tag}|{word}|{}|{name}|{}", host.record.key, pk.key()),
         };
         self.inner.store.scope(&key, |now| {
             let label = match pk {
-                None => format!("{} {name}", host.key),
-                Some(pk) => format!("{} {name} pk {pk}", host.key),
+                None => format!("{} {name}", host.record.key),
+                Some(pk) => format!("{} {name} pk {pk}", host.record.key),
             };
-            Scope::new(&key, kind, &label, host.partition, None, generation, now)
+            Scope::new(
+                &key,
+                kind,
+                &label,
+                host.record.partition,
+                None,
+                generation,
+                now,
+            )
         })
     }
 }

@@ -10,15 +10,16 @@
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use url::Url;
 
 use crate::limit::Limit;
-use crate::pacing::{Decision, Pacing};
+use crate::pacing::Decision;
 use crate::partition::Partition;
+use crate::record::{Record, Schedule, View};
 use crate::snapshot::{ScopeKind, ScopeSnapshot};
 
 /// Every configured quota: what the builder (and [`set_host_limit`](crate::Polite::set_host_limit))
@@ -196,30 +197,24 @@ fn renewal_tail(window: Duration) -> Duration {
 /// (`None`), and how long each lasts.
 pub(crate) type Cooldowns = Vec<(Option<Arc<Scope>>, Duration)>;
 
-/// One scope's record: its pacing, behind one short-held lock.
+/// One scope's record, and what only scopes have beside it: what kind of quota it is, and
+/// what it covers.
 #[derive(Debug)]
 pub(crate) struct Scope {
-    /// The store key: partition, kind, host and name.
-    pub(crate) key: Arc<str>,
+    /// Its key: partition, kind, host and name. Requests held back by this scope wait in its
+    /// queue, not in their host's, so a spent route never blocks the host's other routes.
+    pub(crate) record: Record<ScopeState>,
     pub(crate) kind: ScopeKind,
     /// What it covers, for people: `api.github.com /search/`, `api.openai.com tokens`.
     pub(crate) label: Arc<str>,
-    pub(crate) partition: Option<Partition>,
-    state: Mutex<ScopeState>,
-    /// Requests held back by this scope wait here (FIFO), not in their host's queue, so a spent
-    /// route never blocks the host's other routes.
-    pub(crate) turnstile: tokio::sync::Semaphore,
 }
 
 /// The mutable part of a scope's record.
 #[derive(Debug)]
 pub(crate) struct ScopeState {
-    pub(crate) pacing: Pacing,
-    pub(crate) limit: Option<Limit>,
-    pub(crate) generation: u64,
+    pub(crate) schedule: Schedule,
     /// Units taken so far (requests, or the scope's unit).
     pub(crate) taken: u64,
-    pub(crate) last_used: Instant,
     /// An IETF policy's quota and window (`q`, `w`): its windows are fixed, so at each reset
     /// its count starts again at the quota.
     pub(crate) renewal: Option<(u64, Duration)>,
@@ -234,31 +229,23 @@ impl ScopeState {
     /// which the renewal hands out in full: a policy sends nothing in the last
     /// [`renewal_tail`] of its window.
     pub(crate) fn peek(&mut self, now: Instant, units: u32) -> Result<bool, Decision> {
+        let pacing = &mut self.schedule.pacing;
         if let Some((quota, window)) = self.renewal {
-            self.pacing.quota.renew(now, quota, window);
-            if let Some(quota) = self.pacing.quota.remaining(now)
+            pacing.quota.renew(now, quota, window);
+            if let Some(quota) = pacing.quota.remaining(now)
                 && quota.resets_in < renewal_tail(window)
             {
                 return Err(Decision::CoolingDown(now + quota.resets_in));
             }
         }
-        self.pacing.peek(now, units, None)
+        pacing.peek(now, units, None)
     }
 
     /// Take the slot [`Pacing::peek`] allowed, `units` of it.
     pub(crate) fn take(&mut self, now: Instant, units: u32) {
-        self.pacing.take(now, units, false, None);
+        self.schedule.pacing.take(now, units, false, None);
+        self.schedule.touch(now);
         self.taken += u64::from(units);
-        self.last_used = now;
-    }
-
-    /// Pace to a new configured limit (generation `generation`) from the next request on.
-    pub(crate) fn relimit(&mut self, limit: Option<Limit>, generation: u64) {
-        self.generation = generation;
-        if self.limit != limit {
-            self.limit = limit;
-            self.pacing.relimit(limit.as_ref(), limit.is_some());
-        }
     }
 }
 
@@ -273,49 +260,46 @@ impl Scope {
         generation: u64,
         now: Instant,
     ) -> Self {
-        let pacing = Pacing::new(limit.as_ref(), limit.is_some(), now, false);
+        let state = ScopeState {
+            schedule: Schedule::new(limit.as_ref(), limit.is_some(), generation, now, false),
+            taken: 0,
+            renewal: None,
+        };
         Scope {
-            key: Arc::from(key),
+            record: Record::new(Arc::from(key), partition, state),
             kind,
             label: Arc::from(label),
-            partition,
-            state: Mutex::new(ScopeState {
-                pacing,
-                limit,
-                generation,
-                taken: 0,
-                last_used: now,
-                renewal: None,
-            }),
-            turnstile: tokio::sync::Semaphore::new(1),
         }
     }
 
-    /// Lock the state (a poisoned lock is used as is, as for hosts).
+    /// Lock the state.
     pub(crate) fn state(&self) -> MutexGuard<'_, ScopeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.record.lock()
     }
 
     /// True when the record carries nothing worth keeping at `now`.
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
-        let state = self.state();
-        now.saturating_duration_since(state.last_used) >= idle_after && state.pacing.is_idle(now)
+        self.state().schedule.is_idle(now, idle_after)
     }
 
     pub(crate) fn snapshot(&self, now: Instant) -> ScopeSnapshot {
         let state = self.state();
+        let View {
+            limit,
+            next_slot_in,
+            interval,
+            cooldown_in,
+            server_quota,
+        } = state.schedule.view(now, None);
         ScopeSnapshot {
             kind: self.kind,
             scope: self.label.to_string(),
-            partition: self.partition.map(|p| p.to_string()),
-            limit: state.limit,
-            next_slot_in: state.pacing.next_slot_in(now, None),
-            interval: state.pacing.interval(now, None),
-            cooldown_in: state
-                .pacing
-                .cooldown_until(now)
-                .map(|until| until.saturating_duration_since(now)),
-            server_quota: state.pacing.quota.remaining(now),
+            partition: self.record.partition.map(|p| p.to_string()),
+            limit,
+            next_slot_in,
+            interval,
+            cooldown_in,
+            server_quota,
             taken: state.taken,
         }
     }
@@ -342,7 +326,10 @@ mod tests {
                 reset_in: Some(Duration::from_secs(1)),
                 ..Default::default()
             };
-            state.pacing.observe_quota(t0, false, 200, &spent, true);
+            state
+                .schedule
+                .pacing
+                .observe_quota(t0, false, 200, &spent, true);
             // follow the scope's own word on when to ask again, for three windows past the
             // first reset: 10 go in each
             let (mut now, mut sent, mut asked) = (t0, 0, 0);

@@ -41,7 +41,11 @@ use crate::store::redis::Reservation;
 
 /// The shared key of a host record's schedule.
 pub(crate) fn host_key(host: &Host) -> String {
-    format!("{}|{}", Partition::key_of(host.partition), host.key)
+    format!(
+        "{}|{}",
+        Partition::key_of(host.record.partition),
+        host.record.key
+    )
 }
 
 /// Wait out every cooldown the fleet shares for this request's host record and scopes, then
@@ -62,8 +66,8 @@ pub(crate) async fn pace(
     let mut schedules: Vec<(String, Option<Limit>, u32)> = Vec::with_capacity(1 + scopes.len());
     schedules.push((host_key(host), host.state().limit(), opts.cost));
     for (scope, units) in scopes {
-        let limit = scope.state().limit;
-        schedules.push((scope.key.to_string(), limit, *units));
+        let limit = scope.state().schedule.limit();
+        schedules.push((scope.record.key.to_string(), limit, *units));
     }
     // stable: the cooldowns first, then the schedules in their order
     schedules.sort_by_key(|(_, limit, _)| limit.is_some());
@@ -140,13 +144,13 @@ fn refused(
 ) -> Error {
     if opts.past_deadline(crate::time::far_add(now, earliest)) {
         Error::DeadlineExceeded {
-            host: host.key.to_string(),
+            host: host.record.key.to_string(),
             attempts,
             would_wait: Some(earliest),
         }
     } else {
         Error::CoolingDown {
-            host: host.key.to_string(),
+            host: host.record.key.to_string(),
             retry_in: earliest.max(closed),
         }
     }
@@ -158,19 +162,19 @@ fn refused(
 pub(crate) async fn close(store: &RedisStore, host: &Host, cooldowns: &Cooldowns) {
     for (scope, wait) in cooldowns {
         let key = match scope {
-            Some(scope) => scope.key.to_string(),
+            Some(scope) => scope.record.key.to_string(),
             None => host_key(host),
         };
         if let Err(err) = store.close(&key, *wait).await {
-            tracing::debug!(host = %host.key, %err, "could not share a cooldown through Redis");
+            tracing::debug!(host = %host.record.key, %err, "could not share a cooldown through Redis");
         }
     }
 }
 
 fn unavailable(host: &Host, err: &crate::store::RedisStoreError) -> Error {
-    tracing::debug!(host = %host.key, %err, "shared store unavailable: failing closed");
+    tracing::debug!(host = %host.record.key, %err, "shared store unavailable: failing closed");
     Error::StoreUnavailable {
-        host: host.key.to_string(),
+        host: host.record.key.to_string(),
         reason: err.to_string(),
     }
 }

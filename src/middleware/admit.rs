@@ -80,7 +80,7 @@ pub(super) fn begin(
 ) -> Result<(Option<ServerScope>, Option<Attempt>, u64), Error> {
     let now = Instant::now();
     let mut state = host.state();
-    if state.generation != polite.generation() {
+    if state.schedule.generation != polite.generation() {
         let (limits, generation) = polite.limits();
         let moved = state.relimit(limits.for_host(url), generation);
         if let Some(schedule) = moved {
@@ -97,13 +97,13 @@ pub(super) fn begin(
         && opts.cost > limit.count()
     {
         return Err(Error::CostExceedsLimit {
-            host: host.key.to_string(),
+            host: host.record.key.to_string(),
             cost: opts.cost,
             limit: limit.count(),
         });
     }
     let named = state.named_scope(url.path()).cloned();
-    let generation = state.generation;
+    let generation = state.schedule.generation;
     let (admission, transition) = state.breaker.admit(now);
     let refused = refusal(host, &state, admission, now);
     drop(state);
@@ -148,10 +148,10 @@ pub(super) async fn admit(
         };
         let bound = opts.wait_if_open.unwrap_or(now);
         if now >= bound {
-            tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: failing fast");
+            tracing::debug!(host = %host.record.key, ?retry_in, attempts, "circuit open: failing fast");
             return Err(refused);
         }
-        tracing::debug!(host = %host.key, ?retry_in, attempts, "circuit open: waiting for the host to heal");
+        tracing::debug!(host = %host.record.key, ?retry_in, attempts, "circuit open: waiting for the host to heal");
         // a probe's answer decides sooner than the open period: wake on answers too
         let until = crate::time::far_add(now, retry_in).min(bound);
         let _ = tokio::time::timeout_at(until, answered).await;
@@ -210,7 +210,7 @@ fn circuit_open(host: &Host, state: &HostState, retry_in: Duration, now: Instant
         .probe_decides_in(now, MIN_DECISION_WAIT)
         .map_or(retry_in, |decides_in| decides_in.min(retry_in));
     Error::CircuitOpen {
-        host: host.key.to_string(),
+        host: host.record.key.to_string(),
         retry_in,
     }
 }
@@ -222,7 +222,7 @@ const MIN_DECISION_WAIT: Duration = Duration::from_millis(10);
 /// count would break the window promise).
 pub(super) fn fits(scopes: &[(Arc<Scope>, u32)]) -> Result<(), Error> {
     for (scope, units) in scopes {
-        let limit = scope.state().limit; // the scope's lock is released here: never held with the host's
+        let limit = scope.state().schedule.limit(); // the scope's lock is released here: never held with the host's
         if let Some(limit) = limit
             && *units > limit.count()
         {
@@ -248,12 +248,12 @@ pub(super) fn report_transition(host: &Host, config: &Config, transition: Option
 fn report(host: &Host, config: &Config, transition: Transition) {
     match transition {
         Transition::Opened { failures, open_for } => {
-            tracing::warn!(host = %host.key, failures, ?open_for, "circuit breaker opened")
+            tracing::warn!(host = %host.record.key, failures, ?open_for, "circuit breaker opened")
         }
         Transition::HalfOpened => {
-            tracing::info!(host = %host.key, "circuit breaker half-open: probing")
+            tracing::info!(host = %host.record.key, "circuit breaker half-open: probing")
         }
-        Transition::Closed => tracing::info!(host = %host.key, "circuit breaker closed"),
+        Transition::Closed => tracing::info!(host = %host.record.key, "circuit breaker closed"),
     }
     if let Some(observer) = config.observers.get() {
         observe::breaker(observer, host, transition);

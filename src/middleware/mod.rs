@@ -274,7 +274,7 @@ impl Polite {
                 Ok(Paced::Go(in_flight)) => return Ok(in_flight),
                 Ok(Paced::Rescope(learned)) => {
                     // (read before the scopes are: they are never older than it says)
-                    *generation = host.state().generation;
+                    *generation = host.state().schedule.generation;
                     if learned.is_some() {
                         *named = learned;
                     }

@@ -118,7 +118,9 @@ impl<'a> Waits<'a> {
         let mut place = self.first_place()?;
         loop {
             if place.turn.is_none() && !std::mem::take(&mut place.cut_in) {
-                let acquired = self.until_deadline(self.host.turnstile.acquire()).await?;
+                let acquired = self
+                    .until_deadline(self.host.record.turnstile.acquire())
+                    .await?;
                 place.turn = Some(acquired.expect("the turnstile is never closed"));
             }
             if place.in_flight.is_none() && self.host.in_flight.is_some() {
@@ -157,7 +159,7 @@ impl<'a> Waits<'a> {
                 place.cut_in = true;
                 if place.scope_turn.as_ref().is_none_or(|(j, _)| *j != i) {
                     drop(place.scope_turn.take()); // one scope's queue at a time: never two held
-                    let waiting = self.scopes[i].0.turnstile.acquire();
+                    let waiting = self.scopes[i].0.record.turnstile.acquire();
                     let acquired = self.until_deadline(waiting).await?;
                     place.scope_turn =
                         Some((i, acquired.expect("scope turnstiles are never closed")));
@@ -172,7 +174,7 @@ impl<'a> Waits<'a> {
     /// queue, unless the wait certain to come (the schedule, a cooldown) passes the deadline.
     fn first_place(&self) -> Result<Place<'a>, Error> {
         let mut place = Place::default();
-        if let Ok(turn) = self.host.turnstile.try_acquire() {
+        if let Ok(turn) = self.host.record.turnstile.try_acquire() {
             place.turn = Some(turn);
             return Ok(place);
         }
@@ -207,7 +209,7 @@ impl<'a> Waits<'a> {
         place: &mut Place<'a>,
     ) -> Result<Result<Decided, Error>, Option<ServerScope>> {
         let mut state = self.host.state();
-        if state.generation != self.generation {
+        if state.schedule.generation != self.generation {
             return Err(None);
         }
         if let Some(learned) = state.named_scope(self.path)
@@ -226,7 +228,7 @@ impl<'a> Waits<'a> {
         // the schedule that holds the request back says how to wake for its slot; read under
         // the lock: a limit set at run time changes it
         let precise = match blocker {
-            Some(i) => locked[i].0.pacing.wants_precise_wakes(),
+            Some(i) => locked[i].0.schedule.pacing.wants_precise_wakes(),
             None => state.wants_precise_wakes(),
         };
         drop(locked);
@@ -279,7 +281,7 @@ impl<'a> Waits<'a> {
         now: Instant,
         mut answered: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
     ) {
-        let key = &self.host.key;
+        let key = &self.host.record.key;
         match decided.decision {
             Decision::Wait(until) => {
                 tracing::trace!(host = %key, reason = "pacing", wait = ?(until - now), "waiting for a pacing slot");
@@ -336,7 +338,7 @@ impl<'a> Waits<'a> {
         if let Ok(permit) = Arc::clone(cap).try_acquire_owned() {
             return Ok(Some(permit));
         }
-        tracing::trace!(host = %self.host.key, reason = "in_flight", "waiting under the in-flight cap");
+        tracing::trace!(host = %self.host.record.key, reason = "in_flight", "waiting under the in-flight cap");
         let started = Instant::now();
         let permit = self.until_deadline(Arc::clone(cap).acquire_owned()).await?;
         if let Some(observer) = self.config.observers.get() {
@@ -366,7 +368,7 @@ impl<'a> Waits<'a> {
 
 fn deadline_exceeded(host: &Host, attempts: u32, would_wait: Option<Duration>) -> Error {
     Error::DeadlineExceeded {
-        host: host.key.to_string(),
+        host: host.record.key.to_string(),
         attempts,
         would_wait,
     }
@@ -374,7 +376,7 @@ fn deadline_exceeded(host: &Host, attempts: u32, would_wait: Option<Duration>) -
 
 fn cooling_down(host: &Host, retry_in: Duration) -> Error {
     Error::CoolingDown {
-        host: host.key.to_string(),
+        host: host.record.key.to_string(),
         retry_in,
     }
 }

@@ -166,7 +166,7 @@ fn hear(
         wake: false,
     };
     let mut state = host.state();
-    state.touch(now);
+    state.schedule.touch(now);
     state.sent -= 1;
     let sent_at = attempt.sent_at.unwrap_or(now);
     if let Some(status) = status {
@@ -183,20 +183,20 @@ fn hear(
             named,
         );
         if let Some(retry_after) = observed.retry_after {
-            tracing::debug!(host = %host.key, %status, ?retry_after, "Retry-After: host cooling down");
+            tracing::debug!(host = %host.record.key, %status, ?retry_after, "Retry-After: host cooling down");
             heard.paused_for = Some(retry_after);
         }
         if let Some(change) = observed.rate_change {
-            tracing::debug!(host = %host.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
+            tracing::debug!(host = %host.record.key, from = change.from, to = ?change.to, "adaptive rate changed (units/s)");
         }
         if let Some(gap) = observed.gap {
-            tracing::debug!(host = %host.key, ?gap, "a bare refusal widened the gap between starts");
+            tracing::debug!(host = %host.record.key, ?gap, "a bare refusal widened the gap between starts");
         }
         heard.observed = Some((observed, sent_at));
         if let Some(scope) = &hint.server_scope {
             // unpartitioned, every credential's answers teach this route: without their
             // `pk`s, so that one credential's answer does not move another's requests
-            match host.partition {
+            match host.record.partition {
                 Some(_) => state.learn_route(answer.path, scope),
                 None => state.learn_route(answer.path, &scope.without_partitions()),
             }
@@ -264,12 +264,12 @@ fn tell_host_wide_scopes(
     {
         let mut state = scope.state();
         if let Some(latency) = observed.first_answer {
-            state.pacing.first_answer_of(sent_at, latency);
+            state.schedule.pacing.first_answer_of(sent_at, latency);
         }
         if observed.slowed
-            && let Some(gap) = state.pacing.widen_gap(now, sent_at)
+            && let Some(gap) = state.schedule.pacing.widen_gap(now, sent_at)
         {
-            tracing::debug!(host = %host.key, scope = %scope.label, ?gap, "a bare refusal widened the gap between starts");
+            tracing::debug!(host = %host.record.key, scope = %scope.label, ?gap, "a bare refusal widened the gap between starts");
         }
     }
 }
@@ -302,7 +302,7 @@ fn feed_scopes(
             .scopes
             .iter()
             .filter(|(scope, _)| matches!(scope.kind, ScopeKind::Host | ScopeKind::Route))
-            .filter_map(|(scope, _)| scope.state().limit)
+            .filter_map(|(scope, _)| scope.state().schedule.limit())
             .chain(host_limit)
             .collect();
         cooldowns = feed_named(polite, host, named, &configured, status, hint, now);
@@ -318,7 +318,7 @@ fn feed_scopes(
             && tokens.remaining == Some(0)
             && let Some(reset_in) = tokens.reset_in
         {
-            scope.state().pacing.cool_down(
+            scope.state().schedule.pacing.cool_down(
                 crate::time::far_add(now, reset_in.min(MAX_HINT)),
                 Why::QuotaSpent,
             );
@@ -369,19 +369,21 @@ fn feed_named(
         let spent_refusal = refused && quota_hint.remaining == Some(0);
         let scope = polite.named_scope(host, named.kind, quota);
         let mut state = scope.state();
-        state.last_used = now;
+        state.schedule.touch(now);
         if renewal.is_some() {
             state.renewal = renewal;
         }
         if let Some(retry_after) = retry_after.map(|wait| wait.min(MAX_HINT)) {
             state
+                .schedule
                 .pacing
                 .cool_down(crate::time::far_add(now, retry_after), Why::RetryAfter);
-            tracing::debug!(host = %host.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
+            tracing::debug!(host = %host.record.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
             cooldowns.push((Some(Arc::clone(&scope)), retry_after));
         }
         if !user_keeps_it || spent_refusal {
             state
+                .schedule
                 .pacing
                 .observe_quota(now, false, code, quota_hint, true);
         }
@@ -411,23 +413,23 @@ pub(super) fn plan_retry(
             .plan_retry(Instant::now(), delay, opts.deadline, config.max_retry_after);
     match plan {
         Ok(delay) => {
-            tracing::debug!(host = %host.key, attempts, reason = "backoff", wait = ?delay, "retrying");
+            tracing::debug!(host = %host.record.key, attempts, reason = "backoff", wait = ?delay, "retrying");
             Some(delay)
         }
         Err(NoRetry::CircuitOpen) => {
-            tracing::debug!(host = %host.key, attempts, "circuit open: not retrying");
+            tracing::debug!(host = %host.record.key, attempts, "circuit open: not retrying");
             None
         }
         Err(NoRetry::ServerWaitTooLong(wait)) => {
-            tracing::debug!(host = %host.key, ?wait, "server wait past max_retry_after: returning the response");
+            tracing::debug!(host = %host.record.key, ?wait, "server wait past max_retry_after: returning the response");
             None
         }
         Err(NoRetry::PastDeadline) => {
-            tracing::debug!(host = %host.key, attempts, "the next attempt would pass the deadline");
+            tracing::debug!(host = %host.record.key, attempts, "the next attempt would pass the deadline");
             None
         }
         Err(NoRetry::BudgetSpent) => {
-            tracing::debug!(host = %host.key, attempts, "retry budget spent: not retrying");
+            tracing::debug!(host = %host.record.key, attempts, "retry budget spent: not retrying");
             None
         }
     }

@@ -10,7 +10,7 @@ use crate::observe;
 pub(super) fn refuse(host: &Host, config: &Config, error: Error, attempts: u32) -> Error {
     host.state().counters.rejected += 1;
     let reason = observe::RejectReason::of(&error);
-    tracing::debug!(host = %host.key, %reason, attempts, %error, "not sending");
+    tracing::debug!(host = %host.record.key, %reason, attempts, %error, "not sending");
     if let Some(observer) = config.observers.get() {
         observe::rejected(observer, host, &error, attempts);
     }

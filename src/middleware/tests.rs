@@ -18,7 +18,7 @@ const MS: Duration = Duration::from_millis(1);
 fn host(limit: Limit) -> Arc<Host> {
     let config = crate::host::HostConfig::test(Some(limit));
     let host = Arc::new(Host::new("http://test", &config, Instant::now()));
-    host.state().pacing.quota.assume_unmetered();
+    host.state().schedule.pacing.quota.assume_unmetered();
     host
 }
 

@@ -1,4 +1,4 @@
-//! The default store: host records in this process's memory, idle ones evicted.
+//! The default store: host and scope records in this process's memory, idle ones evicted.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -15,28 +15,157 @@ use crate::host::HostConfig;
 use crate::scope::Scope;
 use crate::snapshot::{HostSnapshot, ScopeSnapshot};
 
-/// The host map's shards: requests to hosts in different shards take different locks, so
-/// threads looking up their hosts do not all write the same lock word (as dashmap does).
+/// A registry's shards: requests for records in different shards take different locks, so
+/// threads looking up their records do not all write the same lock word (as dashmap does).
 const SHARDS: usize = 16;
 
-/// One shard of host records, on its own cache lines.
+/// One shard of records, on its own cache lines.
 ///
 /// foldhash, seeded per map: the lookup runs on every request, and SipHash costs twice as much
 /// for keys this short; the per-map seed still keeps the layout unpredictable to whoever
 /// chooses the URLs.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Shard(RwLock<HashMap<Arc<str>, Arc<Host>, RandomState>>);
-
-/// Host records in a sharded map; records idle for `idle_after` are swept out when new hosts
-/// arrive, so memory follows the hosts in use, not every host ever called.
 #[derive(Debug)]
-pub(crate) struct MemoryStore {
-    hosts: Box<[Shard; SHARDS]>,
+#[repr(align(128))]
+struct Shard<R>(RwLock<HashMap<Arc<str>, Arc<R>, RandomState>>);
+
+impl<R> Default for Shard<R> {
+    fn default() -> Self {
+        Shard(RwLock::default())
+    }
+}
+
+/// What a registry keeps: host and scope records.
+trait Kept {
+    /// What a snapshot shows of it.
+    type View;
+    /// The record's own key (the map's, unless the map's also names a partition).
+    fn key(&self) -> &Arc<str>;
+    /// True when the record carries nothing worth keeping at `now`.
+    fn is_idle(&self, now: Instant, idle_after: Duration) -> bool;
+    fn view(&self, now: Instant) -> Self::View;
+}
+
+impl Kept for Host {
+    type View = HostSnapshot;
+
+    fn key(&self) -> &Arc<str> {
+        &self.record.key
+    }
+
+    fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
+        Host::is_idle(self, now, idle_after)
+    }
+
+    fn view(&self, now: Instant) -> HostSnapshot {
+        self.snapshot(now)
+    }
+}
+
+impl Kept for Scope {
+    type View = ScopeSnapshot;
+
+    fn key(&self) -> &Arc<str> {
+        &self.record.key
+    }
+
+    fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
+        Scope::is_idle(self, now, idle_after)
+    }
+
+    fn view(&self, now: Instant) -> ScopeSnapshot {
+        self.snapshot(now)
+    }
+}
+
+/// Records of one kind by key, in a sharded map.
+#[derive(Debug)]
+struct Registry<R> {
+    shards: Box<[Shard<R>; SHARDS]>,
     /// Picks a key's shard (its own seed: independent of the shards' maps).
     shard_of: RandomState,
-    /// Scopes beside host records (host-wide, route, unit, server-named), swept the same way.
-    scopes: RwLock<HashMap<Box<str>, Arc<Scope>, RandomState>>,
+}
+
+impl<R: Kept> Registry<R> {
+    fn new() -> Self {
+        Registry {
+            shards: Box::new(std::array::from_fn(|_| Shard::default())),
+            shard_of: RandomState::default(),
+        }
+    }
+
+    /// The shard `key` lives in.
+    fn shard(&self, key: &str) -> &RwLock<HashMap<Arc<str>, Arc<R>, RandomState>> {
+        // the hash's top bits: the maps inside use the low ones
+        let i = (self.shard_of.hash_one(key) >> (64 - SHARDS.trailing_zeros())) as usize;
+        &self.shards[i % SHARDS].0
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<R>> {
+        let shard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
+        shard.get(key).cloned()
+    }
+
+    /// The record for `key`, made by `make` if there is none (looked for again under the
+    /// write lock: another thread may have just made it).
+    fn get_or_make(&self, key: &str, make: impl FnOnce() -> R) -> Arc<R> {
+        let mut records = self.shard(key).write().unwrap_or_else(|p| p.into_inner());
+        if let Some(record) = records.get(key) {
+            return Arc::clone(record);
+        }
+        let record = Arc::new(make());
+        // the record's own key, unless the map's also names a partition: one copy per record
+        let map_key = if **record.key() == *key {
+            Arc::clone(record.key())
+        } else {
+            Arc::from(key)
+        };
+        records.insert(map_key, Arc::clone(&record));
+        record
+    }
+
+    /// Drop the records nobody holds that carry nothing worth keeping at `now`; returns how
+    /// many were dropped and how many are left.
+    fn sweep(&self, now: Instant, idle_after: Duration) -> (usize, usize) {
+        let (mut evicted, mut kept) = (0, 0);
+        for shard in self.shards.iter() {
+            let mut records = shard.0.write().unwrap_or_else(|p| p.into_inner());
+            let (gone, left) = retain_in_use(&mut records, |r| r.is_idle(now, idle_after));
+            evicted += gone;
+            kept += left;
+        }
+        (evicted, kept)
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.0.read().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    /// What a snapshot shows of every record, each read under its own lock (never with a
+    /// shard's held).
+    fn views(&self, now: Instant) -> Vec<R::View> {
+        let records: Vec<Arc<R>> = self
+            .shards
+            .iter()
+            .flat_map(|shard| {
+                let records = shard.0.read().unwrap_or_else(|p| p.into_inner());
+                records.values().cloned().collect::<Vec<_>>()
+            })
+            .collect();
+        records.iter().map(|record| record.view(now)).collect()
+    }
+}
+
+/// Host and scope records in this process's memory; records idle for `idle_after` are swept
+/// out when new ones arrive, so memory follows the hosts and scopes in use, not every one ever
+/// called.
+#[derive(Debug)]
+pub(crate) struct MemoryStore {
+    hosts: Registry<Host>,
+    /// Scopes beside host records (host-wide, route, unit, server-named).
+    scopes: Registry<Scope>,
     idle_after: Duration,
     last_sweep: Mutex<Instant>,
 }
@@ -44,61 +173,52 @@ pub(crate) struct MemoryStore {
 impl MemoryStore {
     pub(crate) fn new(idle_after: Duration) -> Self {
         MemoryStore {
-            hosts: Box::default(),
-            shard_of: RandomState::default(),
-            scopes: RwLock::new(HashMap::default()),
+            hosts: Registry::new(),
+            scopes: Registry::new(),
             idle_after,
             last_sweep: Mutex::new(Instant::now()),
         }
     }
 
-    /// The shard `key` lives in.
-    fn shard(&self, key: &str) -> &RwLock<HashMap<Arc<str>, Arc<Host>, RandomState>> {
-        // the hash's top bits: the maps inside use the low ones
-        let i = (self.shard_of.hash_one(key) >> (64 - SHARDS.trailing_zeros())) as usize;
-        &self.hosts[i % SHARDS].0
+    /// The host record for `key`, made by `make` if there is none.
+    pub(crate) fn host(&self, key: &str, make: impl FnOnce(Instant) -> Host) -> Arc<Host> {
+        self.record(&self.hosts, key, make)
     }
 
-    /// The record for `key`, made by `make` if there is none.
-    pub(crate) fn host(&self, key: &str, make: impl FnOnce(Instant) -> Host) -> Arc<Host> {
-        let shard = self.shard(key);
-        if let Some(host) = shard.read().unwrap_or_else(|p| p.into_inner()).get(key) {
-            return Arc::clone(host);
+    /// The scope record for `key`, made by `make` if there is none.
+    pub(crate) fn scope(&self, key: &str, make: impl FnOnce(Instant) -> Scope) -> Arc<Scope> {
+        self.record(&self.scopes, key, make)
+    }
+
+    /// The scope record for `key`, if there is one.
+    pub(crate) fn find_scope(&self, key: &str) -> Option<Arc<Scope>> {
+        self.scopes.get(key)
+    }
+
+    /// The record for `key` in `registry`, made by `make` if there is none; a new record may
+    /// sweep first.
+    fn record<R: Kept>(
+        &self,
+        registry: &Registry<R>,
+        key: &str,
+        make: impl FnOnce(Instant) -> R,
+    ) -> Arc<R> {
+        if let Some(record) = registry.get(key) {
+            return record;
         }
         let now = Instant::now();
         if self.sweep_due(now) {
             self.sweep(now);
         }
-        let mut hosts = shard.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(host) = hosts.get(key) {
-            return Arc::clone(host);
-        }
-        let host = Arc::new(make(now));
-        // the record's own key, unless the map's also names a partition: one copy per host
-        let map_key = if *host.key == *key {
-            Arc::clone(&host.key)
-        } else {
-            Arc::from(key)
-        };
-        hosts.insert(map_key, Arc::clone(&host));
-        host
+        registry.get_or_make(key, || make(now))
     }
 
-    /// Drop the records nobody holds that carry nothing worth keeping: host records shard by
-    /// shard, then scope records. Runs at most once per `idle_after / 2`, when a new host or
-    /// scope arrives, so records of every kind follow what is in use.
+    /// Drop the records nobody holds that carry nothing worth keeping, hosts and scopes. Runs
+    /// at most once per `idle_after / 2`, when a new record arrives, so records of every kind
+    /// follow what is in use.
     fn sweep(&self, now: Instant) {
-        let (mut evicted, mut kept) = (0, 0);
-        for shard in self.hosts.iter() {
-            let mut hosts = shard.0.write().unwrap_or_else(|p| p.into_inner());
-            let (gone, left) = retain_in_use(&mut hosts, |host| host.is_idle(now, self.idle_after));
-            evicted += gone;
-            kept += left;
-        }
-        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
-        let (scopes_evicted, scopes_kept) =
-            retain_in_use(&mut scopes, |scope| scope.is_idle(now, self.idle_after));
-        drop(scopes);
+        let (evicted, kept) = self.hosts.sweep(now, self.idle_after);
+        let (scopes_evicted, scopes_kept) = self.scopes.sweep(now, self.idle_after);
         if evicted + scopes_evicted > 0 {
             tracing::debug!(
                 evicted,
@@ -110,54 +230,8 @@ impl MemoryStore {
         }
     }
 
-    /// The scope record for `key`, made by `make` if there is none.
-    pub(crate) fn scope(&self, key: &str, make: impl FnOnce(Instant) -> Scope) -> Arc<Scope> {
-        if let Some(scope) = self
-            .scopes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-        {
-            return Arc::clone(scope);
-        }
-        let now = Instant::now();
-        if self.sweep_due(now) {
-            self.sweep(now);
-        }
-        let mut scopes = self.scopes.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(scope) = scopes.get(key) {
-            return Arc::clone(scope);
-        }
-        let scope = Arc::new(make(now));
-        scopes.insert(key.into(), Arc::clone(&scope));
-        scope
-    }
-
-    /// The scope record for `key`, if there is one.
-    pub(crate) fn find_scope(&self, key: &str) -> Option<Arc<Scope>> {
-        let scopes = self.scopes.read().unwrap_or_else(|p| p.into_inner());
-        scopes.get(key).cloned()
-    }
-
-    /// Every scope record, sorted by kind and name.
-    pub(crate) fn scope_snapshot(&self) -> Vec<ScopeSnapshot> {
-        let now = Instant::now();
-        let scopes: Vec<Arc<Scope>> = self
-            .scopes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let mut snapshots: Vec<ScopeSnapshot> = scopes.iter().map(|s| s.snapshot(now)).collect();
-        snapshots.sort_by(|a, b| {
-            (a.kind, &a.scope, &a.partition).cmp(&(b.kind, &b.scope, &b.partition))
-        });
-        snapshots
-    }
-
-    /// True at most once per `idle_after / 2`: sweeps run under the write lock a new record
-    /// takes anyway, no more often than that.
+    /// True at most once per `idle_after / 2`: sweeps run under the write locks new records
+    /// take anyway, no more often than that.
     fn sweep_due(&self, now: Instant) -> bool {
         let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
         if now.saturating_duration_since(*last) < self.idle_after / 2 {
@@ -169,29 +243,27 @@ impl MemoryStore {
 
     /// Number of scope records held.
     pub(crate) fn scope_count(&self) -> usize {
-        self.scopes.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.scopes.len()
     }
 
     /// Number of host records held.
     pub(crate) fn len(&self) -> usize {
-        self.hosts
-            .iter()
-            .map(|shard| shard.0.read().unwrap_or_else(|p| p.into_inner()).len())
-            .sum()
+        self.hosts.len()
     }
 
+    /// Every host record's snapshot, sorted by key.
     pub(crate) fn snapshot(&self) -> Vec<HostSnapshot> {
-        let now = Instant::now();
-        let hosts: Vec<Arc<Host>> = self
-            .hosts
-            .iter()
-            .flat_map(|shard| {
-                let hosts = shard.0.read().unwrap_or_else(|p| p.into_inner());
-                hosts.values().cloned().collect::<Vec<_>>()
-            })
-            .collect();
-        let mut snapshots: Vec<HostSnapshot> = hosts.iter().map(|h| h.snapshot(now)).collect();
+        let mut snapshots = self.hosts.views(Instant::now());
         snapshots.sort_by(|a, b| a.key.cmp(&b.key));
+        snapshots
+    }
+
+    /// Every scope record's snapshot, sorted by kind and name.
+    pub(crate) fn scope_snapshot(&self) -> Vec<ScopeSnapshot> {
+        let mut snapshots = self.scopes.views(Instant::now());
+        snapshots.sort_by(|a, b| {
+            (a.kind, &a.scope, &a.partition).cmp(&(b.kind, &b.scope, &b.partition))
+        });
         snapshots
     }
 }
