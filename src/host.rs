@@ -22,7 +22,7 @@ use crate::pacing::cooldown::Why;
 use crate::pacing::gcra::Plain;
 use crate::pacing::lane::{Admitted, Lane};
 use crate::partition::Partition;
-use crate::record::{Record, Schedule, View};
+use crate::record::{Lesson, Quota, Record, Schedule, View};
 use crate::retry::{BudgetState, RetryBudget};
 use crate::scope::{HostLimits, ScopeState};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, is_refusal};
@@ -177,7 +177,8 @@ impl HostState {
         routes.insert(route.into(), scope.clone());
     }
 
-    /// Read an answer to an attempt sent at `sent_at` into the host's owners. `named`: the
+    /// Read an answer to an attempt sent at `sent_at` into the host's owners: its schedule
+    /// takes its [`Lesson`], then the adaptive rate and the counters theirs. `named`: the
     /// answer's quota headers are about a quota the server named (its cooldown and quota go to
     /// that scope, not here), unless the refusal is global.
     #[allow(clippy::too_many_arguments)]
@@ -191,71 +192,63 @@ impl HostState {
         hint: &ServerHint,
         named: bool,
     ) -> Observed {
-        let mut observed = Observed::default();
         let now_ns = self.schedule.pacing.nanos(now);
-        let code = status.as_u16();
         let refused = is_refusal(status, hint);
         let here = !named || hint.global;
-        if let Some(retry_after) = hint
+        let retry_after = hint
             .retry_after
-            .filter(|_| here && (refused || code == 503))
-        {
-            let wait = retry_after.min(MAX_HINT);
-            self.schedule
-                .pacing
-                .cool_down(crate::time::far_add(now, wait), Why::RetryAfter);
-            observed.retry_after = Some(wait);
-        }
+            .filter(|_| here && (refused || status.as_u16() == 503))
+            .map(|wait| wait.min(MAX_HINT));
+        let mut observed = Observed {
+            retry_after,
+            ..Observed::default()
+        };
         if status.is_success() {
             observed.rate_change = self.adaptive.on_success(now, now_ns, cost);
         }
-        let accepted_any = self.adaptive.accepted_any(now_ns);
-        if scout && self.schedule.pacing.quota.in_first_contact() {
-            // the scout may have reached the server as late as now (a slow first connection):
-            // the schedule starts from its answer, so no window the server counts holds more
-            let latency = now.saturating_duration_since(sent_at);
-            match self.limit() {
-                Some(_) => self.schedule.pacing.first_answer(latency),
-                None => observed.first_answer = Some(latency),
-            }
-        }
-        let spent = if named {
-            if scout {
-                self.schedule.pacing.quota.release_scout();
-            }
-            self.schedule.pacing.quota.end_first_contact();
-            None
-        } else {
-            self.schedule
-                .pacing
-                .observe_quota(now, scout, code, hint, accepted_any)
+        // the scout may have reached the server as late as its answer (a slow first
+        // connection): the schedule starts from the answer, so no window the server counts
+        // holds more
+        let first_answer = (scout && self.schedule.pacing.quota.in_first_contact())
+            .then(|| now.saturating_duration_since(sent_at));
+        let lesson = Lesson {
+            retry_after,
+            quota: match named {
+                true => Quota::Elsewhere { scout },
+                false => Quota::Count {
+                    scout,
+                    status: status.as_u16(),
+                    hint,
+                },
+            },
+            accepted_any: self.adaptive.accepted_any(now_ns),
+            refused: refused && !named,
+            first_answer,
+            ..Lesson::sent_at(sent_at)
         };
+        let learned = self.schedule.observe(now, &lesson);
         if refused {
             self.counters.throttled += 1;
         }
-        if refused && !named {
-            // A refusal slows its scope, whatever it carried. A spent quota's cooldown is exact
-            // and says it all; so does a Retry-After when nothing was accepted to learn a rate
-            // from. Otherwise the adaptive rate learns from it, so that a scope whose cooldown ends at
-            // its Retry-After instant does not release its whole queue into the same wall.
-            let cooldown_says_it_all =
-                spent.is_some() || (observed.retry_after.is_some() && !accepted_any);
-            if !cooldown_says_it_all {
-                // a host-wide scope that paces an unpaced record learns the gap its own
-                // schedule would (a record with a limit of its own is the one paced)
-                observed.slowed = self.limit().is_none();
-                observed.gap = self.schedule.pacing.widen_gap(now, sent_at);
-                observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
-                if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
-                    && observed.retry_after.is_none()
-                {
-                    self.schedule
-                        .pacing
-                        .cool_down(crate::time::far_add(now, pause), Why::Refused);
-                }
+        // a host-wide scope pacing a record without a limit of its own learns what the
+        // record's own schedule would
+        let unpaced = self.limit().is_none();
+        observed.first_answer = first_answer.filter(|_| unpaced);
+        if learned.slowed {
+            // the adaptive rate learns from a refusal no cooldown says all of, so that a record
+            // whose cooldown ends at its Retry-After instant does not release its whole queue
+            // into the same wall
+            observed.slowed = unpaced;
+            observed.gap = learned.gap;
+            observed.rate_change = self.adaptive.on_refusal(now, now_ns, sent_at);
+            if let Some(pause) = observed.rate_change.and_then(|c| c.pause)
+                && retry_after.is_none()
+            {
+                self.schedule
+                    .pacing
+                    .cool_down(crate::time::far_add(now, pause), Why::Refused);
             }
         }
-        self.schedule.touch(now);
         observed
     }
 

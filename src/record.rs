@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use crate::limit::Limit;
 use crate::pacing::Pacing;
+use crate::pacing::cooldown::Why;
 use crate::partition::Partition;
+use crate::signals::ServerHint;
 use crate::snapshot::ServerQuota;
 
 /// One record: its key, the partition (credential) it is for, its state `S` (a [`Schedule`]
@@ -60,6 +62,71 @@ pub(crate) struct Schedule {
     pub(crate) generation: u64,
     /// When the record was last used, in nanoseconds on the pacing's clock.
     last_used: u64,
+}
+
+/// What one answer tells one schedule, worked out once per answer: the host's record and every
+/// scope the answer concerns take theirs through [`Schedule::observe`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lesson<'a> {
+    /// When the attempt was sent.
+    pub(crate) sent_at: Instant,
+    /// The server's pause for this schedule (`Retry-After`), capped.
+    pub(crate) retry_after: Option<Duration>,
+    /// What the answer says of the quota this schedule counts.
+    pub(crate) quota: Quota<'a>,
+    /// The quota this schedule counts is spent until then (a unit's: OpenAI's tokens).
+    pub(crate) spent_until: Option<Instant>,
+    /// Answers were accepted lately (a refusal then says the rate is too high, not that the
+    /// quota is unknown).
+    pub(crate) accepted_any: bool,
+    /// The answer is a refusal this schedule takes its part of: unless a cooldown says it all
+    /// (a spent quota; a `Retry-After` with nothing accepted to learn a rate from), a spaced
+    /// schedule widens the gap between its starts.
+    pub(crate) refused: bool,
+    /// The answer to the schedule's first request (its scout) came this long after it was sent:
+    /// the server may have seen the scout as late as that, so the schedule starts from the
+    /// answer, while the scout is still its last start.
+    pub(crate) first_answer: Option<Duration>,
+}
+
+/// What an answer says of the quota a schedule counts (see [`Lesson`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Quota<'a> {
+    /// Nothing this schedule counts.
+    Silent,
+    /// Its quota headers are about a quota the server named, not this one: a scout's answer
+    /// still ends the schedule's first contact.
+    Elsewhere { scout: bool },
+    /// Count the answer (its status and headers); `scout`: it answers the schedule's scout.
+    Count {
+        scout: bool,
+        status: u16,
+        hint: &'a ServerHint,
+    },
+}
+
+impl Lesson<'_> {
+    /// An answer to an attempt sent at `sent_at` that tells the schedule nothing yet.
+    pub(crate) fn sent_at(sent_at: Instant) -> Self {
+        Lesson {
+            sent_at,
+            retry_after: None,
+            quota: Quota::Silent,
+            spent_until: None,
+            accepted_any: true,
+            refused: false,
+            first_answer: None,
+        }
+    }
+}
+
+/// What a schedule learned from a [`Lesson`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Learned {
+    /// The refusal slowed the schedule (no cooldown said it all).
+    pub(crate) slowed: bool,
+    /// A spaced schedule's gap between starts widened to this.
+    pub(crate) gap: Option<Duration>,
 }
 
 /// The part of a snapshot every record has (see [`Schedule::view`]).
@@ -119,6 +186,47 @@ impl Schedule {
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
         let unused = self.pacing.nanos(now).saturating_sub(self.last_used);
         Duration::from_nanos(unused) >= idle_after && self.pacing.is_idle(now)
+    }
+
+    /// Take an answer's lesson at `now`: the server's pause, the first answer, the quota's
+    /// count, and a refusal's slowing, in that order (a spent quota's cooldown is exact and
+    /// says all a refusal does).
+    pub(crate) fn observe(&mut self, now: Instant, lesson: &Lesson<'_>) -> Learned {
+        let pacing = &mut self.pacing;
+        if let Some(wait) = lesson.retry_after {
+            pacing.cool_down(crate::time::far_add(now, wait), Why::RetryAfter);
+        }
+        if let Some(latency) = lesson.first_answer {
+            pacing.first_answer_of(lesson.sent_at, latency);
+        }
+        let spent = match lesson.quota {
+            Quota::Silent => None,
+            Quota::Elsewhere { scout } => {
+                if scout {
+                    pacing.quota.release_scout();
+                }
+                pacing.quota.end_first_contact();
+                None
+            }
+            Quota::Count {
+                scout,
+                status,
+                hint,
+            } => pacing.observe_quota(now, scout, status, hint, lesson.accepted_any),
+        };
+        if let Some(until) = lesson.spent_until {
+            pacing.cool_down(until, Why::QuotaSpent);
+        }
+        let spent = spent.is_some() || lesson.spent_until.is_some();
+        let said_it_all = spent || (lesson.retry_after.is_some() && !lesson.accepted_any);
+        let slowed = lesson.refused && !said_it_all;
+        let gap = if slowed {
+            pacing.widen_gap(now, lesson.sent_at)
+        } else {
+            None
+        };
+        self.touch(now);
+        Learned { slowed, gap }
     }
 
     /// What a snapshot shows of the schedule at `now`; `extra` as in [`Pacing::peek`].

@@ -13,7 +13,7 @@ use crate::builder::{Config, Polite};
 use crate::extensions::RequestOptions;
 use crate::host::{Host, NoRetry, Observed};
 use crate::observe;
-use crate::pacing::cooldown::Why;
+use crate::record::{Lesson, Quota};
 use crate::retry::{Delays, Outcome, Verdict, classify, heed_server};
 use crate::scope::{Cooldowns, Scope};
 use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind, is_refusal};
@@ -257,18 +257,17 @@ fn tell_host_wide_scopes(
     if !observed.slowed && observed.first_answer.is_none() {
         return;
     }
+    let lesson = Lesson {
+        refused: observed.slowed,
+        first_answer: observed.first_answer,
+        ..Lesson::sent_at(sent_at)
+    };
     for (scope, _) in answer
         .scopes
         .iter()
         .filter(|(s, _)| s.kind == ScopeKind::Host)
     {
-        let mut state = scope.state();
-        if let Some(latency) = observed.first_answer {
-            state.schedule.pacing.first_answer_of(sent_at, latency);
-        }
-        if observed.slowed
-            && let Some(gap) = state.schedule.pacing.widen_gap(now, sent_at)
-        {
+        if let Some(gap) = scope.state().schedule.observe(now, &lesson).gap {
             tracing::debug!(host = %host.record.key, scope = %scope.label, ?gap, "a bare refusal widened the gap between starts");
         }
     }
@@ -318,10 +317,11 @@ fn feed_scopes(
             && tokens.remaining == Some(0)
             && let Some(reset_in) = tokens.reset_in
         {
-            scope.state().schedule.pacing.cool_down(
-                crate::time::far_add(now, reset_in.min(MAX_HINT)),
-                Why::QuotaSpent,
-            );
+            let lesson = Lesson {
+                spent_until: Some(crate::time::far_add(now, reset_in.min(MAX_HINT))),
+                ..Lesson::sent_at(now)
+            };
+            scope.state().schedule.observe(now, &lesson);
         }
     }
     cooldowns
@@ -368,24 +368,28 @@ fn feed_named(
         });
         let spent_refusal = refused && quota_hint.remaining == Some(0);
         let scope = polite.named_scope(host, named.kind, quota);
+        let retry_after = retry_after.map(|wait| wait.min(MAX_HINT));
+        let lesson = Lesson {
+            retry_after,
+            quota: match !user_keeps_it || spent_refusal {
+                true => Quota::Count {
+                    scout: false,
+                    status: code,
+                    hint: quota_hint,
+                },
+                false => Quota::Silent,
+            },
+            ..Lesson::sent_at(now)
+        };
         let mut state = scope.state();
-        state.schedule.touch(now);
         if renewal.is_some() {
             state.renewal = renewal;
         }
-        if let Some(retry_after) = retry_after.map(|wait| wait.min(MAX_HINT)) {
-            state
-                .schedule
-                .pacing
-                .cool_down(crate::time::far_add(now, retry_after), Why::RetryAfter);
+        state.schedule.observe(now, &lesson);
+        drop(state);
+        if let Some(retry_after) = retry_after {
             tracing::debug!(host = %host.record.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
             cooldowns.push((Some(Arc::clone(&scope)), retry_after));
-        }
-        if !user_keeps_it || spent_refusal {
-            state
-                .schedule
-                .pacing
-                .observe_quota(now, false, code, quota_hint, true);
         }
     }
     cooldowns

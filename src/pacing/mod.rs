@@ -203,15 +203,10 @@ impl Pacing {
         self.cooldown.until(now).map(|(until, _)| until)
     }
 
-    /// The first answer of a configured scope came `latency` after its scout was sent: the
-    /// server may have seen the scout as late as now, so the schedule starts from here.
-    pub(crate) fn first_answer(&mut self, latency: Duration) {
-        self.pacer.postpone(saturating_nanos(latency));
-    }
-
-    /// [`Pacing::first_answer`] for a scope shared with other records (a host-wide one) and
-    /// a scout sent at `sent_at`: only while the scout is still the scope's last start, so a
-    /// slow first answer on one port never stalls the others' slots.
+    /// The first answer to a scope's scout, sent at `sent_at`, came `latency` later: the
+    /// server may have seen the scout as late as that, so the schedule starts from the answer,
+    /// but only while the scout is still the scope's last start (a scope shared with other
+    /// records, a host-wide one, is not stalled by a slow first answer on one port).
     pub(crate) fn first_answer_of(&mut self, sent_at: Instant, latency: Duration) {
         let sent = self.clock.nanos(sent_at);
         self.pacer.postpone_after(sent, saturating_nanos(latency));
