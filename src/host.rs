@@ -1,8 +1,10 @@
-//! Host keys and the per-host state record.
+//! Host keys and the host record.
 //!
-//! Everything the middleware knows about one host lives in one [`Host`]: its pacing schedule,
-//! server-ordered cooldown, in-flight cap, and counters. The [store](crate::store) keeps one
-//! record per key and evicts idle ones.
+//! Everything the middleware knows about one host lives in one [`Host`]: a
+//! [`Record`](crate::record::Record) whose state holds its [`Schedule`] (as every scope's does)
+//! and what only hosts have (the breaker, the retry budget, the adaptive rate, the counters),
+//! and beside the record the lock-free lane and the in-flight cap. The [store](crate::store)
+//! keeps one record per key and evicts idle ones.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -22,10 +24,10 @@ use crate::pacing::cooldown::Why;
 use crate::pacing::gcra::Plain;
 use crate::pacing::lane::{Admitted, Lane};
 use crate::partition::Partition;
-use crate::record::{Lesson, Quota, Record, Schedule, View};
+use crate::record::{Lesson, Quota, Record, Reply, Schedule, View};
 use crate::retry::{BudgetState, RetryBudget};
 use crate::scope::{HostLimits, ScopeState};
-use crate::signals::{MAX_HINT, ServerHint, ServerScope, is_refusal};
+use crate::signals::{MAX_HINT, ServerScope};
 use crate::snapshot::{Counters, HostSnapshot, RetryBudgetSnapshot};
 
 /// The key of a host record: `scheme://host:port` as the URL serialises it (default ports are
@@ -49,7 +51,8 @@ pub(crate) fn host_key(url: &Url) -> Option<Cow<'_, str>> {
 ///
 /// [`HostState::decide`] asks the host's own pacing (cooldown, first contact, schedule slowed by
 /// the adaptive rate and a low quota) and then every other scope the request falls in;
-/// [`HostState::observe`] feeds each answer to the same owners, and the snapshot reads them.
+/// [`HostState::observe`] gives each answer to the same owners (the schedule takes its
+/// [`Lesson`]), and the snapshot reads them.
 #[derive(Debug)]
 pub(crate) struct HostState {
     pub(crate) schedule: Schedule,
@@ -177,23 +180,24 @@ impl HostState {
         routes.insert(route.into(), scope.clone());
     }
 
-    /// Read an answer to an attempt sent at `sent_at` into the host's owners: its schedule
-    /// takes its [`Lesson`], then the adaptive rate and the counters theirs. `named`: the
-    /// answer's quota headers are about a quota the server named (its cooldown and quota go to
-    /// that scope, not here), unless the refusal is global.
-    #[allow(clippy::too_many_arguments)]
+    /// Read an answer into the host's owners: its schedule takes its [`Lesson`], then the
+    /// adaptive rate and the counters theirs. `scout` and `cost`: the attempt's.
     pub(crate) fn observe(
         &mut self,
         now: Instant,
-        sent_at: Instant,
+        reply: &Reply<'_>,
         scout: bool,
         cost: u32,
-        status: http::StatusCode,
-        hint: &ServerHint,
-        named: bool,
     ) -> Observed {
+        let Reply {
+            status,
+            hint,
+            sent_at,
+            refused,
+            named,
+        } = *reply;
+        let named = named.is_some();
         let now_ns = self.schedule.pacing.nanos(now);
-        let refused = is_refusal(status, hint);
         let here = !named || hint.global;
         let retry_after = hint
             .retry_after
@@ -551,6 +555,7 @@ impl Drop for Queued<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signals::ServerHint;
 
     fn key(url: &str) -> String {
         let url = Url::parse(url).expect("test URLs parse");
@@ -601,7 +606,7 @@ mod tests {
             starts.push(t);
             let status = if i == 20 { 429 } else { 200 };
             let status = http::StatusCode::from_u16(status).expect("valid");
-            state.observe(t, t, scout, 1, status, &ServerHint::default(), false);
+            state.observe(t, &Reply::read(status, &ServerHint::default(), t), scout, 1);
         }
         let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
         let before = gaps[1..20].iter().min().expect("gaps");
@@ -645,7 +650,7 @@ mod tests {
                     state.decide(t, 1, &mut []).0,
                     Decision::Admit { .. }
                 ));
-                state.observe(t, t, false, 1, refused, &none, false);
+                state.observe(t, &Reply::read(refused, &none, t), false, 1);
             }
             let closed = state.cooldown_until(t).map(|until| until - t);
             assert_eq!(closed, Some(Duration::from_millis(250)), "{limits:?}");
@@ -678,7 +683,12 @@ mod tests {
                 Decision::Admit { .. }
             ));
             let refused = http::StatusCode::TOO_MANY_REQUESTS;
-            state.observe(t, t, false, 1, refused, &ServerHint::default(), false);
+            state.observe(
+                t,
+                &Reply::read(refused, &ServerHint::default(), t),
+                false,
+                1,
+            );
             assert!(state.adaptive.rate().is_some(), "throttled");
             state.wants_precise_wakes()
         };

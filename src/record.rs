@@ -17,7 +17,7 @@ use crate::limit::Limit;
 use crate::pacing::Pacing;
 use crate::pacing::cooldown::Why;
 use crate::partition::Partition;
-use crate::signals::ServerHint;
+use crate::signals::{ServerHint, ServerScope, is_refusal};
 use crate::snapshot::ServerQuota;
 
 /// One record: its key, the partition (credential) it is for, its state `S` (a [`Schedule`]
@@ -62,6 +62,42 @@ pub(crate) struct Schedule {
     pub(crate) generation: u64,
     /// When the record was last used, in nanoseconds on the pacing's clock.
     last_used: u64,
+}
+
+/// An answer, read once: every record it concerns learns from this one value (the host's
+/// through [`HostState::observe`](crate::host::HostState::observe), each scope's through the
+/// [`Lesson`] made from it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reply<'a> {
+    pub(crate) status: http::StatusCode,
+    /// What the server said about pacing.
+    pub(crate) hint: &'a ServerHint,
+    /// When the attempt was sent.
+    pub(crate) sent_at: Instant,
+    /// A refusal: a 429, or a 403 that says it is a rate limit (see [`is_refusal`]).
+    pub(crate) refused: bool,
+    /// The quota the server named for the request, when the answer's quota headers or pause
+    /// are about it (they go to that scope, not the host's record, unless the refusal is
+    /// global).
+    pub(crate) named: Option<&'a ServerScope>,
+}
+
+impl<'a> Reply<'a> {
+    /// An answer with `status` and `hint` to an attempt sent at `sent_at`.
+    pub(crate) fn read(status: http::StatusCode, hint: &'a ServerHint, sent_at: Instant) -> Self {
+        Reply {
+            status,
+            hint,
+            sent_at,
+            refused: is_refusal(status, hint),
+            // a named quota takes the answer's pause and quota, unless it has neither (then
+            // the host does, so that every refusal slows something)
+            named: hint
+                .server_scope
+                .as_ref()
+                .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some()),
+        }
+    }
 }
 
 /// What one answer tells one schedule, worked out once per answer: the host's record and every

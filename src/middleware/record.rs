@@ -13,10 +13,10 @@ use crate::builder::{Config, Polite};
 use crate::extensions::RequestOptions;
 use crate::host::{Host, NoRetry, Observed};
 use crate::observe;
-use crate::record::{Lesson, Quota};
+use crate::record::{Lesson, Quota, Reply};
 use crate::retry::{Delays, Outcome, Verdict, classify, heed_server};
 use crate::scope::{Cooldowns, Scope};
-use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind, is_refusal};
+use crate::signals::{MAX_HINT, ServerHint, ServerScope, ServerScopeKind};
 use crate::snapshot::ScopeKind;
 
 /// What [`record`] needs to know about the request beside its attempt.
@@ -75,47 +75,45 @@ pub(super) fn record(
         attempt.release_slots();
         return (Verdict::Return, Cooldowns::new());
     };
-    // the quota the server named takes this answer's pause and quota, unless it has
-    // neither (then the host does, so that every refusal slows something)
-    let named = hint
-        .server_scope
-        .as_ref()
-        .filter(|_| hint.remaining.is_some() || hint.retry_after.is_some());
-    let status = match outcome {
-        Outcome::Status(status) => Some(status),
+    let reply = match outcome {
+        Outcome::Status(status) => Some(Reply::read(status, &hint, attempt.sent_at.unwrap_or(now))),
         Outcome::Connect | Outcome::Timeout | Outcome::Other => None,
     };
-    let heard = hear(
-        polite, host, &attempt, answer, status, &outcome, &hint, named, now,
-    );
+    let heard = hear(polite, host, &attempt, answer, reply.as_ref(), now);
     let mut cooldowns: Cooldowns = heard
         .paused_for
         .map(|wait| (None, wait))
         .into_iter()
         .collect();
-    if let Some(status) = status {
-        let named = named.map(|named| (named, heard.host_limit));
-        cooldowns.extend(feed_scopes(polite, host, answer, named, status, &hint, now));
-        if let Some((observed, sent_at)) = heard.observed {
-            tell_host_wide_scopes(host, answer, &observed, now, sent_at);
+    if let Some(reply) = &reply {
+        cooldowns.extend(feed_scopes(
+            polite,
+            host,
+            answer,
+            reply,
+            heard.host_limit,
+            now,
+        ));
+        if let Some(observed) = &heard.observed {
+            tell_host_wide_scopes(host, answer, observed, now, reply.sent_at);
         }
     }
     report_transition(host, config, heard.transition);
-    if let (Some(observer), Some(status)) = (config.observers.get(), status)
-        && is_refusal(status, &hint)
+    if let (Some(observer), Some(reply)) = (config.observers.get(), &reply)
+        && reply.refused
     {
         // the policy that says it is spent, if one does
         let spent = hint.policies.iter().find(|p| p.remaining == 0);
-        let scope = named
+        let scope = reply
+            .named
             .and_then(|n| spent.map(|p| &p.id).or(n.quotas.first()))
             .map(|quota| quota.name.as_str());
-        let retry_after = hint.retry_after;
         observe::refused(
             observer,
             host,
             scope,
-            status,
-            retry_after,
+            reply.status,
+            hint.retry_after,
             answer.resend_count,
         );
     }
@@ -123,15 +121,15 @@ pub(super) fn record(
         host.answered.notify_waiters();
     }
     (
-        classify_answer(config, answer, outcome, status, &hint),
+        classify_answer(config, answer, outcome, reply.as_ref()),
         cooldowns,
     )
 }
 
 /// What [`hear`] did to the host's record, for the rest of [`record`].
 struct Heard {
-    /// What the host's record learned, and when the attempt was sent.
-    observed: Option<(Observed, Instant)>,
+    /// What the host's record learned from the server's answer.
+    observed: Option<Observed>,
     /// The host was paused by a `Retry-After` for this long.
     paused_for: Option<Duration>,
     transition: Option<crate::breaker::Transition>,
@@ -141,23 +139,17 @@ struct Heard {
     wake: bool,
 }
 
-/// The answer's part in the host's record: its schedule, the breaker, the counters.
-#[allow(clippy::too_many_arguments)]
+/// The answer's part in the host's record: its schedule, the breaker, the counters. `reply`:
+/// the server's answer (`None`: the transport failed).
 fn hear(
     polite: &Polite,
     host: &Host,
     attempt: &Attempt,
     answer: &Answer<'_>,
-    status: Option<http::StatusCode>,
-    outcome: &Outcome,
-    hint: &ServerHint,
-    named: Option<&ServerScope>,
+    reply: Option<&Reply<'_>>,
     now: Instant,
 ) -> Heard {
-    let failure = (polite.inner.config.is_failure)(match outcome {
-        Outcome::Status(status) => Some(*status),
-        Outcome::Connect | Outcome::Timeout | Outcome::Other => None,
-    });
+    let failure = (polite.inner.config.is_failure)(reply.map(|reply| reply.status));
     let mut heard = Heard {
         observed: None,
         paused_for: None,
@@ -168,20 +160,12 @@ fn hear(
     let mut state = host.state();
     state.schedule.touch(now);
     state.sent -= 1;
-    let sent_at = attempt.sent_at.unwrap_or(now);
-    if let Some(status) = status {
-        let took = now.saturating_duration_since(sent_at);
-        state.breaker.note_answer_time(took);
-        let named = named.is_some();
-        let observed = state.observe(
-            now,
-            sent_at,
-            attempt.scout,
-            attempt.cost,
-            status,
-            hint,
-            named,
-        );
+    if let Some(reply) = reply {
+        let status = reply.status;
+        state
+            .breaker
+            .note_answer_time(now.saturating_duration_since(reply.sent_at));
+        let observed = state.observe(now, reply, attempt.scout, attempt.cost);
         if let Some(retry_after) = observed.retry_after {
             tracing::debug!(host = %host.record.key, %status, ?retry_after, "Retry-After: host cooling down");
             heard.paused_for = Some(retry_after);
@@ -192,8 +176,8 @@ fn hear(
         if let Some(gap) = observed.gap {
             tracing::debug!(host = %host.record.key, ?gap, "a bare refusal widened the gap between starts");
         }
-        heard.observed = Some((observed, sent_at));
-        if let Some(scope) = &hint.server_scope {
+        heard.observed = Some(observed);
+        if let Some(scope) = &reply.hint.server_scope {
             // unpartitioned, every credential's answers teach this route: without their
             // `pk`s, so that one credential's answer does not move another's requests
             match host.record.partition {
@@ -214,8 +198,9 @@ fn hear(
     // from now on sees what this answer changed here without a wake-up (not so for what
     // `feed_scopes` changes; `tell_host_wide_scopes` only ever moves slots later, which wakes
     // nobody)
-    heard.wake =
-        state.queued > 0 || named.is_some() || hint.tokens.is_some() || heard.transition.is_some();
+    heard.wake = state.queued > 0
+        || reply.is_some_and(|reply| reply.named.is_some() || reply.hint.tokens.is_some())
+        || heard.transition.is_some();
     heard
 }
 
@@ -225,15 +210,12 @@ fn classify_answer(
     config: &Config,
     answer: &Answer<'_>,
     outcome: Outcome,
-    status: Option<http::StatusCode>,
-    hint: &ServerHint,
+    reply: Option<&Reply<'_>>,
 ) -> Verdict {
     // a 403 that says it is a rate limit is a refusal, retried like a 429
-    let outcome = match (outcome, status) {
-        (Outcome::Status(_), Some(status)) if is_refusal(status, hint) => {
-            Outcome::Status(http::StatusCode::TOO_MANY_REQUESTS)
-        }
-        (other, _) => other,
+    let outcome = match reply {
+        Some(reply) if reply.refused => Outcome::Status(http::StatusCode::TOO_MANY_REQUESTS),
+        _ => outcome,
     };
     let verdict = classify(
         config.retryable,
@@ -241,7 +223,8 @@ fn classify_answer(
         answer.safety.idempotency_key,
         &outcome,
     );
-    heed_server(verdict, config.retryable, &outcome, hint.should_retry)
+    let should_retry = reply.and_then(|reply| reply.hint.should_retry);
+    heed_server(verdict, config.retryable, &outcome, should_retry)
 }
 
 /// What the host-wide scopes that pace a host from outside (a port-less `host_limit`) learn
@@ -289,13 +272,12 @@ fn feed_scopes(
     polite: &Polite,
     host: &Host,
     answer: &Answer<'_>,
-    named: Option<(&ServerScope, Option<crate::Limit>)>,
-    status: http::StatusCode,
-    hint: &ServerHint,
+    reply: &Reply<'_>,
+    host_limit: Option<crate::Limit>,
     now: Instant,
 ) -> Cooldowns {
     let mut cooldowns = Cooldowns::new();
-    if let Some((named, host_limit)) = named {
+    if let Some(named) = reply.named {
         // what the user configured for this request (each scope's lock taken on its own)
         let configured: Vec<crate::Limit> = answer
             .scopes
@@ -304,9 +286,9 @@ fn feed_scopes(
             .filter_map(|(scope, _)| scope.state().schedule.limit())
             .chain(host_limit)
             .collect();
-        cooldowns = feed_named(polite, host, named, &configured, status, hint, now);
+        cooldowns = feed_named(polite, host, named, &configured, reply, now);
     }
-    if let Some(tokens) = hint.tokens {
+    if let Some(tokens) = reply.hint.tokens {
         let unit = answer
             .scopes
             .iter()
@@ -319,7 +301,7 @@ fn feed_scopes(
         {
             let lesson = Lesson {
                 spent_until: Some(crate::time::far_add(now, reset_in.min(MAX_HINT))),
-                ..Lesson::sent_at(now)
+                ..Lesson::sent_at(reply.sent_at)
             };
             scope.state().schedule.observe(now, &lesson);
         }
@@ -334,12 +316,16 @@ fn feed_named(
     host: &Host,
     named: &ServerScope,
     configured: &[crate::Limit],
-    status: http::StatusCode,
-    hint: &ServerHint,
+    reply: &Reply<'_>,
     now: Instant,
 ) -> Cooldowns {
+    let Reply {
+        status,
+        hint,
+        refused,
+        ..
+    } = *reply;
     let (code, mut cooldowns) = (status.as_u16(), Cooldowns::new());
-    let refused = is_refusal(status, hint);
     let retry_after = hint
         .retry_after
         .filter(|_| (refused || code == 503) && !hint.global);
@@ -379,7 +365,7 @@ fn feed_named(
                 },
                 false => Quota::Silent,
             },
-            ..Lesson::sent_at(now)
+            ..Lesson::sent_at(reply.sent_at)
         };
         let mut state = scope.state();
         if renewal.is_some() {

@@ -11,7 +11,7 @@
 //!   it; so does a scout that takes longer than [`SCOUT_HOLD`] to answer. The same when a
 //!   quota window has expired.
 //! - A scope with a configured limit sends one scout first and starts its schedule from that
-//!   scout's answer (see `HostState::observe`): a first request slowed by opening its
+//!   scout's answer (see `Schedule::observe`): a first request slowed by opening its
 //!   connection (a TCP or TLS handshake, a busy client) would otherwise reach the server late,
 //!   and the server would count it in a window with requests sent a window after it. From the
 //!   first answer on, it trusts its limit over the quota headers of *successful* answers (a
