@@ -97,10 +97,13 @@ impl Polite {
             opts.bound_waits(config.max_retry_after);
             let safety = Safety::of(&req);
             let units = extensions.get::<Units>().cloned();
-            let (mut named, mut attempt, mut generation) =
+            let (named, mut attempt, generation) =
                 self.first_attempt(host, req.url(), &opts).await?;
-            let mut scopes =
-                self.scopes_for(host, req.url(), opts.cost, units.as_ref(), named.as_ref());
+            let mut scopes = Scopes {
+                list: self.scopes_for(host, req.url(), opts.cost, units.as_ref(), named.as_ref()),
+                named,
+                generation,
+            };
             // made on the first retry, and boxed: most requests never need it
             let mut backoff: Option<Box<Delays<SmallRng>>> = None;
             // the outcome a retry was planned after, returned if the retry is refused unsent
@@ -111,16 +114,14 @@ impl Polite {
                     && config.retryable != Retryable::Never
                     && *attempts < config.max_retries;
                 let spare = if retries_left { req.try_clone() } else { None };
-                let slot = (&mut scopes, &mut named, &mut generation);
-                let paced = self.take_slot(
+                let call = Call {
                     host,
-                    req.url(),
-                    slot,
-                    units.as_ref(),
-                    &opts,
-                    &mut attempt,
-                    *attempts,
-                );
+                    url: req.url(),
+                    units: units.as_ref(),
+                    opts: &opts,
+                    attempts: *attempts,
+                };
+                let paced = self.take_slot(&call, &mut scopes, &mut attempt);
                 let paced = paced.await;
                 let in_flight = match paced {
                     Ok(in_flight) => in_flight,
@@ -139,7 +140,7 @@ impl Polite {
                     (None, own) => own.as_deref().unwrap_or_default(),
                 };
                 let answer = Answer {
-                    scopes: &scopes,
+                    scopes: &scopes.list,
                     path,
                     safety: &safety,
                     resend_count: *attempts,
@@ -208,64 +209,49 @@ impl Polite {
     /// The attempt's slot in every scope (and in the fleet's schedule, with a shared store),
     /// with its place under the in-flight cap: a quiet host's free slot without the lock or the
     /// queue, else [waiting](Self::wait_for_slot) for it.
-    #[allow(clippy::too_many_arguments)]
     async fn take_slot(
         &self,
-        host: &Arc<Host>,
-        url: &url::Url,
-        (scopes, named, generation): Scopes<'_>,
-        units: Option<&Units>,
-        opts: &RequestOptions,
+        call: &Call<'_>,
+        scopes: &mut Scopes,
         attempt: &mut Attempt,
-        attempts: u32,
     ) -> std::result::Result<Option<OwnedSemaphorePermit>, Error> {
-        let in_flight = match pace::quietly(host, scopes, attempt) {
+        let in_flight = match pace::quietly(call.host, &scopes.list, attempt) {
             Some(in_flight) => in_flight,
-            None => {
-                // boxed: most requests never wait
-                let slot = self.wait_for_slot(
-                    host,
-                    url,
-                    (scopes, named, generation),
-                    units,
-                    opts,
-                    attempt,
-                    attempts,
-                );
-                Box::pin(slot).await?
-            }
+            // boxed: most requests never wait
+            None => Box::pin(self.wait_for_slot(call, scopes, attempt)).await?,
         };
         #[cfg(feature = "redis")]
         if let Some(store) = self.shared() {
-            self.fleet_slot(store, host, scopes, opts, attempt, attempts)
-                .await?;
+            self.fleet_slot(store, call, &scopes.list, attempt).await?;
         }
         Ok(in_flight)
     }
 
     /// Wait for the attempt's slot in every scope (and a place under the in-flight cap).
-    /// While it waits, the server may name its route's quota (`scopes` and `named` are then
-    /// worked out again, and it paces in that scope too), and with
+    /// While it waits, the server may name its route's quota or the configured limits may
+    /// change (`scopes` are then worked out again, and it paces in the new ones too), and with
     /// [`WaitIfOpen`](crate::WaitIfOpen) a breaker that opened is waited out.
-    #[allow(clippy::too_many_arguments)]
     async fn wait_for_slot(
         &self,
-        host: &Arc<Host>,
-        url: &url::Url,
-        (scopes, named, generation): Scopes<'_>,
-        units: Option<&Units>,
-        opts: &RequestOptions,
+        call: &Call<'_>,
+        scopes: &mut Scopes,
         attempt: &mut Attempt,
-        attempts: u32,
     ) -> std::result::Result<Option<OwnedSemaphorePermit>, Error> {
+        let Call {
+            host,
+            url,
+            units,
+            opts,
+            attempts,
+        } = *call;
         let config = &self.inner.config;
         loop {
             let waits = pace::Waits {
                 host,
-                scopes,
+                scopes: &scopes.list,
                 path: url.path(),
-                named: named.as_ref(),
-                generation: *generation,
+                named: scopes.named.as_ref(),
+                generation: scopes.generation,
                 config,
                 opts,
                 attempts,
@@ -274,11 +260,12 @@ impl Polite {
                 Ok(Paced::Go(in_flight)) => return Ok(in_flight),
                 Ok(Paced::Rescope(learned)) => {
                     // (read before the scopes are: they are never older than it says)
-                    *generation = host.state().schedule.generation;
+                    scopes.generation = host.state().schedule.generation;
                     if learned.is_some() {
-                        *named = learned;
+                        scopes.named = learned;
                     }
-                    *scopes = self.scopes_for(host, url, opts.cost, units, named.as_ref());
+                    scopes.list =
+                        self.scopes_for(host, url, opts.cost, units, scopes.named.as_ref());
                 }
                 Err(Error::CircuitOpen { .. }) if opts.wait_if_open.is_some() => {
                     *attempt = Box::pin(admit(host, config, opts, attempts)).await?;
@@ -294,14 +281,13 @@ impl Polite {
     async fn fleet_slot(
         &self,
         store: &crate::store::RedisStore,
-        host: &Arc<Host>,
+        call: &Call<'_>,
         scopes: &[(Arc<Scope>, u32)],
-        opts: &RequestOptions,
         attempt: &mut Attempt,
-        attempts: u32,
     ) -> std::result::Result<(), Error> {
-        let config = &self.inner.config;
-        crate::shared::pace(store, host, scopes, opts, config.max_retry_after, attempts).await?;
+        let (config, host) = (&self.inner.config, call.host);
+        let wait_at_most = config.max_retry_after;
+        crate::shared::pace(store, host, scopes, call.opts, wait_at_most, call.attempts).await?;
         admit::recheck_now(host, config, attempt)
     }
 
@@ -326,14 +312,25 @@ impl Polite {
     }
 }
 
+/// What one attempt of a request is paced by that does not change while it waits: its host's
+/// record, its URL, its units and options, and how many attempts went before it.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    host: &'a Arc<Host>,
+    url: &'a url::Url,
+    units: Option<&'a Units>,
+    opts: &'a RequestOptions,
+    attempts: u32,
+}
+
 /// A request's scopes as they were worked out: the scopes with the units it takes in each,
 /// the quota the server named for its route, and the generation of the configured limits
-/// the host's record had.
-type Scopes<'a> = (
-    &'a mut Vec<(Arc<Scope>, u32)>,
-    &'a mut Option<ServerScope>,
-    &'a mut u64,
-);
+/// the host's record had. Worked out again while it waits, when either changes.
+struct Scopes {
+    list: Vec<(Arc<Scope>, u32)>,
+    named: Option<ServerScope>,
+    generation: u64,
+}
 
 /// An attempt refused before it was sent (`attempts` sent before it): the outcome of the one
 /// before, when there was one (a retry refused), or the refusal.
