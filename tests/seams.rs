@@ -579,3 +579,41 @@ async fn requests_queued_on_a_slow_schedule_fail_as_soon_as_the_breaker_opens() 
         .count();
     assert_eq!(open, 7, "{:?} later: {results:?}", started.elapsed());
 }
+
+/// A record swept while idle forgets its schedule: a request of several units on a fresh
+/// record goes at once (its burst grows to its cost), so a record is only idle a whole window
+/// after its last start. 3 per 2 s: one unit, then 3 units once the first record would have been
+/// swept, must not share a window (found by the simulation: 4 units in 55 s under 3 per 60 s).
+#[tokio::test]
+async fn a_record_swept_while_idle_keeps_the_window_for_a_costly_request() {
+    let server = serve(|_, _| Reply::ok());
+    let other = serve(|_, _| Reply::ok());
+    let window = Duration::from_secs(2);
+    let polite = Polite::builder()
+        .limit(Limit::per(3, window))
+        .idle_timeout(Duration::from_millis(100))
+        .build();
+    let client = client(&polite);
+    client
+        .get(server.url("/one"))
+        .send()
+        .await
+        .expect("answered");
+    // the first unit's slot is long past, and the record unused for longer than idle_timeout
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    // a new host's record sweeps the idle ones
+    client.get(other.url("/")).send().await.expect("answered");
+    client
+        .get(server.url("/three"))
+        .with_extension(reqwest_polite::Cost(3))
+        .send()
+        .await
+        .expect("answered");
+    let arrivals = server.stats.arrivals();
+    assert_eq!(arrivals.len(), 2);
+    let apart = arrivals[1] - arrivals[0];
+    assert!(
+        apart >= window,
+        "4 units within {apart:?}, under 3 per {window:?}"
+    );
+}

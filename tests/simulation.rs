@@ -47,7 +47,6 @@ use world::World;
 pub const OPEN_DEFECTS: &[world::Defect] = &[
     world::Defect::FleetWaitersSentDuringPause,
     world::Defect::PauseOfSeveralPoliciesNotHeld,
-    world::Defect::SeveralUnitsStartEarly,
 ];
 
 /// One world in this many is run twice, and must replay exactly.

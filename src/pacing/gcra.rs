@@ -508,12 +508,19 @@ impl Pacer {
         self.min_gap
     }
 
-    /// True when forgetting this schedule changes nothing: the bucket is full at `now`.
+    /// True when forgetting this schedule changes nothing: the bucket is full at `now`, and
+    /// a whole window (its margin included) has passed since the last start. A fresh schedule
+    /// lets a request of any cost within the limit go at once (its burst grows to the cost,
+    /// see `schedule`), which only a full window since the last start keeps within the limit.
     pub(crate) fn is_idle(&self, now: u64) -> bool {
+        let window = self.limit.map_or(0, |limit| {
+            let window = u64::try_from(limit.window().as_nanos()).unwrap_or(u64::MAX);
+            window.saturating_add(limit.margin_nanos())
+        });
         self.tat <= now
             && self
                 .last_start
-                .is_none_or(|l| l.saturating_add(self.min_gap) <= now)
+                .is_none_or(|l| l.saturating_add(self.min_gap.max(window)) <= now)
     }
 }
 

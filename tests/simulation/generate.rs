@@ -7,8 +7,8 @@ use rand::{Rng, SeedableRng};
 use reqwest_polite::{Backoff, Breaker, Jitter, Limit, Retryable};
 
 use super::world::{
-    Body, Config, Configured, Defect, Dialect, HOSTS, LimitOn, Named, PATHS, PORTS, Quota, Relimit,
-    Request, RetryAfterForm, SECRET_MARK, Server, World, open,
+    Body, Config, Configured, Dialect, HOSTS, LimitOn, Named, PATHS, PORTS, Quota, Relimit,
+    Request, RetryAfterForm, SECRET_MARK, Server, World,
 };
 
 fn pick<T: Copy>(rng: &mut SmallRng, items: &[T]) -> T {
@@ -277,19 +277,8 @@ fn random_load(rng: &mut SmallRng, world: &World) -> Vec<Request> {
                 credential: (!world.credentials.is_empty() && rng.random_bool(0.8))
                     .then(|| rng.random_range(0..world.credentials.len())),
                 body,
-                cost: rng
-                    .random_bool(0.1)
-                    .then(|| rng.random_range(2..=3))
-                    .filter(|_| !open(Defect::SeveralUnitsStartEarly)),
-                units: (has_units && rng.random_bool(0.5))
-                    .then(|| rng.random_range(1..=5))
-                    .map(|u| {
-                        if open(Defect::SeveralUnitsStartEarly) {
-                            1
-                        } else {
-                            u
-                        }
-                    }),
+                cost: rng.random_bool(0.1).then(|| rng.random_range(2..=3)),
+                units: (has_units && rng.random_bool(0.5)).then(|| rng.random_range(1..=5)),
                 deadline: rng.random_bool(0.3).then(|| millis(rng, 100, 60_000)),
                 no_retry: rng.random_bool(0.05),
                 cancel_after: rng.random_bool(0.1).then(|| millis(rng, 0, 10_000)),

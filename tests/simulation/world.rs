@@ -32,12 +32,6 @@ pub enum Defect {
     /// (first seeds 2946, 3340, 8767, 8943), not reduced to a smaller case. Left out: the
     /// pauses from such answers are not checked.
     PauseOfSeveralPoliciesNotHeld,
-    /// A request that takes several units of a limit (`Cost` 2 or 3, `Units` above 1) starts
-    /// before the limit has room for all of them after an earlier start (3 units in 9.56 s
-    /// under 2 per 10 s): 20 of 100 000 worlds (first seeds 3674, 8454, 8596, 11299), not
-    /// reduced to a smaller case (a loopback test of two such requests keeps the limit). Left
-    /// out: requests carry no `Cost`, and `Units` of 1.
-    SeveralUnitsStartEarly,
 }
 
 /// Whether `defect` is listed as open.
