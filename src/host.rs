@@ -60,8 +60,7 @@ pub(crate) struct HostState {
     /// Quotas the server named for this host's routes (first path segment), learned from its
     /// answers (GitHub resources, Discord buckets). Boxed, and made on the first one: most hosts
     /// name none, and a record stays small.
-    #[allow(clippy::box_collection)] // boxed: 8 bytes inline where an empty map takes 48
-    routes: Option<Box<HashMap<Box<str>, ServerScope>>>,
+    routes: Option<Box<Routes>>,
     /// Attempts sent and not answered yet.
     pub(crate) sent: u32,
     /// Cost of the requests waiting in the pacing queue.
@@ -70,6 +69,16 @@ pub(crate) struct HostState {
     pub(crate) counters: Counters,
     pub(crate) breaker: BreakerState,
     pub(crate) budget: BudgetState,
+}
+
+/// The quotas a server named for a host's routes, learned from its answers.
+#[derive(Debug, Default)]
+struct Routes {
+    /// By route (first path segment).
+    named: HashMap<Box<str>, ServerScope>,
+    /// The latest instant one of these quotas holds requests back until (see
+    /// [`HostState::routes_held_until`]).
+    held_until: Option<Instant>,
 }
 
 /// Most route-to-quota names a host remembers; past it, the oldest knowledge is dropped.
@@ -164,13 +173,13 @@ impl HostState {
 
     /// The quota the server named for a path's route, if it named one.
     pub(crate) fn named_scope(&self, path: &str) -> Option<&ServerScope> {
-        self.routes.as_ref()?.get(route_of(path))
+        self.routes.as_ref()?.named.get(route_of(path))
     }
 
     /// Remember that the server counts `path`'s route in `scope`.
     pub(crate) fn learn_route(&mut self, path: &str, scope: &ServerScope) {
         let route = route_of(path);
-        let routes = self.routes.get_or_insert_default();
+        let routes = &mut self.routes.get_or_insert_default().named;
         if routes.get(route) == Some(scope) {
             return;
         }
@@ -178,6 +187,21 @@ impl HostState {
             routes.clear();
         }
         routes.insert(route.into(), scope.clone());
+    }
+
+    /// A quota the server named for this host's routes holds its requests back until `until`
+    /// (a pause, a spent quota): the record, the only way to those quotas, is kept until then.
+    pub(crate) fn routes_held_until(&mut self, until: Instant) {
+        if let Some(routes) = &mut self.routes {
+            routes.held_until = routes.held_until.max(Some(until));
+        }
+    }
+
+    /// True when no quota the server named for this host's routes holds anything at `now`.
+    fn routes_idle(&self, now: Instant) -> bool {
+        self.routes
+            .as_ref()
+            .is_none_or(|routes| routes.held_until.is_none_or(|until| until <= now))
     }
 
     /// Read an answer into the host's owners: its schedule takes its [`Lesson`], then the
@@ -484,12 +508,14 @@ impl Host {
 
     /// True when the record carries nothing worth keeping at `now`: nothing waiting or in
     /// flight, quiet for `idle_after`, no promise pending (a slot ahead, a cooldown, a quota
-    /// window) and the breaker not failing fast. What it learned (a lowered rate, failure
+    /// window, a quota the server named for its routes holding requests back) and the breaker
+    /// not failing fast. What it learned (a lowered rate, failure
     /// counts, the retry budget) is forgotten with it.
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
         let state = self.state();
         state.queued == 0
             && state.schedule.is_idle(now, idle_after)
+            && state.routes_idle(now)
             && state.breaker.is_quiet(now)
             && state.sent == 0
     }

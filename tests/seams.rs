@@ -617,3 +617,46 @@ async fn a_record_swept_while_idle_keeps_the_window_for_a_costly_request() {
         "4 units within {apart:?}, under 3 per {window:?}"
     );
 }
+
+/// The host's record is the only way to the quotas the server named for its routes: while one
+/// of them holds requests back (a `Retry-After` on a spent IETF policy), the record is not
+/// swept, or the next request on that route would forget the quota and go at once (found by
+/// the simulation).
+#[tokio::test]
+async fn a_host_record_is_kept_while_a_quota_named_for_its_routes_holds_requests() {
+    let server = serve(|_, _| {
+        Reply::status(429)
+            .header("retry-after", "30")
+            .header("ratelimit", "\"burst\";r=0;t=30, \"daily\";r=500;t=0")
+            .header(
+                "ratelimit-policy",
+                "\"burst\";q=10;w=30, \"daily\";q=1000;w=86400",
+            )
+    });
+    let other = serve(|_, _| Reply::ok());
+    let polite = Polite::builder()
+        .idle_timeout(Duration::from_millis(100))
+        .max_retries(0)
+        .build();
+    let client = client(&polite);
+    let first = client
+        .get(server.url("/items/1"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(first.status(), 429);
+    // the host's own record holds nothing (the pause is the policy's), and sits unused for
+    // longer than idle_timeout; a new host's record sweeps the idle ones
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.get(other.url("/")).send().await.expect("answered");
+    let again = client
+        .get(server.url("/items/2"))
+        .with_extension(Deadline::after(Duration::from_millis(500)))
+        .send();
+    let again = tokio::time::timeout(Duration::from_secs(2), again).await;
+    assert_eq!(
+        server.stats.hits(),
+        1,
+        "a request on the paused route was sent: {again:?}"
+    );
+}

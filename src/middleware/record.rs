@@ -332,6 +332,9 @@ fn feed_named(
     // IETF policies each take their own count; a Retry-After goes to the policies that say
     // they are spent, or to every policy of the answer when none does
     let any_spent = hint.policies.iter().any(|policy| policy.remaining == 0);
+    // the latest a quota named here holds requests back until: the host's record, which
+    // routes its requests to these quotas, is kept until then
+    let mut held = None;
     for (i, quota) in named.quotas.iter().enumerate() {
         let own;
         let mut renewal = None;
@@ -372,11 +375,15 @@ fn feed_named(
             state.renewal = renewal;
         }
         state.schedule.observe(now, &lesson);
+        held = held.max(state.schedule.pacing.cooldown_until(now));
         drop(state);
         if let Some(retry_after) = retry_after {
             tracing::debug!(host = %host.record.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");
             cooldowns.push((Some(Arc::clone(&scope)), retry_after));
         }
+    }
+    if let Some(until) = held {
+        host.state().routes_held_until(until);
     }
     cooldowns
 }

@@ -56,9 +56,6 @@ pub fn elapsed(log: &Log, at: Instant) -> f64 {
 ///    host's breaker is open (probes come after the breaker half-opens).
 fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
     for closure in &log.closures {
-        if closure.policies && open(Defect::PauseOfSeveralPoliciesNotHeld) {
-            continue;
-        }
         let early = log.starts.iter().find(|s| {
             let fleet = Defect::FleetWaitersSentDuringPause;
             s.seq > closure.seq

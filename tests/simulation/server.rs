@@ -58,8 +58,6 @@ pub struct Closure {
     pub partition: Option<String>,
     pub path: Option<String>,
     pub until: Instant,
-    /// The answer named several IETF policies.
-    pub policies: bool,
 }
 
 /// The breaker of `host` (in `partition`) changed phase at `seq`.
@@ -266,11 +264,6 @@ impl Middleware for SimServer {
                 partition,
                 path: plan.named.then(|| start.path.clone()),
                 until: answered + wait,
-                policies: plan.named
-                    && matches!(
-                        self.world.server(&authority).dialect,
-                        Dialect::IetfPolicies | Dialect::IetfTinyWindow
-                    ),
             });
         }
         let status = plan.status;

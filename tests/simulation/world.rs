@@ -27,11 +27,6 @@ pub enum Defect {
     /// smaller case (two processes with one waiting request each keep the pause). Left out:
     /// in the Redis worlds, a pause holds the attempts that began after its answer.
     FleetWaitersSentDuringPause,
-    /// A `Retry-After` on an answer that names several IETF policies (a `RateLimit-Policy`
-    /// of two members) does not hold a later request on the same path: 61 of 100 000 worlds
-    /// (first seeds 2946, 3340, 8767, 8943), not reduced to a smaller case. Left out: the
-    /// pauses from such answers are not checked.
-    PauseOfSeveralPoliciesNotHeld,
 }
 
 /// Whether `defect` is listed as open.
