@@ -808,7 +808,11 @@ mod tests {
         assert_eq!(p.estimate(0, 4, 1, None), 510 * MS, "4 ahead: the 5th slot");
         assert_eq!(p.estimate(200 * MS, 0, 1, None), 200 * MS);
         assert!(!p.is_idle(50 * MS));
-        assert!(p.is_idle(200 * MS));
+        // the slot is free at 102 ms, but a fresh schedule would let a costly request go at
+        // once: idle only a window (and its margin) after the last start
+        assert!(!p.is_idle(200 * MS));
+        assert!(!p.is_idle(1_000 * MS));
+        assert!(p.is_idle(1_100 * MS));
     }
 
     #[test]
