@@ -305,20 +305,24 @@ impl HostState {
         }
     }
 
-    /// Whether to retry after `delay` (the backoff's), at `now`: the longer of the delay and
-    /// the server's closure, within the deadline and `max_retry_after`, and if the breaker and
-    /// the retry budget allow. Takes a retry from the budget when it says yes.
+    /// Whether to retry after `delay` (the backoff's), at `now`: within the deadline and
+    /// `max_retry_after` of the host's cooldown and of `paused`, and if the breaker and the
+    /// retry budget allow. Takes a retry from the budget when it says yes. `paused`: the pause
+    /// the answer itself asked for (its `Retry-After`), whichever scope took it: the retry
+    /// sleeps at least that long, even if its route is counted elsewhere by then.
     pub(crate) fn plan_retry(
         &mut self,
         now: Instant,
         delay: Duration,
+        paused: Option<Duration>,
         deadline: Option<Instant>,
         max_retry_after: Duration,
     ) -> Result<Duration, NoRetry> {
         if self.breaker.phase() == crate::snapshot::BreakerPhase::Open {
             return Err(NoRetry::CircuitOpen);
         }
-        let reopens = self.cooldown_until(now).unwrap_or(now);
+        let paused_until = paused.map(|pause| crate::time::far_add(now, pause));
+        let reopens = self.cooldown_until(now).max(paused_until).unwrap_or(now);
         if reopens - now > max_retry_after {
             return Err(NoRetry::ServerWaitTooLong(reopens - now));
         }
@@ -330,7 +334,7 @@ impl HostState {
             return Err(NoRetry::BudgetSpent);
         }
         self.counters.retries += 1;
-        Ok(delay)
+        Ok(delay.max(paused.unwrap_or_default()))
     }
 
     /// A scout ended without an answer (error, cancellation): let the next one go.

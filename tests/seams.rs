@@ -660,3 +660,69 @@ async fn a_host_record_is_kept_while_a_quota_named_for_its_routes_holds_requests
         "a request on the paused route was sent: {again:?}"
     );
 }
+
+/// A retry waits for the pause its own answer asked for, whichever scope took it: here a
+/// Discord-like bucket pauses the route for 1 s, and before the backoff ends, another answer on
+/// the same route names other quotas (IETF policies) instead; the retry still waits the second
+/// (found by the simulation: the retry went 0.39 s into the pause).
+#[tokio::test]
+async fn a_retry_waits_for_its_own_answers_pause_when_its_route_is_renamed() {
+    let paused = Arc::new(AtomicU64::new(0));
+    let server = {
+        let paused = Arc::clone(&paused);
+        serve(move |_, path| {
+            let policies = Reply::ok()
+                .header("ratelimit", "\"burst\";r=99;t=1, \"daily\";r=9999;t=0")
+                .header(
+                    "ratelimit-policy",
+                    "\"burst\";q=100;w=1, \"daily\";q=10000;w=86400",
+                );
+            match path {
+                "/search/first" => return policies,
+                "/search/slow" => return policies.delay(Duration::from_millis(300)),
+                _ => {}
+            }
+            if paused.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Reply::status(429)
+                    .header("retry-after", "1")
+                    .header("x-ratelimit-bucket", "b1")
+                    .header("x-ratelimit-remaining", "0")
+                    .header("x-ratelimit-reset-after", "0.2");
+            }
+            Reply::ok()
+        })
+    };
+    let polite = Polite::builder()
+        .backoff(
+            Backoff::exponential(Duration::from_millis(500), Duration::from_millis(500))
+                .jitter(Jitter::None),
+        )
+        .build();
+    let client = client(&polite);
+    // the route's first answer names the policies, and the slow request is out when the pause
+    // comes: its answer names the policies again, 0.3 s later
+    client
+        .get(server.url("/search/first"))
+        .send()
+        .await
+        .expect("answered");
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let url = server.url("/search/slow");
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    let answer = client
+        .get(server.url("/search/q"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status(), 200, "retried after the pause");
+    assert!(
+        started.elapsed() >= Duration::from_millis(990),
+        "the retry went {:?} after the first attempt, inside its answer's 1 s pause",
+        started.elapsed()
+    );
+    assert_eq!(slow.await.expect("joined").expect("answered"), 200);
+}

@@ -146,11 +146,11 @@ impl Polite {
                     resend_count: *attempts,
                 };
                 *attempts += 1;
-                let verdict = self.hear(host, attempt, &answer, &result).await;
+                let heard = self.hear(host, attempt, &answer, &result).await;
                 let Some(spare) = spare else {
                     return Ok(result); // out of retries, or a body that cannot be cloned: sent once
                 };
-                let Some(delay) = plan_retry(host, self, &opts, verdict, *attempts, &mut backoff)
+                let Some(delay) = plan_retry(host, self, &opts, heard, *attempts, &mut backoff)
                 else {
                     return Ok(result);
                 };
@@ -188,22 +188,22 @@ impl Polite {
     }
 
     /// Read an attempt's outcome into every record it concerns (and, with a shared store, the
-    /// cooldowns it started into the store), and classify it.
+    /// cooldowns it started into the store), and classify it. Returns the verdict and the
+    /// longest pause the answer asked for (its `Retry-After`, in whichever scope).
     async fn hear(
         &self,
         host: &Host,
         attempt: Attempt,
         answer: &Answer<'_>,
         result: &Result<Response>,
-    ) -> crate::retry::Verdict {
+    ) -> (crate::retry::Verdict, Option<std::time::Duration>) {
         let (verdict, cooldowns) = record(self, host, attempt, answer, read(result));
+        let paused = cooldowns.iter().map(|(_, pause)| *pause).max();
         #[cfg(feature = "redis")]
         if let Some(store) = self.shared().filter(|_| !cooldowns.is_empty()) {
             crate::shared::close(store, host, &cooldowns).await;
         }
-        #[cfg(not(feature = "redis"))]
-        let _ = cooldowns;
-        verdict
+        (verdict, paused)
     }
 
     /// The attempt's slot in every scope (and in the fleet's schedule, with a shared store),

@@ -388,12 +388,13 @@ fn feed_named(
     cooldowns
 }
 
-/// Decide whether to retry, and after how long; `None` returns the last outcome to the caller.
+/// Decide whether to retry an answer (its verdict, and the pause it asked for), and after how
+/// long; `None` returns the last outcome to the caller.
 pub(super) fn plan_retry(
     host: &Host,
     polite: &Polite,
     opts: &RequestOptions,
-    verdict: Verdict,
+    (verdict, paused): (Verdict, Option<Duration>),
     attempts: u32,
     backoff: &mut Option<Box<Delays<SmallRng>>>,
 ) -> Option<Duration> {
@@ -405,9 +406,10 @@ pub(super) fn plan_retry(
         .get_or_insert_with(|| Box::new(config.backoff.delays(jitter_rng(polite))))
         .next()
         .unwrap_or(config.backoff.max());
-    let plan =
-        host.state()
-            .plan_retry(Instant::now(), delay, opts.deadline, config.max_retry_after);
+    let max_wait = config.max_retry_after;
+    let plan = host
+        .state()
+        .plan_retry(Instant::now(), delay, paused, opts.deadline, max_wait);
     match plan {
         Ok(delay) => {
             tracing::debug!(host = %host.record.key, attempts, reason = "backoff", wait = ?delay, "retrying");
