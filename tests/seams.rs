@@ -726,3 +726,49 @@ async fn a_retry_waits_for_its_own_answers_pause_when_its_route_is_renamed() {
     );
     assert_eq!(slow.await.expect("joined").expect("answered"), 200);
 }
+
+/// Requests waiting when a port-less limit is cleared, and then told of a quota the server
+/// named for their route, bring the host's record to the limits configured now (here the
+/// default, with a burst) with the schedule the host-wide scope had: before, they went at once
+/// on the record's old state, unpaced (found by the simulation: 6 starts in 6.1 s under 5 per
+/// 10 s).
+#[tokio::test]
+async fn requests_waiting_when_a_portless_limit_is_cleared_keep_the_window() {
+    let answered = Arc::new(AtomicU64::new(0));
+    let server = {
+        let answered = Arc::clone(&answered);
+        serve(move |_, _| {
+            if answered.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Reply::ok();
+            }
+            // from the second answer on, the route's quota has a name
+            Reply::ok()
+                .header("x-ratelimit-bucket", "b1")
+                .header("x-ratelimit-remaining", "100")
+                .header("x-ratelimit-reset-after", "1")
+        })
+    };
+    let window = Duration::from_secs(2);
+    let polite = Polite::builder()
+        .limit(Limit::per(5, window).burst(3))
+        .host_limit("127.0.0.1", Limit::per(5, window))
+        .build();
+    let client = client(&polite);
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/items/1"));
+            tokio::spawn(async move { client.get(url).send().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    polite.clear_host_limit("127.0.0.1");
+    for request in requests {
+        request.await.expect("task").expect("answered");
+    }
+    assert_eq!(server.stats.hits(), 6);
+    assert!(
+        server.stats.max_in_any_window(window) <= 5,
+        "more than 5 in {window:?}: {:?}",
+        server.stats.arrivals()
+    );
+}

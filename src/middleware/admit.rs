@@ -10,7 +10,7 @@ use crate::breaker::{Admission, Transition};
 use crate::builder::{Config, Polite};
 use crate::error::Error;
 use crate::extensions::RequestOptions;
-use crate::host::{Host, HostState};
+use crate::host::{Host, HostState, StateGuard};
 use crate::observe;
 use crate::scope::Scope;
 use crate::signals::ServerScope;
@@ -67,6 +67,29 @@ impl Drop for Attempt {
     }
 }
 
+/// The host's record (its `state`, locked) paced by the limits configured now: changed at
+/// run time, they are applied, and a limit that moved between the record and its host-wide
+/// scope takes its schedule along (the change lets nothing more through than either form
+/// allows). Requests that begin and requests that were waiting when the limits changed both
+/// come through here.
+pub(super) fn up_to_date<'a>(
+    polite: &Polite,
+    host: &'a Host,
+    url: &url::Url,
+    mut state: StateGuard<'a>,
+) -> StateGuard<'a> {
+    if state.schedule.generation == polite.generation() {
+        return state;
+    }
+    let (limits, generation) = polite.limits();
+    if let Some(moved) = state.relimit(limits.for_host(url), generation) {
+        drop(state);
+        polite.carry_schedule(host, url, &limits, moved);
+        state = host.state();
+    }
+    state
+}
+
 /// Bring the host's limit up to date, count the request, deposit in the retry budget, refuse
 /// a cost that can never fit, and ask the breaker for its first attempt: one lock for all.
 /// Returns the quota the server named for its route, if any, the attempt (`None` when the
@@ -79,18 +102,7 @@ pub(super) fn begin(
     opts: &RequestOptions,
 ) -> Result<(Option<ServerScope>, Option<Attempt>, u64), Error> {
     let now = Instant::now();
-    let mut state = host.state();
-    if state.schedule.generation != polite.generation() {
-        let (limits, generation) = polite.limits();
-        let moved = state.relimit(limits.for_host(url), generation);
-        if let Some(schedule) = moved {
-            // the limit moved between the record and its host-wide scope: the schedule
-            // moves with it, so the change lets nothing more through than either form allows
-            drop(state);
-            polite.carry_schedule(host, url, &limits, schedule);
-            state = host.state();
-        }
-    }
+    let mut state = up_to_date(polite, host, url, host.state());
     state.counters.requests += 1;
     state.budget.deposit(now);
     if let Some(limit) = state.limit()

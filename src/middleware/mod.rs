@@ -259,8 +259,11 @@ impl Polite {
             match waits.pace(attempt).await {
                 Ok(Paced::Go(in_flight)) => return Ok(in_flight),
                 Ok(Paced::Rescope(learned)) => {
-                    // (read before the scopes are: they are never older than it says)
-                    scopes.generation = host.state().schedule.generation;
+                    // the record first (read before the scopes are: they are never older
+                    // than it says)
+                    let record = admit::up_to_date(self, host, url, host.state());
+                    scopes.generation = record.schedule.generation;
+                    drop(record);
                     if learned.is_some() {
                         scopes.named = learned;
                     }
