@@ -154,19 +154,13 @@ impl Polite {
     pub(crate) fn carry_schedule(&self, host: &Host, url: &Url, limits: &Limits, moved: Moved) {
         let tag = Partition::key_of(host.record.partition);
         match (moved, limits.host_wide(url)) {
-            (Moved::Out(position), Some((name, _))) => {
-                // made here if it does not exist yet, as the request's scopes will find it
+            (Moved::Out(position), Some((name, limit))) => {
+                // made here if it does not exist yet, paced as the request's scopes will find
+                // it (their generation brings it up to date)
                 let key = host_wide_key(&tag, &name);
+                let partition = host.record.partition;
                 let scope = self.inner.store.scope(&key, |now| {
-                    Scope::new(
-                        &key,
-                        ScopeKind::Host,
-                        &name,
-                        host.record.partition,
-                        None,
-                        0,
-                        now,
-                    )
+                    Scope::new(&key, ScopeKind::Host, &name, partition, Some(limit), 0, now)
                 });
                 scope.state().schedule.pacing.take_over(position);
             }

@@ -772,3 +772,33 @@ async fn requests_waiting_when_a_portless_limit_is_cleared_keep_the_window() {
         server.stats.arrivals()
     );
 }
+
+/// A limit moved to the host-wide form takes along when its schedule's next unit is due, a
+/// burst grown by a costly request included: 2 units, then a move, then 1 unit must not share a
+/// window of 2 per 2 s (found by the simulation: 3 units in 5.1 s under 2 per 10 s).
+#[tokio::test]
+async fn a_limit_moved_after_a_costly_request_keeps_the_window() {
+    let server = serve(|_, _| Reply::ok());
+    let window = Duration::from_secs(2);
+    let polite = Polite::builder().limit(Limit::per(2, window)).build();
+    let client = client(&polite);
+    client
+        .get(server.url("/two"))
+        .with_extension(reqwest_polite::Cost(2))
+        .send()
+        .await
+        .expect("answered");
+    polite.set_host_limit("127.0.0.1", Limit::per(2, window));
+    client
+        .get(server.url("/one"))
+        .send()
+        .await
+        .expect("answered");
+    let arrivals = server.stats.arrivals();
+    assert_eq!(arrivals.len(), 2);
+    let apart = arrivals[1] - arrivals[0];
+    assert!(
+        apart >= window,
+        "3 units within {apart:?}, under 2 per {window:?}"
+    );
+}

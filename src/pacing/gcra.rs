@@ -458,14 +458,19 @@ impl Pacer {
     /// Where the schedule stands: the earliest its next unit may start, and its last start
     /// (`None` while unpaced: it holds no promise).
     pub(crate) fn position(&self) -> Option<(u64, Option<u64>)> {
-        (self.interval > 0).then_some((self.tat.saturating_sub(self.tolerance), self.last_start))
+        let next = due_at(self.tat, 1, self.interval, self.tolerance);
+        (self.interval > 0).then_some((next, self.last_start))
     }
 
     /// Take over another schedule's position (a limit that moved here from another record):
-    /// nothing starts before `earliest`, whatever burst this schedule allows, nor sooner than
-    /// this schedule allows.
+    /// nothing starts before `earliest`, whatever burst this schedule allows (it counts as
+    /// spent there), nor sooner than this schedule allows.
     pub(crate) fn take_over(&mut self, earliest: u64, last_start: Option<u64>) {
-        self.tat = self.tat.max(earliest.saturating_add(self.tolerance));
+        // the theoretical arrival time at which one unit is due at `earliest`
+        let spent = earliest
+            .saturating_add(self.tolerance.max(self.interval))
+            .saturating_sub(self.interval);
+        self.tat = self.tat.max(spent);
         self.last_start = self.last_start.max(last_start);
     }
 
