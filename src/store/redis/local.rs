@@ -192,7 +192,8 @@ mod tests {
         for i in 0..SWEEP_AT {
             let _ = local.reserve(&format!("k{i}"), &limit, 1, 1, now, Duration::MAX);
         }
-        let later = now + Duration::from_secs(1);
+        // idle a whole window (and its margin) after the last start
+        let later = now + Duration::from_millis(1_100);
         let _ = local.reserve("fresh", &limit, 1, 1, later, Duration::MAX);
         let len = local.map.lock().expect("lock").schedules.len();
         assert_eq!(len, 1, "only the fresh schedule is kept");
