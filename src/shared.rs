@@ -8,8 +8,10 @@
 //! than n in any window". A `Retry-After` one process receives sets a cooldown, for every
 //! process, on the record or scope it was set on there (the host record, or the quota the
 //! server named), and every process reads the cooldowns of its request's record and scopes
-//! before it sends, limited or not. The breaker stays per process: a host that fails for one process (its network,
-//! its DNS) may be fine for another, and failing fast needs no round trip.
+//! before it sends, limited or not, and again after sleeping for its slots: a cooldown that
+//! came meanwhile is waited out, and the slots are reserved again. The breaker stays per
+//! process: a host that fails for one process (its network, its DNS) may be fine for another,
+//! and failing fast needs no round trip.
 //!
 //! When Redis does not answer within the store's timeout, [`Fallback::Local`](crate::Fallback)
 //! paces that request locally at the limit divided by the processes seen alive, in one local
@@ -63,6 +65,13 @@ pub(crate) async fn pace(
     max_wait: Duration,
     attempts: u32,
 ) -> Result<(), Error> {
+    let ask = Ask {
+        store,
+        host,
+        opts,
+        max_wait,
+        attempts,
+    };
     let mut schedules: Vec<(String, Option<Limit>, u32)> = Vec::with_capacity(1 + scopes.len());
     schedules.push((host_key(host), host.state().limit(), opts.cost));
     for (scope, units) in scopes {
@@ -71,62 +80,120 @@ pub(crate) async fn pace(
     }
     // stable: the cooldowns first, then the schedules in their order
     schedules.sort_by_key(|(_, limit, _)| limit.is_some());
-    for (key, limit, cost) in &schedules {
-        let limit = limit.as_ref();
-        reserve(store, host, key, limit, *cost, opts, max_wait, attempts).await?;
+    loop {
+        let mut slept = false;
+        for (key, limit, cost) in &schedules {
+            slept |= ask.reserve(key, limit.as_ref(), *cost).await?;
+        }
+        if !slept {
+            return Ok(());
+        }
+        // a `Retry-After` may have come while the request slept for its slots, in this
+        // process or another: if one did, it is waited out, and the slots (now in the past,
+        // and shared with every request that waited for the same pause) are reserved again
+        let mut paused = ask.wait_for_local_cooldowns(scopes).await?;
+        for (key, _, cost) in &schedules {
+            paused |= ask.reserve(key, None, *cost).await?;
+        }
+        if !paused {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn reserve(
-    store: &RedisStore,
-    host: &Host,
-    key: &str,
-    limit: Option<&Limit>,
-    cost: u32,
-    opts: &RequestOptions,
+/// What every reservation of one request shares.
+struct Ask<'a> {
+    store: &'a RedisStore,
+    host: &'a Host,
+    opts: &'a RequestOptions,
+    /// The longest server-ordered wait accepted (`max_retry_after`).
     max_wait: Duration,
+    /// Attempts sent before this one.
     attempts: u32,
-) -> Result<(), Error> {
-    let now = Instant::now();
-    let may_wait = opts
-        .deadline
-        .map_or(max_wait, |d| d.saturating_duration_since(now).min(max_wait));
-    let reservation = store
-        .reserve(key, limit, None, cost, may_wait)
-        .await
-        .map_err(|err| unavailable(host, &err))?;
-    match (reservation, limit) {
-        // a zero-length sleep would still wait for the timer's next tick (a millisecond)
-        (Reservation::Go { delay, .. }, _) => {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Ok(())
+}
+
+impl Ask<'_> {
+    /// The longest this request may wait from `now`: `max_wait`, or less before its deadline.
+    fn may_wait(&self, now: Instant) -> Duration {
+        self.opts.deadline.map_or(self.max_wait, |d| {
+            d.saturating_duration_since(now).min(self.max_wait)
+        })
+    }
+
+    /// Wait out the cooldowns this process set on the request's host record and scopes.
+    /// `true` when there was one.
+    async fn wait_for_local_cooldowns(&self, scopes: &[(Arc<Scope>, u32)]) -> Result<bool, Error> {
+        let now = Instant::now();
+        let host = self.host.state().cooldown_until(now);
+        let until = scopes
+            .iter()
+            .map(|(scope, _)| scope.state().schedule.pacing.cooldown_until(now))
+            .fold(host, Option::max);
+        let Some(until) = until else {
+            return Ok(false);
+        };
+        let wait = until.saturating_duration_since(now);
+        if wait > self.may_wait(now) {
+            return Err(refused(
+                self.host,
+                self.opts,
+                now,
+                wait,
+                wait,
+                self.attempts,
+            ));
         }
-        // nothing was reserved: the fleet's schedule (or a closure) is further away than this
-        // request may wait, so it fails now rather than wait without a bound
-        (Reservation::Refused { earliest, closed }, _) => {
-            Err(refused(host, opts, now, earliest, closed, attempts))
-        }
-        // no limit: only the cooldowns this process knows of hold it back, and it has waited
-        // them out already
-        (Reservation::Local { .. }, None) => Ok(()),
-        // this process's share of the limit, in the one local schedule of this shared one
-        (Reservation::Local { processes }, Some(limit)) => {
-            let now = Instant::now();
-            match store
-                .local()
-                .reserve(key, limit, processes, cost, now, may_wait)
-            {
-                Ok(start) => {
-                    if start > now {
-                        tokio::time::sleep_until(start).await;
-                    }
-                    Ok(())
+        tokio::time::sleep_until(until).await;
+        Ok(true)
+    }
+
+    /// Reserve `cost` units in the shared schedule `key` (paced by `limit`; `None`: only its
+    /// cooldown is read) and sleep until the slot. `true` when it slept.
+    async fn reserve(&self, key: &str, limit: Option<&Limit>, cost: u32) -> Result<bool, Error> {
+        let Ask {
+            store,
+            host,
+            opts,
+            attempts,
+            ..
+        } = *self;
+        let now = Instant::now();
+        let may_wait = self.may_wait(now);
+        let reservation = store
+            .reserve(key, limit, None, cost, may_wait)
+            .await
+            .map_err(|err| unavailable(host, &err))?;
+        match (reservation, limit) {
+            // a zero-length sleep would still wait for the timer's next tick (a millisecond)
+            (Reservation::Go { delay, .. }, _) => {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
-                Err(earliest) => Err(refused(host, opts, now, earliest, Duration::ZERO, attempts)),
+                Ok(!delay.is_zero())
+            }
+            // nothing was reserved: the fleet's schedule (or a closure) is further away than
+            // this request may wait, so it fails now rather than wait without a bound
+            (Reservation::Refused { earliest, closed }, _) => {
+                Err(refused(host, opts, now, earliest, closed, attempts))
+            }
+            // no limit: only the cooldowns this process knows of hold it back, and it has
+            // waited them out already
+            (Reservation::Local { .. }, None) => Ok(false),
+            // this process's share of the limit, in the one local schedule of this shared one
+            (Reservation::Local { processes }, Some(limit)) => {
+                let now = Instant::now();
+                let local = store.local();
+                match local.reserve(key, limit, processes, cost, now, may_wait) {
+                    Ok(start) => {
+                        if start > now {
+                            tokio::time::sleep_until(start).await;
+                        }
+                        Ok(start > now)
+                    }
+                    Err(earliest) => {
+                        Err(refused(host, opts, now, earliest, Duration::ZERO, attempts))
+                    }
+                }
             }
         }
     }

@@ -139,6 +139,46 @@ async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
     );
 }
 
+/// A request already sleeping for its slot in the fleet's schedule when another process is told
+/// `Retry-After` waits the pause out too: it reads the shared cooldowns again once its slot
+/// comes (found by the simulation: a fleet's waiters were sent during the pause).
+#[tokio::test]
+async fn a_request_sleeping_for_its_fleet_slot_waits_out_a_pause_that_came_meanwhile() {
+    let redis = RedisServer::start().expect("redis-server");
+    let refused = std::sync::atomic::AtomicBool::new(false);
+    let server = serve(move |_, _| {
+        if refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Reply::ok()
+        } else {
+            // answered while the other process sleeps for the next slot
+            Reply::status(429)
+                .header("retry-after", 2)
+                .delay(Duration::from_millis(300))
+        }
+    });
+    let a = process(&redis, Limit::per_second(1)).await;
+    let b = process(&redis, Limit::per_second(1)).await;
+    let url = server.url("/");
+    let first = tokio::spawn({
+        let (client, url) = (client(&a), url.clone());
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // the fleet's next slot is a second after a's request: b sleeps for it
+    let resp = client(&b).get(&url).send().await.expect("answered");
+    assert_eq!(resp.status(), 200);
+    let refused = first.await.expect("joined").expect("answered");
+    assert_eq!(refused, 429, "process a is refused, Retry-After: 2");
+    let arrivals = server.stats.arrivals();
+    // a's refusal came 0.3 s after its request reached the host
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_millis(2250),
+        "process b reached the host {gap:?} after a's request, inside the pause its answer \
+         (0.3 s later) asked for: 2 s"
+    );
+}
+
 /// Headers, as (name, value) pairs.
 type Headers = &'static [(&'static str, &'static str)];
 

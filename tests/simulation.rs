@@ -41,11 +41,6 @@ use observer::SimObserver;
 use server::{Log, SimServer, lock};
 use world::World;
 
-/// Defects known and being fixed, which the simulation finds: while one is listed here, the
-/// worlds and checks leave out exactly the combination that shows it (see [`world::Defect`]).
-/// Empty this list once the fixes are in.
-pub const OPEN_DEFECTS: &[world::Defect] = &[world::Defect::FleetWaitersSentDuringPause];
-
 /// One world in this many is run twice, and must replay exactly.
 const REPLAY_EVERY: u64 = 25;
 

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::load::{Ended, Ending};
 use super::server::{Log, Start};
-use super::world::{Body, CREDENTIAL_HEADER, Defect, World, open};
+use super::world::{Body, CREDENTIAL_HEADER, World};
 
 /// A broken promise: the check's name and what it saw.
 #[derive(Debug, Clone)]
@@ -57,9 +57,7 @@ pub fn elapsed(log: &Log, at: Instant) -> f64 {
 fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
     for closure in &log.closures {
         let early = log.starts.iter().find(|s| {
-            let fleet = Defect::FleetWaitersSentDuringPause;
             s.seq > closure.seq
-                && !(world.real_time && began_before(log, s, closure.seq, fleet))
                 && s.at < closure.until
                 && s.authority == closure.authority
                 && partition(world, s) == closure.partition.as_deref()
@@ -116,20 +114,6 @@ fn pauses_obeyed(world: &World, log: &Log, found: &mut Vec<Violation>) {
         }
     }
     half_open_probes(world, log, found);
-}
-
-/// Whether `start`'s attempt began before the event numbered `seq`, while `defect` is open:
-/// its request came in before (the first attempt), or its previous attempt was answered
-/// before (a retry).
-fn began_before(log: &Log, start: &Start, seq: u64, defect: Defect) -> bool {
-    if !open(defect) {
-        return false;
-    }
-    let earlier = log.starts.iter().take_while(|s| s.seq < start.seq);
-    match earlier.filter(|s| s.request == start.request).last() {
-        None => start.entered_seq < seq,
-        Some(previous) => previous.answer.is_some_and(|a| a.seq < seq),
-    }
 }
 
 /// Which attempt of its request `start` is (1: the first).

@@ -17,23 +17,6 @@ pub const PATHS: [&str; 4] = ["/items/1", "/items/2", "/search/q", "/upload"];
 pub const CREDENTIAL_HEADER: &str = "authorization";
 pub const SECRET_MARK: &str = "sim-secret";
 
-/// A known defect the simulation finds, and what is left out while it is open (listed in
-/// `OPEN_DEFECTS`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Defect {
-    /// In a fleet sharing Redis, requests that came in before an answer's `Retry-After` (in
-    /// its process or another) were sent while it held the host: Redis world 5 (three
-    /// processes, an in-flight cap, retries, IETF quota headers, 10 per 2 s), not reduced to a
-    /// smaller case (two processes with one waiting request each keep the pause). Left out:
-    /// in the Redis worlds, a pause holds the attempts that began after its answer.
-    FleetWaitersSentDuringPause,
-}
-
-/// Whether `defect` is listed as open.
-pub fn open(defect: Defect) -> bool {
-    crate::OPEN_DEFECTS.contains(&defect)
-}
-
 /// One configured limit, as the checks mirror it.
 #[derive(Debug, Clone)]
 pub struct Configured {
