@@ -234,7 +234,7 @@ impl HostState {
             None
         } else {
             self.pacing
-                .observe_quota(now, scout, code, hint, accepted_any)
+                .observe_quota(now, Some(sent_at), scout, code, hint, accepted_any)
         };
         if refused {
             self.counters.throttled += 1;

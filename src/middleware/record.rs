@@ -383,7 +383,7 @@ fn feed_named(
         if !user_keeps_it || spent_refusal {
             state
                 .pacing
-                .observe_quota(now, false, code, quota_hint, true);
+                .observe_quota(now, None, false, code, quota_hint, true);
         }
     }
     cooldowns
