@@ -18,7 +18,8 @@
 //!   server that rounds its reset up to whole seconds would otherwise cost up to half the
 //!   throughput); refusals saying nothing is left still count.
 //! - A scope learned by first contact ends a fixed window where its first answer says it does
-//!   (see [`window_start`](super::window_start)), when that is sooner than the reset announced.
+//!   (see [`window_start`](super::window_start)), when that is sooner than the reset announced,
+//!   and waits out the second after a reset that a refusal says has passed.
 
 use std::time::Duration;
 
@@ -260,8 +261,10 @@ impl QuotaTracker {
         }
         match (hint.remaining, hint.reset_in) {
             (Some(remaining), Some(reset_in)) => {
-                let inferred =
-                    sent_at.and_then(|sent_at| self.window_start.infer_end(now, sent_at, hint));
+                let inferred = sent_at.and_then(|sent_at| {
+                    let late = self.window_start.late_end(now, hint, refused);
+                    late.or_else(|| self.window_start.infer_end(now, sent_at, hint))
+                });
                 let ends = inferred.unwrap_or_else(|| crate::time::far_add(now, reset_in));
                 let reset_at = crate::time::far_add(ends, RESET_MARGIN);
                 self.state = match self.state {

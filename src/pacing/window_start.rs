@@ -18,8 +18,13 @@
 //! server whose windows are aligned to the clock, last a fraction of a second, or slide, may
 //! still count the old window at the inferred end. The scope then sends one scout (first
 //! contact, see [`quota`](super::quota)), and its answer checks the inference: unless it is the
-//! first answer of a new window, the scope takes resets as announced from then on. A wrong
-//! inference costs at most that one scout, once.
+//! first answer of a new window, the scope takes resets as announced from then on.
+//!
+//! A server may also round its reset *down*: a refusal then says nothing is left and the reset
+//! has passed. The window ends within the second after that reset, so the scope waits out that
+//! second instead of asking again and again, and ends later windows one second past where a
+//! rounded-up reset would put them (still on time: the whole seconds to a rounded-down reset
+//! are one short of the window).
 
 use std::time::Duration;
 
@@ -28,26 +33,50 @@ use tokio::time::Instant;
 use crate::signals::ServerHint;
 use crate::time::far_add;
 
-/// What one scope's answers say about where its fixed windows end. One byte: it sits in the
+/// The resolution of the resets this module reads.
+const WHOLE_SECOND: Duration = Duration::from_secs(1);
+
+/// What one scope's answers say about where its fixed windows end. Two bytes: they sit in the
 /// padding of the quota tracker, so a host record does not grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum WindowStart {
-    /// The current window ends at its announced reset.
+pub(crate) struct WindowStart {
+    rounding: Rounding,
+    phase: Phase,
+}
+
+/// How the server rounds its whole-second resets, as far as its answers show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Rounding {
+    /// Up, until an answer shows otherwise: a window ends the whole seconds from its first
+    /// request's send to its reset after its first answer.
+    #[default]
+    Up,
+    /// A refusal said its reset had passed: a window ends one second later than rounded up.
+    Down,
+    /// A scout sent past a rounded-up end was answered by the old window: resets are taken as
+    /// announced (a refusal saying its reset passed still shows them rounded down).
+    Announced,
+    /// A scout sent past a rounded-down end was answered by the old window too: resets are
+    /// taken as announced, for good.
+    Never,
+}
+
+/// Where the current window's end came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Phase {
+    /// Its announced reset.
     #[default]
     Announced,
-    /// The current window ends where its first answer says, sooner than announced.
+    /// Its first answer.
     Inferred,
     /// An inferred end has passed: the next scout's answer checks it.
     Checking,
-    /// A scout sent past an inferred end was answered by the old window: resets are taken as
-    /// announced for good.
-    Refuted,
 }
 
 impl WindowStart {
-    /// The end of the window an answer is about, sooner than its announced reset: when the
-    /// answer is the window's first (sent at `sent_at`, answered at `now`) and names its reset
-    /// in whole seconds, the whole seconds from the send to that reset, counted from `now`.
+    /// The end of the window an answer is about, when the answer is the window's first (sent
+    /// at `sent_at`, answered at `now`) and names its reset in whole seconds: the whole seconds
+    /// from the send to that reset (one more if the server rounds down), counted from `now`.
     /// `None`: the reset as announced.
     pub(crate) fn infer_end(
         &mut self,
@@ -55,37 +84,64 @@ impl WindowStart {
         sent_at: Instant,
         hint: &ServerHint,
     ) -> Option<Instant> {
-        let reset_in = hint.reset_in.filter(|_| {
-            hint.reset_whole_seconds && is_first(hint) && *self != WindowStart::Refuted
-        })?;
+        let extra = match self.rounding {
+            Rounding::Up => Duration::ZERO,
+            Rounding::Down => WHOLE_SECOND,
+            Rounding::Announced | Rounding::Never => return None,
+        };
+        let reset_in = hint
+            .reset_in
+            .filter(|_| hint.reset_whole_seconds && is_first(hint))?;
         let round_trip = now.saturating_duration_since(sent_at);
-        let length = Duration::from_secs(reset_in.saturating_add(round_trip).as_secs());
-        if length.is_zero() || length >= reset_in {
+        let whole = Duration::from_secs(reset_in.saturating_add(round_trip).as_secs());
+        let length = whole.saturating_add(extra);
+        if length.is_zero() || (self.rounding == Rounding::Up && length >= reset_in) {
             return None;
         }
-        *self = WindowStart::Inferred;
+        self.phase = Phase::Inferred;
         Some(far_add(now, length))
+    }
+
+    /// The end of the window a refusal is about, when it says nothing is left and its
+    /// whole-second reset has passed: the server rounds its resets down, and the window ends
+    /// within the second from `now`.
+    pub(crate) fn late_end(
+        &mut self,
+        now: Instant,
+        hint: &ServerHint,
+        refused: bool,
+    ) -> Option<Instant> {
+        let passed = refused
+            && hint.remaining == Some(0)
+            && hint.reset_whole_seconds
+            && hint.reset_in == Some(Duration::ZERO);
+        if !passed {
+            return None;
+        }
+        if matches!(self.rounding, Rounding::Up | Rounding::Announced) {
+            self.rounding = Rounding::Down;
+        }
+        self.phase = Phase::Announced;
+        Some(far_add(now, WHOLE_SECOND))
     }
 
     /// The window ended at its announced reset, or a new one began with an answer that
     /// inferred nothing.
     pub(crate) fn announced(&mut self) {
-        if *self != WindowStart::Refuted {
-            *self = WindowStart::Announced;
-        }
+        self.phase = Phase::Announced;
     }
 
     /// The current window's end has passed: an inferred one is checked by what comes next.
     pub(crate) fn passed(&mut self) {
-        if *self == WindowStart::Inferred {
-            *self = WindowStart::Checking;
+        if self.phase == Phase::Inferred {
+            self.phase = Phase::Checking;
         }
     }
 
     /// First contact ended without a scout's answer: nothing is left to check.
     pub(crate) fn unchecked(&mut self) {
-        if *self == WindowStart::Checking {
-            *self = WindowStart::Announced;
+        if self.phase == Phase::Checking {
+            self.phase = Phase::Announced;
         }
     }
 
@@ -94,14 +150,18 @@ impl WindowStart {
     /// count says nothing about the window now. The next window's first answer confirms the
     /// inference; a scout's answer that is not one refutes it.
     pub(crate) fn check(&mut self, scout: bool, hint: &ServerHint, refused: bool) -> bool {
-        if *self != WindowStart::Checking {
+        if self.phase != Phase::Checking {
             return false;
         }
         if is_first(hint) && !refused {
-            *self = WindowStart::Announced;
+            self.phase = Phase::Announced;
             false
         } else if scout {
-            *self = WindowStart::Refuted;
+            self.phase = Phase::Announced;
+            self.rounding = match self.rounding {
+                Rounding::Up => Rounding::Announced,
+                _ => Rounding::Never,
+            };
             false
         } else {
             true
@@ -147,7 +207,7 @@ mod tests {
             Some(now + 2 * S),
             "the window ends 2 s after its first answer, not at the announced second"
         );
-        assert_eq!(window, WindowStart::Inferred);
+        assert_eq!(window.phase, Phase::Inferred);
         let later = answer(5, 2 * S + 800 * MS, true);
         assert_eq!(
             window.infer_end(now + 100 * MS, sent, &later),
@@ -186,7 +246,7 @@ mod tests {
             None,
             "first of what?"
         );
-        assert_eq!(window, WindowStart::Announced);
+        assert_eq!(window, WindowStart::default());
     }
 
     #[tokio::test(start_paused = true)]
@@ -222,8 +282,45 @@ mod tests {
                 None,
                 "refuted by a scout's {hint:?}: resets are taken as announced"
             );
-            refuted.announced();
-            assert_eq!(refuted, WindowStart::Refuted, "for good");
+            assert_eq!(refuted.rounding, Rounding::Announced);
         }
+    }
+
+    /// A server that rounds its reset down: a refusal says its reset has passed.
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_whose_reset_has_passed_waits_out_the_second_and_rounds_down_from_then_on() {
+        let now = Instant::now();
+        let mut window = WindowStart::default();
+        let passed = answer(0, Duration::ZERO, true);
+        assert_eq!(window.late_end(now, &passed, false), None, "not a refusal");
+        assert_eq!(
+            window.late_end(now, &answer(0, 300 * MS, true), true),
+            None,
+            "a reset still ahead"
+        );
+        assert_eq!(
+            window.late_end(now, &passed, true),
+            Some(now + S),
+            "the window ends within the second after a rounded-down reset"
+        );
+        // a 2 s window began 0.1 s past a whole second: the server announces the second
+        // before its end, 1.9 s after the send
+        let sent = now + 5 * S;
+        let first = answer(9, S + 898 * MS, true);
+        assert_eq!(
+            window.infer_end(sent + 2 * MS, sent, &first),
+            Some(sent + 2 * MS + 2 * S),
+            "rounded down: a second past the whole seconds to the reset"
+        );
+        window.passed();
+        assert!(!window.check(true, &answer(0, S, true), true));
+        assert_eq!(window.rounding, Rounding::Never, "refuted twice: for good");
+        assert_eq!(
+            window.late_end(now, &passed, true),
+            Some(now + S),
+            "a reset that passed still means the window ends within a second"
+        );
+        assert_eq!(window.rounding, Rounding::Never);
+        assert_eq!(window.infer_end(sent + 2 * MS, sent, &first), None);
     }
 }
