@@ -247,6 +247,7 @@ impl HostState {
                     scout,
                     status: status.as_u16(),
                     hint,
+                    sent: Some(sent_at),
                 },
             },
             accepted_any: self.adaptive.accepted_any(now_ns),

@@ -133,11 +133,15 @@ pub(crate) enum Quota<'a> {
     /// Its quota headers are about a quota the server named, not this one: a scout's answer
     /// still ends the schedule's first contact.
     Elsewhere { scout: bool },
-    /// Count the answer (its status and headers); `scout`: it answers the schedule's scout.
+    /// Count the answer (its status and headers); `scout`: it answers the schedule's scout;
+    /// `sent`: when the request was sent, for a host record that learns where the server's
+    /// fixed windows start (`None`: a quota the server named, which takes its resets as
+    /// announced).
     Count {
         scout: bool,
         status: u16,
         hint: &'a ServerHint,
+        sent: Option<Instant>,
     },
 }
 
@@ -248,7 +252,8 @@ impl Schedule {
                 scout,
                 status,
                 hint,
-            } => pacing.observe_quota(now, scout, status, hint, lesson.accepted_any),
+                sent,
+            } => pacing.observe_quota(now, sent, scout, status, hint, lesson.accepted_any),
         };
         if let Some(until) = lesson.spent_until {
             pacing.cool_down(until, Why::QuotaSpent);

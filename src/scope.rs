@@ -329,7 +329,7 @@ mod tests {
             state
                 .schedule
                 .pacing
-                .observe_quota(t0, false, 200, &spent, true);
+                .observe_quota(t0, None, false, 200, &spent, true);
             // follow the scope's own word on when to ask again, for three windows past the
             // first reset: 10 go in each
             let (mut now, mut sent, mut asked) = (t0, 0, 0);

@@ -365,6 +365,7 @@ fn feed_named(
                     scout: false,
                     status: code,
                     hint: quota_hint,
+                    sent: None,
                 },
                 false => Quota::Silent,
             },

@@ -10,7 +10,8 @@
 //! - [`gcra`]: the schedule itself, pure GCRA, window-exact, slowed by the two above;
 //! - [`lane`]: the lock-free path a host's requests take while nothing but its configured
 //!   limit paces it;
-//! - [`timer`]: waits that end on a sub-millisecond slot.
+//! - [`timer`]: waits that end on a sub-millisecond slot;
+//! - [`window_start`]: where a fixed window ends, inferred from its first answer.
 
 pub(crate) mod adaptive;
 pub(crate) mod cooldown;
@@ -18,6 +19,7 @@ pub(crate) mod gcra;
 pub(crate) mod lane;
 pub(crate) mod quota;
 pub(crate) mod timer;
+pub(crate) mod window_start;
 
 use std::time::Duration;
 
@@ -212,17 +214,20 @@ impl Pacing {
         self.pacer.postpone_after(sent, saturating_nanos(latency));
     }
 
-    /// Read an answer's quota; a quota it says is spent cools the scope down until its reset,
-    /// which is returned.
+    /// Read an answer's quota (see [`QuotaTracker::observe`]); a quota it says is spent cools
+    /// the scope down until its reset, which is returned.
     pub(crate) fn observe_quota(
         &mut self,
         now: Instant,
+        sent_at: Option<Instant>,
         scout: bool,
         status: u16,
         hint: &ServerHint,
         accepted_any: bool,
     ) -> Option<Instant> {
-        let spent = self.quota.observe(now, scout, status, hint, accepted_any);
+        let spent = self
+            .quota
+            .observe(now, sent_at, scout, status, hint, accepted_any);
         if let Some(reset) = spent {
             self.cooldown.cool_down(reset, Why::QuotaSpent);
         }

@@ -17,11 +17,15 @@
 //!   first answer on, it trusts its limit over the quota headers of *successful* answers (a
 //!   server that rounds its reset up to whole seconds would otherwise cost up to half the
 //!   throughput); refusals saying nothing is left still count.
+//! - A scope learned by first contact ends a fixed window where its first answer says it does
+//!   (see [`window_start`](super::window_start)), when that is sooner than the reset announced,
+//!   and waits out the second after a reset that a refusal says has passed.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::window_start::WindowStart;
 use crate::signals::{ServerHint, is_refusal};
 use crate::snapshot::ServerQuota;
 
@@ -84,6 +88,8 @@ pub(crate) struct QuotaTracker {
     configured: bool,
     /// The quota is learned by first contact (again after each window expires).
     scouts: bool,
+    /// Where the windows of a quota learned by first contact end.
+    window_start: WindowStart,
 }
 
 impl QuotaTracker {
@@ -98,6 +104,7 @@ impl QuotaTracker {
             },
             configured,
             scouts: first_contact,
+            window_start: WindowStart::default(),
         }
     }
 
@@ -120,6 +127,7 @@ impl QuotaTracker {
     pub(crate) fn end_first_contact(&mut self) {
         if matches!(self.state, State::FirstContact { .. }) {
             self.state = State::Unmetered;
+            self.window_start.unchecked();
         }
     }
 
@@ -135,9 +143,7 @@ impl QuotaTracker {
 
     /// May an attempt go at `now`, as far as first contact is concerned?
     pub(crate) fn gate(&mut self, now: Instant) -> Gate {
-        if let State::Known { reset_at, .. } = self.state
-            && now >= reset_at
-        {
+        if self.passed_end(now) {
             self.state = if self.configured || !self.scouts {
                 State::Unmetered
             } else {
@@ -150,6 +156,7 @@ impl QuotaTracker {
                 if now >= since + SCOUT_HOLD {
                     // the scouts are slow: stop holding the others for them
                     self.state = State::Unmetered;
+                    self.window_start.unchecked();
                     Gate::Go { scout: false }
                 } else {
                     Gate::Hold(since + SCOUT_HOLD)
@@ -157,6 +164,16 @@ impl QuotaTracker {
             }
             State::Unmetered | State::Known { .. } => Gate::Go { scout: false },
         }
+    }
+
+    /// True when the known quota's window has ended by `now` (an inferred end is then checked
+    /// by the answers that follow).
+    fn passed_end(&mut self, now: Instant) -> bool {
+        let passed = matches!(self.state, State::Known { reset_at, .. } if now >= reset_at);
+        if passed {
+            self.window_start.passed();
+        }
+        passed
     }
 
     /// An attempt of `cost` units went at `now`. Returns the reset instant when this send
@@ -211,11 +228,14 @@ impl QuotaTracker {
         }
     }
 
-    /// Read an answer. `accepted_any`: the server has accepted something lately. Returns the
-    /// reset instant when the answer says the quota is spent: the scope cools down until then.
+    /// Read an answer to a request sent at `sent_at` (`None`: an answer read for several
+    /// quotas at once, that says nothing about when one window began). `accepted_any`: the
+    /// server has accepted something lately. Returns the reset instant when the answer says the
+    /// quota is spent: the scope cools down until then.
     pub(crate) fn observe(
         &mut self,
         now: Instant,
+        sent_at: Option<Instant>,
         scout: bool,
         status: u16,
         hint: &ServerHint,
@@ -232,9 +252,21 @@ impl QuotaTracker {
         if self.configured && !(refused && hint.remaining == Some(0)) {
             return None;
         }
+        // only a scope that sends one scout at each new window infers where windows end: a
+        // wrong inference then costs that scout, not a window's worth of requests
+        let sent_at = sent_at.filter(|_| self.scouts && !self.configured);
+        self.passed_end(now);
+        if self.window_start.check(scout, hint, refused) {
+            return None;
+        }
         match (hint.remaining, hint.reset_in) {
             (Some(remaining), Some(reset_in)) => {
-                let reset_at = crate::time::far_add(now, reset_in.saturating_add(RESET_MARGIN));
+                let inferred = sent_at.and_then(|sent_at| {
+                    let late = self.window_start.late_end(now, hint, refused);
+                    late.or_else(|| self.window_start.infer_end(now, sent_at, hint))
+                });
+                let ends = inferred.unwrap_or_else(|| crate::time::far_add(now, reset_in));
+                let reset_at = crate::time::far_add(ends, RESET_MARGIN);
                 self.state = match self.state {
                     // same window: the lower count wins (our own count includes requests
                     // sent after the one this answer is for)
@@ -247,11 +279,16 @@ impl QuotaTracker {
                         reset_at: known.min(reset_at),
                         limit: hint.limit.or(known_limit),
                     },
-                    _ => State::Known {
-                        remaining,
-                        reset_at,
-                        limit: hint.limit,
-                    },
+                    _ => {
+                        if inferred.is_none() {
+                            self.window_start.announced();
+                        }
+                        State::Known {
+                            remaining,
+                            reset_at,
+                            limit: hint.limit,
+                        }
+                    }
                 };
                 match self.state {
                     State::Known {
@@ -383,7 +420,7 @@ mod tests {
         assert_eq!(q.gate(t0), Gate::Go { scout: true });
         q.on_send(t0, 1, true);
         assert_eq!(q.gate(t0), Gate::Hold(t0 + SCOUT_HOLD), "others wait");
-        q.observe(t0, true, 200, &hint(50, 10 * S), false);
+        q.observe(t0, Some(t0), true, 200, &hint(50, 10 * S), false);
         assert_eq!(q.gate(t0), Gate::Go { scout: false }, "the quota is known");
     }
 
@@ -399,7 +436,7 @@ mod tests {
                 out += 1;
             }
             for _ in 0..out {
-                q.observe(t0, true, 200, &ServerHint::default(), true);
+                q.observe(t0, Some(t0), true, 200, &ServerHint::default(), true);
             }
             sent += out;
             round_trips += 1;
@@ -416,7 +453,7 @@ mod tests {
         let t0 = Instant::now();
         let mut q = QuotaTracker::new(t0, false, true);
         q.on_send(t0, 1, true);
-        q.observe(t0, true, 429, &ServerHint::default(), false);
+        q.observe(t0, Some(t0), true, 429, &ServerHint::default(), false);
         assert_eq!(q.gate(t0), Gate::Go { scout: true });
         q.on_send(t0, 1, true);
         assert!(matches!(q.gate(t0), Gate::Hold(_)), "window 1");
@@ -434,7 +471,10 @@ mod tests {
     fn our_own_count_reaching_zero_closes_until_the_reset_then_scouts_again() {
         let t0 = Instant::now();
         let mut q = QuotaTracker::new(t0, false, true);
-        assert_eq!(q.observe(t0, false, 200, &hint(2, 10 * S), true), None);
+        assert_eq!(
+            q.observe(t0, Some(t0), false, 200, &hint(2, 10 * S), true),
+            None
+        );
         assert_eq!(q.on_send(t0, 1, false), None);
         let reset = t0 + 10 * S + RESET_MARGIN;
         assert_eq!(q.on_send(t0, 1, false), Some(reset), "spent: closed");
@@ -445,9 +485,9 @@ mod tests {
     fn a_low_remaining_is_spread_over_the_time_to_reset() {
         let t0 = Instant::now();
         let mut q = QuotaTracker::new(t0, false, true);
-        q.observe(t0, false, 200, &hint(50, 10 * S), true);
+        q.observe(t0, Some(t0), false, 200, &hint(50, 10 * S), true);
         assert_eq!(q.spread(t0), None, "half the quota left is not low");
-        q.observe(t0, false, 200, &hint(5, 10 * S), true);
+        q.observe(t0, Some(t0), false, 200, &hint(5, 10 * S), true);
         assert_eq!(
             q.spread(t0),
             Some((10 * S + RESET_MARGIN) / 6),
@@ -466,7 +506,10 @@ mod tests {
             Gate::Hold(t0 + SCOUT_HOLD),
             "the others wait for its answer"
         );
-        assert_eq!(q.observe(t0, true, 200, &hint(0, 2 * S), true), None);
+        assert_eq!(
+            q.observe(t0, Some(t0), true, 200, &hint(0, 2 * S), true),
+            None
+        );
         assert_eq!(
             q.gate(t0),
             Gate::Go { scout: false },
@@ -484,7 +527,7 @@ mod tests {
         assert_eq!(q.spread(t0), None);
         let reset = t0 + 2 * S + RESET_MARGIN;
         assert_eq!(
-            q.observe(t0, false, 429, &hint(0, 2 * S), true),
+            q.observe(t0, Some(t0), false, 429, &hint(0, 2 * S), true),
             Some(reset),
             "a refusal saying 0 left closes the scope"
         );
@@ -497,7 +540,7 @@ mod tests {
         let mut q = QuotaTracker::new(t0, false, false);
         q.renew(t0, 4, S);
         assert!(q.is_unmetered(), "nothing known: nothing to renew");
-        q.observe(t0, false, 200, &hint(1, S), true);
+        q.observe(t0, Some(t0), false, 200, &hint(1, S), true);
         let reset = t0 + S + RESET_MARGIN;
         assert_eq!(q.on_send(t0, 1, false), Some(reset), "spent: closed");
         q.renew(reset - RESET_MARGIN, 4, S);
@@ -511,11 +554,112 @@ mod tests {
         );
     }
 
+    /// A quota of 10 with `remaining` left, its reset `reset_in` away in whole epoch seconds.
+    fn whole(remaining: u64, reset_in: Duration) -> ServerHint {
+        ServerHint {
+            limit: Some(10),
+            reset_whole_seconds: true,
+            ..hint(remaining, reset_in)
+        }
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Fixed windows of 10 per 2 s from each window's first request, the reset announced as
+    /// the whole second after the end (0.9 s late): each window closes at the end its first
+    /// answer says, its scout starts the next, and the next is inferred again.
+    #[tokio::test(start_paused = true)]
+    async fn a_window_closes_where_its_first_answer_says_and_the_next_scout_starts_the_next() {
+        let sent = Instant::now();
+        let now = sent + 2 * MS;
+        let mut q = QuotaTracker::new(sent, false, true);
+        q.on_send(sent, 1, true);
+        let first = whole(9, 2 * S + 898 * MS);
+        assert_eq!(q.observe(now, Some(sent), true, 200, &first, false), None);
+        let ends = now + 2 * S + RESET_MARGIN;
+        for _ in 0..8 {
+            assert_eq!(q.on_send(now, 1, false), None);
+        }
+        assert_eq!(
+            q.on_send(now, 1, false),
+            Some(ends),
+            "spent: closed until 2 s after the first answer, not the announced second"
+        );
+        assert_eq!(q.gate(ends), Gate::Go { scout: true }, "a scout at the end");
+        q.on_send(ends, 1, true);
+        assert!(matches!(q.gate(ends), Gate::Hold(_)), "one scout");
+        let old = whole(0, 848 * MS);
+        assert_eq!(
+            q.observe(ends + MS, Some(now), false, 200, &old, true),
+            None,
+            "an answer to a request sent before the end is the old window's: no pause"
+        );
+        let next = whole(9, 2 * S + 500 * MS);
+        q.observe(ends + 2 * MS, Some(ends), true, 200, &next, true);
+        let left = q
+            .remaining(ends + 2 * MS)
+            .map(|q| (q.remaining, q.resets_in));
+        assert_eq!(
+            left,
+            Some((9, 2 * S + RESET_MARGIN)),
+            "the scout's answer starts the next window, whose end is inferred too"
+        );
+    }
+
+    /// Windows aligned to the clock, whose whole-second reset is exact: the scout sent at the
+    /// inferred end is refused, and resets are taken as announced from then on.
+    #[tokio::test(start_paused = true)]
+    async fn a_scout_refused_past_an_inferred_end_ends_the_inference_for_good() {
+        let sent = Instant::now();
+        let now = sent + 2 * MS;
+        let mut q = QuotaTracker::new(sent, false, true);
+        q.on_send(sent, 1, true);
+        let announced = now + 2 * S + 898 * MS;
+        q.observe(
+            now,
+            Some(sent),
+            true,
+            200,
+            &whole(9, announced - now),
+            false,
+        );
+        let ends = now + 2 * S + RESET_MARGIN;
+        for _ in 0..9 {
+            q.on_send(now, 1, false);
+        }
+        assert_eq!(q.gate(ends), Gate::Go { scout: true });
+        q.on_send(ends, 1, true);
+        let at = ends + MS;
+        let refusal = whole(0, announced - at);
+        assert_eq!(
+            q.observe(at, Some(ends), true, 429, &refusal, true),
+            Some(announced + RESET_MARGIN),
+            "refused by the old window: closed until its announced reset"
+        );
+        let later = announced + RESET_MARGIN;
+        assert_eq!(q.gate(later), Gate::Go { scout: true });
+        q.on_send(later, 1, true);
+        q.observe(
+            later + MS,
+            Some(later),
+            true,
+            200,
+            &whole(9, 1500 * MS),
+            true,
+        );
+        let left = q.remaining(later + MS).map(|q| q.resets_in);
+        assert_eq!(
+            left,
+            Some(1500 * MS + RESET_MARGIN),
+            "the next window ends at its announced reset"
+        );
+    }
+
     #[test]
     fn absurd_resets_saturate() {
         let t0 = Instant::now();
         let mut q = QuotaTracker::new(t0, false, true);
-        let closes = q.observe(t0, false, 429, &hint(0, Duration::MAX), true);
+        let closes = q.observe(t0, Some(t0), false, 429, &hint(0, Duration::MAX), true);
         assert!(closes.is_some_and(|until| until > t0));
     }
 }

@@ -32,6 +32,7 @@ pub(super) fn ietf_structured(headers: &HeaderMap) -> (Quota, Vec<PolicyQuota>) 
             .expect("current_policies is never empty");
         quota.remaining = Some(tightest.remaining);
         quota.reset_in = tightest.reset_in;
+        quota.whole_seconds = tightest.whole_seconds;
         quota.limit = policy_list
             .as_ref()
             .and_then(|list| policy_quota(list, tightest.name.as_deref(), tightest.partition));
@@ -47,6 +48,8 @@ pub(super) fn ietf_structured(headers: &HeaderMap) -> (Quota, Vec<PolicyQuota>) 
         quota.remaining = member("remaining").and_then(sf_count);
         quota.limit = member("limit").and_then(sf_count);
         quota.reset_in = member("reset").and_then(sf_seconds);
+        quota.whole_seconds =
+            quota.reset_in.is_some() && matches!(member("reset"), Some(BareItem::Integer(_)));
     }
     if quota.limit.is_none() {
         quota.limit = policy_list
@@ -62,6 +65,8 @@ struct CurrentPolicy {
     partition: Option<Partition>,
     remaining: u64,
     reset_in: Option<Duration>,
+    /// `t` is an Integer (whole seconds).
+    whole_seconds: bool,
 }
 
 /// The policies of a `RateLimit` List that carry a valid `r` (at most [`MAX_POLICIES`]).
@@ -71,11 +76,14 @@ fn current_policies(value: &[u8]) -> Option<Vec<CurrentPolicy>> {
     let current: Vec<_> = list_items(&list)
         .filter_map(|item| {
             let remaining = item.params.get("r").and_then(sf_count)?;
+            let reset_in = item.params.get("t").and_then(sf_seconds);
             Some(CurrentPolicy {
                 name: sf_name(&item.bare_item),
                 partition: sf_partition(item),
                 remaining,
-                reset_in: item.params.get("t").and_then(sf_seconds),
+                reset_in,
+                whole_seconds: reset_in.is_some()
+                    && matches!(item.params.get("t"), Some(BareItem::Integer(_))),
             })
         })
         .take(MAX_POLICIES)

@@ -45,6 +45,9 @@ pub struct ServerHint {
     pub limit: Option<u64>,
     /// Time until the quota window resets.
     pub reset_in: Option<Duration>,
+    /// `reset_in` was given in whole seconds (a timestamp or a delay without a fraction): a
+    /// server that rounds its reset up may end the window up to a second before it.
+    pub reset_whole_seconds: bool,
     /// The quotas the server says these headers are about: GitHub's `x-ratelimit-resource`
     /// (`core`, `search`, ...), Discord's `x-ratelimit-bucket`, or the IETF policies of
     /// [`policies`](Self::policies).
@@ -204,13 +207,15 @@ impl ServerHint {
             shopify(headers),
         ];
         let tokens = openai_tokens(headers, now);
+        let reset = sources.iter().find(|s| s.reset_in.is_some());
         ServerHint {
             retry_after: headers
                 .get(RETRY_AFTER)
                 .and_then(|v| parse_retry_after(v, now)),
             remaining: sources.iter().find_map(|s| s.remaining),
             limit: sources.iter().find_map(|s| s.limit),
-            reset_in: sources.iter().find_map(|s| s.reset_in),
+            reset_in: reset.and_then(|s| s.reset_in),
+            reset_whole_seconds: reset.is_some_and(|s| s.whole_seconds),
             server_scope: server_scope(headers).or_else(|| {
                 (!policies.is_empty()).then(|| ServerScope {
                     kind: ServerScopeKind::Policy,
@@ -324,35 +329,52 @@ struct Quota {
     remaining: Option<u64>,
     limit: Option<u64>,
     reset_in: Option<Duration>,
+    /// `reset_in` was read from a whole number of seconds.
+    whole_seconds: bool,
 }
 
 /// IETF `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (drafts up to -03).
 fn ietf_separate(headers: &HeaderMap) -> Quota {
+    let reset = text(headers, "ratelimit-reset");
     Quota {
         // Drafts -00/-01 allowed quota policies after the number: `10, 10;window=1, 50;window=60`.
         limit: text(headers, "ratelimit-limit")
             .and_then(|v| v.split([',', ';']).next())
             .and_then(parse_count),
         remaining: text(headers, "ratelimit-remaining").and_then(parse_count),
-        reset_in: text(headers, "ratelimit-reset").and_then(|v| parse_seconds(v.trim())),
+        reset_in: reset.and_then(|v| parse_seconds(v.trim())),
+        whole_seconds: reset.is_some_and(whole_seconds),
     }
 }
 
 /// The `X-RateLimit-*` family. `X-RateLimit-Reset` may be a timestamp (GitHub) or a delay;
 /// Discord's `X-RateLimit-Reset-After` is always a delay and, being unambiguous, wins.
 fn x_ratelimit(headers: &HeaderMap, now: SystemTime) -> Quota {
-    let reset_after =
-        text(headers, "x-ratelimit-reset-after").and_then(|v| parse_seconds(v.trim()));
-    let reset = || {
-        headers
-            .get("x-ratelimit-reset")
-            .and_then(|v| parse_reset(v, now))
+    let after = text(headers, "x-ratelimit-reset-after");
+    let reset_after = after.and_then(|v| parse_seconds(v.trim()));
+    let (reset_in, whole_seconds) = match reset_after {
+        Some(delay) => (Some(delay), after.is_some_and(whole_seconds)),
+        None => {
+            let reset = headers.get("x-ratelimit-reset");
+            let reset_in = reset.and_then(|v| parse_reset(v, now));
+            let whole = reset
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(whole_seconds);
+            (reset_in, reset_in.is_some() && whole)
+        }
     };
     Quota {
         limit: text(headers, "x-ratelimit-limit").and_then(parse_count),
         remaining: text(headers, "x-ratelimit-remaining").and_then(parse_count),
-        reset_in: reset_after.or_else(reset),
+        reset_in,
+        whole_seconds,
     }
+}
+
+/// A reset written as whole seconds: digits only (surrounding whitespace allowed).
+fn whole_seconds(text: &str) -> bool {
+    let text = text.trim();
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// A refusal: 429, or a 403 that says it is a rate limit (GitHub's primary and secondary
@@ -373,6 +395,7 @@ fn openai(headers: &HeaderMap, now: SystemTime) -> Quota {
         reset_in: headers
             .get("x-ratelimit-reset-requests")
             .and_then(|v| parse_reset(v, now)),
+        ..Quota::default()
     }
 }
 
@@ -385,6 +408,7 @@ fn openai_tokens(headers: &HeaderMap, now: SystemTime) -> Quota {
         reset_in: headers
             .get("x-ratelimit-reset-tokens")
             .and_then(|v| parse_reset(v, now)),
+        ..Quota::default()
     }
 }
 
@@ -404,6 +428,7 @@ fn shopify(headers: &HeaderMap) -> Quota {
         remaining: Some(size - used),
         limit: Some(size),
         reset_in: Some(Duration::from_secs(used.div_ceil(DRAIN_PER_SECOND)).min(MAX_HINT)),
+        ..Quota::default()
     }
 }
 

@@ -68,6 +68,7 @@ fn read_skips_answers_without_pacing_headers_and_parses_the_others() {
             remaining: Some(5),
             limit: None,
             reset_in: Some(Duration::from_secs(2)),
+            reset_whole_seconds: true,
             ..ServerHint::default()
         },
         "delta values do not depend on the clock"
@@ -284,6 +285,7 @@ fn ietf_list_form() {
         remaining: Some(50),
         limit: Some(100),
         reset_in: Some(Duration::from_secs(30)),
+        reset_whole_seconds: true,
         ..ServerHint::default()
     };
     assert_eq!(hint, want, "draft -07+ RateLimit with String names");
@@ -491,6 +493,7 @@ fn ietf_dictionary_form() {
         remaining: Some(50),
         limit: Some(100),
         reset_in: Some(Duration::from_secs(5)),
+        reset_whole_seconds: true,
         ..ServerHint::default()
     };
     assert_eq!(hint, want, "draft -05/-06 RateLimit Dictionary");
@@ -523,6 +526,7 @@ fn ietf_separate_fields() {
         remaining: Some(3),
         limit: Some(10),
         reset_in: Some(Duration::from_secs(7)),
+        reset_whole_seconds: true,
         ..ServerHint::default()
     };
     assert_eq!(hint, want, "draft -00..-03 separate fields");
@@ -615,6 +619,7 @@ fn github_and_discord_x_ratelimit() {
         remaining: Some(4_999),
         limit: Some(5_000),
         reset_in: Some(Duration::from_secs(90)),
+        reset_whole_seconds: true,
         ..ServerHint::default()
     };
     assert_eq!(github, want, "GitHub sends the reset as a timestamp");
@@ -630,6 +635,10 @@ fn github_and_discord_x_ratelimit() {
         discord.reset_in,
         Some(Duration::from_millis(1_250)),
         "X-RateLimit-Reset-After wins over X-RateLimit-Reset"
+    );
+    assert!(
+        !discord.reset_whole_seconds,
+        "a reset with a fraction of a second is not read as whole seconds"
     );
 }
 
@@ -679,6 +688,7 @@ fn precedence_is_per_field() {
         remaining: Some(1),
         limit: Some(20),
         reset_in: Some(Duration::from_secs(1)),
+        reset_whole_seconds: true,
         ..ServerHint::default()
     };
     assert_eq!(
@@ -692,6 +702,7 @@ fn precedence_is_per_field() {
         remaining: Some(3),
         limit: Some(30),
         reset_in: Some(Duration::from_secs(3)),
+        reset_whole_seconds: true,
         ..ServerHint::default()
     };
     assert_eq!(hint, want, "X-RateLimit-* before OpenAI");

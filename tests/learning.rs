@@ -1,0 +1,152 @@
+//! Learning a quota with nothing configured, against loopback servers that count what reaches
+//! them: where a fixed window starts is read from its first answer.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Reply, burst, client, serve};
+use reqwest_polite::Polite;
+
+/// Fixed windows of `limit` per `window` that start at the first request after the previous
+/// one ended (express-rate-limit, GitHub's primary limit), announced in legacy
+/// `X-RateLimit-Limit/-Remaining/-Reset` with the reset in epoch seconds rounded up (or
+/// down); 429 when over. Remembers when each window started.
+struct FromFirstHit {
+    limit: u64,
+    window: Duration,
+    rounds_down: bool,
+    state: Mutex<Windows>,
+}
+
+/// The current window's start and count, and every window's start.
+#[derive(Default)]
+struct Windows {
+    current: Option<(Instant, u64)>,
+    starts: Vec<Instant>,
+}
+
+impl FromFirstHit {
+    fn new(limit: u64, window: Duration) -> Self {
+        FromFirstHit {
+            limit,
+            window,
+            rounds_down: false,
+            state: Mutex::new(Windows::default()),
+        }
+    }
+
+    /// The reset rounded down: up to a second before the window ends.
+    fn rounding_down(self) -> Self {
+        FromFirstHit {
+            rounds_down: true,
+            ..self
+        }
+    }
+
+    fn reply(&self) -> Reply {
+        let now = Instant::now();
+        let mut windows = self.state.lock().expect("window lock");
+        let (start, used) = match windows.current {
+            Some((start, used)) if now < start + self.window => (start, used),
+            _ => {
+                windows.starts.push(now);
+                (now, 0)
+            }
+        };
+        let accepted = used < self.limit;
+        let used = used + u64::from(accepted);
+        windows.current = Some((start, used));
+        let ends = SystemTime::now() + (start + self.window - now);
+        let reset = ends.duration_since(UNIX_EPOCH).map_or(0, |d| {
+            d.as_secs() + u64::from(d.subsec_nanos() > 0 && !self.rounds_down)
+        });
+        let reply = if accepted {
+            Reply::ok()
+        } else {
+            Reply::status(429)
+        };
+        reply
+            .header("x-ratelimit-limit", self.limit)
+            .header("x-ratelimit-remaining", self.limit - used)
+            .header("x-ratelimit-reset", reset)
+    }
+
+    fn starts(&self) -> Vec<Instant> {
+        self.state.lock().expect("window lock").starts.clone()
+    }
+}
+
+/// Each window of a server whose reset is announced in whole epoch seconds starts when the
+/// last one ended, not at the whole second the server rounded its reset up to (up to a second
+/// later: windows started 0.9–1.0 s late, every window after one that began just past a
+/// whole second).
+#[tokio::test]
+async fn a_fixed_window_announced_in_whole_seconds_starts_when_the_last_one_ends() {
+    let window = Duration::from_secs(1);
+    let limiter = std::sync::Arc::new(FromFirstHit::new(5, window));
+    let server = {
+        let limiter = std::sync::Arc::clone(&limiter);
+        serve(move |_, _| limiter.reply())
+    };
+    let polite = Polite::new();
+    let statuses = burst(&client(&polite), &server.url("/"), 20).await;
+    assert!(
+        statuses.iter().all(|s| *s == Ok(200)),
+        "every request ends accepted: {statuses:?}"
+    );
+    assert_eq!(server.stats.refused(), 0, "no refusal");
+    let starts = limiter.starts();
+    assert_eq!(starts.len(), 4, "20 requests in windows of 5: {starts:?}");
+    let late: Vec<Duration> = starts
+        .windows(2)
+        .map(|pair| pair[1] - (pair[0] + window))
+        .collect();
+    assert!(
+        late.iter().all(|late| *late < Duration::from_millis(300)),
+        "windows started this long after the last one ended: {late:?}"
+    );
+}
+
+/// A server that rounds its reset down: a refusal says nothing is left and the reset has
+/// passed, while the window still has up to a second to run. The scope waits that second out
+/// once, and ends later windows a second past the whole seconds to their reset (asking again
+/// every 50 ms drew a refusal each until the window ended: about 10 per window here).
+#[tokio::test]
+async fn a_refusal_whose_whole_second_reset_has_passed_is_asked_again_once_per_scope() {
+    let window = Duration::from_secs(1);
+    let limiter = std::sync::Arc::new(FromFirstHit::new(5, window).rounding_down());
+    let server = {
+        let limiter = std::sync::Arc::clone(&limiter);
+        serve(move |_, _| limiter.reply())
+    };
+    // start 0.6 s past a whole second: each window ends 0.6 s after its rounded-down reset
+    let past = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .subsec_millis();
+    let wait = (1_600 - u64::from(past)) % 1_000;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let polite = Polite::new();
+    let statuses = burst(&client(&polite), &server.url("/"), 20).await;
+    assert!(
+        statuses.iter().all(|s| *s == Ok(200)),
+        "every request ends accepted: {statuses:?}"
+    );
+    let refused = server.stats.refused();
+    assert!(refused <= 2, "{refused} refusals");
+    let starts = limiter.starts();
+    assert_eq!(starts.len(), 4, "20 requests in windows of 5: {starts:?}");
+    let late: Vec<Duration> = starts
+        .windows(2)
+        .map(|pair| pair[1] - (pair[0] + window))
+        .collect();
+    assert!(
+        late[1..]
+            .iter()
+            .all(|late| *late < Duration::from_millis(300)),
+        "windows after the first transition started this long after the last one ended: \
+         {late:?}"
+    );
+}
