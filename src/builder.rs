@@ -418,6 +418,10 @@ impl PoliteBuilder {
     }
 
     /// How long a host record must sit unused, with nothing pending, before it is evicted.
+    ///
+    /// Pending includes the limit's window: a paced record (and a paced scope) is kept until a
+    /// whole window of its limit has passed since its last start, so that forgetting it never
+    /// lets a window hold more than the limit (under `Limit::per(5000, hour)`, an hour).
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.config.idle_timeout = idle;
         self

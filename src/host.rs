@@ -253,7 +253,7 @@ impl HostState {
             accepted_any: self.adaptive.accepted_any(now_ns),
             refused: refused && !named,
             first_answer,
-            ..Lesson::sent_at(sent_at)
+            ..Lesson::none(sent_at)
         };
         let learned = self.schedule.observe(now, &lesson);
         if refused {
@@ -514,8 +514,8 @@ impl Host {
     /// True when the record carries nothing worth keeping at `now`: nothing waiting or in
     /// flight, quiet for `idle_after`, no promise pending (a slot ahead, a cooldown, a quota
     /// window, a quota the server named for its routes holding requests back) and the breaker
-    /// not failing fast. What it learned (a lowered rate, failure
-    /// counts, the retry budget) is forgotten with it.
+    /// not failing fast. What it learned (a lowered rate, failure counts, the retry budget) is
+    /// forgotten with it.
     pub(crate) fn is_idle(&self, now: Instant, idle_after: Duration) -> bool {
         let state = self.state();
         state.queued == 0

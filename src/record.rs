@@ -136,7 +136,7 @@ pub(crate) enum Quota<'a> {
     /// Count the answer (its status and headers); `scout`: it answers the schedule's scout;
     /// `sent`: when the request was sent, for a host record that learns where the server's
     /// fixed windows start (`None`: a quota the server named, which takes its resets as
-    /// announced).
+    /// announced; see `QuotaTracker::observe`).
     Count {
         scout: bool,
         status: u16,
@@ -147,7 +147,7 @@ pub(crate) enum Quota<'a> {
 
 impl Lesson<'_> {
     /// An answer to an attempt sent at `sent_at` that tells the schedule nothing yet.
-    pub(crate) fn sent_at(sent_at: Instant) -> Self {
+    pub(crate) fn none(sent_at: Instant) -> Self {
         Lesson {
             sent_at,
             retry_after: None,
@@ -215,6 +215,10 @@ impl Schedule {
     ) -> bool {
         self.generation = generation;
         if self.limit() == limit {
+            // a limit that paces the record from outside may have come or gone
+            if self.pacing.quota.is_configured() != configured {
+                self.pacing.quota.set_configured(configured);
+            }
             return false;
         }
         self.pacing.relimit(limit.as_ref(), configured);
@@ -268,6 +272,14 @@ impl Schedule {
         };
         self.touch(now);
         Learned { slowed, gap }
+    }
+
+    /// Until when the server's word holds requests back here, at `now`: the end of a cooldown,
+    /// or of the quota window counted.
+    pub(crate) fn holds_until(&self, now: Instant) -> Option<Instant> {
+        let counted = self.pacing.quota.remaining(now);
+        let reset = counted.map(|quota| now + quota.resets_in);
+        self.pacing.cooldown_until(now).max(reset)
     }
 
     /// What a snapshot shows of the schedule at `now`; `extra` as in [`Pacing::peek`].

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::builder::Polite;
-use crate::host::{Host, HostConfig, Moved};
+use crate::host::{Host, HostConfig};
 use crate::limit::Limit;
 use crate::partition::Partition;
 use crate::scope::{Limits, RouteLimit, Scope, UnitLimit};
@@ -100,7 +100,7 @@ impl Polite {
             {
                 let mut state = scope.state();
                 if state.schedule.generation != generation && limit.is_some() {
-                    state.schedule.relimit(limit, limit.is_some(), generation);
+                    state.schedule.relimit(limit, true, generation);
                 }
             }
             scopes.push((scope, units));
@@ -149,30 +149,32 @@ impl Polite {
         scopes
     }
 
-    /// A limit moved between `host`'s record and its host-wide scope at run time: the schedule
-    /// moves with it, so the change lets nothing through sooner than the old form allowed.
-    pub(crate) fn carry_schedule(&self, host: &Host, url: &Url, limits: &Limits, moved: Moved) {
+    /// The host-wide scope a limit may move to or from when the configured `limits` are
+    /// applied to `host`'s record: the one they configure for the URL's host (made if it does
+    /// not exist yet, paced as the request's scopes will find it: their generation brings it
+    /// up to date), else the one that may have paced the record until now.
+    ///
+    /// Found before the record's lock is taken: the store's locks are never taken under a
+    /// record's (a sweep locks every record).
+    pub(crate) fn host_wide_scope(
+        &self,
+        host: &Host,
+        url: &Url,
+        limits: &Limits,
+    ) -> Option<Arc<Scope>> {
         let tag = Partition::key_of(host.record.partition);
-        match (moved, limits.host_wide(url)) {
-            (Moved::Out(position), Some((name, limit))) => {
-                // made here if it does not exist yet, paced as the request's scopes will find
-                // it (their generation brings it up to date)
+        match limits.host_wide(url) {
+            Some((name, limit)) => {
                 let key = host_wide_key(&tag, &name);
                 let partition = host.record.partition;
-                let scope = self.inner.store.scope(&key, |now| {
+                Some(self.inner.store.scope(&key, |now| {
                     Scope::new(&key, ScopeKind::Host, &name, partition, Some(limit), 0, now)
-                });
-                scope.state().schedule.pacing.take_over(position);
+                }))
             }
-            (Moved::In, None) => {
+            None => {
                 let (name, _) = crate::scope::host_names(url);
-                let scope = self.inner.store.find_scope(&host_wide_key(&tag, &name));
-                let position = scope.and_then(|scope| scope.state().schedule.pacing.position());
-                if let Some(position) = position {
-                    host.state().schedule.pacing.take_over(position);
-                }
+                self.inner.store.find_scope(&host_wide_key(&tag, &name))
             }
-            _ => {}
         }
     }
 

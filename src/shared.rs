@@ -52,7 +52,9 @@ pub(crate) fn host_key(host: &Host) -> String {
 
 /// Wait out every cooldown the fleet shares for this request's host record and scopes, then
 /// reserve its slot in every shared schedule it falls in, and sleep until the last of them.
-/// `max_wait`: the longest server-ordered wait accepted (`max_retry_after`).
+/// A request that slept reads the cooldowns again: one that came meanwhile (here or in another
+/// process) is waited out, and the slots are reserved again. `max_wait`: the longest
+/// server-ordered wait accepted (`max_retry_after`).
 ///
 /// A record or scope without a limit has no shared schedule, but may be cooling down (a
 /// `Retry-After` another process received): it is read, not reserved in, and first, so that
@@ -81,6 +83,9 @@ pub(crate) async fn pace(
     // stable: the cooldowns first, then the schedules in their order
     schedules.sort_by_key(|(_, limit, _)| limit.is_some());
     loop {
+        // the local cooldowns in force already (its own slot may have spent a quota) are not
+        // waited for again below
+        let known = ask.local_cooldown(scopes);
         let mut slept = false;
         for (key, limit, cost) in &schedules {
             slept |= ask.reserve(key, limit.as_ref(), *cost).await?;
@@ -91,7 +96,7 @@ pub(crate) async fn pace(
         // a `Retry-After` may have come while the request slept for its slots, in this
         // process or another: if one did, it is waited out, and the slots (now in the past,
         // and shared with every request that waited for the same pause) are reserved again
-        let mut paused = ask.wait_for_local_cooldowns(scopes).await?;
+        let mut paused = ask.wait_for_local_cooldown_after(scopes, known).await?;
         for (key, _, cost) in &schedules {
             paused |= ask.reserve(key, None, *cost).await?;
         }
@@ -120,18 +125,30 @@ impl Ask<'_> {
         })
     }
 
-    /// Wait out the cooldowns this process set on the request's host record and scopes.
-    /// `true` when there was one.
-    async fn wait_for_local_cooldowns(&self, scopes: &[(Arc<Scope>, u32)]) -> Result<bool, Error> {
+    /// When the last cooldown this process set on the request's host record and scopes ends.
+    fn local_cooldown(&self, scopes: &[(Arc<Scope>, u32)]) -> Option<Instant> {
         let now = Instant::now();
         let host = self.host.state().cooldown_until(now);
-        let until = scopes
+        scopes
             .iter()
             .map(|(scope, _)| scope.state().schedule.pacing.cooldown_until(now))
-            .fold(host, Option::max);
-        let Some(until) = until else {
+            .fold(host, Option::max)
+    }
+
+    /// Wait out a cooldown this process set on the request's host record or scopes that ends
+    /// later than `known` (one set while the request slept). `true` when there was one.
+    async fn wait_for_local_cooldown_after(
+        &self,
+        scopes: &[(Arc<Scope>, u32)],
+        known: Option<Instant>,
+    ) -> Result<bool, Error> {
+        let Some(until) = self
+            .local_cooldown(scopes)
+            .filter(|&until| Some(until) > known)
+        else {
             return Ok(false);
         };
+        let now = Instant::now();
         let wait = until.saturating_duration_since(now);
         if wait > self.may_wait(now) {
             return Err(refused(

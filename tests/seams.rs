@@ -802,3 +802,31 @@ async fn a_limit_moved_after_a_costly_request_keeps_the_window() {
         "3 units within {apart:?}, under 2 per {window:?}"
     );
 }
+
+/// A port-less limit cleared at run time, with no default limit left, hands the host back to
+/// the server's word: successful answers' quota headers count again (a configured quota trusts
+/// its limit over them, an unconfigured one must not).
+#[tokio::test]
+async fn a_cleared_portless_limit_hands_the_host_back_to_the_servers_word() {
+    let server = serve(|_, _| {
+        Reply::ok()
+            .header("x-ratelimit-limit", 10)
+            .header("x-ratelimit-remaining", 0)
+            .header("x-ratelimit-reset-after", 2)
+    });
+    let polite = Polite::builder()
+        .host_limit("127.0.0.1", Limit::per_second(100))
+        .build();
+    let client = client(&polite);
+    client.get(server.url("/")).send().await.expect("answered");
+    polite.clear_host_limit("127.0.0.1");
+    // answered "nothing left for 2 s": with nothing configured, that is the quota
+    client.get(server.url("/")).send().await.expect("answered");
+    client.get(server.url("/")).send().await.expect("answered");
+    let arrivals = server.stats.arrivals();
+    let apart = arrivals[2] - arrivals[1];
+    assert!(
+        apart >= Duration::from_millis(1500),
+        "sent {apart:?} after an answer that said nothing is left for 2 s"
+    );
+}

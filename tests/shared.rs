@@ -179,6 +179,41 @@ async fn a_request_sleeping_for_its_fleet_slot_waits_out_a_pause_that_came_meanw
     );
 }
 
+/// A request whose own local slot took the last unit of the server's quota (its scope then
+/// cools down until the reset, for the requests after it) still goes at its fleet slot: only a
+/// cooldown that came while it slept holds it back.
+#[tokio::test]
+async fn a_request_that_took_the_last_unit_still_goes_at_its_fleet_slot() {
+    let redis = RedisServer::start().expect("redis-server");
+    // a quota the server names (GitHub's `core`): counted from its headers, configured or not
+    let server = serve(|_, _| {
+        Reply::ok()
+            .header("x-ratelimit-resource", "core")
+            .header("x-ratelimit-limit", 100)
+            .header("x-ratelimit-remaining", 1)
+            .header("x-ratelimit-reset-after", 30)
+    });
+    let a = process(&redis, Limit::per_second(2)).await;
+    let b = process(&redis, Limit::per_second(2)).await;
+    let url = server.url("/");
+    // b learns that 1 is left; a takes the fleet's next slot
+    client(&b).get(&url).send().await.expect("answered");
+    let started = Instant::now();
+    let taken = tokio::spawn({
+        let (client, url) = (client(&a), url.clone());
+        async move { client.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // b's last unit: its local slot spends the quota, then it sleeps for the fleet's slot
+    let last = tokio::time::timeout(Duration::from_secs(5), client(&b).get(&url).send()).await;
+    let last = last
+        .expect("not held for the quota it took itself")
+        .expect("answered");
+    assert_eq!(last.status(), 200);
+    assert_eq!(taken.await.expect("joined").expect("answered"), 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
 /// Headers, as (name, value) pairs.
 type Headers = &'static [(&'static str, &'static str)];
 

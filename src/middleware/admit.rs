@@ -10,7 +10,7 @@ use crate::breaker::{Admission, Transition};
 use crate::builder::{Config, Polite};
 use crate::error::Error;
 use crate::extensions::RequestOptions;
-use crate::host::{Host, HostState, StateGuard};
+use crate::host::{Host, HostState, Moved, StateGuard};
 use crate::observe;
 use crate::scope::Scope;
 use crate::signals::ServerScope;
@@ -76,18 +76,40 @@ pub(super) fn up_to_date<'a>(
     polite: &Polite,
     host: &'a Host,
     url: &url::Url,
-    mut state: StateGuard<'a>,
+    state: StateGuard<'a>,
 ) -> StateGuard<'a> {
     if state.schedule.generation == polite.generation() {
         return state;
     }
+    drop(state);
     let (limits, generation) = polite.limits();
+    let host_wide = polite.host_wide_scope(host, url, &limits);
+    let mut state = host.state();
     if let Some(moved) = state.relimit(limits.for_host(url), generation) {
-        drop(state);
-        polite.carry_schedule(host, url, &limits, moved);
-        state = host.state();
+        // out to the host-wide scope configured now, or in from the one that paced the record
+        let wide = limits.host_wide(url).is_some();
+        if matches!((moved, wide), (Moved::Out(_), true) | (Moved::In, false)) {
+            carry_schedule(&mut state, moved, host_wide.as_deref());
+        }
     }
     state
+}
+
+/// A limit moved between a host's record (its `state`, locked) and `host_wide`, its host's
+/// host-wide scope: the schedule moves with it, so the change lets nothing through sooner than
+/// the old form allowed. The scope's lock is taken inside the record's, in the usual order.
+fn carry_schedule(state: &mut HostState, moved: Moved, host_wide: Option<&Scope>) {
+    let Some(scope) = host_wide else {
+        return;
+    };
+    match moved {
+        Moved::Out(position) => scope.state().schedule.pacing.take_over(position),
+        Moved::In => {
+            if let Some(position) = scope.state().schedule.pacing.position() {
+                state.schedule.pacing.take_over(position);
+            }
+        }
+    }
 }
 
 /// Bring the host's limit up to date, count the request, deposit in the retry budget, refuse

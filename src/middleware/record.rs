@@ -243,7 +243,7 @@ fn tell_host_wide_scopes(
     let lesson = Lesson {
         refused: observed.slowed,
         first_answer: observed.first_answer,
-        ..Lesson::sent_at(sent_at)
+        ..Lesson::none(sent_at)
     };
     for (scope, _) in answer
         .scopes
@@ -301,7 +301,7 @@ fn feed_scopes(
         {
             let lesson = Lesson {
                 spent_until: Some(crate::time::far_add(now, reset_in.min(MAX_HINT))),
-                ..Lesson::sent_at(reply.sent_at)
+                ..Lesson::none(reply.sent_at)
             };
             scope.state().schedule.observe(now, &lesson);
         }
@@ -332,8 +332,8 @@ fn feed_named(
     // IETF policies each take their own count; a Retry-After goes to the policies that say
     // they are spent, or to every policy of the answer when none does
     let any_spent = hint.policies.iter().any(|policy| policy.remaining == 0);
-    // the latest a quota named here holds requests back until: the host's record, which
-    // routes its requests to these quotas, is kept until then
+    // the latest a quota named here holds requests back until (a pause, a quota counted to its
+    // reset): the host's record, which routes its requests to these quotas, is kept until then
     let mut held = None;
     for (i, quota) in named.quotas.iter().enumerate() {
         let own;
@@ -369,14 +369,14 @@ fn feed_named(
                 },
                 false => Quota::Silent,
             },
-            ..Lesson::sent_at(reply.sent_at)
+            ..Lesson::none(reply.sent_at)
         };
         let mut state = scope.state();
         if renewal.is_some() {
             state.renewal = renewal;
         }
         state.schedule.observe(now, &lesson);
-        held = held.max(state.schedule.pacing.cooldown_until(now));
+        held = held.max(state.schedule.holds_until(now));
         drop(state);
         if let Some(retry_after) = retry_after {
             tracing::debug!(host = %host.record.key, scope = %scope.label, ?retry_after, "Retry-After: scope cooling down");

@@ -108,6 +108,11 @@ impl QuotaTracker {
         }
     }
 
+    /// True when the user configured the scope's quota (see [`QuotaTracker::new`]).
+    pub(crate) fn is_configured(&self) -> bool {
+        self.configured
+    }
+
     /// The user set or cleared the scope's limit at run time.
     pub(crate) fn set_configured(&mut self, configured: bool) {
         self.configured = configured;
@@ -228,8 +233,8 @@ impl QuotaTracker {
         }
     }
 
-    /// Read an answer to a request sent at `sent_at` (`None`: an answer read for several
-    /// quotas at once, that says nothing about when one window began). `accepted_any`: the
+    /// Read an answer to a request sent at `sent_at` (`None`: the answer is read for a quota
+    /// the server named, which takes its resets as announced). `accepted_any`: the
     /// server has accepted something lately. Returns the reset instant when the answer says the
     /// quota is spent: the scope cools down until then.
     pub(crate) fn observe(

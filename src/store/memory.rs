@@ -160,7 +160,8 @@ impl<R: Kept> Registry<R> {
 
 /// Host and scope records in this process's memory; records idle for `idle_after` are swept
 /// out when new ones arrive, so memory follows the hosts and scopes in use, not every one ever
-/// called.
+/// called. A paced record is idle no sooner than a whole window of its limit after its last
+/// start (see [`Kept::is_idle`]): a crawl under long windows keeps its records that long.
 #[derive(Debug)]
 pub(crate) struct MemoryStore {
     hosts: Registry<Host>,
