@@ -134,9 +134,9 @@ pub(crate) enum Quota<'a> {
     /// still ends the schedule's first contact.
     Elsewhere { scout: bool },
     /// Count the answer (its status and headers); `scout`: it answers the schedule's scout;
-    /// `sent`: when the request was sent, for a host record that learns where the server's
-    /// fixed windows start (`None`: a quota the server named, which takes its resets as
-    /// announced; see `QuotaTracker::observe`).
+    /// `sent`: when the request was sent (a host's record learns from it where the server's
+    /// fixed windows start; a quota the server named, which window an answer is from: see
+    /// `QuotaTracker::observe`).
     Count {
         scout: bool,
         status: u16,

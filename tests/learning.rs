@@ -17,6 +17,8 @@ struct FromFirstHit {
     limit: u64,
     window: Duration,
     rounds_down: bool,
+    /// The quota is named (GitHub's `x-ratelimit-resource: core`).
+    named: bool,
     state: Mutex<Windows>,
 }
 
@@ -33,6 +35,7 @@ impl FromFirstHit {
             limit,
             window,
             rounds_down: false,
+            named: false,
             state: Mutex::new(Windows::default()),
         }
     }
@@ -41,6 +44,14 @@ impl FromFirstHit {
     fn rounding_down(self) -> Self {
         FromFirstHit {
             rounds_down: true,
+            ..self
+        }
+    }
+
+    /// The quota named in every answer, as GitHub names its resources.
+    fn named(self) -> Self {
+        FromFirstHit {
+            named: true,
             ..self
         }
     }
@@ -66,6 +77,11 @@ impl FromFirstHit {
             Reply::ok()
         } else {
             Reply::status(429)
+        };
+        let reply = if self.named {
+            reply.header("x-ratelimit-resource", "core")
+        } else {
+            reply
         };
         reply
             .header("x-ratelimit-limit", self.limit)
@@ -148,5 +164,33 @@ async fn a_refusal_whose_whole_second_reset_has_passed_is_asked_again_once_per_s
             .all(|late| *late < Duration::from_millis(300)),
         "windows after the first transition started this long after the last one ended: \
          {late:?}"
+    );
+}
+
+/// A quota the server names (GitHub's resources) releases no more than its announced limit
+/// when its window resets: the backlog waits for the new window's answers instead of going at
+/// once (15 refusals of 20 requests in windows of 5 before).
+#[tokio::test]
+async fn a_named_quota_releases_its_limit_at_a_reset_not_the_backlog() {
+    let window = Duration::from_secs(1);
+    let limiter = std::sync::Arc::new(FromFirstHit::new(5, window).named());
+    let server = {
+        let limiter = std::sync::Arc::clone(&limiter);
+        serve(move |_, _| limiter.reply())
+    };
+    let polite = Polite::new();
+    let started = Instant::now();
+    let statuses = burst(&client(&polite), &server.url("/"), 20).await;
+    assert!(
+        statuses.iter().all(|s| *s == Ok(200)),
+        "every request ends accepted: {statuses:?}"
+    );
+    assert_eq!(server.stats.refused(), 0, "no refusal");
+    assert_eq!(limiter.starts().len(), 4, "20 requests in windows of 5");
+    // each window reopens at its announced reset, up to a second after it ended
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
     );
 }

@@ -365,7 +365,7 @@ fn feed_named(
                     scout: false,
                     status: code,
                     hint: quota_hint,
-                    sent: None,
+                    sent: Some(reply.sent_at),
                 },
                 false => Quota::Silent,
             },

@@ -68,6 +68,15 @@ enum State {
         limit: Option<u64>,
         reset_at: Instant,
     },
+    /// A quota the server named reset (its window ended) `since`, and no answer of its new
+    /// window has come yet: the announced `limit` goes, `remaining` of it left, then the scope
+    /// holds until an answer says where the new window stands (at most [`SCOUT_HOLD`]). The
+    /// backlog never goes at once into a window that allows only `limit`.
+    Renewed {
+        remaining: u64,
+        limit: u64,
+        since: Instant,
+    },
 }
 
 /// What first contact says about one attempt.
@@ -149,10 +158,16 @@ impl QuotaTracker {
     /// May an attempt go at `now`, as far as first contact is concerned?
     pub(crate) fn gate(&mut self, now: Instant) -> Gate {
         if self.passed_end(now) {
-            self.state = if self.configured || !self.scouts {
-                State::Unmetered
-            } else {
-                first_contact(now)
+            self.state = match self.state {
+                State::Known {
+                    limit: Some(limit), ..
+                } if !self.configured && !self.scouts => State::Renewed {
+                    remaining: limit,
+                    limit,
+                    since: now,
+                },
+                _ if self.configured || !self.scouts => State::Unmetered,
+                _ => first_contact(now),
             };
         }
         match self.state {
@@ -167,7 +182,22 @@ impl QuotaTracker {
                     Gate::Hold(since + SCOUT_HOLD)
                 }
             }
-            State::Unmetered | State::Known { .. } => Gate::Go { scout: false },
+            State::Renewed {
+                remaining: 0,
+                since,
+                ..
+            } => {
+                if now >= since + SCOUT_HOLD {
+                    // no answer says where the new window stands: stop holding for one
+                    self.state = State::Unmetered;
+                    Gate::Go { scout: false }
+                } else {
+                    Gate::Hold(since + SCOUT_HOLD)
+                }
+            }
+            State::Unmetered | State::Known { .. } | State::Renewed { .. } => {
+                Gate::Go { scout: false }
+            }
         }
     }
 
@@ -192,6 +222,10 @@ impl QuotaTracker {
             } => {
                 *remaining = remaining.saturating_sub(u64::from(cost));
                 (*remaining == 0 && now < *reset_at).then_some(*reset_at)
+            }
+            State::Renewed { remaining, .. } => {
+                *remaining = remaining.saturating_sub(u64::from(cost));
+                None
             }
             State::FirstContact { out, since, .. } if scout => {
                 *out += 1;
@@ -233,8 +267,7 @@ impl QuotaTracker {
         }
     }
 
-    /// Read an answer to a request sent at `sent_at` (`None`: the answer is read for a quota
-    /// the server named, which takes its resets as announced). `accepted_any`: the
+    /// Read an answer to a request sent at `sent_at` (`None`: not known). `accepted_any`: the
     /// server has accepted something lately. Returns the reset instant when the answer says the
     /// quota is spent: the scope cools down until then.
     pub(crate) fn observe(
@@ -257,6 +290,12 @@ impl QuotaTracker {
         if self.configured && !(refused && hint.remaining == Some(0)) {
             return None;
         }
+        // an answer to a request of the window that ended says nothing of the renewed one
+        if let (State::Renewed { since, .. }, Some(sent)) = (self.state, sent_at)
+            && sent < since
+        {
+            return None;
+        }
         // only a scope that sends one scout at each new window infers where windows end: a
         // wrong inference then costs that scout, not a window's worth of requests
         let sent_at = sent_at.filter(|_| self.scouts && !self.configured);
@@ -272,29 +311,7 @@ impl QuotaTracker {
                 });
                 let ends = inferred.unwrap_or_else(|| crate::time::far_add(now, reset_in));
                 let reset_at = crate::time::far_add(ends, RESET_MARGIN);
-                self.state = match self.state {
-                    // same window: the lower count wins (our own count includes requests
-                    // sent after the one this answer is for)
-                    State::Known {
-                        remaining: ours,
-                        reset_at: known,
-                        limit: known_limit,
-                    } if now < known => State::Known {
-                        remaining: ours.min(remaining),
-                        reset_at: known.min(reset_at),
-                        limit: hint.limit.or(known_limit),
-                    },
-                    _ => {
-                        if inferred.is_none() {
-                            self.window_start.announced();
-                        }
-                        State::Known {
-                            remaining,
-                            reset_at,
-                            limit: hint.limit,
-                        }
-                    }
-                };
+                self.state = self.counted(now, remaining, reset_at, hint.limit, inferred);
                 match self.state {
                     State::Known {
                         remaining: 0,
@@ -307,6 +324,52 @@ impl QuotaTracker {
             _ => {
                 self.no_quota_to_read(now, status, accepted_any);
                 None
+            }
+        }
+    }
+
+    /// The state after an answer that says `remaining` are left until `reset_at` (of
+    /// `limit`); `inferred`: that reset is the window end inferred from its first answer.
+    fn counted(
+        &mut self,
+        now: Instant,
+        remaining: u64,
+        reset_at: Instant,
+        limit: Option<u64>,
+        inferred: Option<Instant>,
+    ) -> State {
+        match self.state {
+            // same window: the lower count wins (our own count includes requests sent after
+            // the one this answer is for)
+            State::Known {
+                remaining: ours,
+                reset_at: known,
+                limit: known_limit,
+            } if now < known => State::Known {
+                remaining: ours.min(remaining),
+                reset_at: known.min(reset_at),
+                limit: limit.or(known_limit),
+            },
+            // the renewed window's first answer: our count includes the requests sent since,
+            // which the answer may not
+            State::Renewed {
+                remaining: ours,
+                limit: renewed,
+                ..
+            } => State::Known {
+                remaining: ours.min(remaining),
+                reset_at,
+                limit: limit.or(Some(renewed)),
+            },
+            _ => {
+                if inferred.is_none() {
+                    self.window_start.announced();
+                }
+                State::Known {
+                    remaining,
+                    reset_at,
+                    limit,
+                }
             }
         }
     }
@@ -382,6 +445,7 @@ impl QuotaTracker {
         match self.state {
             State::Known { reset_at, .. } => now >= reset_at,
             State::FirstContact { out, .. } => out == 0,
+            State::Renewed { since, .. } => now >= since + SCOUT_HOLD,
             State::Unmetered => true,
         }
     }
