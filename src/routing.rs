@@ -11,7 +11,7 @@ use crate::builder::Polite;
 use crate::host::{Host, HostConfig};
 use crate::limit::Limit;
 use crate::partition::Partition;
-use crate::scope::{Limits, RouteLimit, Scope, UnitLimit};
+use crate::scope::{RouteLimit, Scope, UnitLimit};
 use crate::signals::{QuotaName, ServerScope, ServerScopeKind};
 use crate::snapshot::ScopeKind;
 
@@ -149,10 +149,10 @@ impl Polite {
         scopes
     }
 
-    /// The host-wide scope a limit may move to or from when the configured `limits` are
-    /// applied to `host`'s record: the one they configure for the URL's host (made if it does
-    /// not exist yet, paced as the request's scopes will find it: their generation brings it
-    /// up to date), else the one that may have paced the record until now.
+    /// The host-wide scope a limit may move to or from when configured limits of generation
+    /// `generation` are applied to `host`'s record: `configured`, the one they set for the
+    /// URL's host (its name and limit; made if it does not exist yet, as the request's scopes
+    /// would make it), else the one that may have paced the record until now.
     ///
     /// Found before the record's lock is taken: the store's locks are never taken under a
     /// record's (a sweep locks every record).
@@ -160,15 +160,17 @@ impl Polite {
         &self,
         host: &Host,
         url: &Url,
-        limits: &Limits,
+        configured: Option<(String, Limit)>,
+        generation: u64,
     ) -> Option<Arc<Scope>> {
         let tag = Partition::key_of(host.record.partition);
-        match limits.host_wide(url) {
+        match configured {
             Some((name, limit)) => {
                 let key = host_wide_key(&tag, &name);
                 let partition = host.record.partition;
                 Some(self.inner.store.scope(&key, |now| {
-                    Scope::new(&key, ScopeKind::Host, &name, partition, Some(limit), 0, now)
+                    let kind = ScopeKind::Host;
+                    Scope::new(&key, kind, &name, partition, Some(limit), generation, now)
                 }))
             }
             None => {

@@ -83,11 +83,12 @@ pub(super) fn up_to_date<'a>(
     }
     drop(state);
     let (limits, generation) = polite.limits();
-    let host_wide = polite.host_wide_scope(host, url, &limits);
+    let configured = limits.host_wide(url);
+    let wide = configured.is_some();
+    let host_wide = polite.host_wide_scope(host, url, configured, generation);
     let mut state = host.state();
     if let Some(moved) = state.relimit(limits.for_host(url), generation) {
         // out to the host-wide scope configured now, or in from the one that paced the record
-        let wide = limits.host_wide(url).is_some();
         if matches!((moved, wide), (Moved::Out(_), true) | (Moved::In, false)) {
             carry_schedule(&mut state, moved, host_wide.as_deref());
         }
