@@ -19,6 +19,9 @@ struct FromFirstHit {
     rounds_down: bool,
     /// The quota is named (GitHub's `x-ratelimit-resource: core`).
     named: bool,
+    /// The windows are aligned to the clock (each starts at a multiple of `window` since the
+    /// epoch) and the reset is exact, not at the first request.
+    aligned: bool,
     state: Mutex<Windows>,
 }
 
@@ -36,6 +39,7 @@ impl FromFirstHit {
             window,
             rounds_down: false,
             named: false,
+            aligned: false,
             state: Mutex::new(Windows::default()),
         }
     }
@@ -56,14 +60,31 @@ impl FromFirstHit {
         }
     }
 
+    /// Windows aligned to the clock.
+    fn aligned(self) -> Self {
+        FromFirstHit {
+            aligned: true,
+            ..self
+        }
+    }
+
     fn reply(&self) -> Reply {
         let now = Instant::now();
         let mut windows = self.state.lock().expect("window lock");
         let (start, used) = match windows.current {
             Some((start, used)) if now < start + self.window => (start, used),
             _ => {
-                windows.starts.push(now);
-                (now, 0)
+                let start = if self.aligned {
+                    let since_epoch = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .expect("after 1970");
+                    let into = since_epoch.as_nanos() % self.window.as_nanos();
+                    now - Duration::from_nanos(u64::try_from(into).expect("under a window"))
+                } else {
+                    now
+                };
+                windows.starts.push(start);
+                (start, 0)
             }
         };
         let accepted = used < self.limit;
@@ -71,7 +92,12 @@ impl FromFirstHit {
         windows.current = Some((start, used));
         let ends = SystemTime::now() + (start + self.window - now);
         let reset = ends.duration_since(UNIX_EPOCH).map_or(0, |d| {
-            d.as_secs() + u64::from(d.subsec_nanos() > 0 && !self.rounds_down)
+            if self.aligned {
+                // exact: a multiple of the window, read a few microseconds off
+                (d + Duration::from_millis(1)).as_secs()
+            } else {
+                d.as_secs() + u64::from(d.subsec_nanos() > 0 && !self.rounds_down)
+            }
         });
         let reply = if accepted {
             Reply::ok()
@@ -193,4 +219,36 @@ async fn a_named_quota_releases_its_limit_at_a_reset_not_the_backlog() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A server whose windows are aligned to the clock, with an exact reset, looks like one whose
+/// windows start at the first request (the first answer says remaining = limit - 1): the end
+/// inferred from that answer comes before the real one. A window of 20 keeps its last unit for
+/// the scout sent at the inferred end, so the scout is answered, not refused (1 refusal before),
+/// and the scope then takes resets as announced.
+#[tokio::test]
+async fn windows_aligned_to_the_clock_are_checked_without_a_refusal() {
+    let window = Duration::from_secs(2);
+    let limiter = std::sync::Arc::new(FromFirstHit::new(20, window).aligned());
+    let server = {
+        let limiter = std::sync::Arc::clone(&limiter);
+        serve(move |_, _| limiter.reply())
+    };
+    // start 0.3 s into a window: its first answer infers an end a second after the send,
+    // 0.7 s before the window ends
+    let into = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis()
+        % 2_000;
+    let wait = (2_300 - into) % 2_000;
+    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).expect("small"))).await;
+    let polite = Polite::new();
+    let statuses = burst(&client(&polite), &server.url("/"), 40).await;
+    assert!(
+        statuses.iter().all(|s| *s == Ok(200)),
+        "every request ends accepted: {statuses:?}"
+    );
+    assert_eq!(server.stats.refused(), 0, "no refusal");
+    assert_eq!(limiter.starts().len(), 2, "40 requests in windows of 20");
 }

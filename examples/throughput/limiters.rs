@@ -335,6 +335,9 @@ pub struct PerTokenFixedWindow {
     windows: Mutex<std::collections::HashMap<String, (Instant, u64)>>,
     /// The reset is announced rounded down to the whole second, up to a second early.
     reset_rounded_down: bool,
+    /// The windows are aligned to the clock (each starts at a multiple of `window` since the
+    /// epoch, the reset is exact), not started by a credential's first request.
+    aligned: bool,
 }
 
 impl PerTokenFixedWindow {
@@ -344,6 +347,17 @@ impl PerTokenFixedWindow {
             window,
             windows: Mutex::new(std::collections::HashMap::new()),
             reset_rounded_down: false,
+            aligned: false,
+        }
+    }
+
+    /// Windows aligned to the clock, with an exact reset (Kong's rate limiting, many
+    /// hand-written counters): a window's first answer looks like one from a window that the
+    /// request started.
+    pub fn aligned(self) -> Self {
+        PerTokenFixedWindow {
+            aligned: true,
+            ..self
         }
     }
 
@@ -368,21 +382,31 @@ impl Rule for PerTokenFixedWindow {
             .unwrap_or("")
             .to_string();
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        let (start, used) = windows.entry(token).or_insert((now, 0));
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let new_start = if self.aligned {
+            let into = since_epoch.as_nanos() % self.window.as_nanos().max(1);
+            now - Duration::from_nanos(u64::try_from(into).unwrap_or(0))
+        } else {
+            now
+        };
+        let (start, used) = windows.entry(token).or_insert((new_start, 0));
         if now >= *start + self.window {
-            (*start, *used) = (now, 0);
+            (*start, *used) = (new_start, 0);
         }
         let accepted = *used < self.count;
         if accepted {
             *used += 1;
         }
         let reset_in = (*start + self.window).duration_since(now);
-        let reset = SystemTime::now()
-            .checked_add(reset_in)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| {
-                d.as_secs() + u64::from(d.subsec_nanos() > 0 && !self.reset_rounded_down)
-            });
+        let ends = since_epoch + reset_in;
+        let reset = if self.aligned {
+            // a multiple of the window, read a few microseconds off
+            (ends + Duration::from_millis(1)).as_secs()
+        } else {
+            ends.as_secs() + u64::from(ends.subsec_nanos() > 0 && !self.reset_rounded_down)
+        };
         let reply = if accepted {
             Reply::ok()
         } else {

@@ -218,10 +218,11 @@ impl QuotaTracker {
             State::Known {
                 remaining,
                 reset_at,
-                ..
+                limit,
             } => {
                 *remaining = remaining.saturating_sub(u64::from(cost));
-                (*remaining == 0 && now < *reset_at).then_some(*reset_at)
+                let kept = self.window_start.kept(*limit);
+                (*remaining <= kept && now < *reset_at).then_some(*reset_at)
             }
             State::Renewed { remaining, .. } => {
                 *remaining = remaining.saturating_sub(u64::from(cost));
@@ -314,10 +315,12 @@ impl QuotaTracker {
                 self.state = self.counted(now, remaining, reset_at, hint.limit, inferred);
                 match self.state {
                     State::Known {
-                        remaining: 0,
+                        remaining,
                         reset_at,
-                        ..
-                    } if now < reset_at => Some(reset_at),
+                        limit,
+                    } if remaining <= self.window_start.kept(limit) && now < reset_at => {
+                        Some(reset_at)
+                    }
                     _ => None,
                 }
             }
@@ -407,17 +410,22 @@ impl QuotaTracker {
         }
     }
 
-    /// The spacing the quota asks for right now, if little is left: what is left, spread
-    /// evenly over the time to the reset, the last of it one spacing before the reset (at
-    /// `(reset - now) / remaining`, the last would go at the reset, count in the next window,
-    /// and leave one of this window's unused: a tenth of a small fixed window's quota).
+    /// The spacing the quota asks for right now, if little is left: what is left (but a unit
+    /// kept to check an inferred end), spread evenly over the time to the reset, the last of it
+    /// one spacing before the reset (at `(reset - now) / remaining`, the last would go at the
+    /// reset, count in the next window, and leave one of this window's unused: a tenth of a
+    /// small fixed window's quota).
     pub(crate) fn spread(&self, now: Instant) -> Option<Duration> {
         match self.state {
             State::Known {
                 remaining,
                 limit,
                 reset_at,
-            } if remaining > 0 && is_low(remaining, limit) && now < reset_at => {
+            } if now < reset_at => {
+                let remaining = remaining.saturating_sub(self.window_start.kept(limit));
+                if remaining == 0 || !is_low(remaining, limit) {
+                    return None;
+                }
                 let parts = u32::try_from(remaining.saturating_add(1)).unwrap_or(u32::MAX);
                 Some((reset_at - now) / parts)
             }

@@ -20,6 +20,12 @@
 //! contact, see [`quota`](super::quota)), and its answer checks the inference: unless it is the
 //! first answer of a new window, the scope takes resets as announced from then on.
 //!
+//! Until an inference has been confirmed once, a window of at least [`CHECK_WITHIN`] keeps its
+//! last unit for that scout. A window aligned to the clock then still has the unit when the
+//! scout comes early, and answers it instead of refusing it; a window that did end loses that
+//! unit, once (a twentieth of one window at most). A smaller window would lose more of itself
+//! than the one refusal the check may cost, and spends all of it.
+//!
 //! A server may also round its reset *down*: a refusal then says nothing is left and the reset
 //! has passed. The window ends within the second after that reset, so the scope waits out that
 //! second instead of asking again and again, and ends later windows one second past where a
@@ -36,12 +42,18 @@ use crate::time::far_add;
 /// The resolution of the resets this module reads.
 const WHOLE_SECOND: Duration = Duration::from_secs(1);
 
-/// What one scope's answers say about where its fixed windows end. Two bytes: they sit in the
-/// padding of the quota tracker, so a host record does not grow.
+/// The smallest window that keeps its last unit for the scout checking an inferred end, until
+/// one has been confirmed.
+const CHECK_WITHIN: u64 = 20;
+
+/// What one scope's answers say about where its fixed windows end. Three bytes: they sit in
+/// the padding of the quota tracker, so a host record does not grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct WindowStart {
     rounding: Rounding,
     phase: Phase,
+    /// A next window's first answer has confirmed an inferred end.
+    confirmed: bool,
 }
 
 /// How the server rounds its whole-second resets, as far as its answers show.
@@ -145,6 +157,15 @@ impl WindowStart {
         }
     }
 
+    /// The units a window of `limit` keeps for the scout that checks its inferred end: the
+    /// last one, until an inference has been confirmed, when the window is large enough.
+    pub(crate) fn kept(&self, limit: Option<u64>) -> u64 {
+        let keeps = self.phase == Phase::Inferred
+            && !self.confirmed
+            && limit.is_some_and(|limit| limit >= CHECK_WITHIN);
+        u64::from(keeps)
+    }
+
     /// Read an answer while an inferred end is being checked. Returns true when the answer is
     /// stale: to a request sent before the end (not a `scout`) and about the old window, so its
     /// count says nothing about the window now. The next window's first answer confirms the
@@ -155,6 +176,7 @@ impl WindowStart {
         }
         if is_first(hint) && !refused {
             self.phase = Phase::Announced;
+            self.confirmed = true;
             false
         } else if scout {
             self.phase = Phase::Announced;
@@ -284,6 +306,36 @@ mod tests {
             );
             assert_eq!(refuted.rounding, Rounding::Announced);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_window_keeps_its_last_unit_until_an_inference_is_confirmed() {
+        let sent = Instant::now();
+        let now = sent + 2 * MS;
+        let first = answer(9, 2 * S + 900 * MS, true);
+        let mut window = WindowStart::default();
+        assert_eq!(window.kept(Some(20)), 0, "nothing inferred yet");
+        assert!(window.infer_end(now, sent, &first).is_some());
+        assert_eq!(window.kept(Some(20)), 1, "the scout's unit");
+        assert_eq!(
+            window.kept(Some(10)),
+            0,
+            "a small window spends all of itself"
+        );
+        assert_eq!(window.kept(None), 0);
+        window.passed();
+        assert_eq!(
+            window.kept(Some(20)),
+            0,
+            "the end passed: the scout takes it"
+        );
+        assert!(!window.check(true, &answer(9, 2 * S + 950 * MS, true), false));
+        assert!(window.infer_end(now, sent, &first).is_some());
+        assert_eq!(
+            window.kept(Some(20)),
+            0,
+            "confirmed: nothing kept from then on"
+        );
     }
 
     /// A server that rounds its reset down: a refusal says its reset has passed.
