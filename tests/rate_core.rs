@@ -311,3 +311,55 @@ async fn a_rate_learned_from_bare_refusals_ends_near_what_the_server_accepts() {
         "the learned rate ends at {rate}/s, below 80% of the 5/s the server accepts: {host:?}"
     );
 }
+
+/// HAProxy's `http_req_rate` over periods of `period`: every request counts, refused ones too,
+/// and the rate is this period's count plus the last period's, weighed by the share of it
+/// still in view; over `limit`, a bare 429.
+struct CountsRefusals {
+    limit: f64,
+    period: Duration,
+    /// The current period's start and count, and the last period's count.
+    counts: std::sync::Mutex<Option<(Instant, f64, f64)>>,
+}
+
+impl CountsRefusals {
+    fn reply(&self) -> Reply {
+        let now = Instant::now();
+        let mut counts = self.counts.lock().expect("counts lock");
+        let (mut start, mut current, mut last) = counts.unwrap_or((now, 0.0, 0.0));
+        let periods = now.duration_since(start).as_secs_f64() / self.period.as_secs_f64();
+        if periods >= 2.0 {
+            (start, current, last) = (now, 0.0, 0.0);
+        } else if periods >= 1.0 {
+            (start, current, last) = (start + self.period, 0.0, current);
+        }
+        current += 1.0;
+        *counts = Some((start, current, last));
+        let into = now.duration_since(start).as_secs_f64() / self.period.as_secs_f64();
+        if current + last * (1.0 - into) > self.limit {
+            Reply::status(429)
+        } else {
+            Reply::ok()
+        }
+    }
+}
+
+/// A limiter that counts refused requests is met by at most four scouts at once in the first
+/// second of contact (each one out when the first is refused is refused and counted too), and
+/// after the refusals the host waits until a sliding count has forgotten them, not just the
+/// window it filled (HAProxy drew 5 to 9 refusals of 200 requests, 2 of them when the pause
+/// ended: its count was still over the limit).
+#[tokio::test]
+async fn a_limiter_that_counts_refused_requests_is_not_fed_while_it_drains() {
+    let limiter = CountsRefusals {
+        limit: 20.0,
+        period: Duration::from_secs(1),
+        counts: std::sync::Mutex::new(None),
+    };
+    let server = serve(move |_, _| limiter.reply());
+    let polite = Polite::new();
+    let statuses = burst(&client(&polite), &server.url("/"), 60).await;
+    assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
+    let refused = server.stats.refused();
+    assert!(refused <= 5, "{refused} refusals");
+}

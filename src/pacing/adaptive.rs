@@ -30,8 +30,10 @@
 //!   quota (the ramp grows between two sends, and the send after a raise still goes at the
 //!   spacing before it), so settling 15% below it could stay above the quota and be refused
 //!   again (docs/measurements.md has the leaky-bucket runs). Five or more accepted at once are
-//!   a window's worth: held, after a pause as long as that window (a burst that filled it is
-//!   refused until it passes); so is a refusal of a guess made from the first few answers of a
+//!   a window's worth: held, after a pause as long as that window and the share of the next
+//!   that a sliding count of what we sent needs to forget the refused ones (a burst that
+//!   filled it is refused until it passes; a limiter that counts refused requests, until it
+//!   forgets them); so is a refusal of a guess made from the first few answers of a
 //!   burst, once the rest of them are in.
 //! - **With nothing configured, a full window never pins the rate low.** Refusals in a row
 //!   say the server's window is full, not that its rate is below what it accepted a moment
@@ -384,7 +386,7 @@ impl AdaptiveRate {
             _ => current,
         };
         if self.burst_filled_window(sent, accepted, sampled_long) {
-            return self.filled_window(now, accepted);
+            return self.filled_window(now, accepted, sent);
         }
         if let Some(&Learned {
             rate: Some(rate),
@@ -407,7 +409,7 @@ impl AdaptiveRate {
             return if sampled_long {
                 (rate, self.hold(now), None)
             } else if accepted >= MIN_SAMPLE {
-                self.filled_window(now, accepted)
+                self.filled_window(now, accepted, sent)
             } else {
                 // a few answers: a guess, from no lower than half the start rate
                 let rate = rate.max(START_RATE / 2.0);
@@ -477,12 +479,24 @@ impl AdaptiveRate {
             && accepted < ACCEPTED_CLEARLY_LESS * sent
     }
 
-    /// A burst of which the server accepted `accepted` filled its window: hold at 95% of
-    /// that, after letting the window pass.
-    fn filled_window(&self, now: Instant, accepted: f64) -> (f64, Phase, Option<Duration>) {
+    /// A burst of `sent` of which the server accepted `accepted` filled its window: hold at
+    /// 95% of that, after letting the window pass, and as much of the next as a limiter that
+    /// counts refused requests needs to forget them: a sliding window counter (HAProxy's
+    /// `http_req_rate`, Cloudflare's published algorithm) weighs the last window's count by
+    /// the share of it still in view, so the `sent` fall to room for one more only
+    /// `1 - (accepted - 1) / sent` of a window into the next one. A limiter that counts only
+    /// what it accepted costs that share of a window, once.
+    fn filled_window(
+        &self,
+        now: Instant,
+        accepted: f64,
+        sent: f64,
+    ) -> (f64, Phase, Option<Duration>) {
         let rate = accepted * BELOW_QUOTA;
-        let window = Duration::from_secs_f64(accepted / rate.max(MIN_RATE));
-        (rate, self.hold(now), Some(window.min(MAX_PAUSE)))
+        let window = accepted / rate.max(MIN_RATE);
+        let forgotten = 1.0 - (accepted - 1.0) / sent.max(accepted);
+        let pause = Duration::from_secs_f64(window * (1.0 + forgotten));
+        (rate, self.hold(now), Some(pause.min(MAX_PAUSE)))
     }
 
     fn hold(&self, now: Instant) -> Phase {
@@ -661,7 +675,11 @@ mod tests {
         let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
         assert_eq!(change.to, Some(9.5), "95% of the 10 accepted");
         let pause = change.pause.expect("the burst filled a window");
-        assert!((pause.as_secs_f64() - 10.0 / 9.5).abs() < 1e-6, "{pause:?}");
+        let counted = 10.0 / 9.5 * (2.0 - 9.0 / 60.0);
+        assert!(
+            (pause.as_secs_f64() - counted).abs() < 1e-6,
+            "a window, and the 50 refused forgotten by a sliding count: {pause:?}"
+        );
     }
 
     #[test]
@@ -723,7 +741,9 @@ mod tests {
         let change = d.refuse(t).expect("the window is full");
         assert_eq!(change.to, Some(4.75), "95% of the 5 the window held");
         let pause = change.pause.expect("the window passes first");
-        assert!((pause.as_secs_f64() - 5.0 / 4.75).abs() < 1e-6, "{pause:?}");
+        // 9 sent: the 8 scouts and the one refused now
+        let counted = 5.0 / 4.75 * (2.0 - 4.0 / 9.0);
+        assert!((pause.as_secs_f64() - counted).abs() < 1e-6, "{pause:?}");
     }
 
     #[test]

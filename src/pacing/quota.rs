@@ -5,11 +5,11 @@
 //!   cools down until the reset (the [cooldown](super::cooldown) owns that instant); when little
 //!   is left, what is left is spread evenly over the time to the reset, all of it before.
 //! - **First contact**: until we know a scope's quota, at most a window of *scouts* is out at
-//!   once: 1, doubling each round trip to 4, then one more each round trip (TCP's slow start
-//!   and congestion avoidance), so a burst never lands whole on a quota we have not read. Quota
-//!   headers, a refusal, or the window reaching 32 (about 30 round trips without either) end
-//!   it; so does a scout that takes longer than [`SCOUT_HOLD`] to answer. The same when a
-//!   quota window has expired.
+//!   once: 1, doubling each round trip to 4, then, once contact has lasted a second, one more
+//!   each round trip (TCP's slow start and congestion avoidance), so a burst never lands whole
+//!   on a quota we have not read. Quota headers, a refusal, or the window reaching 32 (about 30
+//!   round trips without either) end it; so does a scout that takes longer than
+//!   [`SCOUT_HOLD`] to answer. The same when a quota window has expired.
 //! - A scope with a configured limit sends one scout first and starts its schedule from that
 //!   scout's answer (see `Schedule::observe`): a first request slowed by opening its
 //!   connection (a TCP or TLS handshake, a busy client) would otherwise reach the server late,
@@ -46,8 +46,13 @@ pub(crate) const SCOUT_HOLD: Duration = Duration::from_secs(1);
 const LEARNED: u32 = 32;
 
 /// The first-contact window doubles each round trip up to this, then grows by one each round
-/// trip.
+/// trip...
 const SLOW_START_END: u32 = 4;
+
+/// ...once contact has lasted this long: the shortest window quotas are counted in. A near
+/// server's per-second quota is met within its first second, and each scout out when it
+/// refuses one is refused too (and, on a limiter that counts refused requests, counted).
+const GROWTH_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -59,6 +64,10 @@ enum State {
         acked: u32,
         /// The last send or answer: a server silent for `SCOUT_HOLD` ends first contact.
         since: Instant,
+        /// How long first contact had lasted at `since`, in milliseconds (the window grows
+        /// past [`SLOW_START_END`] only after [`GROWTH_AFTER`]; four bytes keep a host record
+        /// from growing).
+        lasted_ms: u32,
     },
     /// Answers carry no quota headers: nothing to gate on.
     Unmetered,
@@ -228,9 +237,14 @@ impl QuotaTracker {
                 *remaining = remaining.saturating_sub(u64::from(cost));
                 None
             }
-            State::FirstContact { out, since, .. } if scout => {
+            State::FirstContact {
+                out,
+                since,
+                lasted_ms,
+                ..
+            } if scout => {
                 *out += 1;
-                *since = now;
+                touch(since, lasted_ms, now);
                 None
             }
             _ => None,
@@ -383,12 +397,13 @@ impl QuotaTracker {
             window,
             acked,
             since,
+            lasted_ms,
             ..
         } = &mut self.state
         else {
             return;
         };
-        *since = now;
+        touch(since, lasted_ms, now);
         if status == 429 && accepted_any {
             // refused after some were accepted: the adaptive rate takes over from here
             self.state = State::Unmetered;
@@ -399,6 +414,8 @@ impl QuotaTracker {
             self.state = State::Unmetered;
         } else if *window < SLOW_START_END {
             *window += 1; // doubles each round trip
+        } else if u128::from(*lasted_ms) < GROWTH_AFTER.as_millis() {
+            // not a second yet: a quota per second may be met any moment
         } else {
             // one more each round trip: the round that meets the quota overshoots it by at
             // most one window
@@ -465,7 +482,16 @@ fn first_contact(now: Instant) -> State {
         out: 0,
         acked: 0,
         since: now,
+        lasted_ms: 0,
     }
+}
+
+/// First contact heard from or sent to the server at `now`: move `since` there, and what
+/// `lasted_ms` counts with it.
+fn touch(since: &mut Instant, lasted_ms: &mut u32, now: Instant) {
+    let step = now.saturating_duration_since(*since).as_millis();
+    *lasted_ms = lasted_ms.saturating_add(u32::try_from(step).unwrap_or(u32::MAX));
+    *since = now;
 }
 
 fn is_low(remaining: u64, limit: Option<u64>) -> bool {
@@ -505,24 +531,27 @@ mod tests {
     fn a_scope_without_quota_headers_is_learned_in_slow_start_then_not_gated() {
         let t0 = Instant::now();
         let mut q = QuotaTracker::new(t0, false, true);
-        let (mut round_trips, mut sent) = (0, 0);
-        while q.gate(t0) != (Gate::Go { scout: false }) {
+        let (mut round_trips, mut sent, mut now) = (0, 0, t0);
+        // round trips of 0.1 s
+        while q.gate(now) != (Gate::Go { scout: false }) {
             let mut out = 0;
-            while q.gate(t0) == (Gate::Go { scout: true }) {
-                q.on_send(t0, 1, true);
+            while q.gate(now) == (Gate::Go { scout: true }) {
+                q.on_send(now, 1, true);
                 out += 1;
             }
+            now += S / 10;
             for _ in 0..out {
-                q.observe(t0, Some(t0), true, 200, &ServerHint::default(), true);
+                q.observe(now, Some(now), true, 200, &ServerHint::default(), true);
             }
             sent += out;
             round_trips += 1;
             assert!(round_trips < 100, "first contact must end");
         }
-        // windows 1, 2, 4 (doubling), then 5, 6, ..., 31: the first answer of that window ends it
-        assert_eq!(round_trips, 30);
-        assert_eq!(sent, 1 + 2 + (4..=31).sum::<u32>());
-        assert!(q.is_idle(t0));
+        // windows 1, 2, 4 (doubling), 4 until a second has passed (7 more round trips), then
+        // 5, 6, ..., 31: the first answer of that window ends it
+        assert_eq!(round_trips, 37);
+        assert_eq!(sent, 1 + 2 + 4 * 8 + (5..=31).sum::<u32>());
+        assert!(q.is_idle(now));
     }
 
     #[test]
