@@ -344,11 +344,12 @@ impl CountsRefusals {
     }
 }
 
-/// A limiter that counts refused requests is met by at most four scouts at once in the first
+/// A limiter that counts refused requests is met by at most two scouts at once in the first
 /// second of contact (each one out when the first is refused is refused and counted too), and
-/// after the refusals the host waits until a sliding count has forgotten them, not just the
-/// window it filled (HAProxy drew 5 to 9 refusals of 200 requests, 2 of them when the pause
-/// ended: its count was still over the limit).
+/// a refusal when the pause for the window it filled ends makes the host wait until a sliding
+/// count has forgotten the burst, instead of asking again every 100 ms (HAProxy drew 5 to 9
+/// refusals of 200 requests, 2 of them when the pause ended: its count was still over the
+/// limit).
 #[tokio::test]
 async fn a_limiter_that_counts_refused_requests_is_not_fed_while_it_drains() {
     let limiter = CountsRefusals {

@@ -20,7 +20,9 @@
 //! - **Refusals in a row pause the scope.** When nothing gets through between two refusals, the
 //!   server is counting a window we overran: the scope cools down 100 ms, then 200 ms, 400 ms...
 //!   (up to 10 s) while refusals keep coming, so the window drains instead of being refused
-//!   request after request.
+//!   request after request. The first send after the pause for a filled window (below),
+//!   refused, says the server counts refused requests too (HAProxy's stick tables): the scope
+//!   pauses until a sliding count has forgotten the burst's, instead of feeding it.
 //! - **Never below half of a configured limit.** A refusal on a scope the user configured means
 //!   our timing was off, not that the quota is a fiftieth of the user's word.
 //! - **With nothing configured, a rate learned from a few answers is a guess** (fewer than five
@@ -30,10 +32,8 @@
 //!   quota (the ramp grows between two sends, and the send after a raise still goes at the
 //!   spacing before it), so settling 15% below it could stay above the quota and be refused
 //!   again (docs/measurements.md has the leaky-bucket runs). Five or more accepted at once are
-//!   a window's worth: held, after a pause as long as that window and the share of the next
-//!   that a sliding count of what we sent needs to forget the refused ones (a burst that
-//!   filled it is refused until it passes; a limiter that counts refused requests, until it
-//!   forgets them); so is a refusal of a guess made from the first few answers of a
+//!   a window's worth: held, after a pause as long as that window (a burst that filled it is
+//!   refused until it passes); so is a refusal of a guess made from the first few answers of a
 //!   burst, once the rest of them are in.
 //! - **With nothing configured, a full window never pins the rate low.** Refusals in a row
 //!   say the server's window is full, not that its rate is below what it accepted a moment
@@ -165,6 +165,10 @@ struct Learned {
     /// a burst that filled it) climbs to 95% of `best_accepted`: answers still on their way
     /// when the refusal came count too.
     climbs_to_best: bool,
+    /// After a burst that filled a window: when a limiter that counts refused requests in a
+    /// sliding window has forgotten them (see [`forgotten_at`]). A refusal of the first send
+    /// after the pause says the server is one: the scope pauses until then.
+    forgotten_at: Option<Instant>,
 }
 
 impl AdaptiveRate {
@@ -323,6 +327,14 @@ impl AdaptiveRate {
             other => other,
         };
         let refusals_in_a_row = in_a_row_before + 1;
+        // refused again when the pause for a filled window ended: the server counts refused
+        // requests too, and is still counting the burst's
+        let still_counted = self
+            .learned
+            .as_deref()
+            .filter(|_| in_a_row_before > 0)
+            .and_then(|l| l.forgotten_at)
+            .map(|at| at.saturating_duration_since(now));
         let learned = Learned {
             rate: Some(rate),
             phase,
@@ -331,6 +343,7 @@ impl AdaptiveRate {
             refusals_in_a_row,
             best_accepted,
             climbs_to_best: self.ceiling().is_none() && (in_a_row_before > 0 || pause.is_some()),
+            forgotten_at: pause.map(|window| forgotten_at(now, window, sent, accepted)),
         };
         match self.learned.as_deref_mut() {
             Some(known) => *known = learned,
@@ -339,7 +352,9 @@ impl AdaptiveRate {
         Some(RateChange {
             from: current,
             to: Some(rate),
-            pause: pause.max(self.pause_in_a_row(refusals_in_a_row)),
+            pause: pause
+                .max(self.pause_in_a_row(refusals_in_a_row))
+                .max(still_counted),
         })
     }
 
@@ -386,7 +401,7 @@ impl AdaptiveRate {
             _ => current,
         };
         if self.burst_filled_window(sent, accepted, sampled_long) {
-            return self.filled_window(now, accepted, sent);
+            return self.filled_window(now, accepted);
         }
         if let Some(&Learned {
             rate: Some(rate),
@@ -409,7 +424,7 @@ impl AdaptiveRate {
             return if sampled_long {
                 (rate, self.hold(now), None)
             } else if accepted >= MIN_SAMPLE {
-                self.filled_window(now, accepted, sent)
+                self.filled_window(now, accepted)
             } else {
                 // a few answers: a guess, from no lower than half the start rate
                 let rate = rate.max(START_RATE / 2.0);
@@ -461,7 +476,7 @@ impl AdaptiveRate {
     }
 
     /// With nothing configured, a burst filled the server's window: the server accepted a
-    /// window's worth, clearly less than we sent, in a sample too short to be a rate. A guess
+    /// window's worth, less than we sent, in a sample too short to be a rate. A guess
     /// made from its first few answers, refused before it grew, is read again from all of
     /// them.
     fn burst_filled_window(&self, sent: f64, accepted: f64, sampled_long: bool) -> bool {
@@ -472,31 +487,21 @@ impl AdaptiveRate {
                 (Some(rate), Phase::Ramp { from }) => rate > from * RAMP_GROWN,
                 _ => false,
             });
+        // any refusal: first contact keeps the overshoot of a burst small (two scouts), so
+        // the server may have accepted more than 90% of it
         self.ceiling().is_none()
             && !grown_guess
             && !sampled_long
             && accepted >= MIN_SAMPLE
-            && accepted < ACCEPTED_CLEARLY_LESS * sent
+            && accepted < sent
     }
 
-    /// A burst of `sent` of which the server accepted `accepted` filled its window: hold at
-    /// 95% of that, after letting the window pass, and as much of the next as a limiter that
-    /// counts refused requests needs to forget them: a sliding window counter (HAProxy's
-    /// `http_req_rate`, Cloudflare's published algorithm) weighs the last window's count by
-    /// the share of it still in view, so the `sent` fall to room for one more only
-    /// `1 - (accepted - 1) / sent` of a window into the next one. A limiter that counts only
-    /// what it accepted costs that share of a window, once.
-    fn filled_window(
-        &self,
-        now: Instant,
-        accepted: f64,
-        sent: f64,
-    ) -> (f64, Phase, Option<Duration>) {
+    /// A burst of which the server accepted `accepted` filled its window: hold at 95% of
+    /// that, after letting the window pass.
+    fn filled_window(&self, now: Instant, accepted: f64) -> (f64, Phase, Option<Duration>) {
         let rate = accepted * BELOW_QUOTA;
-        let window = accepted / rate.max(MIN_RATE);
-        let forgotten = 1.0 - (accepted - 1.0) / sent.max(accepted);
-        let pause = Duration::from_secs_f64(window * (1.0 + forgotten));
-        (rate, self.hold(now), Some(pause.min(MAX_PAUSE)))
+        let window = Duration::from_secs_f64(accepted / rate.max(MIN_RATE));
+        (rate, self.hold(now), Some(window.min(MAX_PAUSE)))
     }
 
     fn hold(&self, now: Instant) -> Phase {
@@ -504,6 +509,16 @@ impl AdaptiveRate {
             probe_at: now + PROBE_AFTER,
         }
     }
+}
+
+/// When a limiter that counts refused requests has forgotten the `sent` of a burst that filled
+/// its window of `accepted` (paused for `window` from `now`): a sliding window counter
+/// (HAProxy's `http_req_rate`, Cloudflare's published algorithm) weighs the last window's
+/// count by the share of it still in view, so the burst leaves room for one more only
+/// `1 - (accepted - 1) / sent` of a window into the next one.
+fn forgotten_at(now: Instant, window: Duration, sent: f64, accepted: f64) -> Instant {
+    let share = 1.0 - (accepted - 1.0) / sent.max(accepted);
+    now + window.mul_f64(1.0 + share.clamp(0.0, 1.0))
 }
 
 /// `phase` at `rate`, climbing (over [`RECOVERY`]) to `reach` if that is above where it goes.
@@ -675,10 +690,35 @@ mod tests {
         let change = d.a.on_refusal(d.t0, 0, d.t0).expect("lowered");
         assert_eq!(change.to, Some(9.5), "95% of the 10 accepted");
         let pause = change.pause.expect("the burst filled a window");
-        let counted = 10.0 / 9.5 * (2.0 - 9.0 / 60.0);
+        assert!((pause.as_secs_f64() - 10.0 / 9.5).abs() < 1e-6, "{pause:?}");
+    }
+
+    #[test]
+    fn refused_again_after_a_filled_window_the_scope_waits_until_a_sliding_count_forgets() {
+        // 14 sent at once, 10 accepted: the window passes, and the first send after it is
+        // refused too (the server counted the 4 refused)
+        let mut d = Drive::new(None);
+        for _ in 0..13 {
+            d.a.on_send(0, 1);
+        }
+        for _ in 0..10 {
+            d.a.on_success(d.t0, 0, 1);
+        }
+        let filled = d.refuse(d.t0).expect("the burst filled a window");
+        let window = filled.pause.expect("paused");
+        let after = d.t0 + window;
+        let again = d.refuse(after).expect("refused after the pause");
+        let counted = window.mul_f64(2.0 - 9.0 / 14.0);
+        let pause = again.pause.expect("paused again");
         assert!(
-            (pause.as_secs_f64() - counted).abs() < 1e-6,
-            "a window, and the 50 refused forgotten by a sliding count: {pause:?}"
+            (after + pause).duration_since(d.t0 + counted) < Duration::from_millis(1)
+                && after + pause >= d.t0 + counted,
+            "until the 14 fall to room for one more: {pause:?} after {window:?}"
+        );
+        let later = d.refuse(after + pause).expect("refused once more");
+        assert!(
+            later.pause < Some(pause),
+            "only the first refusal after the pause reads the burst: {later:?}"
         );
     }
 
@@ -741,9 +781,7 @@ mod tests {
         let change = d.refuse(t).expect("the window is full");
         assert_eq!(change.to, Some(4.75), "95% of the 5 the window held");
         let pause = change.pause.expect("the window passes first");
-        // 9 sent: the 8 scouts and the one refused now
-        let counted = 5.0 / 4.75 * (2.0 - 4.0 / 9.0);
-        assert!((pause.as_secs_f64() - counted).abs() < 1e-6, "{pause:?}");
+        assert!((pause.as_secs_f64() - 5.0 / 4.75).abs() < 1e-6, "{pause:?}");
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //!   cools down until the reset (the [cooldown](super::cooldown) owns that instant); when little
 //!   is left, what is left is spread evenly over the time to the reset, all of it before.
 //! - **First contact**: until we know a scope's quota, at most a window of *scouts* is out at
-//!   once: 1, doubling each round trip to 4, then, once contact has lasted a second, one more
-//!   each round trip (TCP's slow start and congestion avoidance), so a burst never lands whole
-//!   on a quota we have not read. Quota headers, a refusal, or the window reaching 32 (about 30
+//!   once: 1, then 2 until contact has lasted a second, then doubling each round trip to 4,
+//!   then one more each round trip (TCP's slow start and congestion avoidance), so a burst
+//!   never lands whole on a quota we have not read, and a near server's per-second quota
+//!   meets at most two scouts at once. Quota headers, a refusal, or the window reaching 32 (about 30
 //!   round trips without either) end it; so does a scout that takes longer than
 //!   [`SCOUT_HOLD`] to answer. The same when a quota window has expired.
 //! - A scope with a configured limit sends one scout first and starts its schedule from that
@@ -45,14 +46,16 @@ pub(crate) const SCOUT_HOLD: Duration = Duration::from_secs(1);
 /// is considered unmetered.
 const LEARNED: u32 = 32;
 
-/// The first-contact window doubles each round trip up to this, then grows by one each round
-/// trip...
-const SLOW_START_END: u32 = 4;
+/// The first-contact window stays at most this...
+const FIRST_SECOND_WINDOW: u32 = 2;
 
-/// ...once contact has lasted this long: the shortest window quotas are counted in. A near
+/// ...until contact has lasted this long: the shortest window quotas are counted in. A near
 /// server's per-second quota is met within its first second, and each scout out when it
 /// refuses one is refused too (and, on a limiter that counts refused requests, counted).
 const GROWTH_AFTER: Duration = Duration::from_secs(1);
+
+/// Then it doubles each round trip up to this, and grows by one each round trip after it.
+const SLOW_START_END: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
@@ -65,8 +68,8 @@ enum State {
         /// The last send or answer: a server silent for `SCOUT_HOLD` ends first contact.
         since: Instant,
         /// How long first contact had lasted at `since`, in milliseconds (the window grows
-        /// past [`SLOW_START_END`] only after [`GROWTH_AFTER`]; four bytes keep a host record
-        /// from growing).
+        /// past [`FIRST_SECOND_WINDOW`] only after [`GROWTH_AFTER`]; four bytes keep a host
+        /// record from growing).
         lasted_ms: u32,
     },
     /// Answers carry no quota headers: nothing to gate on.
@@ -412,10 +415,11 @@ impl QuotaTracker {
             *window = 1;
         } else if *window + 1 >= LEARNED {
             self.state = State::Unmetered;
-        } else if *window < SLOW_START_END {
-            *window += 1; // doubles each round trip
         } else if u128::from(*lasted_ms) < GROWTH_AFTER.as_millis() {
             // not a second yet: a quota per second may be met any moment
+            *window = (*window + 1).min(FIRST_SECOND_WINDOW);
+        } else if *window < SLOW_START_END {
+            *window += 1; // doubles each round trip
         } else {
             // one more each round trip: the round that meets the quota overshoots it by at
             // most one window
@@ -547,10 +551,10 @@ mod tests {
             round_trips += 1;
             assert!(round_trips < 100, "first contact must end");
         }
-        // windows 1, 2, 4 (doubling), 4 until a second has passed (7 more round trips), then
-        // 5, 6, ..., 31: the first answer of that window ends it
-        assert_eq!(round_trips, 37);
-        assert_eq!(sent, 1 + 2 + 4 * 8 + (5..=31).sum::<u32>());
+        // windows 1, then 2 until a second has passed (9 round trips), then 4 (doubling), 5,
+        // 6, ..., 31: the first answer of that window ends it
+        assert_eq!(round_trips, 38);
+        assert_eq!(sent, 1 + 2 * 9 + (4..=31).sum::<u32>());
         assert!(q.is_idle(now));
     }
 
