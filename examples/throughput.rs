@@ -710,6 +710,8 @@ enum Windows {
     RoundedDown,
     /// At multiples of the window on the clock; reset exact.
     OnTheClock,
+    /// From the first request, rounded up, the quota named `core` as GitHub names it.
+    Named,
 }
 
 async fn tokens(rows: &mut Vec<Row>) {
@@ -739,6 +741,7 @@ async fn tokens(rows: &mut Vec<Row>) {
             Peer::PoliteDefaults,
             Windows::OnTheClock,
         ),
+        ("tokens, named core", Peer::PoliteDefaults, Windows::Named),
     ];
     for (scenario, peer, windows) in rows_to_run {
         let rule = PerTokenFixedWindow::new(30, window);
@@ -746,6 +749,7 @@ async fn tokens(rows: &mut Vec<Row>) {
             Windows::FromFirstRequest => rule,
             Windows::RoundedDown => rule.reset_rounded_down(),
             Windows::OnTheClock => rule.aligned(),
+            Windows::Named => rule.named(),
         };
         let server = Server::start(Arc::new(rule)).expect("server");
         let url = server.url();

@@ -338,6 +338,8 @@ pub struct PerTokenFixedWindow {
     /// The windows are aligned to the clock (each starts at a multiple of `window` since the
     /// epoch, the reset is exact), not started by a credential's first request.
     aligned: bool,
+    /// Every answer names the quota, as GitHub does (`x-ratelimit-resource: core`).
+    named: bool,
 }
 
 impl PerTokenFixedWindow {
@@ -348,6 +350,15 @@ impl PerTokenFixedWindow {
             windows: Mutex::new(std::collections::HashMap::new()),
             reset_rounded_down: false,
             aligned: false,
+            named: false,
+        }
+    }
+
+    /// Name the quota in every answer (`x-ratelimit-resource: core`).
+    pub fn named(self) -> Self {
+        PerTokenFixedWindow {
+            named: true,
+            ..self
         }
     }
 
@@ -411,6 +422,11 @@ impl Rule for PerTokenFixedWindow {
             Reply::ok()
         } else {
             Reply::status(403)
+        };
+        let reply = if self.named {
+            reply.header("x-ratelimit-resource", "core")
+        } else {
+            reply
         };
         reply
             .header("x-ratelimit-limit", self.count)
