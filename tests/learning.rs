@@ -252,3 +252,50 @@ async fn windows_aligned_to_the_clock_are_checked_without_a_refusal() {
     assert_eq!(server.stats.refused(), 0, "no refusal");
     assert_eq!(limiter.starts().len(), 2, "40 requests in windows of 20");
 }
+
+/// A server whose headers contradict its refusals: every answer announces 100 per 60 s (and
+/// counts down from it), but more than 5 in any second are refused with a bare 429 carrying
+/// the same headers. The first burst goes on the headers' word and meets the refusals; from
+/// then on the scope paces by what the refusals taught, not by the count the headers give.
+#[tokio::test]
+async fn a_server_that_refuses_below_its_announced_quota_is_learned_from_its_refusals() {
+    let limiter = common::SlidingWindow::new(5, Duration::from_secs(1));
+    let used = std::sync::atomic::AtomicU64::new(0);
+    let reset = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        + 60;
+    let server = serve(move |_, _| {
+        let reply = limiter.reply();
+        let used = used.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let reply = if reply.status == 429 {
+            Reply::status(429)
+        } else {
+            Reply::ok()
+        };
+        reply
+            .header("x-ratelimit-limit", 100)
+            .header("x-ratelimit-remaining", 100u64.saturating_sub(used))
+            .header("x-ratelimit-reset", reset)
+    });
+    let polite = Polite::new();
+    let client = client(&polite);
+    let url = server.url("/");
+    let first = burst(&client, &url, 10).await;
+    assert!(first.iter().all(|s| *s == Ok(200)), "{first:?}");
+    let learned_from = server.stats.refused();
+    let started = Instant::now();
+    let second = burst(&client, &url, 20).await;
+    let took = started.elapsed();
+    assert!(second.iter().all(|s| *s == Ok(200)), "{second:?}");
+    let refused = server.stats.refused() - learned_from;
+    assert!(
+        refused <= 2,
+        "{refused} refusals after the {learned_from} it learned from"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "20 requests at 5 per second took {took:?}"
+    );
+}
