@@ -234,17 +234,18 @@ async fn windows_aligned_to_the_clock_are_checked_without_a_refusal() {
         let limiter = std::sync::Arc::clone(&limiter);
         serve(move |_, _| limiter.reply())
     };
-    // start 0.3 s into a window: its first answer infers an end a second after the send,
-    // 0.7 s before the window ends
+    let polite = Polite::new();
+    let client = client(&polite);
+    // start 0.1 s into a window: its first answer infers an end a second after the send,
+    // 0.9 s before the window ends (a first answer up to 0.9 s late still infers)
     let into = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_millis()
         % 2_000;
-    let wait = (2_300 - into) % 2_000;
+    let wait = (2_100 - into) % 2_000;
     tokio::time::sleep(Duration::from_millis(u64::try_from(wait).expect("small"))).await;
-    let polite = Polite::new();
-    let statuses = burst(&client(&polite), &server.url("/"), 40).await;
+    let statuses = burst(&client, &server.url("/"), 40).await;
     assert!(
         statuses.iter().all(|s| *s == Ok(200)),
         "every request ends accepted: {statuses:?}"

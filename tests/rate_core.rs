@@ -320,6 +320,8 @@ struct CountsRefusals {
     period: Duration,
     /// The current period's start and count, and the last period's count.
     counts: std::sync::Mutex<Option<(Instant, f64, f64)>>,
+    /// When each refusal came, from the first request.
+    refusals: std::sync::Mutex<(Option<Instant>, Vec<Duration>)>,
 }
 
 impl CountsRefusals {
@@ -336,7 +338,10 @@ impl CountsRefusals {
         current += 1.0;
         *counts = Some((start, current, last));
         let into = now.duration_since(start).as_secs_f64() / self.period.as_secs_f64();
+        let mut refusals = self.refusals.lock().expect("refusals lock");
+        let first = *refusals.0.get_or_insert(now);
         if current + last * (1.0 - into) > self.limit {
+            refusals.1.push(now - first);
             Reply::status(429)
         } else {
             Reply::ok()
@@ -352,15 +357,27 @@ impl CountsRefusals {
 /// limit).
 #[tokio::test]
 async fn a_limiter_that_counts_refused_requests_is_not_fed_while_it_drains() {
-    let limiter = CountsRefusals {
+    let limiter = std::sync::Arc::new(CountsRefusals {
         limit: 20.0,
         period: Duration::from_secs(1),
         counts: std::sync::Mutex::new(None),
+        refusals: std::sync::Mutex::new((None, Vec::new())),
+    });
+    let server = {
+        let limiter = std::sync::Arc::clone(&limiter);
+        serve(move |_, _| limiter.reply())
     };
-    let server = serve(move |_, _| limiter.reply());
     let polite = Polite::new();
     let statuses = burst(&client(&polite), &server.url("/"), 60).await;
     assert!(statuses.iter().all(|s| *s == Ok(200)), "{statuses:?}");
-    let refused = server.stats.refused();
-    assert!(refused <= 5, "{refused} refusals");
+    let refusals = limiter.refusals.lock().expect("refusals lock").1.clone();
+    assert!(refusals.len() <= 5, "refusals at {refusals:?}");
+    let after_the_burst = refusals
+        .iter()
+        .filter(|at| **at > Duration::from_millis(500))
+        .count();
+    assert!(
+        after_the_burst <= 1,
+        "refused again and again while the count drained: {refusals:?}"
+    );
 }

@@ -6,8 +6,8 @@
 //! - **A refusal is read against what the server accepted.** When the server accepted clearly
 //!   less than we sent over the last second, its quota is what it accepted: the rate drops to
 //!   95% of that and holds there. When it accepted about what we sent (or we have not been
-//!   sending long enough to tell), the refusal says our timing was off, not that the quota is
-//!   lower: the rate drops to 70% and climbs back to where it was within two seconds; on a
+//!   sending long enough to tell, and it is not a first-second burst that filled a window,
+//!   below), the refusal says our timing was off, not that the quota is lower: the rate drops to 70% and climbs back to where it was within two seconds; on a
 //!   configured scope, where the user's word says the quota is the limit, it dips to 85% and
 //!   climbs back within one second (a stray refusal costs under 1% of the next ten seconds,
 //!   where 70% for two seconds cost 3%). A second refusal within ten seconds of the first
@@ -20,9 +20,10 @@
 //! - **Refusals in a row pause the scope.** When nothing gets through between two refusals, the
 //!   server is counting a window we overran: the scope cools down 100 ms, then 200 ms, 400 ms...
 //!   (up to 10 s) while refusals keep coming, so the window drains instead of being refused
-//!   request after request. The first send after the pause for a filled window (below),
-//!   refused, says the server counts refused requests too (HAProxy's stick tables): the scope
-//!   pauses until a sliding count has forgotten the burst's, instead of feeding it.
+//!   request after request. A send after the pause for a filled window (below), refused
+//!   before a sliding count would have forgotten the burst, says the server counts refused
+//!   requests too (HAProxy's stick tables): the scope pauses until then, instead of feeding
+//!   it.
 //! - **Never below half of a configured limit.** A refusal on a scope the user configured means
 //!   our timing was off, not that the quota is a fiftieth of the user's word.
 //! - **With nothing configured, a rate learned from a few answers is a guess** (fewer than five
@@ -166,8 +167,9 @@ struct Learned {
     /// when the refusal came count too.
     climbs_to_best: bool,
     /// After a burst that filled a window: when a limiter that counts refused requests in a
-    /// sliding window has forgotten them (see [`forgotten_at`]). A refusal of the first send
-    /// after the pause says the server is one: the scope pauses until then.
+    /// sliding window has forgotten them (see [`forgotten_at`]). A refusal of a send after the
+    /// pause, before then, says the server is one: the scope pauses until then. Successes do
+    /// not clear it (the burst's own acceptances may be answered after its first refusal).
     forgotten_at: Option<Instant>,
 }
 
@@ -327,14 +329,15 @@ impl AdaptiveRate {
             other => other,
         };
         let refusals_in_a_row = in_a_row_before + 1;
-        // refused again when the pause for a filled window ended: the server counts refused
-        // requests too, and is still counting the burst's
+        // refused again once the pause for a filled window ended (a send after it: the burst's
+        // own refusals are not new signals), before a sliding count forgets the burst: the
+        // server counts refused requests too, and is still counting the burst's
         let still_counted = self
             .learned
             .as_deref()
-            .filter(|_| in_a_row_before > 0)
             .and_then(|l| l.forgotten_at)
-            .map(|at| at.saturating_duration_since(now));
+            .filter(|&at| now < at)
+            .map(|at| at - now);
         let learned = Learned {
             rate: Some(rate),
             phase,
@@ -695,20 +698,23 @@ mod tests {
 
     #[test]
     fn refused_again_after_a_filled_window_the_scope_waits_until_a_sliding_count_forgets() {
-        // 14 sent at once, 10 accepted: the window passes, and the first send after it is
-        // refused too (the server counted the 4 refused)
+        // 14 sent at once, 10 accepted (one answered after the first refusal): the window
+        // passes, and the first send after it is refused too (the server counted the 4 refused)
         let mut d = Drive::new(None);
         for _ in 0..13 {
             d.a.on_send(0, 1);
         }
-        for _ in 0..10 {
+        for _ in 0..9 {
             d.a.on_success(d.t0, 0, 1);
         }
         let filled = d.refuse(d.t0).expect("the burst filled a window");
         let window = filled.pause.expect("paused");
+        // one of the burst's acceptances answered after its first refusal
+        d.a.on_success(d.t0 + Duration::from_millis(30), 30_000_000, 1);
         let after = d.t0 + window;
         let again = d.refuse(after).expect("refused after the pause");
-        let counted = window.mul_f64(2.0 - 9.0 / 14.0);
+        // 9 accepted when the burst was refused: room for one more 1 - 8/14 into the next
+        let counted = window.mul_f64(2.0 - 8.0 / 14.0);
         let pause = again.pause.expect("paused again");
         assert!(
             (after + pause).duration_since(d.t0 + counted) < Duration::from_millis(1)

@@ -5,12 +5,13 @@
 //!   cools down until the reset (the [cooldown](super::cooldown) owns that instant); when little
 //!   is left, what is left is spread evenly over the time to the reset, all of it before.
 //! - **First contact**: until we know a scope's quota, at most a window of *scouts* is out at
-//!   once: 1, then 2 until contact has lasted a second, then doubling each round trip to 4,
-//!   then one more each round trip (TCP's slow start and congestion avoidance), so a burst
-//!   never lands whole on a quota we have not read, and a near server's per-second quota
-//!   meets at most two scouts at once. Quota headers, a refusal, or the window reaching 32 (about 30
-//!   round trips without either) end it; so does a scout that takes longer than
-//!   [`SCOUT_HOLD`] to answer. The same when a quota window has expired.
+//!   once: 1, then 2 until contact has lasted a second (again after a quiet second), then
+//!   doubling each round trip to 4, then one more each round trip (TCP's slow start and
+//!   congestion avoidance), so a burst never lands whole on a quota we have not read, and a
+//!   near server's per-second quota meets at most two scouts at once. Quota headers, a
+//!   refusal, or the window reaching 32 (a second and about 30 round trips without either)
+//!   end it; so does a scout that takes longer than [`SCOUT_HOLD`] to answer. The same when a
+//!   quota window has expired.
 //! - A scope with a configured limit sends one scout first and starts its schedule from that
 //!   scout's answer (see `Schedule::observe`): a first request slowed by opening its
 //!   connection (a TCP or TLS handshake, a busy client) would otherwise reach the server late,
@@ -241,11 +242,19 @@ impl QuotaTracker {
                 None
             }
             State::FirstContact {
+                window,
                 out,
                 since,
                 lasted_ms,
                 ..
             } if scout => {
+                if *out == 0 && now >= *since + GROWTH_AFTER {
+                    // quiet for a second: a per-second count has forgotten us, so contact
+                    // starts its first second again
+                    *lasted_ms = 0;
+                    *since = now;
+                    *window = (*window).min(FIRST_SECOND_WINDOW);
+                }
                 *out += 1;
                 touch(since, lasted_ms, now);
                 None

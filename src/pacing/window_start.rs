@@ -23,7 +23,7 @@
 //! Until an inference has been confirmed once, a window of at least [`CHECK_WITHIN`] keeps its
 //! last unit for that scout. A window aligned to the clock then still has the unit when the
 //! scout comes early, and answers it instead of refusing it; a window that did end loses that
-//! unit, once (a twentieth of one window at most). A smaller window would lose more of itself
+//! unit (a twentieth of it at most), until a check confirms an inference. A smaller window would lose more of itself
 //! than the one refusal the check may cost, and spends all of it.
 //!
 //! A server may also round its reset *down*: a refusal then says nothing is left and the reset
