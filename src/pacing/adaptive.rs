@@ -7,10 +7,11 @@
 //!   less than we sent over the last second, its quota is what it accepted: the rate drops to
 //!   95% of that and holds there. When it accepted about what we sent (or we have not been
 //!   sending long enough to tell, and it is not a first-second burst that filled a window,
-//!   below), the refusal says our timing was off, not that the quota is lower: the rate drops to 70% and climbs back to where it was within two seconds; on a
-//!   configured scope, where the user's word says the quota is the limit, it dips to 85% and
-//!   climbs back within one second (a stray refusal costs under 1% of the next ten seconds,
-//!   where 70% for two seconds cost 3%). A second refusal within ten seconds of the first
+//!   below), the refusal says our timing was off, not that the quota is lower: the rate drops
+//!   to 70% and climbs back to where it was within two seconds; on a configured scope, where
+//!   the user's word says the quota is the limit, it dips to 85% and climbs back within one
+//!   second (a stray refusal costs under 1% of the next ten seconds, where 70% for two
+//!   seconds cost 3%). A second refusal within ten seconds of the first
 //!   lowers where it climbs back to by 5%, and so on: a quota just below the level is found in
 //!   a few refusals, and a refusal that was only jitter costs 5% until the held level probes
 //!   upward again. On a configured scope, that walk stops at 85.5% of the limit (95% of 90%):

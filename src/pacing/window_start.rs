@@ -23,8 +23,8 @@
 //! Until an inference has been confirmed once, a window of at least [`CHECK_WITHIN`] keeps its
 //! last unit for that scout. A window aligned to the clock then still has the unit when the
 //! scout comes early, and answers it instead of refusing it; a window that did end loses that
-//! unit (a twentieth of it at most), until a check confirms an inference. A smaller window would lose more of itself
-//! than the one refusal the check may cost, and spends all of it.
+//! unit (a twentieth of it at most), until a check confirms an inference. A smaller window
+//! would lose more of itself than the one refusal the check may cost, and spends all of it.
 //!
 //! A server may also round its reset *down*: a refusal then says nothing is left and the reset
 //! has passed. The window ends within the second after that reset, so the scope waits out that
