@@ -330,15 +330,7 @@ impl AdaptiveRate {
             other => other,
         };
         let refusals_in_a_row = in_a_row_before + 1;
-        // refused again once the pause for a filled window ended (a send after it: the burst's
-        // own refusals are not new signals), before a sliding count forgets the burst: the
-        // server counts refused requests too, and is still counting the burst's
-        let still_counted = self
-            .learned
-            .as_deref()
-            .and_then(|l| l.forgotten_at)
-            .filter(|&at| now < at)
-            .map(|at| at - now);
+        let still_counted = self.still_counted(now);
         let learned = Learned {
             rate: Some(rate),
             phase,
@@ -360,6 +352,15 @@ impl AdaptiveRate {
                 .max(self.pause_in_a_row(refusals_in_a_row))
                 .max(still_counted),
         })
+    }
+
+    /// A refusal at `now` once the pause for a filled window ended (a send after it: the
+    /// burst's own refusals are not new signals), before a sliding count forgets the burst:
+    /// the server counts refused requests too, and is still counting the burst's. The wait
+    /// until it has forgotten them.
+    fn still_counted(&self, now: Instant) -> Option<Duration> {
+        let forgotten_at = self.learned.as_deref()?.forgotten_at?;
+        (now < forgotten_at).then(|| forgotten_at - now)
     }
 
     /// The pause after `refusals_in_a_row` refusals with nothing accepted between them.
