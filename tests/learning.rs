@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Reply, burst, client, serve};
+use common::{Reply, TestServer, burst, client, serve};
 use reqwest_polite::Polite;
 
 /// Fixed windows of `limit` per `window` that start at the first request after the previous
@@ -75,10 +75,7 @@ impl FromFirstHit {
             Some((start, used)) if now < start + self.window => (start, used),
             _ => {
                 let start = if self.aligned {
-                    let since_epoch = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .expect("after 1970");
-                    let into = since_epoch.as_nanos() % self.window.as_nanos();
+                    let into = since_epoch().as_nanos() % self.window.as_nanos();
                     now - Duration::from_nanos(u64::try_from(into).expect("under a window"))
                 } else {
                     now
@@ -118,6 +115,48 @@ impl FromFirstHit {
     fn starts(&self) -> Vec<Instant> {
         self.state.lock().expect("window lock").starts.clone()
     }
+
+    /// How long after the last window ended each window started.
+    fn late_starts(&self) -> Vec<Duration> {
+        self.starts()
+            .windows(2)
+            .map(|pair| pair[1] - (pair[0] + self.window))
+            .collect()
+    }
+}
+
+/// A loopback server answering as `limiter` does, and the limiter, to read its windows.
+fn serve_windows(limiter: FromFirstHit) -> (Arc<FromFirstHit>, TestServer) {
+    let limiter = Arc::new(limiter);
+    let server = {
+        let limiter = Arc::clone(&limiter);
+        serve(move |_, _| limiter.reply())
+    };
+    (limiter, server)
+}
+
+fn assert_all_accepted(statuses: &[Result<u16, String>]) {
+    assert!(
+        statuses.iter().all(|s| *s == Ok(200)),
+        "every request ends accepted: {statuses:?}"
+    );
+}
+
+/// The time since the epoch, on the clock the servers' resets are read on.
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+}
+
+/// Sleep until `at` into the next `period` on the epoch's clock.
+async fn sleep_until_phase(period: Duration, at: Duration) {
+    let into = since_epoch().as_nanos() % period.as_nanos();
+    let wait = (period.as_nanos() + at.as_nanos() - into) % period.as_nanos();
+    tokio::time::sleep(Duration::from_nanos(
+        u64::try_from(wait).expect("under a period"),
+    ))
+    .await;
 }
 
 /// Each window of a server whose reset is announced in whole epoch seconds starts when the
@@ -126,25 +165,14 @@ impl FromFirstHit {
 /// whole second).
 #[tokio::test]
 async fn a_fixed_window_announced_in_whole_seconds_starts_when_the_last_one_ends() {
-    let window = Duration::from_secs(1);
-    let limiter = std::sync::Arc::new(FromFirstHit::new(5, window));
-    let server = {
-        let limiter = std::sync::Arc::clone(&limiter);
-        serve(move |_, _| limiter.reply())
-    };
+    let (limiter, server) = serve_windows(FromFirstHit::new(5, Duration::from_secs(1)));
     let polite = Polite::new();
     let statuses = burst(&client(&polite), &server.url("/"), 20).await;
-    assert!(
-        statuses.iter().all(|s| *s == Ok(200)),
-        "every request ends accepted: {statuses:?}"
-    );
+    assert_all_accepted(&statuses);
     assert_eq!(server.stats.refused(), 0, "no refusal");
     let starts = limiter.starts();
     assert_eq!(starts.len(), 4, "20 requests in windows of 5: {starts:?}");
-    let late: Vec<Duration> = starts
-        .windows(2)
-        .map(|pair| pair[1] - (pair[0] + window))
-        .collect();
+    let late = limiter.late_starts();
     assert!(
         late.iter().all(|late| *late < Duration::from_millis(300)),
         "windows started this long after the last one ended: {late:?}"
@@ -158,32 +186,17 @@ async fn a_fixed_window_announced_in_whole_seconds_starts_when_the_last_one_ends
 #[tokio::test]
 async fn a_refusal_whose_whole_second_reset_has_passed_is_asked_again_once_per_scope() {
     let window = Duration::from_secs(1);
-    let limiter = std::sync::Arc::new(FromFirstHit::new(5, window).rounding_down());
-    let server = {
-        let limiter = std::sync::Arc::clone(&limiter);
-        serve(move |_, _| limiter.reply())
-    };
+    let (limiter, server) = serve_windows(FromFirstHit::new(5, window).rounding_down());
     // start 0.6 s past a whole second: each window ends 0.6 s after its rounded-down reset
-    let past = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .subsec_millis();
-    let wait = (1_600 - u64::from(past)) % 1_000;
-    tokio::time::sleep(Duration::from_millis(wait)).await;
+    sleep_until_phase(window, Duration::from_millis(600)).await;
     let polite = Polite::new();
     let statuses = burst(&client(&polite), &server.url("/"), 20).await;
-    assert!(
-        statuses.iter().all(|s| *s == Ok(200)),
-        "every request ends accepted: {statuses:?}"
-    );
+    assert_all_accepted(&statuses);
     let refused = server.stats.refused();
     assert!(refused <= 2, "{refused} refusals");
     let starts = limiter.starts();
     assert_eq!(starts.len(), 4, "20 requests in windows of 5: {starts:?}");
-    let late: Vec<Duration> = starts
-        .windows(2)
-        .map(|pair| pair[1] - (pair[0] + window))
-        .collect();
+    let late = limiter.late_starts();
     assert!(
         late[1..]
             .iter()
@@ -198,19 +211,11 @@ async fn a_refusal_whose_whole_second_reset_has_passed_is_asked_again_once_per_s
 /// once (15 refusals of 20 requests in windows of 5 before).
 #[tokio::test]
 async fn a_named_quota_releases_its_limit_at_a_reset_not_the_backlog() {
-    let window = Duration::from_secs(1);
-    let limiter = std::sync::Arc::new(FromFirstHit::new(5, window).named());
-    let server = {
-        let limiter = std::sync::Arc::clone(&limiter);
-        serve(move |_, _| limiter.reply())
-    };
+    let (limiter, server) = serve_windows(FromFirstHit::new(5, Duration::from_secs(1)).named());
     let polite = Polite::new();
     let started = Instant::now();
     let statuses = burst(&client(&polite), &server.url("/"), 20).await;
-    assert!(
-        statuses.iter().all(|s| *s == Ok(200)),
-        "every request ends accepted: {statuses:?}"
-    );
+    assert_all_accepted(&statuses);
     assert_eq!(server.stats.refused(), 0, "no refusal");
     assert_eq!(limiter.starts().len(), 4, "20 requests in windows of 5");
     // each window reopens at its announced reset, up to a second after it ended
@@ -229,27 +234,14 @@ async fn a_named_quota_releases_its_limit_at_a_reset_not_the_backlog() {
 #[tokio::test]
 async fn windows_aligned_to_the_clock_are_checked_without_a_refusal() {
     let window = Duration::from_secs(2);
-    let limiter = std::sync::Arc::new(FromFirstHit::new(20, window).aligned());
-    let server = {
-        let limiter = std::sync::Arc::clone(&limiter);
-        serve(move |_, _| limiter.reply())
-    };
+    let (limiter, server) = serve_windows(FromFirstHit::new(20, window).aligned());
     let polite = Polite::new();
     let client = client(&polite);
     // start 0.1 s into a window: its first answer infers an end a second after the send,
     // 0.9 s before the window ends (a first answer up to 0.9 s late still infers)
-    let into = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_millis()
-        % 2_000;
-    let wait = (2_100 - into) % 2_000;
-    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).expect("small"))).await;
+    sleep_until_phase(window, Duration::from_millis(100)).await;
     let statuses = burst(&client, &server.url("/"), 40).await;
-    assert!(
-        statuses.iter().all(|s| *s == Ok(200)),
-        "every request ends accepted: {statuses:?}"
-    );
+    assert_all_accepted(&statuses);
     assert_eq!(server.stats.refused(), 0, "no refusal");
     assert_eq!(limiter.starts().len(), 2, "40 requests in windows of 20");
 }
@@ -262,11 +254,7 @@ async fn windows_aligned_to_the_clock_are_checked_without_a_refusal() {
 async fn a_server_that_refuses_below_its_announced_quota_is_learned_from_its_refusals() {
     let limiter = common::SlidingWindow::new(5, Duration::from_secs(1));
     let used = std::sync::atomic::AtomicU64::new(0);
-    let reset = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs()
-        + 60;
+    let reset = since_epoch().as_secs() + 60;
     let server = serve(move |_, _| {
         let reply = limiter.reply();
         let used = used.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -284,12 +272,12 @@ async fn a_server_that_refuses_below_its_announced_quota_is_learned_from_its_ref
     let client = client(&polite);
     let url = server.url("/");
     let first = burst(&client, &url, 10).await;
-    assert!(first.iter().all(|s| *s == Ok(200)), "{first:?}");
+    assert_all_accepted(&first);
     let learned_from = server.stats.refused();
     let started = Instant::now();
     let second = burst(&client, &url, 20).await;
     let took = started.elapsed();
-    assert!(second.iter().all(|s| *s == Ok(200)), "{second:?}");
+    assert_all_accepted(&second);
     let refused = server.stats.refused() - learned_from;
     assert!(
         refused <= 2,
