@@ -609,13 +609,7 @@ async fn a_record_swept_while_idle_keeps_the_window_for_a_costly_request() {
         .send()
         .await
         .expect("answered");
-    let arrivals = server.stats.arrivals();
-    assert_eq!(arrivals.len(), 2);
-    let apart = arrivals[1] - arrivals[0];
-    assert!(
-        apart >= window,
-        "4 units within {apart:?}, under 3 per {window:?}"
-    );
+    assert_a_window_apart(&server.stats.arrivals(), window, "4 units under 3");
 }
 
 /// The host's record is the only way to the quotas the server named for its routes: while one
@@ -794,13 +788,15 @@ async fn a_limit_moved_after_a_costly_request_keeps_the_window() {
         .send()
         .await
         .expect("answered");
-    let arrivals = server.stats.arrivals();
+    assert_a_window_apart(&server.stats.arrivals(), window, "3 units under 2");
+}
+
+/// Two requests reached the server, the second at least `window` after the first (`what`:
+/// their units, and the limit's count).
+fn assert_a_window_apart(arrivals: &[Instant], window: Duration, what: &str) {
     assert_eq!(arrivals.len(), 2);
     let apart = arrivals[1] - arrivals[0];
-    assert!(
-        apart >= window,
-        "3 units within {apart:?}, under 2 per {window:?}"
-    );
+    assert!(apart >= window, "{what} per {window:?} within {apart:?}");
 }
 
 /// A port-less limit cleared at run time, with no default limit left, hands the host back to

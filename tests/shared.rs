@@ -113,17 +113,22 @@ async fn two_processes_share_one_quota_and_its_closures() {
     assert_one_quota_for_both(&a, &b).await;
 }
 
-#[tokio::test]
-async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
-    let redis = RedisServer::start().expect("redis-server");
+/// A server that answers its first request with `refusal`, and accepts every other one.
+fn refusing_the_first(refusal: impl Fn() -> Reply + Send + Sync + 'static) -> common::TestServer {
     let refused = std::sync::atomic::AtomicBool::new(false);
-    let server = serve(move |_, _| {
+    serve(move |_, _| {
         if refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
             Reply::ok()
         } else {
-            Reply::status(429).header("retry-after", 1)
+            refusal()
         }
-    });
+    })
+}
+
+#[tokio::test]
+async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
+    let redis = RedisServer::start().expect("redis-server");
+    let server = refusing_the_first(|| Reply::status(429).header("retry-after", 1));
     let a = process(&redis, Limit::per_second(100)).await;
     let b = process(&redis, Limit::per_second(100)).await;
     let url = server.url("/");
@@ -145,16 +150,11 @@ async fn a_retry_after_one_process_receives_closes_the_host_for_the_other() {
 #[tokio::test]
 async fn a_request_sleeping_for_its_fleet_slot_waits_out_a_pause_that_came_meanwhile() {
     let redis = RedisServer::start().expect("redis-server");
-    let refused = std::sync::atomic::AtomicBool::new(false);
-    let server = serve(move |_, _| {
-        if refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            Reply::ok()
-        } else {
-            // answered while the other process sleeps for the next slot
-            Reply::status(429)
-                .header("retry-after", 2)
-                .delay(Duration::from_millis(300))
-        }
+    let server = refusing_the_first(|| {
+        // answered while the other process sleeps for the next slot
+        Reply::status(429)
+            .header("retry-after", 2)
+            .delay(Duration::from_millis(300))
     });
     let a = process(&redis, Limit::per_second(1)).await;
     let b = process(&redis, Limit::per_second(1)).await;
