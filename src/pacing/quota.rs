@@ -228,14 +228,9 @@ impl QuotaTracker {
     /// spent what was left: the scope cools down until then.
     pub(crate) fn on_send(&mut self, now: Instant, cost: u32, scout: bool) -> Option<Instant> {
         match &mut self.state {
-            State::Known {
-                remaining,
-                reset_at,
-                limit,
-            } => {
+            State::Known { remaining, .. } => {
                 *remaining = remaining.saturating_sub(u64::from(cost));
-                let kept = self.window_start.kept(*limit);
-                (*remaining <= kept && now < *reset_at).then_some(*reset_at)
+                self.spent_until(now)
             }
             State::Renewed { remaining, .. } => {
                 *remaining = remaining.saturating_sub(u64::from(cost));
@@ -259,6 +254,19 @@ impl QuotaTracker {
                 touch(since, lasted_ms, now);
                 None
             }
+            _ => None,
+        }
+    }
+
+    /// The reset, when what is left of the known quota at `now` is spent (but for a unit kept
+    /// to check an inferred end): the scope cools down until then.
+    fn spent_until(&self, now: Instant) -> Option<Instant> {
+        match self.state {
+            State::Known {
+                remaining,
+                reset_at,
+                limit,
+            } if remaining <= self.window_start.kept(limit) && now < reset_at => Some(reset_at),
             _ => None,
         }
     }
@@ -339,16 +347,7 @@ impl QuotaTracker {
                 let ends = inferred.unwrap_or_else(|| crate::time::far_add(now, reset_in));
                 let reset_at = crate::time::far_add(ends, RESET_MARGIN);
                 self.state = self.counted(now, remaining, reset_at, hint.limit, inferred);
-                match self.state {
-                    State::Known {
-                        remaining,
-                        reset_at,
-                        limit,
-                    } if remaining <= self.window_start.kept(limit) && now < reset_at => {
-                        Some(reset_at)
-                    }
-                    _ => None,
-                }
+                self.spent_until(now)
             }
             _ => {
                 self.no_quota_to_read(now, status, accepted_any);
